@@ -1,0 +1,7 @@
+# Every dependency is a Debian package (see README).
+find_package(Threads REQUIRED)
+find_package(TBB REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HWLOC REQUIRED IMPORTED_TARGET GLOBAL hwloc)
+find_package(cereal REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C)

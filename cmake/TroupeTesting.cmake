@@ -1,0 +1,53 @@
+# One helper per kind of test. Test names say their kind (unit.*, mpi.*,
+# fault.*, slurm.*); each has a label of that kind and a timeout.
+find_package(GTest REQUIRED)
+
+set(TROUPE_MPIEXEC "${MPIEXEC_EXECUTABLE}" CACHE FILEPATH "Launcher for multi-rank tests")
+# Loopback only, root allowed, oversubscription allowed (ranks > cores is normal here).
+set(TROUPE_MPI_ENV
+  OMPI_MCA_btl_tcp_if_include=lo
+  OMPI_MCA_oob_tcp_if_include=lo
+  OMPI_ALLOW_RUN_AS_ROOT=1
+  OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  OMPI_MCA_rmaps_base_oversubscribe=1
+  OMPI_MCA_btl_vader_single_copy_mechanism=none
+  HYDRA_IFACE=lo)
+
+function(_troupe_test_exe target)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
+  add_executable(${target} ${T_SOURCES})
+  target_link_libraries(${target} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main troupe_flags)
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/runtime ${PROJECT_SOURCE_DIR}/tests)
+endfunction()
+
+# troupe_unit_test(name SOURCES ... LIBS ... [TIMEOUT s])
+function(troupe_unit_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  _troupe_test_exe(unit_${name} SOURCES ${T_SOURCES} LIBS ${T_LIBS})
+  add_test(NAME unit.${name} COMMAND unit_${name})
+  set_tests_properties(unit.${name} PROPERTIES LABELS unit TIMEOUT ${T_TIMEOUT})
+endfunction()
+
+# troupe_mpi_test(name NP n SOURCES ... LIBS ... [LABEL mpi|fault] [TIMEOUT s] [ARGS ...] [MPIEXEC_FLAGS ...])
+# Runs the test binary on NP ranks with mpiexec, loopback only, oversubscribed.
+function(troupe_mpi_test name)
+  cmake_parse_arguments(T "" "NP;TIMEOUT;LABEL;TARGET" "SOURCES;LIBS;ARGS;MPIEXEC_FLAGS" ${ARGN})
+  if(NOT T_LABEL)
+    set(T_LABEL mpi)
+  endif()
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 180)
+  endif()
+  if(NOT T_TARGET)
+    set(T_TARGET ${T_LABEL}_${name})
+    _troupe_test_exe(${T_TARGET} SOURCES ${T_SOURCES} LIBS ${T_LIBS})
+  endif()
+  add_test(NAME ${T_LABEL}.${name}
+    COMMAND ${TROUPE_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} ${T_NP} ${TROUPE_MPIEXEC_FLAGS} ${T_MPIEXEC_FLAGS}
+            $<TARGET_FILE:${T_TARGET}> ${T_ARGS})
+  set_tests_properties(${T_LABEL}.${name} PROPERTIES
+    LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT} ENVIRONMENT "${TROUPE_MPI_ENV}" PROCESSORS ${T_NP})
+endfunction()

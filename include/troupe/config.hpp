@@ -1,0 +1,53 @@
+// Runtime configuration.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <string>
+
+#include "troupe/fwd.hpp"
+
+namespace troupe {
+
+/// How worker threads are pinned inside the cpuset the process was given.
+enum class Pinning {
+  none,     ///< no binding: the OS places threads (inside the process cpuset)
+  compact,  ///< fill cores in topology order: neighbours share caches and NUMA nodes
+  scatter,  ///< spread over packages and NUMA nodes first, then cores
+};
+
+enum class SchedulerKind {
+  threads,        ///< oneTBB work-stealing arena (production)
+  deterministic,  ///< one thread, explicit order, virtual time (tests); see troupe/testing.hpp
+};
+
+struct Config {
+  // ---- scheduler -------------------------------------------------------------
+  /// Worker threads; 0 means one per processing unit of the process cpuset.
+  std::size_t threads = 0;
+  Pinning pinning = Pinning::compact;
+  /// Messages an actor handles per turn before it yields its thread.
+  std::size_t batch = 64;
+  SchedulerKind scheduler = SchedulerKind::threads;
+  /// Plan the pinning for this hwloc synthetic topology instead of the machine
+  /// (for tests and what-if studies; threads are then not bound).
+  std::string synthetic_topology;
+
+  /// Called when a method handling a tell throws (nobody waits for its result).
+  /// Default: one line on stderr. The actor keeps running.
+  std::function<void(ActorId actor, const char* method, std::exception_ptr error)> on_unhandled;
+
+  // ---- cluster ---------------------------------------------------------------
+  /// This node's role; overridden by --troupe-role=NAME, then by TROUPE_ROLE.
+  std::string role;
+  /// Failure detection: heartbeat period and the silence after which a watched
+  /// node is declared lost.
+  std::chrono::milliseconds heartbeat_period{100};
+  std::chrono::milliseconds heartbeat_timeout{600};
+  /// Poll the launcher's process table (PMIx) for faster failure evidence.
+  bool use_pmix = true;
+};
+
+}  // namespace troupe

@@ -1,0 +1,194 @@
+// ActorCell: one actor's mailbox, scheduling state, object and monitors.
+//
+// Scheduling protocol: a producer pushes a message, then flips `scheduled_` from
+// false to true; whoever flips it hands the cell to the scheduler. The cell runs a
+// bounded batch, clears `scheduled_`, and re-checks its queues, so no message is
+// ever left without a run and the cell never runs on two threads at once.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "troupe/detail/mpsc_queue.hpp"
+#include "troupe/detail/unique_function.hpp"
+#include "troupe/fwd.hpp"
+#include "troupe/task.hpp"
+
+namespace troupe {
+
+enum class ExitReason : std::uint8_t {
+  stopped,    ///< stop() was handled
+  node_lost,  ///< the node hosting the actor was lost
+  shutdown,   ///< the runtime finished while the actor was alive
+};
+const char* to_string(ExitReason r) noexcept;
+
+/// What a monitor learns when the actor it watches is gone.
+struct ExitInfo {
+  NodeId node = 0;
+  ActorId actor = 0;
+  ExitReason reason = ExitReason::stopped;
+};
+
+namespace detail {
+
+class Core;
+class ActorCell;
+struct TypeTag;
+
+struct Message : MpscNode {
+  virtual ~Message() = default;
+  /// Handles the message on the actor's context.
+  virtual void run(ActorCell& cell) = 0;
+  /// The actor exited before handling it: fail the caller, if any.
+  virtual void reject(ActorCell& cell) noexcept { (void)cell; }
+};
+
+using MonitorFn = UniqueFunction<void(const ExitInfo&)>;
+
+class ActorCell : public std::enable_shared_from_this<ActorCell> {
+ public:
+  ActorCell(Core& core, ActorId id, const TypeTag* type, bool reentrant) noexcept;
+  ActorCell(const ActorCell&) = delete;
+  ActorCell& operator=(const ActorCell&) = delete;
+  virtual ~ActorCell();
+
+  Core& core() const noexcept { return core_; }
+  ActorId id() const noexcept { return id_; }
+  NodeId node() const noexcept;
+  const TypeTag* type() const noexcept { return type_; }
+  void* object() const noexcept { return obj_; }
+  bool exited() const noexcept { return exited_.load(std::memory_order_seq_cst); }
+  std::size_t mailbox_size() const noexcept { return size_.load(std::memory_order_relaxed); }
+
+  /// Queues an ordinary message; takes ownership. Messages from one thread are
+  /// handled in the order they were queued.
+  void enqueue(Message* m) noexcept;
+  /// Queues a coroutine resumption or runtime notice: handled before ordinary
+  /// messages, and even while a non-reentrant actor waits in a coroutine.
+  void enqueue_system(Message* m) noexcept;
+  /// Scheduler entry point: handles at most max messages, then yields.
+  void run_batch(std::size_t max) noexcept;
+
+  /// Ordered stop: handled after the messages already queued.
+  void request_stop() noexcept;
+  /// Ends the actor now (on its own context or when nothing runs it): destroys
+  /// the object and suspended coroutines, fails queued asks, fires monitors.
+  void exit(ExitReason why) noexcept;
+
+  /// Monitors fire once, on a scheduler thread; at once if the actor is gone.
+  std::uint64_t add_monitor(MonitorFn fn);
+  void remove_monitor(std::uint64_t token) noexcept;
+
+  /// Runs a top-level coroutine method; done receives its result.
+  template <class R>
+  void start_task(Task<R> task, UniqueFunction<void(TaskResult<R>&&)> done);
+
+  /// Constructs the object on the actor's context (so self<T>() works in the
+  /// constructor). Called once by spawn.
+  template <class T, class... A>
+  void construct(A&&... a);
+
+ protected:
+  virtual void destroy_object() noexcept = 0;
+  void set_object(void* p) noexcept { obj_ = p; }
+
+ private:
+  struct TaskRecord {
+    std::coroutine_handle<> handle;
+    bool done = false;
+  };
+  void task_suspended(const std::shared_ptr<TaskRecord>& rec);
+  void task_finished(const std::shared_ptr<TaskRecord>& rec) noexcept;
+  void schedule_if_idle() noexcept;
+  void drain_rejected() noexcept;
+
+  Core& core_;
+  ActorId id_;
+  const TypeTag* type_;
+  void* obj_ = nullptr;
+  std::atomic<bool> scheduled_{false};
+  std::atomic<bool> exited_{false};
+  ExitReason exit_reason_ = ExitReason::stopped;
+  bool reentrant_;
+  std::uint32_t blocking_tasks_ = 0;  // non-reentrant: ordinary messages wait while > 0
+  std::atomic<std::size_t> size_{0};
+  MpscQueue mailbox_;
+  MpscQueue system_;
+
+  struct Extras {  // rarely used state, allocated on first use
+    std::mutex mu;
+    std::vector<std::pair<std::uint64_t, MonitorFn>> monitors;
+    std::uint64_t next_token = 1;
+    std::vector<std::shared_ptr<TaskRecord>> suspended;
+  };
+  Extras& extras();
+  std::atomic<Extras*> extras_{nullptr};
+};
+
+template <class T>
+class TypedCell final : public ActorCell {
+ public:
+  using ActorCell::ActorCell;
+  ~TypedCell() override { TypedCell::destroy_object(); }
+  template <class... A>
+  void make(A&&... a) {
+    new (&storage_) T(std::forward<A>(a)...);
+    set_object(&storage_);
+  }
+
+ protected:
+  void destroy_object() noexcept override {
+    if (object() != nullptr) {
+      std::launder(reinterpret_cast<T*>(&storage_))->~T();
+      set_object(nullptr);
+    }
+  }
+
+ private:
+  alignas(T) unsigned char storage_[sizeof(T)];
+};
+
+/// The actor this thread is running right now (null outside actors).
+ActorCell* current_cell() noexcept;
+class ContextGuard {
+ public:
+  explicit ContextGuard(ActorCell* c) noexcept;
+  ~ContextGuard();
+  ContextGuard(const ContextGuard&) = delete;
+  ContextGuard& operator=(const ContextGuard&) = delete;
+
+ private:
+  ActorCell* prev_;
+};
+
+template <class T, class... A>
+void ActorCell::construct(A&&... a) {
+  ContextGuard g(this);
+  static_cast<TypedCell<T>*>(this)->make(std::forward<A>(a)...);
+}
+
+template <class R>
+void ActorCell::start_task(Task<R> task, UniqueFunction<void(TaskResult<R>&&)> done) {
+  auto rec = std::make_shared<TaskRecord>();
+  auto h = std::move(task).start(
+      [this, rec, done = std::move(done)](TaskResult<R>&& r) mutable {
+        rec->done = true;
+        if (rec->handle) task_finished(rec);
+        done(std::move(r));
+      });
+  if (!rec->done) {
+    rec->handle = h;
+    task_suspended(rec);
+  }
+}
+
+}  // namespace detail
+}  // namespace troupe

@@ -1,0 +1,134 @@
+// CallMessage<M>: a call of the method M with its arguments, and for an ask the
+// promise of its result.
+#pragma once
+
+#include <exception>
+#include <optional>
+#include <tuple>
+#include <utility>
+
+#include "troupe/detail/actor_cell.hpp"
+#include "troupe/detail/method_traits.hpp"
+#include "troupe/error.hpp"
+#include "troupe/future.hpp"
+#include "troupe/task.hpp"
+
+namespace troupe::detail {
+
+/// Reports an exception that a tell's method threw (nobody waits for it).
+void report_unhandled(Core& core, ActorId actor, const char* method, std::exception_ptr e) noexcept;
+
+/// Base of every call, local or decoded from the wire: lets the remote layer
+/// reach the arguments and promise without knowing M.
+struct CallBase : Message {
+  const MethodTag* tag = nullptr;
+  /// Fails the caller (an ask's future) without running the method.
+  virtual void fail(std::exception_ptr e) noexcept = 0;
+  virtual bool is_ask() const noexcept = 0;
+};
+
+/// Completes an ask's promise from a coroutine result; if the coroutine is
+/// destroyed unfinished (its actor exited), the caller gets ActorExited.
+template <class R>
+class AskCompletion {
+ public:
+  AskCompletion(Promise<R> p, NodeId node, ActorId actor)
+      : p_(std::move(p)), node_(node), actor_(actor) {}
+  AskCompletion(AskCompletion&&) noexcept = default;
+  ~AskCompletion() {
+    if (p_.valid()) p_.set_error(ActorExited(node_, actor_));
+  }
+  void operator()(TaskResult<R>&& r) {
+    if (r.error) return p_.set_exception(r.error);
+    if constexpr (std::is_void_v<R>) {
+      p_.set_value();
+    } else {
+      p_.set_value(std::move(*r.value));
+    }
+  }
+
+ private:
+  Promise<R> p_;
+  NodeId node_;
+  ActorId actor_;
+};
+
+/// Runs M on the cell's object and hands the result to `finish(TaskResult<R>&&)`.
+/// Plain values finish at once, Task<R> when the coroutine completes, Future<R>
+/// when it resolves.
+template <auto M, class Args, class Finish>
+void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
+  using Traits = Method<M>;
+  using Ret = typename Traits::Return;
+  using R = typename Traits::Result;
+  using Class = typename Traits::Class;
+  auto& obj = *static_cast<Class*>(cell.object());
+  TaskResult<R> out;
+  try {
+    if constexpr (is_task<Ret>::value) {
+      cell.start_task<R>(invoke_method<M>(obj, args), std::forward<Finish>(finish));
+      return;
+    } else if constexpr (is_future<Ret>::value) {
+      invoke_method<M>(obj, args).on_complete(
+          [f = std::forward<Finish>(finish)](Future<R> fut) mutable {
+            TaskResult<R> res;
+            try {
+              if constexpr (std::is_void_v<R>) {
+                fut.take();
+                res.value.emplace();
+              } else {
+                res.value.emplace(fut.take());
+              }
+            } catch (...) {
+              res.error = std::current_exception();
+            }
+            f(std::move(res));
+          });
+      return;
+    } else if constexpr (std::is_void_v<Ret>) {
+      invoke_method<M>(obj, args);
+      out.value.emplace();
+    } else {
+      out.value.emplace(invoke_method<M>(obj, args));
+    }
+  } catch (...) {
+    out.error = std::current_exception();
+  }
+  finish(std::move(out));
+}
+
+template <auto M>
+class CallMessage final : public CallBase {
+ public:
+  using Traits = Method<M>;
+  using Args = typename Traits::Args;
+  using R = typename Traits::Result;
+
+  template <class... A>
+  explicit CallMessage(std::optional<Promise<R>> p, A&&... a)
+      : args(std::forward<A>(a)...), promise(std::move(p)) {
+    tag = &method_tag<M>;
+  }
+
+  void run(ActorCell& cell) override {
+    if (promise) {
+      invoke_call<M>(cell, args, AskCompletion<R>(std::move(*promise), cell.node(), cell.id()));
+    } else {
+      invoke_call<M>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
+        if (r.error) report_unhandled(*core, id, method_tag<M>.debug_name, r.error);
+      });
+    }
+  }
+  void reject(ActorCell& cell) noexcept override {
+    fail(std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
+  }
+  void fail(std::exception_ptr e) noexcept override {
+    if (promise && promise->valid()) promise->set_exception(std::move(e));
+  }
+  bool is_ask() const noexcept override { return promise.has_value(); }
+
+  Args args;
+  std::optional<Promise<R>> promise;
+};
+
+}  // namespace troupe::detail

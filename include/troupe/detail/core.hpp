@@ -1,0 +1,128 @@
+// Core: the local half of a runtime (actors, scheduler, timers). No MPI here.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "troupe/config.hpp"
+#include "troupe/detail/actor_cell.hpp"
+#include "troupe/detail/future_state.hpp"
+#include "troupe/detail/unique_function.hpp"
+#include "troupe/fwd.hpp"
+#include "troupe/future.hpp"
+
+namespace troupe::detail {
+
+class Scheduler;
+class ThreadPlacement;
+class TimerService;
+class ActorTable;
+struct CallBase;
+struct TypeTag;
+
+/// The distributed half, seen from the core. Implemented in runtime/remote; null
+/// for a local runtime.
+class RemoteLink {
+ public:
+  virtual ~RemoteLink() = default;
+  virtual std::size_t size() const = 0;
+  /// Sends a call to an actor on another node. For an ask, the call carries its
+  /// promise; any failure (unknown method, lost node, ...) lands there.
+  virtual void send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) = 0;
+  virtual void stop(NodeId node, ActorId actor) = 0;
+  virtual std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) = 0;
+  virtual void demonitor(NodeId node, ActorId actor, std::uint64_t token) = 0;
+  virtual void mailbox_size(NodeId node, ActorId actor, Promise<std::size_t> p) = 0;
+  /// Spawns on another node: init points to the class's init tuple.
+  virtual void spawn(NodeId node, const TypeTag* type, const void* init,
+                     UniqueFunction<void(ActorId, std::exception_ptr)> done) = 0;
+  /// Graceful collective shutdown of the whole job; returns the exit code.
+  virtual int finish() = 0;
+};
+
+class Core {
+ public:
+  Core(Runtime& rt, Config cfg, std::unique_ptr<ThreadPlacement> placement);
+  ~Core();
+  Core(const Core&) = delete;
+  Core& operator=(const Core&) = delete;
+
+  Runtime& runtime() const noexcept { return rt_; }
+  const Config& config() const noexcept { return cfg_; }
+  NodeId node() const noexcept { return node_; }
+  void set_node(NodeId n) noexcept { node_ = n; }
+
+  Scheduler& scheduler() noexcept { return *sched_; }
+  TimerService& timers() noexcept { return *timers_; }
+  Waiter* waiter() const noexcept { return waiter_; }
+  void set_waiter(Waiter* w) noexcept { waiter_ = w; }
+  RemoteLink* remote() const noexcept { return remote_; }
+  void set_remote(RemoteLink* r) noexcept { remote_ = r; }
+
+  ActorId next_id() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+  void add_cell(std::shared_ptr<ActorCell> cell);
+  void remove_cell(ActorId id) noexcept;
+  std::shared_ptr<ActorCell> find_cell(ActorId id) const;
+  std::size_t actor_count() const noexcept;
+
+  /// Runs f on a scheduler thread.
+  void post(UniqueFunction<void()> f);
+
+  /// Quiescence accounting: every scheduled actor, posted task and pending
+  /// one-shot timer counts as outstanding work.
+  void work_started() noexcept { outstanding_.fetch_add(1, std::memory_order_relaxed); }
+  void work_done() noexcept;
+  std::size_t outstanding() const noexcept { return outstanding_.load(std::memory_order_acquire); }
+  /// Blocks until no work is outstanding (or the deadline passes).
+  bool wait_quiescent(std::optional<Clock::time_point> deadline = std::nullopt);
+
+  void on_unhandled(ActorId actor, const char* method, std::exception_ptr e) noexcept;
+
+  /// Periodic timers stop when finish() begins.
+  void track_periodic(std::weak_ptr<struct TimerControl> c);
+  void stop_periodic() noexcept;
+
+  /// Local shutdown: waits for quiescence, ends all actors, stops threads.
+  void shutdown() noexcept;
+  bool is_shut_down() const noexcept { return shut_down_; }
+
+ private:
+  Runtime& rt_;
+  Config cfg_;
+  NodeId node_ = 0;
+  std::unique_ptr<TimerService> timers_;
+  std::unique_ptr<Scheduler> sched_;
+  std::unique_ptr<ActorTable> table_;
+  Waiter* waiter_ = nullptr;
+  RemoteLink* remote_ = nullptr;
+  std::atomic<ActorId> next_id_{1};
+  std::atomic<std::size_t> outstanding_{0};
+  bool shut_down_ = false;
+  std::mutex periodic_mu_;
+  std::vector<std::weak_ptr<TimerControl>> periodic_;
+};
+
+/// The runtime that actors on this thread belong to, else the most recently
+/// started one in the process (null if none).
+Core* current_core() noexcept;
+
+/// While a message is decoded, the runtime that decodes it (so ActorRefs inside
+/// bind to it).
+class DecodingScope {
+ public:
+  explicit DecodingScope(Core* core) noexcept;
+  ~DecodingScope();
+  DecodingScope(const DecodingScope&) = delete;
+  DecodingScope& operator=(const DecodingScope&) = delete;
+
+ private:
+  Core* prev_;
+};
+
+}  // namespace troupe::detail

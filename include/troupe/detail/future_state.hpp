@@ -1,0 +1,101 @@
+// Shared state behind Promise<T> / Future<T>: one value or error, one continuation.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <type_traits>
+
+#include "troupe/detail/unique_function.hpp"
+
+namespace troupe::detail {
+
+struct Unit {};
+template <class T> using Stored = std::conditional_t<std::is_void_v<T>, Unit, T>;
+
+using Clock = std::chrono::steady_clock;
+
+class StateBase;
+
+/// Something that can make progress while a thread blocks on a future: the
+/// deterministic scheduler runs actors, the MPI runtime drives its progress engine.
+class Waiter {
+ public:
+  virtual ~Waiter() = default;
+  /// Blocks until s is ready or the deadline passes. Returns s.ready().
+  virtual bool wait(StateBase& s, std::optional<Clock::time_point> deadline) = 0;
+};
+
+class StateBase {
+ public:
+  explicit StateBase(Waiter* w) noexcept : waiter_(w) {}
+  StateBase(const StateBase&) = delete;
+  StateBase& operator=(const StateBase&) = delete;
+  virtual ~StateBase() = default;
+
+  bool ready() const noexcept { return phase_.load(std::memory_order_acquire) == kReady; }
+  bool has_error() const noexcept { return error_ != nullptr; }
+  const std::exception_ptr& error() const noexcept { return error_; }
+  Waiter* waiter() const noexcept { return waiter_; }
+
+  void set_error(std::exception_ptr e) {
+    error_ = std::move(e);
+    publish();
+  }
+
+  /// Runs f once the state is ready: at once (on this thread) if it already is,
+  /// otherwise on the thread that makes it ready. At most one continuation.
+  void on_ready(UniqueFunction<void()> f);
+
+  /// Blocks the calling thread (helping its runtime's waiter if any).
+  bool wait(std::optional<Clock::time_point> deadline = std::nullopt);
+
+  /// Plain futex wait, used by waiters as their fallback.
+  bool block(std::optional<Clock::time_point> deadline);
+
+ protected:
+  void publish();
+
+ private:
+  enum : std::uint32_t { kPending = 0, kContinuation = 1, kReady = 2 };
+  std::atomic<std::uint32_t> phase_{kPending};
+  std::exception_ptr error_;
+  UniqueFunction<void()> cont_;
+  Waiter* waiter_;
+};
+
+template <class T>
+class State final : public StateBase {
+ public:
+  using StateBase::StateBase;
+  template <class... A>
+  void set_value(A&&... a) {
+    value_.emplace(std::forward<A>(a)...);
+    publish();
+  }
+  /// Precondition: ready(). Rethrows the stored error.
+  Stored<T> take() {
+    if (has_error()) std::rethrow_exception(error());
+    return std::move(*value_);
+  }
+
+ private:
+  std::optional<Stored<T>> value_;
+};
+
+/// Where a coroutine suspended in an actor resumes: a message to that actor.
+/// Empty when the coroutine does not run inside an actor (it then resumes inline).
+struct ResumeTarget {
+  std::shared_ptr<class ActorCell> cell;
+  void resume(std::coroutine_handle<> h) const;
+};
+ResumeTarget current_resume_target() noexcept;
+
+/// Throws if called from inside an actor (blocking there would deadlock it).
+void check_blocking_allowed(const char* what);
+
+}  // namespace troupe::detail

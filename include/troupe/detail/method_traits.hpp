@@ -1,0 +1,106 @@
+// Compile-time facts about an actor method named by a member pointer.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "troupe/fwd.hpp"
+
+namespace troupe::detail {
+
+template <class F> struct MemFn;
+
+#define TROUPE_DETAIL_MEMFN(QUAL, IS_CONST)                 \
+  template <class C, class R, class... P>                   \
+  struct MemFn<R (C::*)(P...) QUAL> {                       \
+    using Class = C;                                        \
+    using Return = R;                                       \
+    using Params = std::tuple<P...>;                        \
+    using Args = std::tuple<std::decay_t<P>...>;            \
+    static constexpr std::size_t arity = sizeof...(P);      \
+    static constexpr bool is_const = IS_CONST;              \
+  };
+TROUPE_DETAIL_MEMFN(, false)
+TROUPE_DETAIL_MEMFN(const, true)
+TROUPE_DETAIL_MEMFN(noexcept, false)
+TROUPE_DETAIL_MEMFN(const noexcept, true)
+TROUPE_DETAIL_MEMFN(&, false)
+TROUPE_DETAIL_MEMFN(const&, true)
+#undef TROUPE_DETAIL_MEMFN
+
+template <class R> struct Unwrap { using type = R; };
+template <class R> struct Unwrap<Task<R>> { using type = R; };
+template <class R> struct Unwrap<Future<R>> { using type = R; };
+
+/// Facts about the method M: its class, its argument tuple, and the type an ask
+/// of it yields (Task<R> and Future<R> unwrap to R).
+template <auto M>
+struct Method : MemFn<decltype(M)> {
+  using Base = MemFn<decltype(M)>;
+  using Result = typename Unwrap<typename Base::Return>::type;
+};
+
+/// A unique address per method, used as a key in this process's method table
+/// (never sent over the wire: wire ids come from TROUPE_REMOTE's names).
+struct MethodTag {
+  const char* debug_name;
+};
+template <auto M>
+constexpr std::string_view pretty_method_name() {
+  std::string_view s = __PRETTY_FUNCTION__;
+  auto b = s.find("M = ");
+  if (b == std::string_view::npos) return s;
+  b += 4;
+  auto e = s.find_first_of(";]", b);
+  return s.substr(b, e - b);
+}
+template <auto M>
+inline constexpr auto method_name_storage = [] {
+  constexpr auto n = pretty_method_name<M>();
+  std::array<char, n.size() + 1> a{};
+  for (std::size_t i = 0; i < n.size(); ++i) a[i] = n[i];
+  return a;
+}();
+template <auto M>
+inline const MethodTag method_tag{method_name_storage<M>.data()};
+
+/// A unique address per actor class, same purpose as MethodTag.
+struct TypeTag {
+  const char* debug_name;
+};
+template <class T>
+constexpr std::string_view pretty_type_name() {
+  std::string_view s = __PRETTY_FUNCTION__;
+  auto b = s.find("T = ");
+  if (b == std::string_view::npos) return s;
+  b += 4;
+  auto e = s.find_first_of(";]", b);
+  return s.substr(b, e - b);
+}
+template <class T>
+inline constexpr auto type_name_storage = [] {
+  constexpr auto n = pretty_type_name<T>();
+  std::array<char, n.size() + 1> a{};
+  for (std::size_t i = 0; i < n.size(); ++i) a[i] = n[i];
+  return a;
+}();
+template <class T>
+inline const TypeTag type_tag{type_name_storage<T>.data()};
+
+/// Calls M on obj with the stored arguments (moved, or passed as lvalues where
+/// the parameter is a non-const lvalue reference).
+template <auto M, class Obj, class Tuple>
+decltype(auto) invoke_method(Obj& obj, Tuple& args) {
+  using Params = typename Method<M>::Params;
+  return [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
+    return (obj.*M)(std::forward<std::tuple_element_t<I, Params>>(std::get<I>(args))...);
+  }(std::make_index_sequence<std::tuple_size_v<Params>>{});
+}
+
+template <class T>
+concept NonReentrant = requires { requires T::troupe_reentrant == false; };
+
+}  // namespace troupe::detail

@@ -1,0 +1,64 @@
+// Deterministic execution for tests: one thread, explicit order, virtual time.
+//
+//   troupe::Runtime rt(troupe::testing::deterministic());
+//   troupe::testing::Scheduler sched(rt);
+//   ref.tell<&A::m>(1);
+//   sched.step(ref);             // handle exactly that actor's next message
+//   sched.advance(1s);           // fire timers due within one virtual second
+//   sched.run();                 // run until nothing is queued
+//
+// Future::get() on such a runtime runs queued turns (and advances virtual time
+// to the next timer) until the value is there.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <limits>
+
+#include "troupe/actor_ref.hpp"
+#include "troupe/config.hpp"
+#include "troupe/runtime.hpp"
+
+namespace troupe {
+namespace detail {
+class DeterministicScheduler;
+}
+
+namespace testing {
+
+/// A config for a deterministic runtime; batch 1 so each step is one message.
+inline Config deterministic(Config base = {}) {
+  base.scheduler = SchedulerKind::deterministic;
+  base.batch = 1;
+  return base;
+}
+
+class Scheduler {
+ public:
+  /// Throws troupe::Error unless rt was made with SchedulerKind::deterministic.
+  explicit Scheduler(Runtime& rt);
+
+  /// Runs the oldest queued turn (or task). False if nothing is queued.
+  bool step();
+  /// Runs the next turn of this actor, ahead of the others. False if it has none queued.
+  template <class T>
+  bool step(const ActorRef<T>& ref) {
+    return step_actor(ref.id());
+  }
+  /// Runs turns until nothing is queued (or max turns ran). Returns turns run.
+  std::size_t run(std::size_t max = std::numeric_limits<std::size_t>::max());
+  /// Moves virtual time forward, firing due timers (their messages are queued,
+  /// not yet handled). Returns how many timers fired.
+  std::size_t advance(std::chrono::nanoseconds d);
+  /// Queued turns and tasks.
+  std::size_t pending() const;
+  /// Virtual time since the runtime started.
+  std::chrono::nanoseconds now() const;
+
+ private:
+  bool step_actor(ActorId id);
+  detail::DeterministicScheduler* s_;
+};
+
+}  // namespace testing
+}  // namespace troupe

@@ -1,0 +1,233 @@
+#include "troupe/detail/actor_cell.hpp"
+
+#include <algorithm>
+
+#include "scheduler.hpp"
+#include "troupe/detail/core.hpp"
+#include "troupe/detail/method_traits.hpp"
+
+namespace troupe {
+
+const char* to_string(ExitReason r) noexcept {
+  switch (r) {
+    case ExitReason::stopped: return "stopped";
+    case ExitReason::node_lost: return "node lost";
+    case ExitReason::shutdown: return "runtime shut down";
+  }
+  return "unknown";
+}
+
+namespace detail {
+namespace {
+
+thread_local ActorCell* tls_cell = nullptr;
+
+struct StopMessage final : Message {
+  void run(ActorCell& cell) override { cell.exit(ExitReason::stopped); }
+};
+
+struct ResumeMessage final : Message {
+  explicit ResumeMessage(std::coroutine_handle<> h) : handle(h) {}
+  void run(ActorCell&) override { handle.resume(); }
+  // reject: the frame was destroyed when the actor exited; nothing to do.
+  std::coroutine_handle<> handle;
+};
+
+}  // namespace
+
+ActorCell* current_cell() noexcept { return tls_cell; }
+
+ContextGuard::ContextGuard(ActorCell* c) noexcept : prev_(tls_cell) { tls_cell = c; }
+ContextGuard::~ContextGuard() { tls_cell = prev_; }
+
+void ResumeTarget::resume(std::coroutine_handle<> h) const {
+  if (cell) {
+    cell->enqueue_system(new ResumeMessage(h));
+  } else {
+    h.resume();
+  }
+}
+
+ResumeTarget current_resume_target() noexcept {
+  if (tls_cell == nullptr) return {};
+  return ResumeTarget{tls_cell->shared_from_this()};
+}
+
+ActorCell::ActorCell(Core& core, ActorId id, const TypeTag* type, bool reentrant) noexcept
+    : core_(core), id_(id), type_(type), reentrant_(reentrant) {}
+
+ActorCell::~ActorCell() {
+  // Anything still queued belongs to nobody now.
+  while (auto* m = static_cast<Message*>(system_.pop())) delete m;
+  while (auto* m = static_cast<Message*>(mailbox_.pop())) delete m;
+  delete extras_.load(std::memory_order_acquire);
+}
+
+NodeId ActorCell::node() const noexcept { return core_.node(); }
+
+ActorCell::Extras& ActorCell::extras() {
+  Extras* e = extras_.load(std::memory_order_acquire);
+  if (e != nullptr) return *e;
+  auto* fresh = new Extras();
+  if (extras_.compare_exchange_strong(e, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;
+  return *e;
+}
+
+void ActorCell::enqueue(Message* m) noexcept {
+  if (exited()) {
+    m->reject(*this);
+    delete m;
+    return;
+  }
+  size_.fetch_add(1, std::memory_order_relaxed);
+  mailbox_.push(m);
+  schedule_if_idle();
+}
+
+void ActorCell::enqueue_system(Message* m) noexcept {
+  if (exited()) {
+    m->reject(*this);
+    delete m;
+    return;
+  }
+  system_.push(m);
+  schedule_if_idle();
+}
+
+void ActorCell::schedule_if_idle() noexcept {
+  if (scheduled_.load(std::memory_order_seq_cst)) return;
+  if (!scheduled_.exchange(true, std::memory_order_seq_cst)) {
+    core_.work_started();
+    core_.scheduler().schedule(shared_from_this());
+  }
+}
+
+void ActorCell::request_stop() noexcept { enqueue(new StopMessage()); }
+
+void ActorCell::drain_rejected() noexcept {
+  while (true) {
+    auto* m = static_cast<Message*>(system_.pop());
+    if (m == nullptr) {
+      m = static_cast<Message*>(mailbox_.pop());
+      if (m == nullptr) break;
+      size_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    m->reject(*this);
+    delete m;
+  }
+}
+
+void ActorCell::run_batch(std::size_t max) noexcept {
+  std::size_t handled = 0;
+  {
+    ContextGuard guard(this);
+    while (handled < max) {
+      if (exited()) {
+        drain_rejected();
+        break;
+      }
+      auto* m = static_cast<Message*>(system_.pop());
+      if (m == nullptr && blocking_tasks_ == 0) {
+        m = static_cast<Message*>(mailbox_.pop());
+        if (m != nullptr) size_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (m == nullptr) break;
+      ++handled;
+      m->run(*this);
+      delete m;
+    }
+  }
+  auto has_work = [this] {
+    if (exited()) return system_.nonempty() || mailbox_.nonempty();
+    return system_.nonempty() || (blocking_tasks_ == 0 && mailbox_.nonempty());
+  };
+  if (handled == max && has_work()) {
+    core_.scheduler().schedule(shared_from_this());  // yield, stay scheduled
+    return;
+  }
+  scheduled_.store(false, std::memory_order_seq_cst);
+  if (has_work() && !scheduled_.exchange(true, std::memory_order_seq_cst)) {
+    core_.scheduler().schedule(shared_from_this());
+    return;
+  }
+  core_.work_done();
+}
+
+void ActorCell::task_suspended(const std::shared_ptr<TaskRecord>& rec) {
+  auto& ex = extras();
+  {
+    std::lock_guard lk(ex.mu);
+    ex.suspended.push_back(rec);
+  }
+  if (!reentrant_) ++blocking_tasks_;
+}
+
+void ActorCell::task_finished(const std::shared_ptr<TaskRecord>& rec) noexcept {
+  auto& ex = extras();
+  {
+    std::lock_guard lk(ex.mu);
+    std::erase(ex.suspended, rec);
+  }
+  if (!reentrant_) --blocking_tasks_;
+}
+
+void ActorCell::exit(ExitReason why) noexcept {
+  // Only the actor's own context (or shutdown, when nothing runs it) gets here.
+  if (exited()) return;
+  exit_reason_ = why;
+  exited_.store(true, std::memory_order_seq_cst);
+  std::vector<std::shared_ptr<TaskRecord>> frames;
+  std::vector<std::pair<std::uint64_t, MonitorFn>> monitors;
+  if (auto* ex = extras_.load(std::memory_order_seq_cst)) {
+    std::lock_guard lk(ex->mu);
+    frames.swap(ex->suspended);
+    monitors.swap(ex->monitors);
+  }
+  {
+    ContextGuard guard(this);
+    // Suspended coroutines go first: their frames may point into the object.
+    // Destroying a frame fails its caller with ActorExited.
+    for (auto& rec : frames) rec->handle.destroy();
+    frames.clear();
+    destroy_object();
+  }
+  drain_rejected();
+  core_.remove_cell(id_);
+  ExitInfo info{node(), id_, why};
+  for (auto& [token, fn] : monitors) {
+    core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+  }
+}
+
+std::uint64_t ActorCell::add_monitor(MonitorFn fn) {
+  auto& ex = extras();
+  std::unique_lock lk(ex.mu);
+  const auto token = ex.next_token++;
+  if (!exited()) {
+    ex.monitors.emplace_back(token, std::move(fn));
+    lk.unlock();
+    // exit() may have missed the list if it ran between our check and now.
+    if (!exited()) return token;
+    lk.lock();
+    auto it = std::find_if(ex.monitors.begin(), ex.monitors.end(),
+                           [token](const auto& p) { return p.first == token; });
+    if (it == ex.monitors.end()) return token;  // exit() took it and fires it
+    fn = std::move(it->second);
+    ex.monitors.erase(it);
+  }
+  lk.unlock();
+  ExitInfo info{node(), id_, exit_reason_};
+  core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+  return token;
+}
+
+void ActorCell::remove_monitor(std::uint64_t token) noexcept {
+  auto* ex = extras_.load(std::memory_order_acquire);
+  if (ex == nullptr) return;
+  std::lock_guard lk(ex->mu);
+  std::erase_if(ex->monitors, [token](const auto& p) { return p.first == token; });
+}
+
+}  // namespace detail
+}  // namespace troupe

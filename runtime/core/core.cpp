@@ -1,0 +1,147 @@
+#include "troupe/detail/core.hpp"
+
+#include <cstdio>
+#include <thread>
+
+#include "actor_table.hpp"
+#include "deterministic_scheduler.hpp"
+#include "scheduler.hpp"
+#include "timer_service.hpp"
+#include "troupe/detail/call_message.hpp"
+#include "troupe/runtime.hpp"
+#include "troupe/timer.hpp"
+
+namespace troupe::detail {
+namespace {
+
+std::atomic<Core*> g_latest_core{nullptr};
+
+struct ExitMessage final : Message {
+  explicit ExitMessage(ExitReason r) : reason(r) {}
+  void run(ActorCell& cell) override { cell.exit(reason); }
+  ExitReason reason;
+};
+
+}  // namespace
+
+Core::Core(Runtime& rt, Config cfg, std::unique_ptr<ThreadPlacement> placement)
+    : rt_(rt), cfg_(std::move(cfg)), table_(std::make_unique<ActorTable>()) {
+  if (cfg_.batch == 0) cfg_.batch = 1;
+  if (cfg_.scheduler == SchedulerKind::deterministic) {
+    auto vt = std::make_unique<VirtualTimerService>();
+    auto sched = std::make_unique<DeterministicScheduler>(*vt, cfg_.batch);
+    waiter_ = sched.get();
+    timers_ = std::move(vt);
+    sched_ = std::move(sched);
+  } else {
+    timers_ = std::make_unique<ThreadTimerService>();
+    sched_ = make_tbb_scheduler(cfg_.threads, cfg_.batch, std::move(placement));
+  }
+  g_latest_core.store(this, std::memory_order_release);
+}
+
+Core::~Core() {
+  shutdown();
+  Core* self = this;
+  g_latest_core.compare_exchange_strong(self, nullptr);
+}
+
+void Core::add_cell(std::shared_ptr<ActorCell> cell) { table_->add(std::move(cell)); }
+void Core::remove_cell(ActorId id) noexcept { table_->remove(id); }
+std::shared_ptr<ActorCell> Core::find_cell(ActorId id) const { return table_->find(id); }
+std::size_t Core::actor_count() const noexcept { return table_->size(); }
+
+void Core::post(UniqueFunction<void()> f) {
+  work_started();
+  sched_->post([this, f = std::move(f)]() mutable {
+    try {
+      f();
+    } catch (...) {
+      on_unhandled(0, "posted task", std::current_exception());
+    }
+    work_done();
+  });
+}
+
+void Core::work_done() noexcept {
+  if (outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1) outstanding_.notify_all();
+}
+
+bool Core::wait_quiescent(std::optional<Clock::time_point> deadline) {
+  if (auto* det = dynamic_cast<DeterministicScheduler*>(sched_.get())) {
+    while (outstanding() != 0) {
+      if (det->step()) continue;
+      if (auto next = det->timers().next_deadline()) {
+        det->timers().advance(*next - det->timers().now());
+        continue;
+      }
+      return false;  // outstanding work that nothing can run
+    }
+    return true;
+  }
+  while (true) {
+    auto n = outstanding_.load(std::memory_order_acquire);
+    if (n == 0) return true;
+    if (!deadline) {
+      outstanding_.wait(n, std::memory_order_acquire);
+    } else {
+      if (Clock::now() >= *deadline) return false;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+}
+
+void Core::on_unhandled(ActorId actor, const char* method, std::exception_ptr e) noexcept {
+  try {
+    if (cfg_.on_unhandled) return cfg_.on_unhandled(actor, method, e);
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      std::fprintf(stderr, "troupe: node %u actor %llu: %s threw: %s\n", node_,
+                   static_cast<unsigned long long>(actor), method, ex.what());
+    } catch (...) {
+      std::fprintf(stderr, "troupe: node %u actor %llu: %s threw a non-standard exception\n", node_,
+                   static_cast<unsigned long long>(actor), method);
+    }
+  } catch (...) {
+  }
+}
+
+void Core::shutdown() noexcept {
+  if (shut_down_) return;
+  shut_down_ = true;
+  // Let running work settle, then end the actors on their own contexts.
+  wait_quiescent();
+  for (auto& cell : table_->snapshot()) cell->enqueue_system(new ExitMessage(ExitReason::shutdown));
+  wait_quiescent();
+  sched_->shutdown();
+  timers_->shutdown();
+}
+
+void Core::track_periodic(std::weak_ptr<TimerControl> c) {
+  std::lock_guard lk(periodic_mu_);
+  std::erase_if(periodic_, [](const auto& w) { return w.expired(); });
+  periodic_.push_back(std::move(c));
+}
+
+void Core::stop_periodic() noexcept {
+  std::lock_guard lk(periodic_mu_);
+  for (auto& w : periodic_)
+    if (auto c = w.lock()) c->cancelled.store(true, std::memory_order_release);
+  periodic_.clear();
+}
+
+void report_unhandled(Core& core, ActorId actor, const char* method, std::exception_ptr e) noexcept {
+  core.on_unhandled(actor, method, std::move(e));
+}
+
+void release_timer(TimerControl& c) noexcept {
+  if (c.one_shot && c.core != nullptr) c.core->work_done();
+}
+
+Core* current_core() noexcept {
+  if (auto* cell = current_cell()) return &cell->core();
+  return g_latest_core.load(std::memory_order_acquire);
+}
+
+}  // namespace troupe::detail

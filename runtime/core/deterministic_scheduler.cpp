@@ -1,0 +1,81 @@
+#include "deterministic_scheduler.hpp"
+
+#include <algorithm>
+
+#include "troupe/error.hpp"
+
+namespace troupe::detail {
+
+void DeterministicScheduler::schedule(std::shared_ptr<ActorCell> cell) {
+  std::lock_guard lk(mu_);
+  queue_.emplace_back(std::move(cell));
+}
+
+void DeterministicScheduler::post(UniqueFunction<void()> f) {
+  std::lock_guard lk(mu_);
+  queue_.emplace_back(std::move(f));
+}
+
+void DeterministicScheduler::shutdown() noexcept {
+  // Drain what is queued so every accounted piece of work completes.
+  while (step()) {
+  }
+  std::lock_guard lk(mu_);
+  down_ = true;
+}
+
+void DeterministicScheduler::run(Item& item) {
+  if (auto* cell = std::get_if<std::shared_ptr<ActorCell>>(&item)) {
+    (*cell)->run_batch(batch_);
+  } else {
+    std::get<UniqueFunction<void()>>(item)();
+  }
+}
+
+bool DeterministicScheduler::step() {
+  Item item;
+  {
+    std::lock_guard lk(mu_);
+    if (queue_.empty()) return false;
+    item = std::move(queue_.front());
+    queue_.pop_front();
+  }
+  run(item);
+  return true;
+}
+
+bool DeterministicScheduler::step_actor(ActorId id) {
+  Item item;
+  {
+    std::lock_guard lk(mu_);
+    auto it = std::find_if(queue_.begin(), queue_.end(), [id](const Item& i) {
+      auto* c = std::get_if<std::shared_ptr<ActorCell>>(&i);
+      return c != nullptr && (*c)->id() == id;
+    });
+    if (it == queue_.end()) return false;
+    item = std::move(*it);
+    queue_.erase(it);
+  }
+  run(item);
+  return true;
+}
+
+std::size_t DeterministicScheduler::pending() const {
+  std::lock_guard lk(mu_);
+  return queue_.size();
+}
+
+bool DeterministicScheduler::wait(StateBase& s, std::optional<Clock::time_point> deadline) {
+  while (!s.ready()) {
+    if (step()) continue;
+    if (auto next = timers_.next_deadline()) {
+      timers_.advance(*next - timers_.now());
+      continue;
+    }
+    if (deadline) return false;
+    throw Error("troupe: deterministic scheduler has no work left and the future is not ready (deadlock)");
+  }
+  return true;
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,45 @@
+// The deterministic scheduler: one thread (the caller's), explicit order,
+// virtual time. Turns run only when the test asks; Future::get() runs turns
+// until its value is there, so driver-style tests work unchanged.
+#pragma once
+
+#include <deque>
+#include <mutex>
+#include <variant>
+
+#include "scheduler.hpp"
+#include "timer_service.hpp"
+
+namespace troupe::detail {
+
+class DeterministicScheduler final : public Scheduler, public Waiter {
+ public:
+  DeterministicScheduler(VirtualTimerService& timers, std::size_t batch) : timers_(timers), batch_(batch) {}
+
+  void schedule(std::shared_ptr<ActorCell> cell) override;
+  void post(UniqueFunction<void()> f) override;
+  Waiter* waiter() noexcept override { return this; }
+  bool on_worker_thread() const noexcept override { return false; }
+  std::size_t threads() const noexcept override { return 1; }
+  void shutdown() noexcept override;
+
+  bool wait(StateBase& s, std::optional<Clock::time_point> deadline) override;
+
+  /// Runs the oldest queued turn or task. False if nothing is queued.
+  bool step();
+  /// Runs the oldest queued turn of this actor, ahead of the others.
+  bool step_actor(ActorId id);
+  std::size_t pending() const;
+  VirtualTimerService& timers() noexcept { return timers_; }
+
+ private:
+  using Item = std::variant<std::shared_ptr<ActorCell>, UniqueFunction<void()>>;
+  void run(Item& item);
+  mutable std::mutex mu_;
+  std::deque<Item> queue_;
+  VirtualTimerService& timers_;
+  std::size_t batch_;
+  bool down_ = false;
+};
+
+}  // namespace troupe::detail

@@ -1,0 +1,58 @@
+#include "troupe/detail/future_state.hpp"
+
+#include <string>
+#include <thread>
+
+#include "troupe/detail/actor_cell.hpp"
+#include "troupe/error.hpp"
+
+namespace troupe::detail {
+
+void StateBase::on_ready(UniqueFunction<void()> f) {
+  cont_ = std::move(f);
+  std::uint32_t expected = kPending;
+  if (!phase_.compare_exchange_strong(expected, kContinuation, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+    auto c = std::move(cont_);
+    c();
+  }
+}
+
+void StateBase::publish() {
+  auto prev = phase_.exchange(kReady, std::memory_order_acq_rel);
+  if (prev == kContinuation) {
+    auto c = std::move(cont_);
+    c();
+  } else {
+    phase_.notify_all();
+  }
+}
+
+bool StateBase::wait(std::optional<Clock::time_point> deadline) {
+  if (ready()) return true;
+  if (waiter_ != nullptr) return waiter_->wait(*this, deadline);
+  return block(deadline);
+}
+
+bool StateBase::block(std::optional<Clock::time_point> deadline) {
+  auto pause = std::chrono::microseconds(1);
+  while (true) {
+    auto p = phase_.load(std::memory_order_acquire);
+    if (p == kReady) return true;
+    if (!deadline) {
+      phase_.wait(p, std::memory_order_acquire);
+      continue;
+    }
+    if (Clock::now() >= *deadline) return false;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+  }
+}
+
+void check_blocking_allowed(const char* what) {
+  if (current_cell() != nullptr)
+    throw Error(std::string("troupe: ") + what +
+                " called inside an actor; it would block the actor's thread (use co_await in a Task)");
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,117 @@
+// Runtime members shared by local and cluster runtimes. The constructors live
+// where their dependencies are: runtime/topology (local) and runtime/remote (MPI).
+#include <memory>
+
+#include "scheduler.hpp"
+#include "timer_service.hpp"
+#include "troupe/runtime.hpp"
+
+namespace troupe {
+
+Runtime::~Runtime() {
+  link_.reset();  // the cluster side goes first: it may still deliver to actors
+  core_.reset();
+}
+
+std::size_t Runtime::size() const noexcept { return link_ ? link_->size() : 1; }
+
+std::size_t Runtime::threads() const noexcept { return core_->scheduler().threads(); }
+
+detail::RemoteLink& Runtime::remote_or_throw() {
+  if (!link_) throw Error("troupe: this runtime is local (no MPI); it has no other nodes");
+  return *link_;
+}
+
+MonitorId Runtime::monitor_impl(NodeId node, ActorId actor, const std::shared_ptr<detail::ActorCell>& cell,
+                                detail::MonitorFn fn) {
+  if (cell) return MonitorId{node, actor, cell->add_monitor(std::move(fn))};
+  if (node != this->node() && link_) return MonitorId{node, actor, link_->monitor(node, actor, std::move(fn))};
+  // A local actor that is no longer in the table has exited.
+  ExitInfo info{node, actor, ExitReason::stopped};
+  core_->post([fn = std::move(fn), info]() mutable { fn(info); });
+  return MonitorId{node, actor, 0};
+}
+
+void Runtime::demonitor(const MonitorId& id) {
+  if (id.token == 0) return;
+  if (id.node == node()) {
+    if (auto cell = core_->find_cell(id.actor)) cell->remove_monitor(id.token);
+  } else if (link_) {
+    link_->demonitor(id.node, id.actor, id.token);
+  }
+}
+
+Timer Runtime::after_impl(std::chrono::nanoseconds delay, detail::UniqueFunction<void()> fn) {
+  auto c = std::make_shared<detail::TimerControl>();
+  c->core = core_.get();
+  c->one_shot = true;
+  core_->work_started();
+  auto* core = core_.get();
+  core_->timers().add(core_->timers().now() + delay, [c, core, fn = std::move(fn)]() mutable {
+    if (!c->claim()) return;  // cancelled
+    core->post(std::move(fn));
+    core->work_done();
+  });
+  return Timer(c);
+}
+
+namespace {
+struct Periodic {
+  std::shared_ptr<detail::TimerControl> control;
+  std::function<bool()> tick;
+  std::chrono::nanoseconds period;
+  detail::TimerService* timers;
+  static void arm(const std::shared_ptr<Periodic>& p, detail::Clock::time_point when) {
+    p->timers->add(when, [p, when] {
+      if (p->control->cancelled.load(std::memory_order_acquire) || !p->tick()) {
+        p->control->claim();
+        return;
+      }
+      arm(p, when + p->period);
+    });
+  }
+};
+}  // namespace
+
+Timer Runtime::every_impl(std::chrono::nanoseconds period, std::function<bool()> tick) {
+  if (period <= std::chrono::nanoseconds::zero()) throw Error("troupe: a periodic timer needs a positive period");
+  auto c = std::make_shared<detail::TimerControl>();
+  c->core = core_.get();
+  c->one_shot = false;
+  core_->track_periodic(c);
+  auto p = std::make_shared<Periodic>(Periodic{c, std::move(tick), period, &core_->timers()});
+  Periodic::arm(p, core_->timers().now() + period);
+  return Timer(c);
+}
+
+int Runtime::finish() {
+  if (finished_ >= 0) return finished_;
+  core_->stop_periodic();
+  finished_ = link_ ? link_->finish() : 0;
+  core_->shutdown();
+  return finished_;
+}
+
+Runtime& runtime() {
+  auto* core = detail::current_core();
+  if (core == nullptr) throw Error("troupe::runtime(): no runtime is running in this process");
+  return core->runtime();
+}
+
+namespace detail {
+namespace {
+thread_local Core* tls_decoding = nullptr;
+}
+
+DecodingScope::DecodingScope(Core* core) noexcept : prev_(tls_decoding) { tls_decoding = core; }
+DecodingScope::~DecodingScope() { tls_decoding = prev_; }
+
+Core* decoding_core() noexcept { return tls_decoding != nullptr ? tls_decoding : current_core(); }
+
+std::shared_ptr<ActorCell> resolve_local(Core* core, NodeId node, ActorId actor) {
+  if (core == nullptr || node != core->node()) return nullptr;
+  return core->find_cell(actor);
+}
+
+}  // namespace detail
+}  // namespace troupe

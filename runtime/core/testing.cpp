@@ -1,0 +1,24 @@
+#include "troupe/testing.hpp"
+
+#include "deterministic_scheduler.hpp"
+
+namespace troupe::testing {
+
+Scheduler::Scheduler(Runtime& rt) : s_(dynamic_cast<detail::DeterministicScheduler*>(&rt.core().scheduler())) {
+  if (s_ == nullptr) throw Error("troupe::testing::Scheduler needs a runtime made with testing::deterministic()");
+}
+
+bool Scheduler::step() { return s_->step(); }
+bool Scheduler::step_actor(ActorId id) { return s_->step_actor(id); }
+
+std::size_t Scheduler::run(std::size_t max) {
+  std::size_t n = 0;
+  while (n < max && s_->step()) ++n;
+  return n;
+}
+
+std::size_t Scheduler::advance(std::chrono::nanoseconds d) { return s_->timers().advance(d); }
+std::size_t Scheduler::pending() const { return s_->pending(); }
+std::chrono::nanoseconds Scheduler::now() const { return s_->timers().now().time_since_epoch(); }
+
+}  // namespace troupe::testing

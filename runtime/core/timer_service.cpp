@@ -1,0 +1,89 @@
+#include "timer_service.hpp"
+
+#include <vector>
+
+namespace troupe::detail {
+
+ThreadTimerService::ThreadTimerService() : thread_([this] { loop(); }) {}
+
+ThreadTimerService::~ThreadTimerService() { shutdown(); }
+
+void ThreadTimerService::add(Clock::time_point when, UniqueFunction<void()> fire) {
+  std::lock_guard lk(mu_);
+  if (stop_) return;
+  bool earliest = queue_.empty() || when < queue_.begin()->first;
+  queue_.emplace(when, std::move(fire));
+  if (earliest) cv_.notify_one();
+}
+
+void ThreadTimerService::shutdown() noexcept {
+  {
+    std::lock_guard lk(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  std::lock_guard lk(mu_);
+  queue_.clear();
+}
+
+void ThreadTimerService::loop() {
+  std::unique_lock lk(mu_);
+  while (!stop_) {
+    if (queue_.empty()) {
+      cv_.wait(lk);
+      continue;
+    }
+    auto when = queue_.begin()->first;
+    if (Clock::now() < when) {
+      cv_.wait_until(lk, when);
+      continue;
+    }
+    auto fire = std::move(queue_.begin()->second);
+    queue_.erase(queue_.begin());
+    lk.unlock();
+    fire();
+    lk.lock();
+  }
+}
+
+Clock::time_point VirtualTimerService::now() const {
+  std::lock_guard lk(mu_);
+  return now_;
+}
+
+void VirtualTimerService::add(Clock::time_point when, UniqueFunction<void()> fire) {
+  std::lock_guard lk(mu_);
+  queue_.emplace(when, std::move(fire));
+}
+
+void VirtualTimerService::shutdown() noexcept {
+  std::lock_guard lk(mu_);
+  queue_.clear();
+}
+
+std::size_t VirtualTimerService::advance(Clock::duration d) {
+  std::unique_lock lk(mu_);
+  const auto target = now_ + d;
+  std::size_t fired = 0;
+  while (!queue_.empty() && queue_.begin()->first <= target) {
+    now_ = std::max(now_, queue_.begin()->first);
+    auto fire = std::move(queue_.begin()->second);
+    queue_.erase(queue_.begin());
+    lk.unlock();
+    fire();  // may add timers (periodic re-arm)
+    ++fired;
+    lk.lock();
+  }
+  now_ = target;
+  return fired;
+}
+
+std::optional<Clock::time_point> VirtualTimerService::next_deadline() const {
+  std::lock_guard lk(mu_);
+  if (queue_.empty()) return std::nullopt;
+  return queue_.begin()->first;
+}
+
+}  // namespace troupe::detail

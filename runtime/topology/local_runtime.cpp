@@ -1,0 +1,13 @@
+// The local runtime's constructor: the core scheduler plus hwloc placement.
+#include "placement.hpp"
+#include "troupe/runtime.hpp"
+
+namespace troupe {
+
+Runtime::Runtime(Config cfg) {
+  auto choice = detail::choose_placement(cfg);
+  cfg.threads = choice.threads;
+  core_ = std::make_unique<detail::Core>(*this, std::move(cfg), std::move(choice.placement));
+}
+
+}  // namespace troupe

@@ -1,0 +1,24 @@
+#include "placement.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace troupe::detail {
+
+PlacementChoice choose_placement(const Config& cfg) {
+  PlacementChoice out;
+  Topology topo = cfg.synthetic_topology.empty() ? Topology::system() : Topology::synthetic(cfg.synthetic_topology);
+  const auto allowed = topo.allowed_pus().size();
+  out.threads = cfg.threads != 0 ? cfg.threads : std::max<std::size_t>(1, allowed);
+  if (cfg.scheduler == SchedulerKind::deterministic) return out;
+  auto plan = topo.plan(out.threads, cfg.pinning);
+  if (const char* v = std::getenv("TROUPE_VERBOSE"); v != nullptr && *v == '1') {
+    std::fprintf(stderr, "troupe: %s; %zu worker(s), pinning %s\n", topo.describe().c_str(), out.threads,
+                 cfg.pinning == Pinning::none ? "none" : cfg.pinning == Pinning::compact ? "compact" : "scatter");
+  }
+  if (cfg.pinning != Pinning::none && !topo.is_synthetic())
+    out.placement = std::make_unique<HwlocPlacement>(std::move(topo), std::move(plan));
+  return out;
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine and runs every test of troupe:
+#   1. default build (Open MPI): unit, multi-rank, fault and Slurm tests
+#   2. ThreadSanitizer build: the core (scheduler, mailboxes, futures) tests
+#   3. ASan+UBSan build: unit tests and the wire decoder fuzzer (short run)
+#   4. MPICH build: the multi-rank tests against MPICH
+# TROUPE_PHASES selects phases (default: "default tsan asan mpich").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+bash scripts/setup.sh
+
+phases=${TROUPE_PHASES:-"default tsan asan mpich"}
+jobs=${TROUPE_JOBS:-2}
+start=$SECONDS
+stamp() { printf '\n=== %s (%ds elapsed)\n' "$1" $((SECONDS - start)); }
+
+for phase in $phases; do
+  stamp "phase $phase: configure and build"
+  cmake --preset "$phase" >/dev/null
+  cmake --build --preset "$phase" -j "$jobs"
+  stamp "phase $phase: test"
+  ctest --preset "$phase" -j "$jobs" --timeout 300
+done
+stamp "all tests passed"

@@ -1,0 +1,260 @@
+// Actors on the real (oneTBB) scheduler: messages, asks, ordering, errors, stop.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "troupe/testing.hpp"
+#include "troupe/troupe.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+class Counter {
+ public:
+  explicit Counter(int start) : n_(start) {}
+  int add(int k) { return n_ += k; }
+  int value() const { return n_; }
+  void bump() { ++n_; }
+  std::string echo(const std::string& s) { return s + "!"; }
+  void fail(const std::string& why) { throw std::invalid_argument(why); }
+  int fail_ask() { throw std::out_of_range("nope"); }
+
+ private:
+  int n_;
+};
+
+class Recorder {
+ public:
+  void record(int sender, int seq) { seen_.emplace_back(sender, seq); }
+  std::vector<std::pair<int, int>> seen() const { return seen_; }
+  std::size_t count() const { return seen_.size(); }
+
+ private:
+  std::vector<std::pair<int, int>> seen_;
+};
+
+// Fails the test if two messages ever run at once on the same actor.
+class Exclusive {
+ public:
+  explicit Exclusive(std::atomic<int>* overlaps) : overlaps_(overlaps) {}
+  void work() {
+    if (busy_.exchange(true)) overlaps_->fetch_add(1);
+    volatile int x = 0;
+    for (int i = 0; i < 200; ++i) x = x + i;
+    busy_.store(false);
+    ++done_;
+  }
+  int done() const { return done_; }
+
+ private:
+  std::atomic<int>* overlaps_;
+  std::atomic<bool> busy_{false};
+  int done_ = 0;
+};
+
+troupe::Config threads(std::size_t n) {
+  troupe::Config c;
+  c.threads = n;
+  return c;
+}
+
+}  // namespace
+
+TEST(Actors, TellAndAsk) {
+  troupe::Runtime rt(threads(2));
+  auto c = rt.spawn<Counter>(1);
+  c.tell<&Counter::add>(41);
+  EXPECT_EQ(c.ask<&Counter::value>().get(), 42);
+  EXPECT_EQ(c.ask<&Counter::echo>(std::string("hi")).get(), "hi!");
+  EXPECT_TRUE(c.is_local());
+  EXPECT_EQ(c.node(), 0u);
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, MessagesFromOneSenderKeepTheirOrder) {
+  troupe::Runtime rt(threads(4));
+  auto rec = rt.spawn<Recorder>();
+  constexpr int kSenders = 4, kPerSender = 5000;
+  std::vector<std::thread> senders;
+  for (int s = 0; s < kSenders; ++s) {
+    senders.emplace_back([&, s] {
+      for (int i = 0; i < kPerSender; ++i) rec.tell<&Recorder::record>(s, i);
+    });
+  }
+  for (auto& t : senders) t.join();
+  auto seen = rec.ask<&Recorder::seen>().get();
+  ASSERT_EQ(seen.size(), static_cast<std::size_t>(kSenders * kPerSender));
+  std::vector<int> next(kSenders, 0);
+  for (auto [s, i] : seen) {
+    ASSERT_EQ(i, next[s]) << "sender " << s << " reordered";
+    ++next[s];
+  }
+}
+
+TEST(Actors, NeverTwoMessagesAtOnce) {
+  troupe::Runtime rt(threads(4));
+  std::atomic<int> overlaps{0};
+  auto a = rt.spawn<Exclusive>(&overlaps);
+  std::vector<std::thread> senders;
+  for (int s = 0; s < 4; ++s)
+    senders.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) a.tell<&Exclusive::work>();
+    });
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(a.ask<&Exclusive::done>().get(), 8000);
+  EXPECT_EQ(overlaps.load(), 0);
+}
+
+TEST(Actors, ExceptionsReachTheAsker) {
+  troupe::Runtime rt(threads(2));
+  auto c = rt.spawn<Counter>(0);
+  EXPECT_THROW(c.ask<&Counter::fail_ask>().get(), std::out_of_range);
+  EXPECT_THROW(c.ask<&Counter::fail>(std::string("bad")).get(), std::invalid_argument);
+  // The actor survives its exceptions.
+  EXPECT_EQ(c.ask<&Counter::add>(5).get(), 5);
+}
+
+TEST(Actors, ExceptionsOfTellsGoToTheHandler) {
+  std::atomic<int> reports{0};
+  std::string method;
+  std::mutex mu;
+  auto cfg = threads(2);
+  cfg.on_unhandled = [&](troupe::ActorId, const char* m, std::exception_ptr e) {
+    std::lock_guard lk(mu);
+    method = m;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::invalid_argument&) {
+      reports++;
+    }
+  };
+  troupe::Runtime rt(cfg);
+  auto c = rt.spawn<Counter>(0);
+  c.tell<&Counter::fail>(std::string("x"));
+  EXPECT_EQ(c.ask<&Counter::add>(1).get(), 1);
+  EXPECT_EQ(reports.load(), 1);
+  std::lock_guard lk(mu);
+  EXPECT_NE(method.find("fail"), std::string::npos) << method;
+}
+
+TEST(Actors, AskingAStoppedActorFailsWithActorExited) {
+  troupe::Runtime rt(threads(2));
+  auto c = rt.spawn<Counter>(7);
+  auto before = c.ask<&Counter::value>();  // queued before stop: handled
+  c.stop();
+  auto after = c.ask<&Counter::value>();  // queued after stop: rejected
+  EXPECT_EQ(before.get(), 7);
+  try {
+    after.get();
+    FAIL() << "expected ActorExited";
+  } catch (const troupe::ActorExited& e) {
+    EXPECT_EQ(e.actor_id(), c.id());
+  }
+  EXPECT_THROW(c.ask<&Counter::value>().get(), troupe::ActorExited);
+  c.tell<&Counter::bump>();  // dropped, no crash
+}
+
+TEST(Actors, ConstructorAndDestructorRunOnce) {
+  static std::atomic<int> made{0}, gone{0};
+  struct Tracked {
+    Tracked() { made++; }
+    ~Tracked() { gone++; }
+    int ping() { return 1; }
+  };
+  {
+    troupe::Runtime rt(threads(2));
+    auto a = rt.spawn<Tracked>();
+    auto b = rt.spawn<Tracked>();
+    EXPECT_EQ(a.ask<&Tracked::ping>().get(), 1);
+    a.stop();
+    b.ask<&Tracked::ping>().get();
+    EXPECT_EQ(rt.finish(), 0);  // b ends at finish
+  }
+  EXPECT_EQ(made.load(), 2);
+  EXPECT_EQ(gone.load(), 2);
+}
+
+TEST(Actors, GetInsideAnActorIsRefused) {
+  struct Blocker {
+    std::string try_block(troupe::ActorRef<Counter> c) {
+      try {
+        c.ask<&Counter::value>().get();
+        return "blocked";
+      } catch (const troupe::Error& e) {
+        return e.what();
+      }
+    }
+  };
+  troupe::Runtime rt(threads(2));
+  auto c = rt.spawn<Counter>(1);
+  auto b = rt.spawn<Blocker>();
+  auto msg = b.ask<&Blocker::try_block>(c).get();
+  EXPECT_NE(msg.find("inside an actor"), std::string::npos) << msg;
+}
+
+TEST(Actors, SelfAndRuntimeInsideActors) {
+  struct Me {
+    Me() { id_at_ctor = troupe::self<Me>().id(); }
+    troupe::ActorId own_id() { return troupe::self<Me>().id(); }
+    bool same_runtime(troupe::Runtime* rt) { return &troupe::runtime() == rt; }
+    std::string wrong_type() {
+      try {
+        troupe::self<Counter>();
+        return "no error";
+      } catch (const troupe::Error& e) {
+        return e.what();
+      }
+    }
+    troupe::ActorId id_at_ctor = 0;
+    troupe::ActorId ctor_id() { return id_at_ctor; }
+  };
+  troupe::Runtime rt(threads(2));
+  auto me = rt.spawn<Me>();
+  EXPECT_EQ(me.ask<&Me::own_id>().get(), me.id());
+  EXPECT_EQ(me.ask<&Me::ctor_id>().get(), me.id());
+  EXPECT_TRUE(me.ask<&Me::same_runtime>(&rt).get());
+  EXPECT_NE(me.ask<&Me::wrong_type>().get().find("not a"), std::string::npos);
+  EXPECT_THROW(troupe::self<Me>(), troupe::Error);
+}
+
+TEST(Actors, FutureThenAndWhenAll) {
+  troupe::Runtime rt(threads(2));
+  std::vector<troupe::ActorRef<Counter>> cs;
+  for (int i = 0; i < 50; ++i) cs.push_back(rt.spawn<Counter>(i));
+  std::vector<troupe::Future<int>> fs;
+  for (auto& c : cs) fs.push_back(c.ask<&Counter::add>(1).then([](int v) { return v * 2; }));
+  auto all = troupe::when_all(std::move(fs)).get();
+  ASSERT_EQ(all.size(), 50u);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(all[i], (i + 1) * 2);
+  // Errors skip then() and arrive at the end of the chain.
+  auto f = cs[0].ask<&Counter::fail_ask>().then([](int v) { return v + 1; });
+  EXPECT_THROW(f.get(), std::out_of_range);
+  EXPECT_THROW(cs[0].ask<&Counter::fail_ask>().get_for(1s), std::out_of_range);
+}
+
+TEST(Actors, MailboxSizeCountsWaitingMessages) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto c = rt.spawn<Counter>(0);
+  for (int i = 0; i < 5; ++i) c.tell<&Counter::bump>();
+  EXPECT_EQ(c.mailbox_size().get(), 5u);
+  sched.step(c);
+  sched.step(c);
+  EXPECT_EQ(c.mailbox_size().get(), 3u);
+  sched.run();
+  EXPECT_EQ(c.mailbox_size().get(), 0u);
+}
+
+TEST(Actors, SpawnManyAndStopThem) {
+  troupe::Runtime rt(threads(2));
+  std::vector<troupe::ActorRef<Counter>> cs;
+  for (int i = 0; i < 20000; ++i) cs.push_back(rt.spawn<Counter>(i));
+  EXPECT_EQ(rt.core().actor_count(), 20000u);
+  for (auto& c : cs) c.stop();
+  EXPECT_EQ(rt.finish(), 0);
+  EXPECT_EQ(rt.core().actor_count(), 0u);
+}
