@@ -16,7 +16,10 @@ PlacementChoice choose_placement(const Config& cfg) {
     std::fprintf(stderr, "troupe: %s; %zu worker(s), pinning %s\n", topo.describe().c_str(), out.threads,
                  cfg.pinning == Pinning::none ? "none" : cfg.pinning == Pinning::compact ? "compact" : "scatter");
   }
-  if (cfg.pinning != Pinning::none && !topo.is_synthetic())
+  // With Pinning::none each worker is bound to the whole allowed set: oneTBB
+  // reuses worker threads across arenas, so a thread may still carry another
+  // runtime's binding.
+  if (!topo.is_synthetic())
     out.placement = std::make_unique<HwlocPlacement>(std::move(topo), std::move(plan));
   return out;
 }

@@ -22,8 +22,8 @@ class HwlocPlacement final : public ThreadPlacement {
   std::vector<ThreadSlot> plan_;
 };
 
-/// The worker count the config asks for (0: one per allowed PU) and, unless
-/// pinning is none or the topology is synthetic, the placement that pins them.
+/// The worker count the config asks for (0: one per allowed PU) and, unless the
+/// topology is synthetic, the placement that pins them.
 struct PlacementChoice {
   std::size_t threads = 1;
   std::unique_ptr<ThreadPlacement> placement;

@@ -1,0 +1,195 @@
+// Coroutine methods (Task<R>), co_await on asks, and reentrancy, on the
+// deterministic scheduler so the interleavings are exact.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "troupe/testing.hpp"
+#include "troupe/troupe.hpp"
+
+namespace {
+
+class Adder {
+ public:
+  int add(int a, int b) { return a + b; }
+  int boom() { throw std::runtime_error("adder exploded"); }
+};
+
+using Log = std::vector<std::string>;
+
+// Reentrant (the default): other messages run while slow() waits.
+class Worker {
+ public:
+  explicit Worker(Log* log) : log_(log) {}
+  troupe::Task<int> slow(troupe::Future<int> gate) {
+    log_->push_back("slow:begin");
+    int v = co_await std::move(gate);
+    log_->push_back("slow:end");
+    co_return v * 2;
+  }
+  int ping() {
+    log_->push_back("ping");
+    return 1;
+  }
+
+ private:
+  Log* log_;
+};
+
+// Opts out of reentrancy: while slow() waits, ping() waits too.
+class Serial {
+ public:
+  static constexpr bool troupe_reentrant = false;
+  explicit Serial(Log* log) : log_(log) {}
+  troupe::Task<int> slow(troupe::Future<int> gate) {
+    log_->push_back("slow:begin");
+    int v = co_await std::move(gate);
+    log_->push_back("slow:end");
+    co_return v * 2;
+  }
+  int ping() {
+    log_->push_back("ping");
+    return 1;
+  }
+
+ private:
+  Log* log_;
+};
+
+class Client {
+ public:
+  explicit Client(troupe::ActorRef<Adder> adder) : adder_(adder) {}
+  troupe::Task<int> sum3(int a, int b, int c) {
+    int ab = co_await adder_.ask<&Adder::add>(a, b);
+    co_return co_await adder_.ask<&Adder::add>(ab, c);
+  }
+  troupe::Task<std::string> catch_remote_error() {
+    try {
+      co_await adder_.ask<&Adder::boom>();
+      co_return "no error";
+    } catch (const std::runtime_error& e) {
+      co_return e.what();
+    }
+  }
+  troupe::Task<int> nested(int x) {
+    int a = co_await twice(x);
+    int b = co_await twice(a);
+    co_return b;
+  }
+  troupe::Task<void> fails_after_await() {
+    co_await adder_.ask<&Adder::add>(1, 1);
+    throw std::logic_error("after await");
+  }
+  troupe::Future<int> via_future(int x) { return adder_.ask<&Adder::add>(x, x); }
+
+ private:
+  troupe::Task<int> twice(int x) { co_return co_await adder_.ask<&Adder::add>(x, x); }
+  troupe::ActorRef<Adder> adder_;
+};
+
+struct Guard {
+  explicit Guard(int* d) : destroyed(d) {}
+  ~Guard() { ++*destroyed; }
+  int* destroyed;
+};
+
+class Holder {
+ public:
+  explicit Holder(int* destroyed) : destroyed_(destroyed) {}
+  troupe::Task<int> wait(troupe::Future<int> gate) {
+    Guard g(destroyed_);
+    co_return co_await std::move(gate);
+  }
+
+ private:
+  int* destroyed_;
+};
+
+}  // namespace
+
+TEST(Coroutines, TaskMethodsAwaitOtherActors) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  auto adder = rt.spawn<Adder>();
+  auto client = rt.spawn<Client>(adder);
+  EXPECT_EQ(client.ask<&Client::sum3>(1, 2, 3).get(), 6);
+  EXPECT_EQ(client.ask<&Client::nested>(5).get(), 20);
+  EXPECT_EQ(client.ask<&Client::via_future>(4).get(), 8);
+}
+
+TEST(Coroutines, ErrorsCrossCoAwait) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  auto adder = rt.spawn<Adder>();
+  auto client = rt.spawn<Client>(adder);
+  EXPECT_EQ(client.ask<&Client::catch_remote_error>().get(), "adder exploded");
+  EXPECT_THROW(client.ask<&Client::fails_after_await>().get(), std::logic_error);
+}
+
+TEST(Coroutines, ReentrantByDefault) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  Log log;
+  auto w = rt.spawn<Worker>(&log);
+  troupe::Promise<int> gate;
+  auto slow = w.ask<&Worker::slow>(gate.get_future());
+  auto ping = w.ask<&Worker::ping>();
+  sched.run();
+  // slow() is suspended; ping() ran meanwhile.
+  EXPECT_EQ(log, (Log{"slow:begin", "ping"}));
+  EXPECT_TRUE(ping.ready());
+  EXPECT_FALSE(slow.ready());
+  gate.set_value(21);
+  sched.run();
+  EXPECT_EQ(log, (Log{"slow:begin", "ping", "slow:end"}));
+  EXPECT_EQ(slow.get(), 42);
+}
+
+TEST(Coroutines, NonReentrantActorsWaitForTheirCoroutine) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  Log log;
+  auto s = rt.spawn<Serial>(&log);
+  troupe::Promise<int> gate;
+  auto slow = s.ask<&Serial::slow>(gate.get_future());
+  auto ping = s.ask<&Serial::ping>();
+  sched.run();
+  EXPECT_EQ(log, (Log{"slow:begin"}));
+  EXPECT_FALSE(ping.ready());
+  EXPECT_EQ(s.mailbox_size().get(), 1u);
+  gate.set_value(5);
+  sched.run();
+  EXPECT_EQ(log, (Log{"slow:begin", "slow:end", "ping"}));
+  EXPECT_EQ(slow.get(), 10);
+  EXPECT_EQ(ping.get(), 1);
+}
+
+TEST(Coroutines, StoppingAnActorDestroysItsSuspendedCoroutines) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  int destroyed = 0;
+  auto h = rt.spawn<Holder>(&destroyed);
+  troupe::Promise<int> gate;
+  auto waiting = h.ask<&Holder::wait>(gate.get_future());
+  sched.run();
+  EXPECT_EQ(destroyed, 0);
+  h.stop();
+  sched.run();
+  EXPECT_EQ(destroyed, 1);  // the frame's locals were destroyed
+  EXPECT_THROW(waiting.get(), troupe::ActorExited);
+  gate.set_value(1);  // resuming a dead frame must be a no-op
+  sched.run();
+}
+
+TEST(Coroutines, ManyConcurrentAsksOnRealThreads) {
+  troupe::Config cfg;
+  cfg.threads = 4;
+  troupe::Runtime rt(cfg);
+  auto adder = rt.spawn<Adder>();
+  std::vector<troupe::ActorRef<Client>> clients;
+  for (int i = 0; i < 16; ++i) clients.push_back(rt.spawn<Client>(adder));
+  std::vector<troupe::Future<int>> fs;
+  for (int round = 0; round < 50; ++round)
+    for (auto& c : clients) fs.push_back(c.ask<&Client::sum3>(round, 1, 2));
+  auto all = troupe::when_all(std::move(fs)).get();
+  for (std::size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int>(i / 16) + 3);
+}

@@ -1,0 +1,194 @@
+// Timers (virtual time), monitors, and deterministic ordering control.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "troupe/testing.hpp"
+#include "troupe/troupe.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+class Ticker {
+ public:
+  void tick(int k) { ticks_.push_back(k); }
+  std::vector<int> ticks() const { return ticks_; }
+
+ private:
+  std::vector<int> ticks_;
+};
+
+class Log {
+ public:
+  void add(std::string s) { entries_.push_back(std::move(s)); }
+  std::vector<std::string> entries() const { return entries_; }
+
+ private:
+  std::vector<std::string> entries_;
+};
+
+}  // namespace
+
+TEST(Timers, TellAfterFiresOnlyOnceTheDelayPassed) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto t = rt.spawn<Ticker>();
+  auto timer = rt.tell_after<&Ticker::tick>(t, 100ms, 7);
+  EXPECT_TRUE(timer.active());
+  sched.advance(99ms);
+  sched.run();
+  EXPECT_TRUE(t.ask<&Ticker::ticks>().get().empty());
+  sched.advance(1ms);
+  sched.run();
+  EXPECT_EQ(t.ask<&Ticker::ticks>().get(), std::vector<int>{7});
+  EXPECT_FALSE(timer.active());
+  EXPECT_FALSE(timer.cancel());
+}
+
+TEST(Timers, CancelledTimersNeverFire) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto t = rt.spawn<Ticker>();
+  auto timer = rt.tell_after<&Ticker::tick>(t, 10ms, 1);
+  EXPECT_TRUE(timer.cancel());
+  sched.advance(1s);
+  sched.run();
+  EXPECT_TRUE(t.ask<&Ticker::ticks>().get().empty());
+}
+
+TEST(Timers, PeriodicTimersRepeatUntilCancelled) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto t = rt.spawn<Ticker>();
+  auto timer = rt.tell_every<&Ticker::tick>(t, 10ms, 3);
+  sched.advance(35ms);
+  sched.run();
+  EXPECT_EQ(t.ask<&Ticker::ticks>().get(), (std::vector<int>{3, 3, 3}));
+  timer.cancel();
+  sched.advance(100ms);
+  sched.run();
+  EXPECT_EQ(t.ask<&Ticker::ticks>().get().size(), 3u);
+}
+
+TEST(Timers, PeriodicTimersStopWhenTheTargetExits) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto t = rt.spawn<Ticker>();
+  auto timer = rt.tell_every<&Ticker::tick>(t, 10ms, 1);
+  sched.advance(10ms);
+  sched.run();
+  t.stop();
+  sched.run();
+  sched.advance(20ms);
+  sched.run();
+  EXPECT_FALSE(timer.active());
+}
+
+TEST(Timers, FinishWaitsForPendingOneShotTimersOnRealThreads) {
+  troupe::Config cfg;
+  cfg.threads = 2;
+  std::atomic<int> fired{0};
+  {
+    troupe::Runtime rt(cfg);
+    auto t = rt.spawn<Ticker>();
+    rt.tell_every<&Ticker::tick>(t, 1ms, 0);  // stopped by finish()
+    rt.after(30ms, [&] { fired++; });
+    EXPECT_EQ(rt.finish(), 0);
+    EXPECT_EQ(fired.load(), 1);
+  }
+}
+
+TEST(Monitors, FireOnceWhenTheActorStops) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto t = rt.spawn<Ticker>();
+  std::vector<troupe::ExitInfo> seen;
+  rt.monitor(t, [&](const troupe::ExitInfo& i) { seen.push_back(i); });
+  sched.run();
+  EXPECT_TRUE(seen.empty());
+  t.stop();
+  sched.run();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].actor, t.id());
+  EXPECT_EQ(seen[0].reason, troupe::ExitReason::stopped);
+  t.stop();  // stopping twice fires nothing more
+  sched.run();
+  EXPECT_EQ(seen.size(), 1u);
+}
+
+TEST(Monitors, MonitoringAnExitedActorFiresAtOnce) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto t = rt.spawn<Ticker>();
+  t.stop();
+  sched.run();
+  int fired = 0;
+  rt.monitor(t, [&](const troupe::ExitInfo&) { ++fired; });
+  sched.run();
+  EXPECT_EQ(fired, 1);
+}
+
+TEST(Monitors, DemonitorCancels) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto t = rt.spawn<Ticker>();
+  int fired = 0;
+  auto id = rt.monitor(t, [&](const troupe::ExitInfo&) { ++fired; });
+  rt.demonitor(id);
+  t.stop();
+  sched.run();
+  EXPECT_EQ(fired, 0);
+}
+
+TEST(Monitors, ShutdownEndsLiveActorsWithReasonShutdown) {
+  std::atomic<int> reason{-1};
+  {
+    troupe::Config cfg;
+    cfg.threads = 2;
+    troupe::Runtime rt(cfg);
+    auto t = rt.spawn<Ticker>();
+    rt.monitor(t, [&](const troupe::ExitInfo& i) { reason = static_cast<int>(i.reason); });
+    rt.finish();
+  }
+  EXPECT_EQ(reason.load(), static_cast<int>(troupe::ExitReason::shutdown));
+}
+
+TEST(Deterministic, StepRunsTheChosenActorFirst) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto log = rt.spawn<Log>();
+  struct Relay {
+    explicit Relay(troupe::ActorRef<Log> l, std::string n) : log(l), name(std::move(n)) {}
+    void go(int i) { log.tell<&Log::add>(name + std::to_string(i)); }
+    troupe::ActorRef<Log> log;
+    std::string name;
+  };
+  auto a = rt.spawn<Relay>(log, "a");
+  auto b = rt.spawn<Relay>(log, "b");
+  a.tell<&Relay::go>(1);
+  a.tell<&Relay::go>(2);
+  b.tell<&Relay::go>(1);
+  EXPECT_EQ(sched.pending(), 2u);  // a and b each have one turn queued
+  ASSERT_TRUE(sched.step(b));
+  ASSERT_TRUE(sched.step(a));
+  ASSERT_TRUE(sched.step(a));
+  sched.run();
+  EXPECT_EQ(log.ask<&Log::entries>().get(), (std::vector<std::string>{"b1", "a1", "a2"}));
+  EXPECT_FALSE(sched.step());
+}
+
+TEST(Deterministic, GetReportsADeadlockInsteadOfHanging) {
+  struct Sink {
+    troupe::Future<int> hang() { return never.get_future(); }
+    troupe::Promise<int> never;
+  };
+  troupe::Runtime rt(troupe::testing::deterministic());
+  auto sink = rt.spawn<Sink>();
+  auto f = sink.ask<&Sink::hang>();
+  EXPECT_THROW(f.get(), troupe::Error);
+  EXPECT_FALSE(f.wait_for(10ms));
+}
