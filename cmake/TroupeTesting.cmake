@@ -14,9 +14,15 @@ set(TROUPE_MPI_ENV
   HYDRA_IFACE=lo)
 
 function(_troupe_test_exe target)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
-  add_executable(${target} ${T_SOURCES})
-  target_link_libraries(${target} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main troupe_flags)
+  cmake_parse_arguments(T "MPI_MAIN" "" "SOURCES;LIBS" ${ARGN})
+  if(T_MPI_MAIN)
+    # One MPI_Init for all tests of the binary; tests adopt MPI_COMM_WORLD.
+    add_executable(${target} ${T_SOURCES} ${PROJECT_SOURCE_DIR}/tests/mpi/mpi_main.cpp)
+    target_link_libraries(${target} PRIVATE ${T_LIBS} GTest::gtest troupe_flags)
+  else()
+    add_executable(${target} ${T_SOURCES})
+    target_link_libraries(${target} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main troupe_flags)
+  endif()
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/runtime ${PROJECT_SOURCE_DIR}/tests)
 endfunction()
 
@@ -43,7 +49,7 @@ function(troupe_mpi_test name)
   endif()
   if(NOT T_TARGET)
     set(T_TARGET ${T_LABEL}_${name})
-    _troupe_test_exe(${T_TARGET} SOURCES ${T_SOURCES} LIBS ${T_LIBS})
+    _troupe_test_exe(${T_TARGET} MPI_MAIN SOURCES ${T_SOURCES} LIBS ${T_LIBS})
   endif()
   add_test(NAME ${T_LABEL}.${name}
     COMMAND ${TROUPE_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} ${T_NP} ${TROUPE_MPIEXEC_FLAGS} ${T_MPIEXEC_FLAGS}

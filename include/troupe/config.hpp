@@ -25,7 +25,8 @@ enum class SchedulerKind {
 
 struct Config {
   // ---- scheduler -------------------------------------------------------------
-  /// Worker threads; 0 means one per processing unit of the process cpuset.
+  /// Worker threads; 0 means --troupe-threads=N, else TROUPE_THREADS, else one
+  /// per processing unit of the process cpuset.
   std::size_t threads = 0;
   Pinning pinning = Pinning::compact;
   /// Messages an actor handles per turn before it yields its thread.
@@ -40,7 +41,8 @@ struct Config {
   std::function<void(ActorId actor, const char* method, std::exception_ptr error)> on_unhandled;
 
   // ---- cluster ---------------------------------------------------------------
-  /// This node's role; overridden by --troupe-role=NAME, then by TROUPE_ROLE.
+  /// This node's role. --troupe-role=NAME on the command line wins, then the
+  /// TROUPE_ROLE environment variable, then this; "default" if none is set.
   std::string role;
   /// Failure detection: heartbeat period and the silence after which a watched
   /// node is declared lost.

@@ -13,6 +13,8 @@
 #include <utility>
 
 #include "troupe/actor_ref.hpp"
+#include "troupe/clock.hpp"
+#include "troupe/cluster.hpp"
 #include "troupe/config.hpp"
 #include "troupe/detail/core.hpp"
 #include "troupe/detail/method_traits.hpp"
@@ -21,11 +23,10 @@
 
 namespace troupe {
 
-class ClusterState;
 class Role;
+struct AdoptedComm;
 class Registry;
 class Groups;
-struct NodeInfo;
 
 /// Identifies one monitor, for demonitor().
 struct MonitorId {
@@ -48,6 +49,8 @@ class Runtime {
   /// which case troupe adopts MPI_COMM_WORLD and leaves MPI to the application.
   /// Removes --troupe-* options from argv.
   Runtime(int& argc, char**& argv, Config cfg = {});
+  /// A cluster node inside an MPI application that owns MPI (see troupe/mpi.hpp).
+  explicit Runtime(const AdoptedComm& comm, Config cfg = {});
   ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
@@ -122,6 +125,16 @@ class Runtime {
     return every_impl(std::chrono::duration_cast<std::chrono::nanoseconds>(period), std::move(tick));
   }
 
+  /// The nodes of the job as this node sees them (a local runtime: itself).
+  ClusterState cluster() const;
+  /// Waits until pred(cluster()) holds; false if the timeout passed first.
+  template <class Rep, class Per>
+  bool wait_cluster(const std::function<bool(const ClusterState&)>& pred, std::chrono::duration<Rep, Per> timeout) {
+    return wait_cluster_until(pred, detail::Clock::now() + std::chrono::duration_cast<detail::Clock::duration>(timeout));
+  }
+  /// This node's hybrid logical clock; every remote message carries and merges it.
+  HybridClock& clock() noexcept { return core_->clock(); }
+
   /// Graceful shutdown. Local runtime: waits until no actor has work, then ends
   /// all actors. Cluster: collective over the live nodes; every message sent
   /// before finish() is delivered and handled first. Returns the exit code (0).
@@ -136,6 +149,9 @@ class Runtime {
   Timer after_impl(std::chrono::nanoseconds delay, detail::UniqueFunction<void()> fn);
   Timer every_impl(std::chrono::nanoseconds period, std::function<bool()> tick);
   detail::RemoteLink& remote_or_throw();
+  bool wait_cluster_until(const std::function<bool(const ClusterState&)>& pred, detail::Clock::time_point deadline);
+
+  void start_cluster(const void* comm, bool owns_mpi, Config cfg);
 
   std::unique_ptr<detail::Core> core_;
   std::unique_ptr<detail::RemoteLink> link_;

@@ -21,6 +21,7 @@ namespace detail {
 namespace {
 
 thread_local ActorCell* tls_cell = nullptr;
+thread_local bool tls_remote_sent = false;
 
 struct StopMessage final : Message {
   void run(ActorCell& cell) override { cell.exit(ExitReason::stopped); }
@@ -36,6 +37,7 @@ struct ResumeMessage final : Message {
 }  // namespace
 
 ActorCell* current_cell() noexcept { return tls_cell; }
+void note_remote_send() noexcept { tls_remote_sent = true; }
 
 ContextGuard::ContextGuard(ActorCell* c) noexcept : prev_(tls_cell) { tls_cell = c; }
 ContextGuard::~ContextGuard() { tls_cell = prev_; }
@@ -137,6 +139,10 @@ void ActorCell::run_batch(std::size_t max) noexcept {
       m->run(*this);
       delete m;
     }
+  }
+  if (tls_remote_sent) {
+    tls_remote_sent = false;
+    if (auto* link = core_.remote()) link->flush();
   }
   auto has_work = [this] {
     if (exited()) return system_.nonempty() || mailbox_.nonempty();

@@ -89,7 +89,19 @@ int Runtime::finish() {
   core_->stop_periodic();
   finished_ = link_ ? link_->finish() : 0;
   core_->shutdown();
+  if (link_) link_->finalize();
   return finished_;
+}
+
+ClusterState Runtime::cluster() const {
+  if (link_) return link_->cluster_state();
+  return ClusterState({NodeInfo{node(), core_->config().role, "localhost", true}});
+}
+
+bool Runtime::wait_cluster_until(const std::function<bool(const ClusterState&)>& pred,
+                                 detail::Clock::time_point deadline) {
+  if (link_) return link_->wait_cluster(pred, deadline);
+  return pred(cluster());
 }
 
 Runtime& runtime() {

@@ -158,6 +158,9 @@ class TypedCell final : public ActorCell {
 
 /// The actor this thread is running right now (null outside actors).
 ActorCell* current_cell() noexcept;
+/// Set by the transport when an actor sends to another node: the turn then
+/// ends with a flush, so replies leave without waiting for the progress thread.
+void note_remote_send() noexcept;
 class ContextGuard {
  public:
   explicit ContextGuard(ActorCell* c) noexcept;

@@ -6,10 +6,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "troupe/clock.hpp"
+#include "troupe/cluster.hpp"
 #include "troupe/config.hpp"
 #include "troupe/detail/actor_cell.hpp"
 #include "troupe/detail/future_state.hpp"
@@ -43,7 +46,14 @@ class RemoteLink {
   virtual void spawn(NodeId node, const TypeTag* type, const void* init,
                      UniqueFunction<void(ActorId, std::exception_ptr)> done) = 0;
   /// Graceful collective shutdown of the whole job; returns the exit code.
+  /// Afterwards nothing more is sent or received.
   virtual int finish() = 0;
+  /// Releases MPI (MPI_Finalize if troupe initialised it), after the local actors ended.
+  virtual void finalize() {}
+  /// Hands queued envelopes to MPI now (called when an actor's turn ends).
+  virtual void flush() {}
+  virtual ClusterState cluster_state() const = 0;
+  virtual bool wait_cluster(const std::function<bool(const ClusterState&)>& pred, Clock::time_point deadline) = 0;
 };
 
 class Core {
@@ -63,6 +73,7 @@ class Core {
   Waiter* waiter() const noexcept { return waiter_; }
   void set_waiter(Waiter* w) noexcept { waiter_ = w; }
   RemoteLink* remote() const noexcept { return remote_; }
+  HybridClock& clock() noexcept { return clock_; }
   void set_remote(RemoteLink* r) noexcept { remote_ = r; }
 
   ActorId next_id() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
@@ -101,6 +112,7 @@ class Core {
   std::unique_ptr<ActorTable> table_;
   Waiter* waiter_ = nullptr;
   RemoteLink* remote_ = nullptr;
+  HybridClock clock_;
   std::atomic<ActorId> next_id_{1};
   std::atomic<std::size_t> outstanding_{0};
   bool shut_down_ = false;

@@ -1,0 +1,28 @@
+// For MPI applications that embed troupe: adopt the communicator you already
+// have. troupe then leaves MPI_Init/MPI_Finalize to you; MPI must have been
+// initialised with MPI_THREAD_MULTIPLE (or MPI_THREAD_SERIALIZED, if you make
+// no MPI call while the runtime runs).
+//
+//   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+//   {
+//     troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+//     ...
+//     rt.finish();
+//   }
+//   MPI_Finalize();
+#pragma once
+
+#include <mpi.h>
+
+#include "troupe/runtime.hpp"
+
+namespace troupe {
+
+struct AdoptedComm {
+  MPI_Comm comm;
+};
+
+/// Wraps a communicator for Runtime(const AdoptedComm&, Config): its ranks become the nodes.
+inline AdoptedComm adopt(MPI_Comm comm) { return AdoptedComm{comm}; }
+
+}  // namespace troupe

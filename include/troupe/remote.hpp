@@ -1,0 +1,184 @@
+// TROUPE_REMOTE: makes a class spawnable on other nodes and its methods callable
+// across nodes.
+//
+//   class Counter { public: explicit Counter(int); int add(int); int value() const; ... };
+//   TROUPE_REMOTE(Counter, troupe::init<int>, &Counter::add, &Counter::value);
+//
+// Use it in the namespace of the class (spawn_on finds it by argument-dependent
+// lookup), in a header every rank's program includes. Arguments and results are
+// serialised with Cereal: standard types work as they are, user types need an
+// ordinary serialize() (or save/load), and ActorRef<T> may travel inside them.
+// Wire ids are hashes of the class and method names as written here: the same
+// on every rank and in every build of the same source. Collisions are reported
+// when the Runtime starts.
+#pragma once
+
+#include <cereal/types/array.hpp>
+#include <cereal/types/map.hpp>
+#include <cereal/types/optional.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <cereal/types/unordered_map.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/vector.hpp>
+
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "troupe/actor_ref.hpp"
+#include "troupe/runtime.hpp"
+#include "troupe/wire/archive.hpp"
+#include "troupe/wire/registry.hpp"
+
+namespace troupe {
+
+/// The constructor arguments a remote spawn passes: TROUPE_REMOTE(C, troupe::init<int, std::string>, ...).
+template <class... A>
+struct init {
+  using tuple = std::tuple<std::decay_t<A>...>;
+};
+
+namespace detail {
+
+template <class C, class Init>
+struct RemoteClass {
+  using init_tuple = typename Init::tuple;
+};
+template <class C, class Init, auto... M>
+RemoteClass<C, Init> remote_class_of() {
+  return {};
+}
+
+/// spawn_on's view of a registered class, found by argument-dependent lookup of
+/// the descriptor TROUPE_REMOTE declares next to the class.
+template <class T>
+struct RemoteInit {
+  using tuple = typename decltype(troupe_remote_descriptor(static_cast<T*>(nullptr)))::init_tuple;
+};
+
+/// A call decoded from the wire, queued to its target actor.
+template <auto M>
+class RemoteCall final : public Message {
+ public:
+  using Traits = Method<M>;
+  using R = typename Traits::Result;
+  explicit RemoteCall(RemoteCaller caller) : caller_(caller) {}
+
+  void run(ActorCell& cell) override {
+    if (caller_.corr == 0) {
+      invoke_call<M>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
+        if (r.error) report_unhandled(*core, id, method_tag<M>.debug_name, r.error);
+      });
+      return;
+    }
+    invoke_call<M>(cell, args, [c = caller_](TaskResult<R>&& r) {
+      if (r.error) return c.sink->reply_error(c.node, c.corr, r.error);
+      if constexpr (std::is_void_v<R>) {
+        c.sink->reply_value(c.node, c.corr, std::make_unique<ValueWriter<void>>(Unit{}));
+      } else {
+        c.sink->reply_value(c.node, c.corr, std::make_unique<ValueWriter<R>>(std::move(*r.value)));
+      }
+    });
+  }
+  void reject(ActorCell& cell) noexcept override {
+    if (caller_.corr == 0) return;
+    try {
+      caller_.sink->reply_error(caller_.node, caller_.corr,
+                                std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
+    } catch (...) {
+    }
+  }
+
+  typename Traits::Args args;
+
+ private:
+  RemoteCaller caller_;
+};
+
+template <auto M>
+MethodEntry make_method_entry(WireId class_id, const TypeTag* cls, std::string name) {
+  using Traits = Method<M>;
+  MethodEntry e;
+  e.id = fnv1a64(name);
+  e.class_id = class_id;
+  e.name = std::move(name);
+  e.tag = &method_tag<M>;
+  e.cls = cls;
+  e.args_zero_copy = zero_copy_safe<typename Traits::Args>::value;
+  e.encode_args = [](const CallBase& call, WireOutputArchive& ar) {
+    ar(static_cast<const CallMessage<M>&>(call).args);
+  };
+  e.decode_call = [](WireInputArchive& ar, RemoteCaller caller) -> std::unique_ptr<Message> {
+    auto msg = std::make_unique<RemoteCall<M>>(caller);
+    ar(msg->args);
+    return msg;
+  };
+  e.take_reply = [](CallBase& call) -> std::unique_ptr<PendingReply> {
+    auto& c = static_cast<CallMessage<M>&>(call);
+    if (!c.promise) return nullptr;
+    auto reply = std::make_unique<TypedReply<typename Traits::Result>>(std::move(*c.promise));
+    c.promise.reset();
+    return reply;
+  };
+  return e;
+}
+
+template <class C, class Tuple>
+class TypedSpawn final : public SpawnJob {
+ public:
+  ActorId spawn(Runtime& rt) override {
+    return std::apply([&](auto&... a) { return rt.spawn<C>(std::move(a)...).id(); }, args);
+  }
+  Tuple args;
+};
+
+template <class C, class Init>
+ClassEntry make_class_entry(std::string name) {
+  using Tuple = typename Init::tuple;
+  ClassEntry e;
+  e.id = fnv1a64("class " + name);
+  e.name = std::move(name);
+  e.tag = &type_tag<C>;
+  e.init_zero_copy = zero_copy_safe<Tuple>::value;
+  e.encode_init = [](const void* init, WireOutputArchive& ar) { ar(*static_cast<const Tuple*>(init)); };
+  e.decode_init = [](WireInputArchive& ar) -> std::unique_ptr<SpawnJob> {
+    auto job = std::make_unique<TypedSpawn<C, Tuple>>();
+    ar(job->args);
+    return job;
+  };
+  return e;
+}
+
+template <class C, class Init, auto... M>
+bool register_remote(const char* class_name, const char* registration_text) {
+  static_assert((std::is_base_of_v<typename Method<M>::Class, C> && ...),
+                "TROUPE_REMOTE: every method must be a member of the class (or of a base)");
+  static_assert([]<class... A>(std::tuple<A...>*) { return std::is_constructible_v<C, A&&...>; }(
+                    static_cast<typename Init::tuple*>(nullptr)),
+                "TROUPE_REMOTE: the class has no constructor taking the init<...> arguments");
+  auto& reg = WireRegistry::instance();
+  auto cls = make_class_entry<C, Init>(class_name);
+  const auto class_id = cls.id;
+  reg.add_class(std::move(cls));
+  auto names = split_method_names(registration_text);
+  std::size_t i = 0;
+  (reg.add_method(make_method_entry<M>(class_id, &type_tag<C>, i < names.size() ? names[i++] : std::string("?"))), ...);
+  return true;
+}
+
+}  // namespace detail
+}  // namespace troupe
+
+#define TROUPE_DETAIL_CAT2(a, b) a##b
+#define TROUPE_DETAIL_CAT(a, b) TROUPE_DETAIL_CAT2(a, b)
+
+/// TROUPE_REMOTE(Class, troupe::init<CtorArgs...>, &Class::method...);
+#define TROUPE_REMOTE(Class, ...)                                                                      \
+  [[maybe_unused]] inline auto troupe_remote_descriptor(Class*)                                        \
+      ->decltype(::troupe::detail::remote_class_of<Class, __VA_ARGS__>()) {                           \
+    return {};                                                                                         \
+  }                                                                                                    \
+  [[maybe_unused]] inline const bool TROUPE_DETAIL_CAT(troupe_remote_registered_, Class) =             \
+      ::troupe::detail::register_remote<Class, __VA_ARGS__>(#Class, #__VA_ARGS__)
+

@@ -1,0 +1,182 @@
+// Cereal archives for troupe's wire format: native-endian binary like Cereal's
+// BinaryArchive, plus two things it lacks:
+//  - large contiguous blocks (std::vector<double> data, long strings) become
+//    zero-copy *segments*: the sender hands MPI the object's own memory and the
+//    receiver has MPI write straight into the decoded object's memory;
+//  - every read is bounds-checked and container sizes are checked against the
+//    bytes that remain, so truncated or hostile input throws DecodeError instead
+//    of reading past the end or allocating without limit.
+#pragma once
+
+#include <cereal/cereal.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <array>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "troupe/fwd.hpp"
+
+#include "troupe/error.hpp"
+#include "troupe/wire/buffer.hpp"
+
+namespace troupe::detail {
+
+/// Blocks at least this large travel as segments (a protocol constant).
+inline constexpr std::size_t kSegmentThreshold = 16 * 1024;
+
+struct OutSegment {
+  const void* data;
+  std::size_t size;
+};
+struct InSegment {
+  void* data;
+  std::size_t size;
+};
+
+class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  /// Segments are collected in *segments; the memory they point to must stay
+  /// alive until the message is sent.
+  WireOutputArchive(ByteBuffer& out, std::vector<OutSegment>* segments)
+      : cereal::OutputArchive<WireOutputArchive, cereal::AllowEmptyClassElision>(this),
+        out_(out),
+        segments_(segments) {}
+
+  void saveBinary(const void* data, std::size_t size) { out_.append(data, size); }
+  void saveBlock(const void* data, std::size_t size) {
+    if (segments_ != nullptr && size >= kSegmentThreshold) {
+      segments_->push_back({data, size});
+    } else {
+      out_.append(data, size);
+    }
+  }
+
+ private:
+  ByteBuffer& out_;
+  std::vector<OutSegment>* segments_;
+};
+
+class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  /// segment_sizes: the sizes the envelope declares, in order.
+  WireInputArchive(const std::byte* data, std::size_t size, const std::uint64_t* segment_sizes,
+                   std::size_t segment_count)
+      : cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision>(this),
+        data_(data),
+        size_(size),
+        seg_sizes_(segment_sizes),
+        seg_count_(segment_count) {
+    for (std::size_t i = 0; i < seg_count_; ++i) seg_bytes_left_ += seg_sizes_[i];
+  }
+
+  void loadBinary(void* data, std::size_t size) {
+    if (size > size_ - pos_) throw DecodeError("troupe: truncated message (" + std::to_string(size) +
+                                               " bytes wanted, " + std::to_string(size_ - pos_) + " left)");
+    std::memcpy(data, data_ + pos_, size);
+    pos_ += size;
+  }
+  /// Segments already received: blocks are copied out of these buffers instead
+  /// of being recorded as destinations.
+  void use_received_segments(const ByteBuffer* segments) noexcept { received_ = segments; }
+
+  void loadBlock(void* data, std::size_t size) {
+    if (size < kSegmentThreshold) return loadBinary(data, size);
+    if (next_seg_ >= seg_count_) throw DecodeError("troupe: message refers to a segment it does not declare");
+    if (seg_sizes_[next_seg_] != size)
+      throw DecodeError("troupe: segment size mismatch (" + std::to_string(seg_sizes_[next_seg_]) +
+                        " declared, " + std::to_string(size) + " expected)");
+    seg_bytes_left_ -= size;
+    if (received_ != nullptr) {
+      std::memcpy(data, received_[next_seg_].data(), size);
+    } else {
+      destinations_.push_back({data, size});
+    }
+    ++next_seg_;
+  }
+  /// A container of n elements needs at least n bytes: refuse larger claims
+  /// before anything is allocated for them.
+  void checkCount(std::uint64_t n) const {
+    if (n > (size_ - pos_) + seg_bytes_left_)
+      throw DecodeError("troupe: oversized container (" + std::to_string(n) + " elements claimed, " +
+                        std::to_string((size_ - pos_) + seg_bytes_left_) + " bytes remain)");
+  }
+  /// True once every inline byte and every declared segment was consumed.
+  bool complete() const noexcept { return pos_ == size_ && next_seg_ == seg_count_; }
+  std::size_t remaining() const noexcept { return size_ - pos_; }
+  /// Where the declared segments must be received, in order.
+  std::vector<InSegment>& destinations() noexcept { return destinations_; }
+
+ private:
+  const std::byte* data_;
+  std::size_t size_;
+  std::size_t pos_ = 0;
+  const std::uint64_t* seg_sizes_;
+  std::size_t seg_count_;
+  std::size_t next_seg_ = 0;
+  std::uint64_t seg_bytes_left_ = 0;
+  std::vector<InSegment> destinations_;
+  const ByteBuffer* received_ = nullptr;
+};
+
+/// Types whose Cereal load writes large blocks straight into their final
+/// storage, so segments may be received in place after decoding (zero copy).
+/// Anything else is decoded after its segments arrived in buffers (one copy).
+template <class T> struct zero_copy_safe : std::bool_constant<std::is_arithmetic_v<T> || std::is_enum_v<T>> {};
+template <class T, class A> struct zero_copy_safe<std::vector<T, A>> : zero_copy_safe<T> {};
+template <> struct zero_copy_safe<std::string> : std::true_type {};
+template <class T, std::size_t N> struct zero_copy_safe<std::array<T, N>> : zero_copy_safe<T> {};
+template <class A, class B> struct zero_copy_safe<std::pair<A, B>> : std::conjunction<zero_copy_safe<A>, zero_copy_safe<B>> {};
+template <class... T> struct zero_copy_safe<std::tuple<T...>> : std::conjunction<zero_copy_safe<T>...> {};
+template <class T> struct zero_copy_safe<ActorRef<T>> : std::true_type {};
+
+}  // namespace troupe::detail
+
+namespace cereal {
+
+template <class T>
+inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(troupe::detail::WireOutputArchive& ar,
+                                                                            const T& t) {
+  ar.saveBinary(std::addressof(t), sizeof(t));
+}
+template <class T>
+inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar,
+                                                                            T& t) {
+  ar.loadBinary(std::addressof(t), sizeof(t));
+}
+template <class Archive, class T>
+inline CEREAL_ARCHIVE_RESTRICT(troupe::detail::WireInputArchive, troupe::detail::WireOutputArchive)
+    CEREAL_SERIALIZE_FUNCTION_NAME(Archive& ar, NameValuePair<T>& t) {
+  ar(t.value);
+}
+template <class T>
+inline void CEREAL_SAVE_FUNCTION_NAME(troupe::detail::WireOutputArchive& ar, const SizeTag<T>& t) {
+  const std::uint64_t n = static_cast<std::uint64_t>(t.size);
+  ar.saveBinary(&n, sizeof(n));
+}
+template <class T>
+inline void CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar, SizeTag<T>& t) {
+  std::uint64_t n = 0;
+  ar.loadBinary(&n, sizeof(n));
+  ar.checkCount(n);
+  t.size = static_cast<std::remove_reference_t<T>>(n);
+}
+template <class T>
+inline void CEREAL_SAVE_FUNCTION_NAME(troupe::detail::WireOutputArchive& ar, const BinaryData<T>& bd) {
+  ar.saveBlock(bd.data, static_cast<std::size_t>(bd.size));
+}
+template <class T>
+inline void CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar, BinaryData<T>& bd) {
+  ar.loadBlock(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+}  // namespace cereal
+
+CEREAL_REGISTER_ARCHIVE(troupe::detail::WireOutputArchive)
+CEREAL_REGISTER_ARCHIVE(troupe::detail::WireInputArchive)
+CEREAL_SETUP_ARCHIVE_TRAITS(troupe::detail::WireInputArchive, troupe::detail::WireOutputArchive)

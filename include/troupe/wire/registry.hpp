@@ -1,0 +1,158 @@
+// The wire registry: which classes can be spawned from another node and which
+// methods can be called across nodes, under ids that are the same on every rank
+// and in every build of the same source (hashes of the names TROUPE_REMOTE was
+// given; never pointers or typeid names). Filled at static initialisation.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "troupe/detail/actor_cell.hpp"
+#include "troupe/detail/call_message.hpp"
+#include "troupe/detail/method_traits.hpp"
+#include "troupe/wire/archive.hpp"
+
+namespace troupe::detail {
+
+using WireId = std::uint64_t;
+
+constexpr WireId fnv1a64(std::string_view s) noexcept {
+  WireId h = 14695981039346656037ull;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/// Serialises a payload; it also owns whatever the payload's segments point
+/// into, until the message has left.
+class PayloadWriter {
+ public:
+  virtual ~PayloadWriter() = default;
+  virtual void write(WireOutputArchive& ar) const = 0;
+};
+
+template <class R>
+class ValueWriter final : public PayloadWriter {
+ public:
+  explicit ValueWriter(Stored<R> v) : value_(std::move(v)) {}
+  void write(WireOutputArchive& ar) const override {
+    if constexpr (!std::is_void_v<R>) ar(value_);
+  }
+
+ private:
+  Stored<R> value_;
+};
+
+/// Where the result of a call decoded from the wire goes.
+class ReplySink {
+ public:
+  virtual ~ReplySink() = default;
+  virtual void reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) = 0;
+  virtual void reply_error(NodeId to, std::uint64_t corr, std::exception_ptr error) = 0;
+};
+
+struct RemoteCaller {
+  ReplySink* sink = nullptr;
+  NodeId node = 0;
+  std::uint64_t corr = 0;  // 0: a tell
+};
+
+/// The caller's side of an ask in flight: turns reply bytes into its future.
+class PendingReply {
+ public:
+  virtual ~PendingReply() = default;
+  virtual bool zero_copy() const noexcept = 0;
+  /// Reads the result (segments, if any, are filled in later).
+  virtual void decode(WireInputArchive& ar) = 0;
+  /// The result (and its segments) are complete: fulfil the future.
+  virtual void complete() = 0;
+  virtual void fail(std::exception_ptr e) noexcept = 0;
+};
+
+template <class R>
+class TypedReply final : public PendingReply {
+ public:
+  explicit TypedReply(Promise<R> p) : promise_(std::move(p)) {}
+  bool zero_copy() const noexcept override { return zero_copy_safe<Stored<R>>::value; }
+  void decode(WireInputArchive& ar) override {
+    value_.emplace();
+    if constexpr (!std::is_void_v<R>) ar(*value_);
+  }
+  void complete() override {
+    if constexpr (std::is_void_v<R>) {
+      promise_.set_value();
+    } else {
+      promise_.set_value(std::move(*value_));
+    }
+  }
+  void fail(std::exception_ptr e) noexcept override {
+    if (promise_.valid()) promise_.set_exception(std::move(e));
+  }
+
+ private:
+  Promise<R> promise_;
+  std::optional<Stored<R>> value_;
+};
+
+struct MethodEntry {
+  WireId id = 0;
+  WireId class_id = 0;
+  std::string name;
+  const MethodTag* tag = nullptr;
+  const TypeTag* cls = nullptr;
+  bool args_zero_copy = false;
+  void (*encode_args)(const CallBase& call, WireOutputArchive& ar) = nullptr;
+  std::unique_ptr<Message> (*decode_call)(WireInputArchive& ar, RemoteCaller caller) = nullptr;
+  std::unique_ptr<PendingReply> (*take_reply)(CallBase& call) = nullptr;
+};
+
+/// A decoded spawn request, run on the target node.
+class SpawnJob {
+ public:
+  virtual ~SpawnJob() = default;
+  virtual ActorId spawn(Runtime& rt) = 0;
+};
+
+struct ClassEntry {
+  WireId id = 0;
+  std::string name;
+  const TypeTag* tag = nullptr;
+  bool init_zero_copy = false;
+  void (*encode_init)(const void* init, WireOutputArchive& ar) = nullptr;
+  std::unique_ptr<SpawnJob> (*decode_init)(WireInputArchive& ar) = nullptr;
+};
+
+class WireRegistry {
+ public:
+  static WireRegistry& instance();
+
+  void add_class(ClassEntry e);
+  void add_method(MethodEntry e);
+  const MethodEntry* method(WireId id) const;
+  const MethodEntry* method(const MethodTag* tag) const;
+  const ClassEntry* cls(WireId id) const;
+  const ClassEntry* cls(const TypeTag* tag) const;
+  /// Collisions and other registration mistakes, found at start-up.
+  std::vector<std::string> problems() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<WireId, MethodEntry> methods_;
+  std::unordered_map<const MethodTag*, WireId> method_tags_;
+  std::unordered_map<WireId, ClassEntry> classes_;
+  std::unordered_map<const TypeTag*, WireId> class_tags_;
+  std::vector<std::string> problems_;
+};
+
+/// "troupe::init<int, double>, &Counter::add, &Counter :: value" -> {"Counter::add", "Counter::value"}
+std::vector<std::string> split_method_names(std::string_view registration_text);
+
+}  // namespace troupe::detail

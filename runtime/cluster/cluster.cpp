@@ -1,0 +1,235 @@
+#include "cluster.hpp"
+
+#include <thread>
+
+#include "troupe/detail/core.hpp"
+
+namespace troupe::detail {
+
+using std::chrono::steady_clock;
+
+Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
+    : core_(core),
+      engine_(engine),
+      self_(engine.self()),
+      info_(std::move(nodes)),
+      capacity_(info_.size() + kSpareNodes),
+      count_(info_.size()),
+      alive_(new std::atomic<bool>[capacity_]),
+      sent_(new std::atomic<std::uint64_t>[capacity_]),
+      delivered_(new std::atomic<std::uint64_t>[capacity_]) {
+  for (std::size_t i = 0; i < capacity_; ++i) {
+    alive_[i].store(i < info_.size());
+    sent_[i].store(0);
+    delivered_[i].store(0);
+  }
+}
+
+HybridClock& Cluster::clock() noexcept { return core_.clock(); }
+
+ClusterState Cluster::state() const {
+  std::lock_guard lk(mu_);
+  auto nodes = info_;
+  for (auto& n : nodes) n.alive = alive(n.id);
+  return ClusterState(std::move(nodes));
+}
+
+bool Cluster::wait(const std::function<bool(const ClusterState&)>& pred, steady_clock::time_point deadline) {
+  while (true) {
+    if (pred(state())) return true;
+    if (steady_clock::now() >= deadline) return false;
+    if (!engine_.progress()) {
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, std::chrono::microseconds(500));
+    }
+  }
+}
+
+void Cluster::send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body) {
+  auto* e = new OutEnvelope();
+  e->dest = to;
+  e->work = false;
+  EnvelopeWriter w(e->bytes);
+  w.begin(Kind::control, self_, 0, 0, static_cast<std::uint64_t>(type), clock().now().raw);
+  {
+    WireOutputArchive ar(e->bytes, nullptr);
+    if (body) body(ar);
+  }
+  w.finish(nullptr, 0);
+  engine_.send(e);
+}
+
+void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) {
+  switch (static_cast<Control>(type)) {
+    case Control::finish_probe: {
+      std::uint64_t wave = 0;
+      ar(wave);
+      std::lock_guard lk(mu_);
+      probe_wave_ = wave;
+      probe_from_ = from;
+      probe_answered_ = false;
+      break;
+    }
+    case Control::finish_status: {
+      std::uint64_t wave = 0;
+      Status st;
+      ar(wave, st.in_finish, st.idle, st.sent, st.delivered);
+      std::lock_guard lk(mu_);
+      if (wave_open_ && wave == wave_ && from < replies_.size()) replies_[from] = st;
+      break;
+    }
+    case Control::finish_done:
+      done_.store(true);
+      send_control(from, Control::finish_ack, nullptr);
+      break;
+    case Control::finish_ack: {
+      std::lock_guard lk(mu_);
+      if (from < acked_.size()) acked_[from] = true;
+      break;
+    }
+    default:
+      break;  // unknown control types from newer peers are ignored
+  }
+  cv_.notify_all();
+}
+
+void Cluster::declare_lost(NodeId n) {
+  if (n >= size() || n == self_) return;
+  if (!alive_[n].exchange(false)) return;
+  engine_.mark_lost(n);
+  std::vector<std::function<void(NodeId)>> listeners;
+  {
+    std::lock_guard lk(mu_);
+    info_[n].alive = false;
+    listeners = lost_listeners_;
+  }
+  for (auto& l : listeners) l(n);
+  cv_.notify_all();
+}
+
+void Cluster::on_lost(std::function<void(NodeId)> listener) {
+  std::lock_guard lk(mu_);
+  lost_listeners_.push_back(std::move(listener));
+}
+
+NodeId Cluster::coordinator() const {
+  for (NodeId n = 0; n < size(); ++n)
+    if (alive(n)) return n;
+  return self_;
+}
+
+Cluster::Status Cluster::local_status() const {
+  Status st;
+  st.in_finish = in_finish_.load();
+  st.idle = core_.outstanding() == 0 && engine_.quiet();
+  for (NodeId n = 0; n < size(); ++n) {
+    if (!alive(n)) continue;
+    st.sent += sent_[n].load(std::memory_order_relaxed);
+    st.delivered += delivered_[n].load(std::memory_order_relaxed);
+  }
+  return st;
+}
+
+void Cluster::run_coordinator(steady_clock::time_point now) {
+  std::unique_lock lk(mu_);
+  if (!wave_open_) {
+    if (now < next_wave_) return;
+    ++wave_;
+    wave_open_ = true;
+    replies_.assign(size(), std::nullopt);
+    const auto wave = wave_;
+    lk.unlock();
+    auto mine = local_status();
+    for (NodeId n = 0; n < size(); ++n)
+      if (n != self_ && alive(n)) send_control(n, Control::finish_probe, [wave](WireOutputArchive& ar) { ar(wave); });
+    lk.lock();
+    if (wave_open_ && wave_ == wave) replies_[self_] = mine;
+    return;
+  }
+  bool all = true, ok = true;
+  std::uint64_t sent = 0, delivered = 0;
+  for (NodeId n = 0; n < replies_.size(); ++n) {
+    if (!alive(n)) continue;
+    if (!replies_[n]) {
+      all = false;
+      break;
+    }
+    ok = ok && replies_[n]->in_finish && replies_[n]->idle;
+    sent += replies_[n]->sent;
+    delivered += replies_[n]->delivered;
+  }
+  if (!all) return;
+  wave_open_ = false;
+  if (ok && sent == delivered) {
+    // Balanced and idle twice in a row with the same counts: nothing moved in
+    // between, so nothing is in flight and nobody is busy.
+    if (last_balanced_ && *last_balanced_ == std::make_pair(sent, delivered)) {
+      const auto wave = wave_;
+      acked_.assign(size(), false);
+      lk.unlock();
+      for (NodeId n = 0; n < size(); ++n)
+        if (n != self_ && alive(n)) send_control(n, Control::finish_done, [wave](WireOutputArchive& ar) { ar(wave); });
+      done_.store(true);
+      return;
+    }
+    last_balanced_ = std::make_pair(sent, delivered);
+    next_wave_ = now;
+  } else {
+    last_balanced_.reset();
+    next_wave_ = now + wave_gap_;
+    wave_gap_ = std::min(wave_gap_ * 2, std::chrono::microseconds(20000));
+  }
+}
+
+void Cluster::finish() {
+  in_finish_.store(true);
+  unsigned idle = 0;
+  while (!done_.load()) {
+    bool did = engine_.progress();
+    const auto now = steady_clock::now();
+    if (coordinator() == self_) {
+      run_coordinator(now);
+    } else {
+      std::optional<std::pair<NodeId, std::uint64_t>> answer;
+      {
+        std::lock_guard lk(mu_);
+        if (!probe_answered_ && probe_from_ == coordinator()) {
+          probe_answered_ = true;
+          answer = std::make_pair(probe_from_, probe_wave_);
+        }
+      }
+      if (answer) {
+        auto st = local_status();
+        const auto wave = answer->second;
+        send_control(answer->first, Control::finish_status, [&](WireOutputArchive& ar) {
+          ar(wave, st.in_finish, st.idle, st.sent, st.delivered);
+        });
+        did = true;
+      }
+    }
+    if (did) {
+      idle = 0;
+    } else if (++idle < 64) {
+      std::this_thread::yield();
+    } else {
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, std::chrono::microseconds(100));
+    }
+  }
+  // The coordinator waits (boundedly) until every live node has its notice;
+  // everyone makes sure its last messages have left.
+  const auto deadline = steady_clock::now() + std::chrono::seconds(5);
+  while (steady_clock::now() < deadline) {
+    engine_.progress();
+    bool pending = engine_.sends_pending();
+    if (coordinator() == self_) {
+      std::lock_guard lk(mu_);
+      for (NodeId n = 0; n < acked_.size(); ++n)
+        if (n != self_ && alive(n) && !acked_[n]) pending = true;
+    }
+    if (!pending) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+}  // namespace troupe::detail

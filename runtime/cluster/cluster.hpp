@@ -1,0 +1,111 @@
+// Cluster: this node's view of the job. Membership (who is there, who is
+// alive), the hybrid logical clock, the work counters and the termination
+// protocol behind finish(), and the control messages they exchange.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "transport/engine.hpp"
+#include "troupe/clock.hpp"
+#include "troupe/cluster.hpp"
+#include "troupe/wire/archive.hpp"
+
+namespace troupe::detail {
+
+class Core;
+
+/// Control message types (envelope kind `control`, id = the type).
+enum class Control : std::uint32_t {
+  finish_probe = 1,   ///< coordinator -> all: report your status for wave N
+  finish_status = 2,  ///< -> coordinator: wave, in finish, idle, work sent, work delivered
+  finish_done = 3,    ///< coordinator -> all: everything is delivered and handled; shut down
+  finish_ack = 4,     ///< -> coordinator: done received
+  heartbeat = 16,     ///< -> the node that watches me
+  lost = 17,          ///< failure news: these nodes are lost (gossiped)
+};
+
+class Cluster {
+ public:
+  Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes);
+
+  NodeId self() const noexcept { return self_; }
+  std::size_t size() const noexcept { return count_.load(std::memory_order_acquire); }
+  bool alive(NodeId n) const noexcept { return n < size() && alive_[n].load(std::memory_order_acquire); }
+  ClusterState state() const;
+  HybridClock& clock() noexcept;
+
+  /// Blocks (helping the engine) until pred(state()) holds or the deadline passes.
+  bool wait(const std::function<bool(const ClusterState&)>& pred, std::chrono::steady_clock::time_point deadline);
+
+  // ---- messages ------------------------------------------------------------
+  /// Encodes and sends a control message: body(ar) writes its payload.
+  void send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body);
+  /// A control message arrived (called at delivery, in order per source).
+  void on_control(NodeId from, std::uint64_t type, WireInputArchive& ar);
+  /// Work accounting for the termination protocol.
+  void count_sent(NodeId to) noexcept { sent_[to].fetch_add(1, std::memory_order_relaxed); }
+  void count_delivered(NodeId from) noexcept { delivered_[from].fetch_add(1, std::memory_order_relaxed); }
+
+  // ---- loss ------------------------------------------------------------------
+  /// Declares a node lost, for good. Listeners run once per lost node.
+  void declare_lost(NodeId n);
+  void on_lost(std::function<void(NodeId)> listener);
+
+  // ---- shutdown ------------------------------------------------------------
+  /// The termination protocol: returns once every live node called finish()
+  /// and no work is in flight or being handled anywhere.
+  void finish();
+  bool finishing() const noexcept { return in_finish_.load(); }
+
+ private:
+  struct Status {
+    bool in_finish = false;
+    bool idle = false;
+    std::uint64_t sent = 0;
+    std::uint64_t delivered = 0;
+  };
+  NodeId coordinator() const;
+  Status local_status() const;
+  void run_coordinator(std::chrono::steady_clock::time_point now);
+
+  Core& core_;
+  Engine& engine_;
+  NodeId self_;
+  std::vector<NodeInfo> info_;  // under mu_
+  // Per-node state in arrays sized once, with room for nodes that join later.
+  static constexpr std::size_t kSpareNodes = 256;
+  std::size_t capacity_;
+  std::atomic<std::size_t> count_;
+  std::unique_ptr<std::atomic<bool>[]> alive_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> sent_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> delivered_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::function<void(NodeId)>> lost_listeners_;
+
+  // termination protocol (under mu_)
+  std::atomic<bool> in_finish_{false};
+  std::atomic<bool> done_{false};
+  std::uint64_t probe_wave_ = 0;      // latest wave asked of us
+  NodeId probe_from_ = kInvalidNode;
+  bool probe_answered_ = true;
+  std::uint64_t wave_ = 0;            // coordinator: current wave
+  bool wave_open_ = false;
+  std::vector<std::optional<Status>> replies_;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> last_balanced_;
+  std::chrono::steady_clock::time_point next_wave_{};
+  std::chrono::microseconds wave_gap_{500};
+  std::vector<bool> acked_;
+};
+
+}  // namespace troupe::detail

@@ -1,0 +1,47 @@
+#include "troupe/clock.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+namespace troupe {
+namespace {
+
+std::uint64_t wall_ms() noexcept {
+  using namespace std::chrono;
+  return static_cast<std::uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()) &
+         ((std::uint64_t{1} << 48) - 1);
+}
+
+std::uint64_t pack(std::uint64_t l, std::uint64_t c) noexcept { return (l << 16) | (c & 0xffff); }
+
+}  // namespace
+
+HlcTimestamp HybridClock::now() noexcept {
+  const std::uint64_t pt = wall_ms();
+  std::uint64_t cur = state_.load(std::memory_order_relaxed);
+  while (true) {
+    const std::uint64_t l = cur >> 16, c = cur & 0xffff;
+    // The counter saturating (65536 events in one millisecond) borrows a millisecond.
+    const std::uint64_t next = pt > l ? pack(pt, 0) : (c == 0xffff ? pack(l + 1, 0) : pack(l, c + 1));
+    if (state_.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) return HlcTimestamp{next};
+  }
+}
+
+HlcTimestamp HybridClock::merge(HlcTimestamp remote) noexcept {
+  const std::uint64_t pt = wall_ms();
+  const std::uint64_t rl = remote.raw >> 16, rc = remote.raw & 0xffff;
+  std::uint64_t cur = state_.load(std::memory_order_relaxed);
+  while (true) {
+    const std::uint64_t l = cur >> 16, c = cur & 0xffff;
+    const std::uint64_t nl = std::max({l, rl, pt});
+    std::uint64_t nc;
+    if (nl == l && nl == rl) nc = std::max(c, rc) + 1;
+    else if (nl == l) nc = c + 1;
+    else if (nl == rl) nc = rc + 1;
+    else nc = 0;
+    const std::uint64_t next = nc > 0xffff ? pack(nl + 1, 0) : pack(nl, nc);
+    if (state_.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) return HlcTimestamp{next};
+  }
+}
+
+}  // namespace troupe

@@ -1,0 +1,685 @@
+#include "remote_node.hpp"
+
+#include <cereal/details/helpers.hpp>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "troupe/runtime.hpp"
+#include "wire_error.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace troupe::detail {
+namespace {
+
+/// Runs a function at delivery.
+class FnInbound final : public Inbound {
+ public:
+  explicit FnInbound(UniqueFunction<void()> fn) : fn_(std::move(fn)) {}
+  void deliver() override { fn_(); }
+
+ private:
+  UniqueFunction<void()> fn_;
+};
+
+std::unique_ptr<Inbound> at_delivery(UniqueFunction<void()> fn) { return std::make_unique<FnInbound>(std::move(fn)); }
+
+/// A call decoded in place; its segments (if any) land inside its arguments.
+class CallInbound final : public Inbound {
+ public:
+  CallInbound(Cluster& cluster, NodeId from, std::shared_ptr<ActorCell> cell, std::unique_ptr<Message> msg)
+      : cluster_(cluster), from_(from), cell_(std::move(cell)), msg_(std::move(msg)) {}
+  void deliver() override {
+    cluster_.count_delivered(from_);
+    cell_->enqueue(msg_.release());
+  }
+
+ private:
+  Cluster& cluster_;
+  NodeId from_;
+  std::shared_ptr<ActorCell> cell_;
+  std::unique_ptr<Message> msg_;
+};
+
+/// An envelope whose segments must arrive before it can be decoded: a copy of
+/// its payload and buffers for its segments; decoded at delivery.
+class BufferedInbound final : public Inbound {
+ public:
+  BufferedInbound(Core& core, const Envelope& env, UniqueFunction<void(WireInputArchive&)> decode,
+                  UniqueFunction<void(std::exception_ptr)> failed)
+      : core_(core), sizes_(env.segment_sizes), decode_(std::move(decode)), failed_(std::move(failed)) {
+    payload_.append(env.payload, env.payload_size);
+    buffers_.resize(sizes_.size());
+    for (std::size_t i = 0; i < sizes_.size(); ++i) {
+      buffers_[i].resize(sizes_[i]);
+      segments.push_back({buffers_[i].data(), sizes_[i]});
+    }
+  }
+  void deliver() override;
+
+ private:
+  Core& core_;
+  ByteBuffer payload_;
+  std::vector<std::uint64_t> sizes_;
+  std::vector<ByteBuffer> buffers_;
+  UniqueFunction<void(WireInputArchive&)> decode_;
+  UniqueFunction<void(std::exception_ptr)> failed_;
+};
+
+/// Whatever went wrong while decoding, as a DecodeError for the sender.
+std::exception_ptr as_decode_error(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const DecodeError&) {
+    return e;
+  } catch (const UnknownType&) {
+    return e;
+  } catch (const std::bad_alloc&) {
+    return std::make_exception_ptr(DecodeError("troupe: message too large to decode (allocation failed)"));
+  } catch (const std::exception& x) {
+    return std::make_exception_ptr(DecodeError(std::string("troupe: undecodable message: ") + x.what()));
+  } catch (...) {
+    return std::make_exception_ptr(DecodeError("troupe: undecodable message"));
+  }
+}
+
+void BufferedInbound::deliver() {
+  try {
+    WireInputArchive ar(payload_.data(), payload_.size(), sizes_.data(), sizes_.size());
+    ar.use_received_segments(buffers_.data());
+    DecodingScope scope(&core_);
+    decode_(ar);
+  } catch (...) {
+    failed_(as_decode_error(std::current_exception()));
+  }
+}
+
+void check_complete(const WireInputArchive& ar) {
+  if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
+}
+
+class SpawnReply final : public PendingReply {
+ public:
+  explicit SpawnReply(UniqueFunction<void(ActorId, std::exception_ptr)> done) : done_(std::move(done)) {}
+  bool zero_copy() const noexcept override { return true; }
+  void decode(WireInputArchive& ar) override { ar(id_); }
+  void complete() override { done_(id_, nullptr); }
+  void fail(std::exception_ptr e) noexcept override { done_(0, std::move(e)); }
+
+ private:
+  UniqueFunction<void(ActorId, std::exception_ptr)> done_;
+  ActorId id_ = 0;
+};
+
+}  // namespace
+
+// Futures of a cluster runtime: a blocked thread drives the engine itself, so a
+// reply is picked up without waiting for the progress thread.
+class RemoteNode::Waiter final : public detail::Waiter {
+ public:
+  explicit Waiter(RemoteNode& node) : node_(node) {}
+  bool wait(StateBase& s, std::optional<Clock::time_point> deadline) override {
+    unsigned idle = 0;
+    while (!s.ready()) {
+      if (deadline && Clock::now() >= *deadline) return s.ready();
+      if (node_.closed_.load(std::memory_order_acquire)) return s.block(deadline);
+      if (node_.engine_->progress()) {
+        idle = 0;
+        continue;
+      }
+      ++idle;
+      if (idle < 128) {
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_pause();
+#endif
+      } else if (idle < 256) {
+        std::this_thread::yield();
+      } else {
+        auto until = Clock::now() + std::chrono::microseconds(100);
+        if (deadline && *deadline < until) until = *deadline;
+        s.block(until);  // the progress thread keeps the engine going meanwhile
+      }
+    }
+    return true;
+  }
+
+ private:
+  RemoteNode& node_;
+};
+
+RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
+    : rt_(rt), core_(core), owns_mpi_(owns_mpi) {
+  engine_ = std::make_unique<Engine>(comm, *this);
+  core_.set_node(engine_->self());
+
+  // Who is who: host names and roles, gathered once at start (no rank can be
+  // lost yet, so a collective is safe here).
+  constexpr int kField = 64;
+  char mine[2 * kField] = {};
+  gethostname(mine, kField - 1);
+  std::snprintf(mine + kField, kField, "%s", core_.config().role.c_str());
+  const int n = static_cast<int>(engine_->nodes());
+  std::vector<char> all(static_cast<std::size_t>(n) * 2 * kField);
+  MPI_Allgather(mine, 2 * kField, MPI_CHAR, all.data(), 2 * kField, MPI_CHAR, engine_->comm());
+  std::vector<NodeInfo> nodes;
+  for (int i = 0; i < n; ++i) {
+    const char* rec = all.data() + static_cast<std::size_t>(i) * 2 * kField;
+    nodes.push_back(NodeInfo{static_cast<NodeId>(i), std::string(rec + kField), std::string(rec), true});
+  }
+  cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
+  cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
+
+  waiter_ = std::make_unique<Waiter>(*this);
+  core_.set_waiter(waiter_.get());
+  core_.set_remote(this);
+  engine_->start_progress_thread(nullptr, std::chrono::microseconds(100000));
+}
+
+RemoteNode::~RemoteNode() {
+  closed_.store(true);
+  engine_->stop_progress_thread();
+  core_.set_remote(nullptr);
+  core_.set_waiter(nullptr);
+  finalize();
+}
+
+// ---- sending ----------------------------------------------------------------
+
+std::unique_ptr<OutEnvelope> RemoteNode::envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target,
+                                                  std::uint64_t id) {
+  auto e = std::make_unique<OutEnvelope>();
+  e->dest = to;
+  e->work = counts_as_work(kind);
+  EnvelopeWriter w(e->bytes);
+  w.begin(kind, engine_->self(), corr, target, id, core_.clock().now().raw);
+  return e;
+}
+
+void RemoteNode::seal(OutEnvelope& e) {
+  std::vector<std::uint64_t> sizes;
+  sizes.reserve(e.segments.size());
+  for (auto& s : e.segments) sizes.push_back(s.size);
+  // begin() wrote the header at offset 0 of a fresh buffer.
+  EnvelopeWriter w(e.bytes);
+  w.begin_at(0);
+  w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
+}
+
+void RemoteNode::post(std::unique_ptr<OutEnvelope> e) {
+  if (closed_.load(std::memory_order_acquire)) return;
+  if (!cluster_->alive(e->dest)) return;
+  if (e->work) cluster_->count_sent(e->dest);
+  engine_->send(e.release());
+}
+
+std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> reply) {
+  std::lock_guard lk(pending_mu_);
+  if (!cluster_->alive(node)) {
+    reply->fail(std::make_exception_ptr(ConnectionLost(node)));
+    return 0;
+  }
+  const auto corr = next_corr_.fetch_add(1, std::memory_order_relaxed);
+  pending_.emplace(corr, Pending{node, std::move(reply)});
+  return corr;
+}
+
+std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
+  std::lock_guard lk(pending_mu_);
+  auto it = pending_.find(corr);
+  if (it == pending_.end()) return nullptr;
+  auto r = std::move(it->second.reply);
+  pending_.erase(it);
+  return r;
+}
+
+void RemoteNode::send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) {
+  const MethodEntry* m = WireRegistry::instance().method(call->tag);
+  if (m == nullptr) {
+    auto e = std::make_exception_ptr(UnknownType(std::string("troupe: ") + call->tag->debug_name +
+                                                 " is not registered with TROUPE_REMOTE; it cannot be called on node " +
+                                                 std::to_string(node)));
+    if (call->is_ask()) return call->fail(e);
+    return core_.on_unhandled(actor, call->tag->debug_name, e);
+  }
+  if (closed_.load()) return call->fail(std::make_exception_ptr(Error("troupe: the runtime has finished")));
+  std::uint64_t corr = 0;
+  if (call->is_ask()) {
+    corr = expect(node, m->take_reply(*call));
+    if (corr == 0) return;  // node lost: already failed
+  } else if (!cluster_->alive(node)) {
+    return;  // a tell to a lost node is dropped, like one to an exited actor
+  }
+  auto e = envelope(node, Kind::call, corr, actor, m->id);
+  try {
+    WireOutputArchive ar(e->bytes, &e->segments);
+    m->encode_args(*call, ar);
+  } catch (...) {
+    auto err = std::current_exception();
+    if (corr != 0) {
+      if (auto r = take(corr)) r->fail(err);
+    } else {
+      core_.on_unhandled(actor, m->name.c_str(), err);
+    }
+    return;
+  }
+  seal(*e);
+  if (!e->segments.empty()) e->keep = std::shared_ptr<CallBase>(std::move(call));  // segments point into its arguments
+  post(std::move(e));
+}
+
+void RemoteNode::stop(NodeId node, ActorId actor) {
+  auto e = envelope(node, Kind::stop, 0, actor, 0);
+  seal(*e);
+  post(std::move(e));
+}
+
+std::uint64_t RemoteNode::monitor(NodeId node, ActorId actor, MonitorFn fn) {
+  const auto token = next_corr_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lk(watch_mu_);
+    if (cluster_->alive(node)) {
+      watches_.emplace(token, Watch{node, actor, std::move(fn)});
+      fn = nullptr;
+    }
+  }
+  if (fn) {  // already lost
+    ExitInfo info{node, actor, ExitReason::node_lost};
+    core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+    return token;
+  }
+  auto e = envelope(node, Kind::monitor, token, actor, 0);
+  seal(*e);
+  post(std::move(e));
+  return token;
+}
+
+void RemoteNode::demonitor(NodeId node, ActorId actor, std::uint64_t token) {
+  {
+    std::lock_guard lk(watch_mu_);
+    if (watches_.erase(token) == 0) return;
+  }
+  auto e = envelope(node, Kind::demonitor, token, actor, 0);
+  seal(*e);
+  post(std::move(e));
+}
+
+void RemoteNode::mailbox_size(NodeId node, ActorId actor, Promise<std::size_t> p) {
+  const auto corr = expect(node, std::make_unique<TypedReply<std::size_t>>(std::move(p)));
+  if (corr == 0) return;
+  auto e = envelope(node, Kind::mailbox, corr, actor, 0);
+  seal(*e);
+  post(std::move(e));
+}
+
+void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
+                       UniqueFunction<void(ActorId, std::exception_ptr)> done) {
+  const ClassEntry* c = WireRegistry::instance().cls(type);
+  if (c == nullptr)
+    return done(0, std::make_exception_ptr(UnknownType(std::string("troupe: class ") + type->debug_name +
+                                                       " is not registered with TROUPE_REMOTE")));
+  if (node >= cluster_->size())
+    return done(0, std::make_exception_ptr(Error("troupe: spawn_on: no node " + std::to_string(node))));
+  const auto corr = expect(node, std::make_unique<SpawnReply>(std::move(done)));
+  if (corr == 0) return;
+  auto e = envelope(node, Kind::spawn, corr, 0, c->id);
+  try {
+    WireOutputArchive ar(e->bytes, nullptr);  // init lives on the caller's stack: copy it all
+    c->encode_init(init, ar);
+  } catch (...) {
+    if (auto r = take(corr)) r->fail(std::current_exception());
+    return;
+  }
+  seal(*e);
+  post(std::move(e));
+}
+
+void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) {
+  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
+  try {
+    WireOutputArchive ar(e->bytes, &e->segments);
+    value->write(ar);
+  } catch (...) {
+    return reply_error(to, corr, std::current_exception());
+  }
+  seal(*e);
+  if (!e->segments.empty()) e->keep = std::shared_ptr<PayloadWriter>(std::move(value));
+  post(std::move(e));
+}
+
+void RemoteNode::reply_error(NodeId to, std::uint64_t corr, std::exception_ptr error) {
+  auto w = WireError::from(std::move(error), engine_->self());
+  auto e = envelope(to, Kind::reply_error, corr, 0, 0);
+  {
+    WireOutputArchive ar(e->bytes, nullptr);
+    ar(w);
+  }
+  seal(*e);
+  post(std::move(e));
+}
+
+void RemoteNode::send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why) {
+  auto e = envelope(watcher, Kind::exit_notice, token, actor, static_cast<std::uint64_t>(why));
+  seal(*e);
+  post(std::move(e));
+}
+
+// ---- receiving --------------------------------------------------------------
+
+std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
+  core_.clock().merge(HlcTimestamp{env.clock});
+  switch (env.kind) {
+    case Kind::call: return on_call(from, env);
+    case Kind::reply_ok:
+    case Kind::reply_error: return on_reply(from, env);
+    case Kind::spawn: return on_spawn(from, env);
+    case Kind::stop:
+    case Kind::monitor:
+    case Kind::demonitor:
+    case Kind::exit_notice:
+    case Kind::mailbox: return on_notice(from, env);
+    case Kind::control: {
+      if (!env.segment_sizes.empty()) return nullptr;
+      auto payload = std::make_shared<ByteBuffer>();
+      payload->append(env.payload, env.payload_size);
+      return at_delivery([this, from, payload, type = env.id] {
+        try {
+          WireInputArchive ar(payload->data(), payload->size(), nullptr, 0);
+          cluster_->on_control(from, type, ar);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "troupe: node %u: bad control message from node %u: %s\n", engine_->self(), from,
+                       e.what());
+        }
+      });
+    }
+  }
+  // An unknown kind from a newer build: tell an asker, count it if it was work.
+  auto err = std::make_exception_ptr(UnknownType("troupe: unknown envelope kind " +
+                                                 std::to_string(static_cast<int>(env.kind))));
+  return at_delivery([this, from, corr = env.corr, work = counts_as_work(env.kind), err] {
+    if (work) cluster_->count_delivered(from);
+    if (corr != 0) reply_error(from, corr, err);
+  });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
+  const auto corr = env.corr;
+  auto refuse = [&](std::exception_ptr e) {
+    return at_delivery([this, from, corr, target = env.target, e] {
+      cluster_->count_delivered(from);
+      if (corr != 0) {
+        reply_error(from, corr, e);
+      } else {
+        core_.on_unhandled(target, "a tell from another node", e);
+      }
+    });
+  };
+  const MethodEntry* m = WireRegistry::instance().method(env.id);
+  if (m == nullptr)
+    return refuse(std::make_exception_ptr(UnknownType("troupe: node " + std::to_string(engine_->self()) +
+                                                      " does not know method id " + std::to_string(env.id) +
+                                                      " (not registered with TROUPE_REMOTE in its build?)")));
+  auto cell = core_.find_cell(env.target);
+  if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
+  if (cell->type() != m->cls)
+    return refuse(std::make_exception_ptr(UnknownType("troupe: " + m->name + " called on an actor of class " +
+                                                      cell->type()->debug_name)));
+  const RemoteCaller caller{this, from, corr};
+  if (env.segment_sizes.empty() || m->args_zero_copy) {
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, env.segment_sizes.data(), env.segment_sizes.size());
+      DecodingScope scope(&core_);
+      auto msg = m->decode_call(ar, caller);
+      check_complete(ar);
+      auto in = std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(msg));
+      in->segments = std::move(ar.destinations());
+      return in;
+    } catch (...) {
+      return refuse(as_decode_error(std::current_exception()));
+    }
+  }
+  return std::make_unique<BufferedInbound>(
+      core_, env,
+      [this, m, cell, caller, from](WireInputArchive& ar) {
+        cluster_->count_delivered(from);
+        auto msg = m->decode_call(ar, caller);
+        check_complete(ar);
+        cell->enqueue(msg.release());
+      },
+      [this, from, corr, target = env.target](std::exception_ptr e) {
+        if (corr != 0) {
+          reply_error(from, corr, e);
+        } else {
+          core_.on_unhandled(target, "a tell from another node", e);
+        }
+      });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
+  auto reply = take(env.corr);
+  if (!reply) {  // late (the node was declared lost meanwhile) or bogus
+    return at_delivery([this, from] { cluster_->count_delivered(from); });
+  }
+  std::shared_ptr<PendingReply> r(std::move(reply));
+  if (env.kind == Kind::reply_error) {
+    std::exception_ptr err;
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      WireError w;
+      ar(w);
+      err = w.to_exception(from);
+    } catch (...) {
+      err = as_decode_error(std::current_exception());
+    }
+    return at_delivery([this, from, r, err] {
+      cluster_->count_delivered(from);
+      r->fail(err);
+    });
+  }
+  if (env.segment_sizes.empty() || r->zero_copy()) {
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, env.segment_sizes.data(), env.segment_sizes.size());
+      DecodingScope scope(&core_);
+      r->decode(ar);
+      check_complete(ar);
+      auto in = at_delivery([this, from, r] {
+        cluster_->count_delivered(from);
+        r->complete();
+      });
+      in->segments = std::move(ar.destinations());
+      return in;
+    } catch (...) {
+      auto err = as_decode_error(std::current_exception());
+      return at_delivery([this, from, r, err] {
+        cluster_->count_delivered(from);
+        r->fail(err);
+      });
+    }
+  }
+  return std::make_unique<BufferedInbound>(
+      core_, env,
+      [this, from, r](WireInputArchive& ar) {
+        cluster_->count_delivered(from);
+        r->decode(ar);
+        check_complete(ar);
+        r->complete();
+      },
+      [r](std::exception_ptr e) { r->fail(e); });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {
+  const auto corr = env.corr;
+  auto refuse = [&](std::exception_ptr e) {
+    return at_delivery([this, from, corr, e] {
+      cluster_->count_delivered(from);
+      reply_error(from, corr, e);
+    });
+  };
+  const ClassEntry* c = WireRegistry::instance().cls(env.id);
+  if (c == nullptr)
+    return refuse(std::make_exception_ptr(UnknownType("troupe: node " + std::to_string(engine_->self()) +
+                                                      " does not know class id " + std::to_string(env.id) +
+                                                      " (not registered with TROUPE_REMOTE in its build?)")));
+  std::shared_ptr<SpawnJob> job;
+  try {
+    WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+    if (!env.segment_sizes.empty()) throw DecodeError("troupe: spawn arguments never carry segments");
+    DecodingScope scope(&core_);
+    job = c->decode_init(ar);
+    check_complete(ar);
+  } catch (...) {
+    return refuse(as_decode_error(std::current_exception()));
+  }
+  return at_delivery([this, from, corr, job] {
+    cluster_->count_delivered(from);
+    // The constructor runs on a worker, not on the engine.
+    core_.post([this, from, corr, job] {
+      try {
+        const ActorId id = job->spawn(rt_);
+        reply_value(from, corr, std::make_unique<ValueWriter<ActorId>>(id));
+      } catch (...) {
+        reply_error(from, corr, std::current_exception());
+      }
+    });
+  });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
+  const auto kind = env.kind;
+  const auto target = env.target;
+  const auto corr = env.corr;
+  const auto id = env.id;
+  return at_delivery([this, from, kind, target, corr, id] {
+    cluster_->count_delivered(from);
+    switch (kind) {
+      case Kind::stop:
+        if (auto cell = core_.find_cell(target)) cell->request_stop();
+        break;
+      case Kind::mailbox: {
+        auto cell = core_.find_cell(target);
+        if (!cell) return reply_error(from, corr, std::make_exception_ptr(ActorExited(engine_->self(), target)));
+        reply_value(from, corr, std::make_unique<ValueWriter<std::size_t>>(cell->mailbox_size()));
+        break;
+      }
+      case Kind::monitor: {
+        auto cell = core_.find_cell(target);
+        if (!cell) return send_exit_notice(from, target, corr, ExitReason::stopped);
+        std::lock_guard lk(watch_mu_);
+        const auto local = cell->add_monitor([this, from, target, corr](const ExitInfo& info) {
+          {
+            std::lock_guard lk2(watch_mu_);
+            watched_.erase({from, corr});
+          }
+          send_exit_notice(from, target, corr, info.reason);
+        });
+        watched_[{from, corr}] = {target, local};
+        break;
+      }
+      case Kind::demonitor: {
+        std::pair<ActorId, std::uint64_t> w{0, 0};
+        {
+          std::lock_guard lk(watch_mu_);
+          auto it = watched_.find({from, corr});
+          if (it == watched_.end()) break;
+          w = it->second;
+          watched_.erase(it);
+        }
+        if (auto cell = core_.find_cell(w.first)) cell->remove_monitor(w.second);
+        break;
+      }
+      case Kind::exit_notice: {
+        MonitorFn fn;
+        {
+          std::lock_guard lk(watch_mu_);
+          auto it = watches_.find(corr);
+          if (it == watches_.end()) break;
+          fn = std::move(it->second.fn);
+          watches_.erase(it);
+        }
+        ExitInfo info{from, target, static_cast<ExitReason>(id)};
+        core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+        break;
+      }
+      default:
+        break;
+    }
+  });
+}
+
+void RemoteNode::on_bad_envelope(NodeId from, const EnvelopeFault& fault) {
+  std::fprintf(stderr, "troupe: node %u: bad envelope from node %u: %s\n", engine_->self(), from, fault.what.c_str());
+  if (!fault.have_prefix) return;
+  // The sender counted it as work: count it too, or finish() would wait forever.
+  if (counts_as_work(fault.kind)) cluster_->count_delivered(from);
+  const bool asks = fault.kind == Kind::call || fault.kind == Kind::spawn || fault.kind == Kind::mailbox;
+  if (asks && fault.corr != 0) reply_error(from, fault.corr, std::make_exception_ptr(DecodeError(fault.what)));
+}
+
+// ---- loss and shutdown ----------------------------------------------------
+
+void RemoteNode::node_lost(NodeId n) {
+  std::vector<std::unique_ptr<PendingReply>> failed;
+  {
+    std::lock_guard lk(pending_mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.node == n) {
+        failed.push_back(std::move(it->second.reply));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& r : failed) r->fail(std::make_exception_ptr(ConnectionLost(n)));
+  std::vector<Watch> fired;
+  std::vector<std::pair<ActorId, std::uint64_t>> unwatch;
+  {
+    std::lock_guard lk(watch_mu_);
+    for (auto it = watches_.begin(); it != watches_.end();) {
+      if (it->second.node == n) {
+        fired.push_back(std::move(it->second));
+        it = watches_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto it = watched_.begin(); it != watched_.end();) {
+      if (it->first.first == n) {
+        unwatch.push_back(it->second);
+        it = watched_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& w : fired) {
+    ExitInfo info{w.node, w.actor, ExitReason::node_lost};
+    core_.post([fn = std::move(w.fn), info]() mutable { fn(info); });
+  }
+  for (auto& [actor, token] : unwatch)
+    if (auto cell = core_.find_cell(actor)) cell->remove_monitor(token);
+}
+
+int RemoteNode::finish() {
+  cluster_->finish();
+  closed_.store(true, std::memory_order_release);
+  engine_->stop_progress_thread();
+  return 0;
+}
+
+void RemoteNode::finalize() {
+  if (finalized_) return;
+  finalized_ = true;
+  closed_.store(true);
+  engine_->stop_progress_thread();
+  if (owns_mpi_) {
+    int done = 0;
+    MPI_Finalized(&done);
+    if (!done) MPI_Finalize();
+  }
+}
+
+}  // namespace troupe::detail

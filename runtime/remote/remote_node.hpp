@@ -1,0 +1,101 @@
+// RemoteNode: the distributed half of a runtime. Turns tells, asks, spawns,
+// stops and monitors of actors on other nodes into envelopes, and envelopes from
+// other nodes into messages for local actors, replies and notices.
+#pragma once
+
+#include <mpi.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "cluster/cluster.hpp"
+#include "transport/engine.hpp"
+#include "troupe/detail/core.hpp"
+#include "troupe/wire/registry.hpp"
+
+namespace troupe::detail {
+
+class RemoteNode final : public RemoteLink, public InboundHandler, public ReplySink {
+ public:
+  /// comm: the communicator whose ranks are the nodes (duplicated).
+  RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi);
+  ~RemoteNode() override;
+
+  Cluster& cluster() noexcept { return *cluster_; }
+  Engine& engine() noexcept { return *engine_; }
+
+  // RemoteLink
+  std::size_t size() const override { return cluster_->size(); }
+  void send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) override;
+  void stop(NodeId node, ActorId actor) override;
+  std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) override;
+  void demonitor(NodeId node, ActorId actor, std::uint64_t token) override;
+  void mailbox_size(NodeId node, ActorId actor, Promise<std::size_t> p) override;
+  void spawn(NodeId node, const TypeTag* type, const void* init,
+             UniqueFunction<void(ActorId, std::exception_ptr)> done) override;
+  int finish() override;
+  void finalize() override;
+  void flush() override { engine_->flush(); }
+  ClusterState cluster_state() const override { return cluster_->state(); }
+  bool wait_cluster(const std::function<bool(const ClusterState&)>& pred, Clock::time_point deadline) override {
+    return cluster_->wait(pred, deadline);
+  }
+
+  // InboundHandler
+  std::unique_ptr<Inbound> on_envelope(NodeId from, Envelope& env) override;
+  void on_bad_envelope(NodeId from, const EnvelopeFault& fault) override;
+
+  // ReplySink
+  void reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) override;
+  void reply_error(NodeId to, std::uint64_t corr, std::exception_ptr error) override;
+
+ private:
+  struct Pending {
+    NodeId node;
+    std::unique_ptr<PendingReply> reply;
+  };
+  struct Watch {
+    NodeId node;
+    ActorId actor;
+    MonitorFn fn;
+  };
+
+  std::unique_ptr<OutEnvelope> envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target,
+                                        std::uint64_t id);
+  void seal(OutEnvelope& e);
+  void post(std::unique_ptr<OutEnvelope> e);
+  /// Registers an ask's reply handler, unless the node is already lost.
+  std::uint64_t expect(NodeId node, std::unique_ptr<PendingReply> reply);
+  std::unique_ptr<PendingReply> take(std::uint64_t corr);
+  void node_lost(NodeId n);
+  void send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why);
+
+  std::unique_ptr<Inbound> on_call(NodeId from, Envelope& env);
+  std::unique_ptr<Inbound> on_reply(NodeId from, Envelope& env);
+  std::unique_ptr<Inbound> on_spawn(NodeId from, Envelope& env);
+  std::unique_ptr<Inbound> on_notice(NodeId from, Envelope& env);
+
+  Runtime& rt_;
+  Core& core_;
+  bool owns_mpi_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Cluster> cluster_;
+  std::atomic<bool> closed_{false};
+  bool finalized_ = false;
+
+  std::mutex pending_mu_;
+  std::unordered_map<std::uint64_t, Pending> pending_;
+  std::atomic<std::uint64_t> next_corr_{1};
+
+  std::mutex watch_mu_;
+  std::unordered_map<std::uint64_t, Watch> watches_;                               // I watch remote actors
+  std::map<std::pair<NodeId, std::uint64_t>, std::pair<ActorId, std::uint64_t>> watched_;  // remote nodes watch mine
+
+  class Waiter;
+  std::unique_ptr<Waiter> waiter_;
+};
+
+}  // namespace troupe::detail

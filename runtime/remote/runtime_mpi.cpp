@@ -1,0 +1,98 @@
+// The cluster runtime's constructors: MPI start-up (or adoption), command-line
+// and environment options, then the core plus the distributed half.
+#include <mpi.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "remote_node.hpp"
+#include "topology/placement.hpp"
+#include "troupe/mpi.hpp"
+#include "troupe/runtime.hpp"
+#include "troupe/wire/registry.hpp"
+
+namespace troupe {
+namespace {
+
+// Takes --troupe-NAME=VALUE options out of argv.
+void take_options(int& argc, char**& argv, Config& cfg) {
+  std::string role_flag;
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    if (std::strncmp(a, "--troupe-role=", 14) == 0) {
+      role_flag = a + 14;
+    } else if (std::strncmp(a, "--troupe-threads=", 17) == 0) {
+      cfg.threads = std::strtoul(a + 17, nullptr, 10);
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  if (argc > 0) {
+    argv[out] = nullptr;
+    argc = out;
+  }
+  // The command line wins, then the environment, then the program's Config.
+  if (!role_flag.empty()) {
+    cfg.role = role_flag;
+  } else if (const char* env = std::getenv("TROUPE_ROLE"); env != nullptr && *env != '\0') {
+    cfg.role = env;
+  }
+  if (cfg.role.empty()) cfg.role = "default";
+  if (cfg.threads == 0) {
+    if (const char* env = std::getenv("TROUPE_THREADS"); env != nullptr && *env != '\0')
+      cfg.threads = std::strtoul(env, nullptr, 10);
+  }
+}
+
+}  // namespace
+
+Runtime::Runtime(int& argc, char**& argv, Config cfg) {
+  take_options(argc, argv, cfg);
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  bool owns = false;
+  if (!initialised) {
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    if (provided < MPI_THREAD_SERIALIZED) {
+      MPI_Finalize();
+      throw Error("troupe: this MPI offers neither MPI_THREAD_MULTIPLE nor MPI_THREAD_SERIALIZED");
+    }
+    owns = true;
+  }
+  MPI_Comm world = MPI_COMM_WORLD;
+  start_cluster(&world, owns, std::move(cfg));
+}
+
+Runtime::Runtime(const AdoptedComm& comm, Config cfg) {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) throw Error("troupe: adopt(comm) needs MPI to be initialised by the application");
+  int provided = 0;
+  MPI_Query_thread(&provided);
+  if (provided < MPI_THREAD_SERIALIZED)
+    throw Error("troupe: MPI was initialised below MPI_THREAD_SERIALIZED; troupe's threads need it");
+  if (cfg.role.empty()) cfg.role = "default";
+  start_cluster(&comm.comm, false, std::move(cfg));
+}
+
+void Runtime::start_cluster(const void* comm, bool owns_mpi, Config cfg) {
+  // Over TCP, a dead peer's socket raises SIGPIPE: survivors must not die of it.
+  std::signal(SIGPIPE, SIG_IGN);
+  auto problems = detail::WireRegistry::instance().problems();
+  if (!problems.empty()) {
+    std::string all;
+    for (auto& p : problems) all += p + "\n";
+    if (owns_mpi) MPI_Finalize();
+    throw Error(all);
+  }
+  auto choice = detail::choose_placement(cfg);
+  cfg.threads = choice.threads;
+  core_ = std::make_unique<detail::Core>(*this, std::move(cfg), std::move(choice.placement));
+  link_ = std::make_unique<detail::RemoteNode>(*this, *core_, *static_cast<const MPI_Comm*>(comm), owns_mpi);
+}
+
+}  // namespace troupe

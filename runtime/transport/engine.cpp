@@ -1,0 +1,516 @@
+#include "engine.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "troupe/detail/actor_cell.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TROUPE_CPU_RELAX() _mm_pause()
+#else
+#define TROUPE_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace troupe::detail {
+namespace {
+
+int checked(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    std::fprintf(stderr, "troupe: %s failed: %.*s\n", what, len, msg);
+  }
+  return rc;
+}
+
+// Number of MPI messages a segment of this size travels in.
+std::size_t chunks(std::size_t size) { return size == 0 ? 1 : (size + kChunk - 1) / kChunk; }
+
+}  // namespace
+
+Engine::Engine(MPI_Comm comm, InboundHandler& handler) : handler_(handler) {
+  MPI_Comm_dup(comm, &comm_);
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  int rank = 0, size = 0;
+  MPI_Comm_rank(comm_, &rank);
+  MPI_Comm_size(comm_, &size);
+  self_ = static_cast<NodeId>(rank);
+  for (int i = 0; i < size; ++i) peers_.push_back(std::make_unique<Peer>());
+  for (int i = 0; i < size; ++i) sources_.push_back(std::make_unique<Source>());
+}
+
+Engine::~Engine() {
+  stop_progress_thread();
+  // Requests still pending belong to lost peers or to a job torn down without
+  // finish(); their buffers stay alive (leaked) rather than be freed under MPI.
+  std::lock_guard lk(mu_);
+  for (auto& m : send_meta_) abandoned_.push_back(std::make_shared<SendMeta>(std::move(m)));
+  for (auto& s : sources_)
+    for (auto& f : s->frames) abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
+  for (auto& m : seg_meta_) abandoned_.push_back(m.owner);
+  for (auto& p : abandoned_) new std::shared_ptr<void>(std::move(p));  // deliberately leaked
+  while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) delete e;
+  for (auto& p : peers_)
+    for (auto* e : p->outbox) delete e;
+}
+
+void Engine::send(OutEnvelope* env) {
+  outq_size_.fetch_add(1, std::memory_order_seq_cst);
+  outq_.push(env);
+  if (current_cell() == nullptr) {
+    flush();
+  } else {
+    note_remote_send();  // the actor's turn ends with a flush
+  }
+  if (sleeping_.load(std::memory_order_acquire)) wake();
+}
+
+void Engine::flush() { progress(); }
+
+bool Engine::progress() {
+  bool did = false;
+  while (mu_.try_lock()) {
+    did |= progress_locked();
+    mu_.unlock();
+    // A sender may have queued while we held the engine and found it busy.
+    if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
+  }
+  deliver_ready();
+  return did;
+}
+
+bool Engine::progress_locked() {
+  bool did = drain_outq();
+  did |= flush_outboxes();
+  did |= test_sends();
+  did |= probe_frames();
+  did |= test_frame_recvs();
+  did |= test_segment_recvs();
+  return did;
+}
+
+bool Engine::drain_outq() {
+  bool did = false;
+  while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) {
+    outq_size_.fetch_sub(1, std::memory_order_relaxed);
+    did = true;
+    if (e->dest >= peers_.size() || !peers_[e->dest]->alive.load()) {
+      delete e;  // a lost node: the caller was (or will be) failed by the cluster layer
+      continue;
+    }
+    auto& p = *peers_[e->dest];
+    p.outbox.push_back(e);
+    if (!p.dirty) {
+      p.dirty = true;
+      dirty_.push_back(e->dest);
+    }
+  }
+  return did;
+}
+
+void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
+  MPI_Request req = MPI_REQUEST_NULL;
+  checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, static_cast<int>(peer), tag, comm_, &req), "MPI_Isend");
+  send_reqs_.push_back(req);
+  send_meta_.push_back(std::move(meta));
+}
+
+void Engine::post_frame(NodeId peer, std::unique_ptr<ByteBuffer> frame,
+                        std::vector<std::shared_ptr<OutEnvelope>> envs) {
+  // The frame, then each envelope's segments, in envelope order.
+  std::vector<std::shared_ptr<OutEnvelope>> with_segments;
+  for (auto& e : envs)
+    if (!e->segments.empty()) with_segments.push_back(e);
+  stats_.frames_sent++;
+  stats_.envelopes_sent += envs.size();
+  if (frame) {
+    stats_.bytes_sent += frame->size();
+    const void* data = frame->data();
+    const std::size_t size = frame->size();
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, std::move(frame), std::move(envs)});
+  } else {
+    auto& e = envs.front();
+    stats_.bytes_sent += e->bytes.size();
+    const void* data = e->bytes.data();
+    const std::size_t size = e->bytes.size();
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, std::move(envs)});
+  }
+  for (auto& e : with_segments) {
+    for (auto& seg : e->segments) {
+      const auto* p = static_cast<const std::byte*>(seg.data);
+      std::size_t left = seg.size;
+      for (std::size_t c = 0, n = chunks(seg.size); c < n; ++c) {
+        const std::size_t len = std::min(left, kChunk);
+        stats_.bytes_sent += len;
+        post_send(peer, p, len, kTagSegment, SendMeta{peer, nullptr, {e}});
+        p += len;
+        left -= len;
+      }
+    }
+  }
+}
+
+bool Engine::flush_outboxes() {
+  if (dirty_.empty()) return false;
+  std::vector<NodeId> dirty;
+  dirty.swap(dirty_);
+  for (NodeId peer : dirty) {
+    auto& p = *peers_[peer];
+    p.dirty = false;
+    while (!p.outbox.empty()) {
+      std::vector<std::shared_ptr<OutEnvelope>> envs;
+      std::size_t bytes = 0;
+      while (!p.outbox.empty()) {
+        OutEnvelope* e = p.outbox.front();
+        if (!envs.empty() && bytes + e->bytes.size() > kFrameLimit) break;
+        p.outbox.pop_front();
+        bytes += e->bytes.size();
+        envs.emplace_back(e);
+        if (bytes >= kFrameLimit) break;
+      }
+      if (envs.size() == 1) {
+        post_frame(peer, nullptr, std::move(envs));  // alone: straight from its buffer
+      } else {
+        auto frame = std::make_unique<ByteBuffer>(bytes);
+        for (auto& e : envs) frame->append(e->bytes.data(), e->bytes.size());
+        post_frame(peer, std::move(frame), std::move(envs));
+      }
+    }
+  }
+  return true;
+}
+
+bool Engine::test_sends() {
+  if (send_reqs_.empty()) return false;
+  int count = static_cast<int>(send_reqs_.size());
+  int outcount = 0;
+  std::vector<int> idx(send_reqs_.size());
+  checked(MPI_Testsome(count, send_reqs_.data(), &outcount, idx.data(), MPI_STATUSES_IGNORE), "MPI_Testsome");
+  if (outcount <= 0) return false;
+  std::size_t w = 0;
+  for (std::size_t r = 0; r < send_reqs_.size(); ++r) {
+    if (send_reqs_[r] == MPI_REQUEST_NULL) continue;
+    if (w != r) {
+      send_reqs_[w] = send_reqs_[r];
+      send_meta_[w] = std::move(send_meta_[r]);
+    }
+    ++w;
+  }
+  send_reqs_.resize(w);
+  send_meta_.resize(w);
+  return true;
+}
+
+bool Engine::probe_frames() {
+  bool did = false;
+  for (int i = 0; i < 64; ++i) {
+    int flag = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    if (checked(MPI_Improbe(MPI_ANY_SOURCE, kTagFrame, comm_, &flag, &msg, &st), "MPI_Improbe") != MPI_SUCCESS ||
+        !flag)
+      break;
+    did = true;
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    const auto from = static_cast<NodeId>(st.MPI_SOURCE);
+    auto buf = std::make_unique<ByteBuffer>();
+    buf->resize(static_cast<std::size_t>(count));
+    MPI_Request req = MPI_REQUEST_NULL;
+    checked(MPI_Imrecv(buf->data(), count, MPI_BYTE, &msg, &req), "MPI_Imrecv");
+    stats_.frames_received++;
+    stats_.bytes_received += static_cast<std::uint64_t>(count);
+    if (!peers_[from]->alive.load()) {
+      abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(buf)));
+      MPI_Request_free(&req);
+      continue;
+    }
+    sources_[from]->frames.push_back(FrameRecv{req, std::move(buf)});
+    ++frames_pending_;
+  }
+  return did;
+}
+
+bool Engine::test_frame_recvs() {
+  if (frames_pending_ == 0) return false;
+  bool did = false;
+  for (NodeId from = 0; from < sources_.size(); ++from) {
+    auto& frames = sources_[from]->frames;
+    while (!frames.empty()) {
+      int done = 0;
+      MPI_Test(&frames.front().req, &done, MPI_STATUS_IGNORE);
+      if (!done) break;
+      auto buf = std::move(frames.front().buf);
+      frames.pop_front();
+      --frames_pending_;
+      did = true;
+      process_frame(from, *buf);
+    }
+  }
+  return did;
+}
+
+void Engine::process_frame(NodeId from, ByteBuffer& frame) {
+  std::size_t off = 0;
+  while (off < frame.size()) {
+    Envelope env;
+    EnvelopeFault fault;
+    const std::size_t n = parse_envelope(frame.data() + off, frame.size() - off, env, fault);
+    if (n == 0) {
+      handler_.on_bad_envelope(from, fault);
+      if (fault.frame_lost) break;
+      // Another version: skip it, and its segments.
+      auto d = std::make_shared<Delivery>();
+      std::vector<InSegment> dests;
+      for (auto size : fault.segment_sizes) {
+        d->scratch.emplace_back();
+        d->scratch.back().resize(size);
+        dests.push_back({d->scratch.back().data(), size});
+      }
+      post_segment_recvs(from, d, std::move(dests));
+      sources_[from]->queue.push_back(std::move(d));
+      partial_.fetch_add(1, std::memory_order_relaxed);
+      off += fault.skip;
+      continue;
+    }
+    off += n;
+    env.source = from;  // MPI's word, not the sender's
+    stats_.envelopes_received++;
+    auto d = std::make_shared<Delivery>();
+    try {
+      d->inbound = handler_.on_envelope(from, env);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
+    }
+    std::vector<InSegment> dests;
+    if (d->inbound && d->inbound->segments.size() == env.segment_sizes.size()) {
+      dests = d->inbound->segments;
+    } else {
+      // Nobody wants the blocks (or the handler got them wrong): drain them.
+      if (d->inbound && !d->inbound->segments.empty()) {
+        std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
+        d->inbound.reset();
+      }
+      for (auto size : env.segment_sizes) {
+        d->scratch.emplace_back();
+        d->scratch.back().resize(size);
+        dests.push_back({d->scratch.back().data(), size});
+      }
+    }
+    post_segment_recvs(from, d, std::move(dests));
+    sources_[from]->queue.push_back(std::move(d));
+    partial_.fetch_add(1, std::memory_order_relaxed);
+  }
+  collect_ready(from);
+}
+
+void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
+  for (auto& seg : dests) {
+    auto* p = static_cast<std::byte*>(seg.data);
+    std::size_t left = seg.size;
+    for (std::size_t c = 0, n = chunks(seg.size); c < n; ++c) {
+      const std::size_t len = std::min(left, kChunk);
+      MPI_Request req = MPI_REQUEST_NULL;
+      checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, static_cast<int>(from), kTagSegment, comm_, &req),
+              "MPI_Irecv");
+      seg_reqs_.push_back(req);
+      seg_meta_.push_back(SegRecv{from, d});
+      d->pending++;
+      stats_.bytes_received += len;
+      p += len;
+      left -= len;
+    }
+  }
+}
+
+bool Engine::test_segment_recvs() {
+  if (seg_reqs_.empty()) return false;
+  int outcount = 0;
+  std::vector<int> idx(seg_reqs_.size());
+  checked(MPI_Testsome(static_cast<int>(seg_reqs_.size()), seg_reqs_.data(), &outcount, idx.data(),
+                       MPI_STATUSES_IGNORE),
+          "MPI_Testsome");
+  if (outcount <= 0) return false;
+  std::vector<NodeId> touched;
+  for (int k = 0; k < outcount; ++k) {
+    auto& m = seg_meta_[static_cast<std::size_t>(idx[static_cast<std::size_t>(k)])];
+    m.owner->pending--;
+    touched.push_back(m.from);
+  }
+  std::size_t w = 0;
+  for (std::size_t r = 0; r < seg_reqs_.size(); ++r) {
+    if (seg_reqs_[r] == MPI_REQUEST_NULL) continue;
+    if (w != r) {
+      seg_reqs_[w] = seg_reqs_[r];
+      seg_meta_[w] = std::move(seg_meta_[r]);
+    }
+    ++w;
+  }
+  seg_reqs_.resize(w);
+  seg_meta_.resize(w);
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (NodeId from : touched) collect_ready(from);
+  return true;
+}
+
+void Engine::collect_ready(NodeId from) {
+  auto& q = sources_[from]->queue;
+  if (q.empty() || q.front()->pending != 0) return;
+  std::lock_guard lk(ready_mu_);
+  while (!q.empty() && q.front()->pending == 0) {
+    ready_.push_back(std::move(q.front()));
+    q.pop_front();
+  }
+}
+
+void Engine::deliver_ready() {
+  while (true) {
+    if (!deliver_mu_.try_lock()) return;  // the thread delivering will see ours
+    std::deque<std::shared_ptr<Delivery>> batch;
+    {
+      std::lock_guard lk(ready_mu_);
+      batch.swap(ready_);
+    }
+    for (auto& d : batch) {
+      if (d->inbound) {
+        try {
+          d->inbound->deliver();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "troupe: node %u: delivery failed: %s\n", self_, e.what());
+        }
+      }
+      partial_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    deliver_mu_.unlock();
+    std::lock_guard lk(ready_mu_);
+    if (ready_.empty()) return;
+  }
+}
+
+void Engine::mark_lost(NodeId n) {
+  if (n >= peers_.size()) return;
+  std::lock_guard lk(mu_);
+  auto& p = *peers_[n];
+  if (!p.alive.exchange(false)) return;
+  for (auto* e : p.outbox) delete e;
+  p.outbox.clear();
+  // Sends to it may never complete: free the requests, keep their buffers.
+  std::size_t w = 0;
+  for (std::size_t r = 0; r < send_reqs_.size(); ++r) {
+    if (send_meta_[r].peer == n) {
+      MPI_Request_free(&send_reqs_[r]);
+      abandoned_.push_back(std::make_shared<SendMeta>(std::move(send_meta_[r])));
+      continue;
+    }
+    if (w != r) {
+      send_reqs_[w] = send_reqs_[r];
+      send_meta_[w] = std::move(send_meta_[r]);
+    }
+    ++w;
+  }
+  send_reqs_.resize(w);
+  send_meta_.resize(w);
+  // Receives from it: cancel what can be cancelled, abandon the rest.
+  w = 0;
+  for (std::size_t r = 0; r < seg_reqs_.size(); ++r) {
+    if (seg_meta_[r].from == n) {
+      MPI_Cancel(&seg_reqs_[r]);
+      MPI_Request_free(&seg_reqs_[r]);
+      abandoned_.push_back(seg_meta_[r].owner);
+      continue;
+    }
+    if (w != r) {
+      seg_reqs_[w] = seg_reqs_[r];
+      seg_meta_[w] = std::move(seg_meta_[r]);
+    }
+    ++w;
+  }
+  seg_reqs_.resize(w);
+  seg_meta_.resize(w);
+  auto& src = *sources_[n];
+  for (auto& f : src.frames) {
+    MPI_Request_free(&f.req);
+    abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
+    --frames_pending_;
+  }
+  src.frames.clear();
+  partial_.fetch_sub(src.queue.size(), std::memory_order_relaxed);
+  for (auto& d : src.queue) abandoned_.push_back(d);
+  src.queue.clear();
+}
+
+bool Engine::alive(NodeId n) const { return n < peers_.size() && peers_[n]->alive.load(); }
+
+bool Engine::quiet() const {
+  if (outq_size_.load(std::memory_order_acquire) != 0) return false;
+  if (partial_.load(std::memory_order_acquire) != 0) return false;
+  return true;
+}
+
+bool Engine::sends_pending() {
+  if (outq_size_.load() != 0) return true;
+  std::lock_guard lk(mu_);
+  return !send_reqs_.empty() || !dirty_.empty();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard lk(const_cast<std::mutex&>(mu_));
+  return stats_;
+}
+
+void Engine::wake() {
+  std::lock_guard lk(sleep_mu_);
+  sleep_cv_.notify_one();
+}
+
+void Engine::start_progress_thread(std::function<void()> tick, std::chrono::microseconds tick_period) {
+  stop_.store(false);
+  thread_ = std::thread([this, tick = std::move(tick), tick_period]() mutable { progress_loop(std::move(tick), tick_period); });
+}
+
+void Engine::stop_progress_thread() {
+  stop_.store(true);
+  wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period) {
+  using clock = std::chrono::steady_clock;
+  auto next_tick = clock::now() + tick_period;
+  unsigned idle = 0;
+  while (!stop_.load(std::memory_order_acquire)) {
+    const bool did = progress();
+    const auto now = clock::now();
+    if (tick && now >= next_tick) {
+      tick();
+      next_tick = now + tick_period;
+    }
+    if (did) {
+      idle = 0;
+      continue;
+    }
+    ++idle;
+    if (idle < 256) {  // busy: stay hot for a few tens of microseconds
+      for (int i = 0; i < 16; ++i) TROUPE_CPU_RELAX();
+      continue;
+    }
+    if (idle < 512) {
+      std::this_thread::yield();
+      continue;
+    }
+    // Idle: sleep, longer and longer (20 us .. 1 ms), never past the next tick.
+    auto nap = std::chrono::microseconds(20 << std::min(idle - 512, 6u));
+    nap = std::min(nap, std::chrono::microseconds(1000));
+    auto until_tick = std::chrono::duration_cast<std::chrono::microseconds>(next_tick - now);
+    if (tick && until_tick < nap) nap = std::max(until_tick, std::chrono::microseconds(1));
+    std::unique_lock lk(sleep_mu_);
+    sleeping_.store(true, std::memory_order_release);
+    if (outq_size_.load() == 0 && !stop_.load()) sleep_cv_.wait_for(lk, nap);
+    sleeping_.store(false, std::memory_order_release);
+  }
+}
+
+}  // namespace troupe::detail

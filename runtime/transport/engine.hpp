@@ -1,0 +1,194 @@
+// Engine: the MPI progress engine of one rank, the only code in troupe that
+// calls MPI point-to-point. Nonblocking operations only: a dead peer can leave a
+// request pending forever, but it never blocks the engine.
+//
+// Threads: any thread may send() (lock-free queue) and any thread may call
+// progress(); one holds the engine at a time (try-lock), the others return at
+// once. A progress thread polls with back-off; threads blocked in Future::get()
+// and actors finishing a turn progress too, which keeps round trips short.
+//
+// Order: per ordered pair of nodes, envelopes are handed to MPI in send order on
+// one tag and communicator (MPI does not overtake), segments on a second tag in
+// the same order, and the receiver delivers in arrival order per source even when
+// an earlier envelope still waits for its segments.
+#pragma once
+
+#include <mpi.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "troupe/detail/mpsc_queue.hpp"
+#include "troupe/fwd.hpp"
+#include "troupe/wire/archive.hpp"
+#include "troupe/wire/buffer.hpp"
+#include "wire/envelope.hpp"
+
+namespace troupe::detail {
+
+/// One encoded envelope on its way out.
+struct OutEnvelope : MpscNode {
+  NodeId dest = 0;
+  bool work = true;                    // application traffic (termination detection counts it)
+  ByteBuffer bytes;                    // the envelope
+  std::vector<OutSegment> segments;    // large blocks, sent after it without copies
+  std::shared_ptr<void> keep;          // owns what the segments point into
+};
+
+/// What the handler makes of one received envelope.
+class Inbound {
+ public:
+  virtual ~Inbound() = default;
+  /// Where the envelope's segments go, one per declared segment, in order.
+  std::vector<InSegment> segments;
+  /// Runs once the segments arrived, in arrival order per source, outside the
+  /// engine lock (never concurrently with another delivery).
+  virtual void deliver() = 0;
+};
+
+class InboundHandler {
+ public:
+  virtual ~InboundHandler() = default;
+  /// Called under the engine lock, in arrival order. Returns what to deliver,
+  /// or null (the engine then drains the envelope's segments itself).
+  virtual std::unique_ptr<Inbound> on_envelope(NodeId from, Envelope& env) = 0;
+  /// An envelope could not be read (bad bytes, another protocol version).
+  virtual void on_bad_envelope(NodeId from, const EnvelopeFault& fault) = 0;
+};
+
+struct EngineStats {
+  std::uint64_t frames_sent = 0, envelopes_sent = 0, frames_received = 0, envelopes_received = 0;
+  std::uint64_t bytes_sent = 0, bytes_received = 0;
+};
+
+class Engine {
+ public:
+  /// comm is duplicated; node n is rank n of it.
+  Engine(MPI_Comm comm, InboundHandler& handler);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  NodeId self() const noexcept { return self_; }
+  std::size_t nodes() const noexcept { return peers_.size(); }
+  MPI_Comm comm() const noexcept { return comm_; }
+
+  /// Queues an envelope (takes ownership). Thread-safe, never blocks.
+  void send(OutEnvelope* env);
+  /// Does whatever MPI work is ready. False if another thread holds the engine
+  /// or nothing happened. Thread-safe.
+  bool progress();
+  /// Hands queued envelopes to MPI now if the engine is free.
+  void flush();
+
+  /// Stops all traffic with a lost node: its queued envelopes are dropped, its
+  /// requests abandoned (never waited on), what it sends later is ignored.
+  void mark_lost(NodeId n);
+  bool alive(NodeId n) const;
+
+  /// Nothing waits to be sent or delivered locally (in-flight sends may remain).
+  bool quiet() const;
+  /// Some send has not completed yet (or not even started).
+  bool sends_pending();
+  EngineStats stats() const;
+
+  /// Runs progress() on a thread of its own, backing off to sleeps when idle.
+  /// tick() runs on it about every tick_period (heartbeats live there).
+  void start_progress_thread(std::function<void()> tick, std::chrono::microseconds tick_period);
+  void stop_progress_thread();
+  /// Wakes the progress thread out of its back-off sleep.
+  void wake();
+
+ private:
+  struct Peer {
+    std::atomic<bool> alive{true};
+    std::deque<OutEnvelope*> outbox;
+    bool dirty = false;
+  };
+  struct SendMeta {
+    NodeId peer;
+    std::unique_ptr<ByteBuffer> frame;                      // coalesced frame, if any
+    std::vector<std::shared_ptr<OutEnvelope>> envelopes;    // kept alive until sent
+  };
+  struct Delivery {
+    std::unique_ptr<Inbound> inbound;
+    std::size_t pending = 0;  // segment chunks still to arrive
+    std::vector<ByteBuffer> scratch;
+  };
+  struct FrameRecv {
+    MPI_Request req;
+    std::unique_ptr<ByteBuffer> buf;
+  };
+  struct Source {
+    std::deque<std::shared_ptr<Delivery>> queue;  // arrival order
+    std::deque<FrameRecv> frames;                 // frames still arriving, in order
+  };
+  struct SegRecv {
+    NodeId from;
+    std::shared_ptr<Delivery> owner;
+  };
+
+  bool progress_locked();
+  bool drain_outq();
+  bool flush_outboxes();
+  void post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
+  void post_frame(NodeId peer, std::unique_ptr<ByteBuffer> frame, std::vector<std::shared_ptr<OutEnvelope>> envs);
+  bool test_sends();
+  bool probe_frames();
+  bool test_frame_recvs();
+  bool test_segment_recvs();
+  void process_frame(NodeId from, ByteBuffer& frame);
+  void post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
+  void collect_ready(NodeId from);
+  void deliver_ready();
+  void progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period);
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  NodeId self_ = 0;
+  InboundHandler& handler_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+  std::vector<std::unique_ptr<Source>> sources_;
+  std::vector<NodeId> dirty_;
+
+  MpscQueue outq_;
+  std::atomic<std::size_t> outq_size_{0};
+  std::mutex mu_;  // the engine
+
+  std::vector<MPI_Request> send_reqs_;
+  std::vector<SendMeta> send_meta_;
+  std::size_t frames_pending_ = 0;
+  std::vector<MPI_Request> seg_reqs_;
+  std::vector<SegRecv> seg_meta_;
+  std::vector<std::shared_ptr<void>> abandoned_;  // buffers MPI may still touch
+
+  std::mutex ready_mu_;
+  std::deque<std::shared_ptr<Delivery>> ready_;
+  std::mutex deliver_mu_;
+  std::atomic<std::size_t> partial_{0};  // deliveries waiting for segments or order
+
+  EngineStats stats_;  // under mu_
+
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex sleep_mu_;
+  std::condition_variable sleep_cv_;
+  std::atomic<bool> sleeping_{false};
+};
+
+inline constexpr int kTagFrame = 0x7e01;
+inline constexpr int kTagSegment = 0x7e02;
+/// Frames coalesce envelopes up to this size; larger envelopes travel alone.
+inline constexpr std::size_t kFrameLimit = 64 * 1024;
+/// MPI counts are int: segments travel in chunks of at most this.
+inline constexpr std::size_t kChunk = std::size_t{1} << 30;
+
+}  // namespace troupe::detail

@@ -1,0 +1,104 @@
+// The envelope: troupe's unit on the wire. Many envelopes travel in one MPI
+// message (a frame); their large blocks follow as separate MPI messages
+// (segments), in order.
+//
+// Layout (native byte order; every rank of a job shares it):
+//   stable prefix, identical in every protocol version
+//     0  u16 magic 0x5254      2  u8 version      3  u8 kind
+//     4  u32 length (whole envelope)              8  u32 source node
+//     12 u32 segment count                        16 u64 correlation id
+//   version 1
+//     24 u64 target (actor id)   32 u64 id (method or class)   40 u64 clock (HLC)
+//     48 u32 payload length      52 u32 flags
+// In every version the last 8 x (segment count) bytes of an envelope are its
+// segment sizes. With the prefix, that lets a receiver skip an envelope of
+// another version, segments included, and tell its sender why.
+//     56 payload, then segment count x u64 segment sizes
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "troupe/error.hpp"
+#include "troupe/fwd.hpp"
+#include "troupe/wire/buffer.hpp"
+
+namespace troupe::detail {
+
+inline constexpr std::uint16_t kMagic = 0x5254;
+inline constexpr std::uint8_t kProtocolVersion = 1;
+inline constexpr std::size_t kPrefixSize = 24;
+inline constexpr std::size_t kHeaderSize = 56;
+inline constexpr std::uint32_t kMaxSegments = 1u << 16;
+inline constexpr std::uint64_t kMaxEnvelope = (1ull << 31) - 1;  // inline bytes; large data goes in segments
+
+enum class Kind : std::uint8_t {
+  // actors
+  call = 1,         ///< target actor, id = method; corr != 0 for an ask
+  reply_ok = 2,     ///< corr of the ask; payload = result
+  reply_error = 3,  ///< corr of the ask; payload = ErrorReply
+  spawn = 4,        ///< id = class; corr; payload = init arguments
+  stop = 5,         ///< target actor
+  monitor = 6,      ///< target actor; corr = the watcher's token
+  demonitor = 7,    ///< target actor; corr = the watcher's token
+  exit_notice = 8,  ///< target = actor that exited; corr = token; id = reason
+  mailbox = 9,      ///< target actor; corr
+  // cluster control (not counted as application traffic)
+  control = 64,  ///< id = control message type; payload = its body
+};
+
+/// Kinds that carry application work, counted by the termination detector.
+inline bool counts_as_work(Kind k) noexcept { return static_cast<std::uint8_t>(k) < 64; }
+
+/// A decoded header; payload and segment sizes point into the frame.
+struct Envelope {
+  Kind kind{};
+  NodeId source = 0;
+  std::uint64_t corr = 0;
+  std::uint64_t target = 0;
+  std::uint64_t id = 0;
+  std::uint64_t clock = 0;
+  std::uint32_t flags = 0;
+  const std::byte* payload = nullptr;
+  std::size_t payload_size = 0;
+  std::vector<std::uint64_t> segment_sizes;
+  std::uint64_t segment_bytes = 0;
+};
+
+/// Why an envelope could not be read, and whether the rest of the frame can be.
+struct EnvelopeFault {
+  std::string what;
+  bool frame_lost = false;  ///< the length cannot be trusted: the rest of the frame is dropped
+  bool have_prefix = false; ///< source/corr/kind/segment_count below are meaningful
+  Kind kind{};
+  NodeId source = 0;
+  std::uint64_t corr = 0;
+  std::size_t skip = 0;  ///< bytes to skip when !frame_lost
+  std::uint32_t segment_count = 0;
+  std::vector<std::uint64_t> segment_sizes;  ///< when !frame_lost: the segments to drain
+};
+
+/// Writes one envelope: begin(), then the payload into buf(), then finish().
+class EnvelopeWriter {
+ public:
+  explicit EnvelopeWriter(ByteBuffer& out) : out_(out) {}
+  void begin(Kind kind, NodeId source, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
+             std::uint64_t clock, std::uint32_t flags = 0);
+  ByteBuffer& buf() noexcept { return out_; }
+  /// Continues an envelope whose header begin() wrote at offset start.
+  void begin_at(std::size_t start) noexcept { start_ = start; }
+  /// segment_sizes: the sizes of the segments that follow, in order.
+  void finish(const std::uint64_t* segment_sizes, std::uint32_t count);
+
+ private:
+  ByteBuffer& out_;
+  std::size_t start_ = 0;
+};
+
+/// Reads the envelope at p (avail bytes left in the frame). Returns its length,
+/// or 0 and fills fault.
+std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault) noexcept;
+
+}  // namespace troupe::detail

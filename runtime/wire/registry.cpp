@@ -1,0 +1,90 @@
+#include "troupe/wire/registry.hpp"
+
+#include <cctype>
+
+namespace troupe::detail {
+
+WireRegistry& WireRegistry::instance() {
+  static WireRegistry registry;
+  return registry;
+}
+
+void WireRegistry::add_class(ClassEntry e) {
+  std::lock_guard lk(mu_);
+  if (auto it = class_tags_.find(e.tag); it != class_tags_.end()) return;  // same class, another TU
+  if (auto it = classes_.find(e.id); it != classes_.end()) {
+    problems_.push_back("TROUPE_REMOTE: class '" + e.name + "' has the same wire id as '" + it->second.name +
+                        "' (rename one, or register it once)");
+    return;
+  }
+  class_tags_.emplace(e.tag, e.id);
+  classes_.emplace(e.id, std::move(e));
+}
+
+void WireRegistry::add_method(MethodEntry e) {
+  std::lock_guard lk(mu_);
+  if (auto it = method_tags_.find(e.tag); it != method_tags_.end()) return;
+  if (auto it = methods_.find(e.id); it != methods_.end()) {
+    problems_.push_back("TROUPE_REMOTE: method '" + e.name + "' has the same wire id as '" + it->second.name +
+                        "' (overloads must be registered under distinct names)");
+    return;
+  }
+  method_tags_.emplace(e.tag, e.id);
+  methods_.emplace(e.id, std::move(e));
+}
+
+const MethodEntry* WireRegistry::method(WireId id) const {
+  std::lock_guard lk(mu_);
+  auto it = methods_.find(id);
+  return it == methods_.end() ? nullptr : &it->second;
+}
+
+const MethodEntry* WireRegistry::method(const MethodTag* tag) const {
+  std::lock_guard lk(mu_);
+  auto it = method_tags_.find(tag);
+  if (it == method_tags_.end()) return nullptr;
+  return &methods_.at(it->second);
+}
+
+const ClassEntry* WireRegistry::cls(WireId id) const {
+  std::lock_guard lk(mu_);
+  auto it = classes_.find(id);
+  return it == classes_.end() ? nullptr : &it->second;
+}
+
+const ClassEntry* WireRegistry::cls(const TypeTag* tag) const {
+  std::lock_guard lk(mu_);
+  auto it = class_tags_.find(tag);
+  if (it == class_tags_.end()) return nullptr;
+  return &classes_.at(it->second);
+}
+
+std::vector<std::string> WireRegistry::problems() const {
+  std::lock_guard lk(mu_);
+  return problems_;
+}
+
+std::vector<std::string> split_method_names(std::string_view text) {
+  std::vector<std::string> parts;
+  std::string cur;
+  int depth = 0;
+  for (char c : text) {
+    if (c == '<' || c == '(') ++depth;
+    if (c == '>' || c == ')') --depth;
+    if (c == ',' && depth == 0) {
+      parts.push_back(cur);
+      cur.clear();
+      continue;
+    }
+    if (!std::isspace(static_cast<unsigned char>(c))) cur.push_back(c);
+  }
+  parts.push_back(cur);
+  std::vector<std::string> names;
+  for (std::size_t i = 1; i < parts.size(); ++i) {  // parts[0] is init<...>
+    auto& p = parts[i];
+    names.push_back(!p.empty() && p[0] == '&' ? p.substr(1) : p);
+  }
+  return names;
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,187 @@
+// Remote spawn, tell and ask across ranks (run on 4 ranks).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <numeric>
+
+#include "test_actors.hpp"
+#include "troupe/mpi.hpp"
+
+using namespace std::chrono_literals;
+using tt::Broker;
+using tt::Bulk;
+using tt::Counter;
+using tt::Recorder;
+
+namespace {
+
+struct Job {
+  troupe::Runtime rt{troupe::adopt(MPI_COMM_WORLD)};
+  troupe::NodeId me = rt.node();
+  std::size_t n = rt.size();
+};
+
+// Hands a value from one rank to all (tests only; troupe itself never runs
+// collectives after start-up).
+template <class T>
+T share_from(int root, T v) {
+  MPI_Bcast(&v, sizeof(T), MPI_BYTE, root, MPI_COMM_WORLD);
+  return v;
+}
+
+}  // namespace
+
+TEST(Remote, ClusterSeesEveryRank) {
+  Job j;
+  auto st = j.rt.cluster();
+  ASSERT_EQ(st.size(), j.n);
+  for (troupe::NodeId i = 0; i < j.n; ++i) {
+    EXPECT_EQ(st.node(i).id, i);
+    EXPECT_TRUE(st.node(i).alive);
+    EXPECT_FALSE(st.node(i).host.empty());
+    EXPECT_EQ(st.node(i).role, "default");
+  }
+  EXPECT_TRUE(j.rt.wait_cluster([&](const troupe::ClusterState& s) { return s.alive_count() == j.n; }, 1s));
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, SpawnOnEveryRankAndAsk) {
+  Job j;
+  std::vector<troupe::ActorRef<Counter>> counters;
+  for (troupe::NodeId i = 0; i < j.n; ++i) counters.push_back(j.rt.spawn_on<Counter>(i, 100 * static_cast<int>(i)).get());
+  for (troupe::NodeId i = 0; i < j.n; ++i) {
+    EXPECT_EQ(counters[i].node(), i);
+    EXPECT_EQ(counters[i].is_local(), i == j.me);
+    EXPECT_EQ(counters[i].ask<&Counter::where>().get(), i);
+    EXPECT_EQ(counters[i].ask<&Counter::add>(static_cast<int>(j.me)).get(), 100 * static_cast<int>(i) + static_cast<int>(j.me));
+  }
+  for (auto& c : counters) c.tell<&Counter::add>(1);
+  for (troupe::NodeId i = 0; i < j.n; ++i)
+    EXPECT_EQ(counters[i].ask<&Counter::value>().get(), 100 * static_cast<int>(i) + static_cast<int>(j.me) + 1);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, RefsTravelInsideMessages) {
+  // Rank 0 spawns a Counter on rank 2 and a Broker on rank 1, then hands the
+  // Broker the Counter's ref: rank 1 asks rank 2 on rank 0's behalf.
+  Job j;
+  ASSERT_GE(j.n, 3u);
+  if (j.me == 0) {
+    auto counter = j.rt.spawn_on<Counter>(2, 40).get();
+    auto broker = j.rt.spawn_on<Broker>(1).get();
+    EXPECT_EQ(broker.ask<&Broker::relay>(counter, 2).get(), 42);
+    EXPECT_EQ(broker.ask<&Broker::where_is>(counter).get(), 2u);
+    // A ref to an actor on the receiving rank itself arrives as a local ref.
+    auto local_to_1 = j.rt.spawn_on<Counter>(1, 7).get();
+    EXPECT_EQ(broker.ask<&Broker::relay>(local_to_1, 1).get(), 8);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, OrderingUnderLoad) {
+  // Every rank sends 20000 tells to one Recorder on rank 0, interleaved with asks.
+  Job j;
+  troupe::ActorId rec_id = 0;
+  if (j.me == 0) rec_id = j.rt.spawn<Recorder>().id();
+  rec_id = share_from(0, rec_id);
+  troupe::ActorRef<Recorder> rec(&j.rt.core(), 0, rec_id);
+  constexpr int kMessages = 20000;
+  for (int i = 0; i < kMessages; ++i) {
+    rec.tell<&Recorder::record>(static_cast<int>(j.me), i);
+    if (i % 5000 == 4999) rec.ask<&Recorder::total>().get();
+  }
+  EXPECT_TRUE(rec.ask<&Recorder::in_order>(static_cast<int>(j.me), kMessages).get());
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, ExceptionsCrossRanksAsRemoteError) {
+  Job j;
+  auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 0).get();
+  try {
+    c.ask<&Counter::fail_ask>(std::string("bad input")).get();
+    FAIL() << "expected RemoteError";
+  } catch (const troupe::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::domain_error");
+    EXPECT_EQ(e.message(), "bad input");
+    EXPECT_EQ(e.node_id(), (j.me + 1) % j.n);
+  }
+  // The remote actor survives; a failing tell goes to that node's handler.
+  c.tell<&Counter::fail>(std::string("ignored"));
+  EXPECT_EQ(c.ask<&Counter::add>(3).get(), 3);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, ExitedRemoteActorsFailWithActorExited) {
+  Job j;
+  auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 0).get();
+  std::atomic<int> reason{-1};
+  j.rt.monitor(c, [&](const troupe::ExitInfo& i) { reason = static_cast<int>(i.reason); });
+  c.stop();
+  try {
+    c.ask<&Counter::value>().get();
+    FAIL() << "expected ActorExited";
+  } catch (const troupe::ActorExited& e) {
+    EXPECT_EQ(e.actor_id(), c.id());
+    EXPECT_EQ(e.node_id(), c.node());
+  }
+  EXPECT_THROW(c.mailbox_size().get(), troupe::ActorExited);
+  for (int i = 0; i < 2000 && reason.load() < 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(reason.load(), static_cast<int>(troupe::ExitReason::stopped));
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, MonitorsAndMailboxSizeAcrossRanks) {
+  Job j;
+  auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 5).get();
+  EXPECT_EQ(c.mailbox_size().get(), 0u);
+  std::atomic<int> fired{0};
+  auto id = j.rt.monitor(c, [&](const troupe::ExitInfo&) { fired++; });
+  j.rt.demonitor(id);
+  std::atomic<int> fired2{0};
+  j.rt.monitor(c, [&](const troupe::ExitInfo& info) {
+    EXPECT_EQ(info.actor, c.id());
+    fired2++;
+  });
+  c.stop();
+  for (int i = 0; i < 2000 && fired2.load() == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(fired2.load(), 1);
+  EXPECT_EQ(fired.load(), 0);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, LargePayloads) {
+  Job j;
+  auto b = j.rt.spawn_on<Bulk>((j.me + 1) % j.n).get();
+  std::vector<double> v(2 * 1024 * 1024);  // 16 MiB
+  std::iota(v.begin(), v.end(), 0.0);
+  auto out = b.ask<&Bulk::scale>(v, 0.5).get();
+  ASSERT_EQ(out.size(), v.size());
+  for (std::size_t i = 0; i < v.size(); i += 4099) ASSERT_EQ(out[i], v[i] * 0.5);
+  EXPECT_EQ(b.ask<&Bulk::sum>(std::vector<double>(100000, 1.0)).get(), 100000.0);
+  std::string text(300000, 'a');
+  EXPECT_EQ(b.ask<&Bulk::shout>(text).get(), std::string(300000, 'A'));
+  std::map<std::string, std::vector<double>> m{{"x", std::vector<double>(50000, 1.5)}, {"y", {2.0}}};
+  auto m2 = b.ask<&Bulk::double_all>(m).get();
+  EXPECT_EQ(m2.at("x").size(), 50000u);
+  EXPECT_EQ(m2.at("x")[49999], 3.0);
+  EXPECT_EQ(m2.at("y")[0], 4.0);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, FinishDeliversEverythingSentBeforeIt) {
+  // Every rank fires tells at a Recorder on every rank and calls finish() at
+  // once: all of them must be handled before finish() returns anywhere.
+  tt::g_recorded = 0;
+  Job j;
+  std::vector<troupe::ActorId> ids(j.n);
+  auto mine = j.rt.spawn<Recorder>();
+  ids[j.me] = mine.id();
+  MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ids.data(), sizeof(troupe::ActorId), MPI_BYTE, MPI_COMM_WORLD);
+  constexpr int kEach = 5000;
+  for (troupe::NodeId to = 0; to < j.n; ++to) {
+    troupe::ActorRef<Recorder> r(&j.rt.core(), to, ids[to]);
+    for (int i = 0; i < kEach; ++i) r.tell<&Recorder::record>(static_cast<int>(j.me), i);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+  EXPECT_EQ(tt::g_recorded.load(), static_cast<long>(kEach * j.n));
+}

@@ -1,0 +1,96 @@
+// Actors the multi-rank tests spawn on other ranks.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "troupe/remote.hpp"
+#include "troupe/troupe.hpp"
+
+namespace tt {
+
+class Counter {
+ public:
+  explicit Counter(int start) : n_(start) {}
+  int add(int k) { return n_ += k; }
+  int value() const { return n_; }
+  troupe::NodeId where() const { return troupe::runtime().node(); }
+  void fail(std::string why) { throw std::invalid_argument(why); }
+  int fail_ask(std::string why) { throw std::domain_error(why); }
+
+ private:
+  int n_;
+};
+TROUPE_REMOTE(Counter, troupe::init<int>, &Counter::add, &Counter::value, &Counter::where, &Counter::fail,
+              &Counter::fail_ask);
+
+/// Records (sender, sequence) pairs; counts everything it got process-wide.
+inline std::atomic<long> g_recorded{0};
+class Recorder {
+ public:
+  void record(int sender, int seq) {
+    seen_[sender].push_back(seq);
+    g_recorded.fetch_add(1);
+  }
+  /// True if each sender's sequence is 0, 1, 2, ... with n entries.
+  bool in_order(int sender, int n) const {
+    auto it = seen_.find(sender);
+    if (it == seen_.end()) return n == 0;
+    if (static_cast<int>(it->second.size()) != n) return false;
+    for (int i = 0; i < n; ++i)
+      if (it->second[static_cast<std::size_t>(i)] != i) return false;
+    return true;
+  }
+  std::size_t total() const {
+    std::size_t t = 0;
+    for (auto& [s, v] : seen_) t += v.size();
+    return t;
+  }
+
+ private:
+  std::map<int, std::vector<int>> seen_;
+};
+TROUPE_REMOTE(Recorder, troupe::init<>, &Recorder::record, &Recorder::in_order, &Recorder::total);
+
+/// Asks a Counter it was handed (possibly on a third rank).
+class Broker {
+ public:
+  troupe::Task<int> relay(troupe::ActorRef<Counter> target, int k) {
+    int v = co_await target.ask<&Counter::add>(k);
+    co_return v;
+  }
+  troupe::Task<troupe::NodeId> where_is(troupe::ActorRef<Counter> target) {
+    co_return co_await target.ask<&Counter::where>();
+  }
+};
+TROUPE_REMOTE(Broker, troupe::init<>, &Broker::relay, &Broker::where_is);
+
+/// Large payloads both ways.
+class Bulk {
+ public:
+  std::vector<double> scale(std::vector<double> v, double f) {
+    for (auto& x : v) x *= f;
+    return v;
+  }
+  double sum(const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return s;
+  }
+  std::string shout(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return s;
+  }
+  // A type that is not zero-copy safe (decoded after its segments arrive).
+  std::map<std::string, std::vector<double>> double_all(std::map<std::string, std::vector<double>> m) {
+    for (auto& [k, v] : m)
+      for (auto& x : v) x *= 2;
+    return m;
+  }
+};
+TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::sum, &Bulk::shout, &Bulk::double_all);
+
+}  // namespace tt
