@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "troupe/runtime.hpp"
@@ -364,6 +365,48 @@ void RemoteNode::reply_error(NodeId to, std::uint64_t corr, std::exception_ptr e
 void RemoteNode::send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why) {
   auto e = envelope(watcher, Kind::exit_notice, token, actor, static_cast<std::uint64_t>(why));
   seal(*e);
+  post(std::move(e));
+}
+
+namespace {
+/// Accepts any reply payload: raw asks only care whether an error came back.
+class AnyReply final : public PendingReply {
+ public:
+  explicit AnyReply(Promise<void> p) : p_(std::move(p)) {}
+  bool zero_copy() const noexcept override { return true; }
+  void decode(WireInputArchive& ar) override {
+    std::vector<std::byte> skip(ar.remaining());
+    if (!skip.empty()) ar.loadBinary(skip.data(), skip.size());
+  }
+  void complete() override { p_.set_value(); }
+  void fail(std::exception_ptr e) noexcept override {
+    if (p_.valid()) p_.set_exception(std::move(e));
+  }
+
+ private:
+  Promise<void> p_;
+};
+}  // namespace
+
+Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
+                                 const ByteBuffer& payload, std::uint8_t version) {
+  Promise<void> p(waiter_.get());
+  auto f = p.get_future();
+  const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
+  if (corr == 0) return f;
+  auto e = envelope(to, kind, corr, target, id);
+  e->bytes.append(payload.data(), payload.size());
+  seal(*e);
+  std::memcpy(e->bytes.data() + 2, &version, 1);
+  post(std::move(e));
+  return f;
+}
+
+void RemoteNode::raw_frame(NodeId to, const ByteBuffer& bytes) {
+  auto e = std::make_unique<OutEnvelope>();
+  e->dest = to;
+  e->work = false;
+  e->bytes.append(bytes.data(), bytes.size());
   post(std::move(e));
 }
 

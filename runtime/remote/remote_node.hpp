@@ -44,6 +44,15 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
     return cluster_->wait(pred, deadline);
   }
 
+  // ---- diagnostics and tests: hand-made bytes ------------------------------
+  /// Sends `payload` as an envelope of the given kind that expects a reply
+  /// (version overrides the protocol version byte). The future holds the error
+  /// the receiver reports, or completes if it answers at all.
+  Future<void> raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
+                       std::uint8_t version = kProtocolVersion);
+  /// Sends bytes as a frame, unchecked.
+  void raw_frame(NodeId to, const ByteBuffer& bytes);
+
   // InboundHandler
   std::unique_ptr<Inbound> on_envelope(NodeId from, Envelope& env) override;
   void on_bad_envelope(NodeId from, const EnvelopeFault& fault) override;

@@ -287,7 +287,7 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
     std::vector<InSegment> dests;
     if (d->inbound && d->inbound->segments.size() == env.segment_sizes.size()) {
       dests = d->inbound->segments;
-    } else {
+    } else try {
       // Nobody wants the blocks (or the handler got them wrong): drain them.
       if (d->inbound && !d->inbound->segments.empty()) {
         std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
@@ -298,6 +298,10 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
         d->scratch.back().resize(size);
         dests.push_back({d->scratch.back().data(), size});
       }
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "troupe: node %u: no memory to drain an envelope's blocks from node %u; dropping the frame\n",
+                   self_, from);
+      break;
     }
     post_segment_recvs(from, d, std::move(dests));
     sources_[from]->queue.push_back(std::move(d));

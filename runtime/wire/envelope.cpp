@@ -40,6 +40,10 @@ void EnvelopeWriter::finish(const std::uint64_t* segment_sizes, std::uint32_t co
   const std::size_t payload = out_.size() - start_ - kHeaderSize;
   if (payload > kMaxEnvelope) throw Error("troupe: message too large to encode (" + std::to_string(payload) + " bytes inline)");
   if (count > kMaxSegments) throw Error("troupe: message has too many large blocks");
+  for (std::uint32_t i = 0; i < count; ++i)
+    if (segment_sizes[i] > kMaxSegmentBytes)
+      throw Error("troupe: a block of " + std::to_string(segment_sizes[i]) + " bytes exceeds the " +
+                  std::to_string(kMaxSegmentBytes) + "-byte limit of one message; split it");
   out_.append(segment_sizes, count * sizeof(std::uint64_t));
   std::byte* h = out_.data() + start_;
   put<std::uint32_t>(h + 4, static_cast<std::uint32_t>(out_.size() - start_));
@@ -47,7 +51,8 @@ void EnvelopeWriter::finish(const std::uint64_t* segment_sizes, std::uint32_t co
   put<std::uint32_t>(h + 48, static_cast<std::uint32_t>(payload));
 }
 
-std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault) noexcept {
+std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault,
+                           std::uint64_t max_segment) noexcept {
   fault = EnvelopeFault{};
   if (avail < kPrefixSize) {
     fault.what = "troupe: truncated envelope (" + std::to_string(avail) + " bytes)";
@@ -82,8 +87,14 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
       return 0;
     }
     fault.skip = length;  // the prefix says how to skip it, segments included
-    for (std::uint32_t i = 0; i < fault.segment_count; ++i)
+    for (std::uint32_t i = 0; i < fault.segment_count; ++i) {
       fault.segment_sizes.push_back(get<std::uint64_t>(p + length - 8 * (fault.segment_count - i)));
+      if (fault.segment_sizes.back() > max_segment) {
+        fault.what += "; and it claims an oversized block";
+        fault.frame_lost = true;
+        return 0;
+      }
+    }
     return 0;
   }
   if (length < kHeaderSize) {
@@ -111,6 +122,12 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
   env.segment_bytes = 0;
   for (std::uint32_t i = 0; i < nseg; ++i) {
     env.segment_sizes[i] = get<std::uint64_t>(p + kHeaderSize + payload + 8 * i);
+    if (env.segment_sizes[i] > max_segment) {
+      fault.what = "troupe: envelope claims a block of " + std::to_string(env.segment_sizes[i]) +
+                   " bytes, over the limit of one message";
+      fault.frame_lost = true;  // its blocks cannot be drained without allocating them
+      return 0;
+    }
     env.segment_bytes += env.segment_sizes[i];
   }
   return length;

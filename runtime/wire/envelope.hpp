@@ -33,6 +33,9 @@ inline constexpr std::size_t kPrefixSize = 24;
 inline constexpr std::size_t kHeaderSize = 56;
 inline constexpr std::uint32_t kMaxSegments = 1u << 16;
 inline constexpr std::uint64_t kMaxEnvelope = (1ull << 31) - 1;  // inline bytes; large data goes in segments
+/// The largest block one message may carry; senders refuse larger ones, and a
+/// receiver treats a larger claim as corrupt (it never allocates for it).
+inline constexpr std::uint64_t kMaxSegmentBytes = 1ull << 36;
 
 enum class Kind : std::uint8_t {
   // actors
@@ -98,7 +101,8 @@ class EnvelopeWriter {
 };
 
 /// Reads the envelope at p (avail bytes left in the frame). Returns its length,
-/// or 0 and fills fault.
-std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault) noexcept;
+/// or 0 and fills fault. Segments larger than max_segment are refused.
+std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault,
+                           std::uint64_t max_segment = kMaxSegmentBytes) noexcept;
 
 }  // namespace troupe::detail

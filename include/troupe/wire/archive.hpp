@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <array>
 #include <string>
 #include <tuple>
@@ -71,9 +72,7 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
         data_(data),
         size_(size),
         seg_sizes_(segment_sizes),
-        seg_count_(segment_count) {
-    for (std::size_t i = 0; i < seg_count_; ++i) seg_bytes_left_ += seg_sizes_[i];
-  }
+        seg_count_(segment_count) {}
 
   void loadBinary(void* data, std::size_t size) {
     if (size > size_ - pos_) throw DecodeError("troupe: truncated message (" + std::to_string(size) +
@@ -91,7 +90,6 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
     if (seg_sizes_[next_seg_] != size)
       throw DecodeError("troupe: segment size mismatch (" + std::to_string(seg_sizes_[next_seg_]) +
                         " declared, " + std::to_string(size) + " expected)");
-    seg_bytes_left_ -= size;
     if (received_ != nullptr) {
       std::memcpy(data, received_[next_seg_].data(), size);
     } else {
@@ -99,12 +97,15 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
     }
     ++next_seg_;
   }
-  /// A container of n elements needs at least n bytes: refuse larger claims
-  /// before anything is allocated for them.
+  /// A container of n elements needs at least n bytes, either inline or in
+  /// its one block (a container's data is never split over segments): refuse
+  /// larger claims before anything is allocated for them.
   void checkCount(std::uint64_t n) const {
-    if (n > (size_ - pos_) + seg_bytes_left_)
+    const std::uint64_t next_block = next_seg_ < seg_count_ ? seg_sizes_[next_seg_] : 0;
+    const std::uint64_t room = std::max<std::uint64_t>(size_ - pos_, next_block);
+    if (n > room)
       throw DecodeError("troupe: oversized container (" + std::to_string(n) + " elements claimed, " +
-                        std::to_string((size_ - pos_) + seg_bytes_left_) + " bytes remain)");
+                        std::to_string(room) + " bytes could hold them)");
   }
   /// True once every inline byte and every declared segment was consumed.
   bool complete() const noexcept { return pos_ == size_ && next_seg_ == seg_count_; }
@@ -119,7 +120,6 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
   const std::uint64_t* seg_sizes_;
   std::size_t seg_count_;
   std::size_t next_seg_ = 0;
-  std::uint64_t seg_bytes_left_ = 0;
   std::vector<InSegment> destinations_;
   const ByteBuffer* received_ = nullptr;
 };

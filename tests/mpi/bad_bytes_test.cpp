@@ -1,0 +1,109 @@
+// Bad input across ranks: unknown ids, truncated and oversized payloads,
+// another protocol version, garbage frames. Each asker gets a clear error; the
+// receiving rank keeps running and loses nothing else. Runs on 2 ranks.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include "remote/remote_node.hpp"
+#include "test_actors.hpp"
+#include "troupe/mpi.hpp"
+
+using namespace std::chrono_literals;
+using troupe::detail::ByteBuffer;
+using troupe::detail::Kind;
+using troupe::detail::RemoteNode;
+using troupe::detail::WireRegistry;
+
+namespace {
+
+class Unregistered {
+ public:
+  int ping() { return 1; }
+};
+
+RemoteNode& node_of(troupe::Runtime& rt) { return dynamic_cast<RemoteNode&>(*rt.core().remote()); }
+
+std::uint64_t method_id(const char* name) { return troupe::detail::fnv1a64(name); }
+
+template <class E>
+std::string expect_error(troupe::Future<void> f) {
+  try {
+    f.get_for(10s);
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong error: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "no error";
+  return {};
+}
+
+}  // namespace
+
+TEST(BadBytes, EveryBadMessageGetsAClearErrorAndNothingElseIsLost) {
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  if (rt.node() == 0) {
+    auto& node = node_of(rt);
+    auto counter = rt.spawn_on<tt::Counter>(1, 0).get();
+    auto rec = rt.spawn_on<tt::Recorder>(1).get();
+    int seq = 0;
+    auto some_tells = [&] {
+      for (int i = 0; i < 100; ++i) rec.tell<&tt::Recorder::record>(0, seq++);
+    };
+    ASSERT_NE(WireRegistry::instance().method(method_id("Counter::add")), nullptr);
+
+    some_tells();
+    auto msg = expect_error<troupe::UnknownType>(node.raw_ask(1, Kind::call, 0xdeadbeef, counter.id(), {}));
+    EXPECT_NE(msg.find("does not know method"), std::string::npos) << msg;
+    some_tells();
+    msg = expect_error<troupe::UnknownType>(node.raw_ask(1, Kind::spawn, 0xfeedface, 0, {}));
+    EXPECT_NE(msg.find("does not know class"), std::string::npos) << msg;
+    some_tells();
+    ByteBuffer two;
+    two.append("\x01\x02", 2);  // Counter::add wants a 4-byte int
+    msg = expect_error<troupe::DecodeError>(node.raw_ask(1, Kind::call, method_id("Counter::add"), counter.id(), two));
+    EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+    some_tells();
+    ByteBuffer five_ints;
+    for (int i = 0; i < 5; ++i) five_ints.append(&i, sizeof(i));  // 16 bytes more than add reads
+    msg = expect_error<troupe::DecodeError>(
+        node.raw_ask(1, Kind::call, method_id("Counter::add"), counter.id(), five_ints));
+    some_tells();
+    ByteBuffer huge;
+    const std::uint64_t claim = 1ull << 40;  // a vector of 2^40 doubles in 8 bytes
+    huge.append(&claim, sizeof(claim));
+    auto bulk = rt.spawn_on<tt::Bulk>(1).get();
+    msg = expect_error<troupe::DecodeError>(node.raw_ask(1, Kind::call, method_id("Bulk::sum"), bulk.id(), huge));
+    EXPECT_NE(msg.find("oversized"), std::string::npos) << msg;
+    some_tells();
+    ByteBuffer seven;
+    int k = 7;
+    seven.append(&k, sizeof(k));
+    msg = expect_error<troupe::DecodeError>(
+        node.raw_ask(1, Kind::call, method_id("Counter::add"), counter.id(), seven, /*version=*/9));
+    EXPECT_NE(msg.find("version"), std::string::npos) << msg;
+    some_tells();
+    msg = expect_error<troupe::ActorExited>(node.raw_ask(1, Kind::call, method_id("Counter::add"), 987654, seven));
+    some_tells();
+    msg = expect_error<troupe::UnknownType>(node.raw_ask(1, Kind::call, method_id("Bulk::sum"), counter.id(), seven));
+    EXPECT_NE(msg.find("called on an actor of class"), std::string::npos) << msg;
+    some_tells();
+    ByteBuffer garbage;
+    for (int i = 0; i < 1000; ++i) garbage.append(&i, 1);
+    node.raw_frame(1, garbage);
+    some_tells();
+
+    // A method nobody registered fails at the caller, at once.
+    auto plain = rt.spawn<Unregistered>();
+    EXPECT_EQ(plain.ask<&Unregistered::ping>().get(), 1);
+    troupe::ActorRef<Unregistered> remote_plain(&rt.core(), 1, counter.id());
+    EXPECT_THROW(remote_plain.ask<&Unregistered::ping>().get(), troupe::UnknownType);
+
+    // Nothing else was lost, and the actors on rank 1 are still there.
+    EXPECT_TRUE(rec.ask<&tt::Recorder::in_order>(0, seq).get());
+    EXPECT_EQ(counter.ask<&tt::Counter::add>(5).get(), 5);
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
