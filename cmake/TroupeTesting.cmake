@@ -11,7 +11,12 @@ set(TROUPE_MPI_ENV
   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   OMPI_MCA_rmaps_base_oversubscribe=1
   OMPI_MCA_btl_vader_single_copy_mechanism=none
-  HYDRA_IFACE=lo)
+  HYDRA_IFACE=lo
+  # Sanitizer builds: MPI's own allocations live until exit; keep its plugins
+  # loaded and unwind fully so tests/lsan.supp recognises them.
+  OMPI_MCA_mca_base_component_disable_dlclose=1
+  ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0
+  LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/lsan.supp:fast_unwind_on_malloc=0)
 
 function(_troupe_test_exe target)
   cmake_parse_arguments(T "MPI_MAIN" "" "SOURCES;LIBS" ${ARGN})

@@ -75,6 +75,7 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
         seg_count_(segment_count) {}
 
   void loadBinary(void* data, std::size_t size) {
+    if (size == 0) return;
     if (size > size_ - pos_) throw DecodeError("troupe: truncated message (" + std::to_string(size) +
                                                " bytes wanted, " + std::to_string(size_ - pos_) + " left)");
     std::memcpy(data, data_ + pos_, size);
@@ -147,7 +148,14 @@ inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(troup
 template <class T>
 inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar,
                                                                             T& t) {
-  ar.loadBinary(std::addressof(t), sizeof(t));
+  if constexpr (std::is_same_v<T, bool>) {
+    std::uint8_t b = 0;  // a byte other than 0 or 1 is not a bool
+    ar.loadBinary(&b, 1);
+    if (b > 1) throw troupe::DecodeError("troupe: invalid bool in message");
+    t = b != 0;
+  } else {
+    ar.loadBinary(std::addressof(t), sizeof(t));
+  }
 }
 template <class Archive, class T>
 inline CEREAL_ARCHIVE_RESTRICT(troupe::detail::WireInputArchive, troupe::detail::WireOutputArchive)
