@@ -12,3 +12,7 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/troupeConfigVersion
   COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/troupeConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/troupeConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/troupe)
+
+# The launcher and the Slurm templates (see docs/slurm.md).
+install(PROGRAMS slurm/troupe-run DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(DIRECTORY slurm/templates/ DESTINATION ${CMAKE_INSTALL_DATADIR}/troupe/slurm)

@@ -14,4 +14,5 @@ cmake --install build/main >/dev/null
 cmake -S apps -B build/apps -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build build/apps -j "${TROUPE_JOBS:-2}"
 
-./build/apps/heat2d --n 1024 --tiles 8 --steps 1000 --report 100 "$@"
+# 4 ranks on this machine (oversubscribed is fine), through troupe's launcher.
+./slurm/troupe-run -n 4 ./build/apps/heat2d --n 1024 --tiles 8 --steps 1000 --report 100 "$@"

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <troupe/remote.hpp>
 #include <troupe/troupe.hpp>
 
 namespace heat {
@@ -16,6 +17,10 @@ struct Params {
   std::size_t tiles = 4;     // tiles per side
   std::size_t steps = 500;
   std::size_t report_every = 50;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(n, tiles, steps, report_every);
+  }
 };
 
 enum Side : int { north = 0, south = 1, west = 2, east = 3 };
@@ -74,5 +79,10 @@ class Collector {
 
 /// The same computation on one thread, for checking.
 double serial_sum(const Params& p);
+
+// Tiles and the Collector may live on any rank.
+TROUPE_REMOTE(Tile, troupe::init<Params, std::size_t, std::size_t, troupe::ActorRef<Collector>>, &Tile::start,
+              &Tile::halo, &Tile::sum, &Tile::interior);
+TROUPE_REMOTE(Collector, troupe::init<Params, std::size_t>, &Collector::progress, &Collector::done);
 
 }  // namespace heat
