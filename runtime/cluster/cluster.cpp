@@ -183,9 +183,10 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
 
 void Cluster::finish() {
   in_finish_.store(true);
-  unsigned idle = 0;
+  // The progress thread moves the messages; this thread only runs the
+  // protocol, and sleeps between steps.
   while (!done_.load()) {
-    bool did = engine_.progress();
+    bool did = false;
     const auto now = steady_clock::now();
     if (coordinator() == self_) {
       run_coordinator(now);
@@ -207,13 +208,9 @@ void Cluster::finish() {
         did = true;
       }
     }
-    if (did) {
-      idle = 0;
-    } else if (++idle < 64) {
-      std::this_thread::yield();
-    } else {
+    if (!did && !done_.load()) {
       std::unique_lock lk(mu_);
-      cv_.wait_for(lk, std::chrono::microseconds(100));
+      cv_.wait_for(lk, std::chrono::microseconds(200));
     }
   }
   // The coordinator waits (boundedly) until every live node has its notice;

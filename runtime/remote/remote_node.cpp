@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "troupe/runtime.hpp"
+#include "core/scheduler.hpp"
 #include "wire_error.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -125,6 +126,11 @@ class RemoteNode::Waiter final : public detail::Waiter {
   explicit Waiter(RemoteNode& node) : node_(node) {}
   bool wait(StateBase& s, std::optional<Clock::time_point> deadline) override {
     unsigned idle = 0;
+    struct Helping {
+      Engine& e;
+      explicit Helping(Engine& en) : e(en) { e.helper_enter(); }
+      ~Helping() { e.helper_leave(); }
+    } helping(*node_.engine_);
     while (!s.ready()) {
       if (deadline && Clock::now() >= *deadline) return s.ready();
       if (node_.closed_.load(std::memory_order_acquire)) return s.block(deadline);
@@ -140,9 +146,12 @@ class RemoteNode::Waiter final : public detail::Waiter {
       } else if (idle < 256) {
         std::this_thread::yield();
       } else {
-        auto until = Clock::now() + std::chrono::microseconds(100);
+        // Long wait: hand the engine back to the progress thread and sleep.
+        node_.engine_->helper_leave();
+        auto until = Clock::now() + std::chrono::microseconds(500);
         if (deadline && *deadline < until) until = *deadline;
-        s.block(until);  // the progress thread keeps the engine going meanwhile
+        s.block(until);
+        node_.engine_->helper_enter();
       }
     }
     return true;
@@ -177,11 +186,37 @@ RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
   waiter_ = std::make_unique<Waiter>(*this);
   core_.set_waiter(waiter_.get());
   core_.set_remote(this);
-  engine_->start_progress_thread(nullptr, std::chrono::microseconds(100000));
+  engine_->start_progress_thread(nullptr, std::chrono::microseconds(100000), [this] { start_polling(); });
+}
+
+void RemoteNode::start_polling() {
+  if (closed_.load(std::memory_order_acquire) || polling_.exchange(true)) return;
+  engine_->helper_enter();
+  core_.scheduler().post([this, now = Clock::now()] { poll(now); });
+}
+
+void RemoteNode::poll(Clock::time_point last_activity) {
+  constexpr auto kQuietSpell = std::chrono::microseconds(200);
+  if (!closed_.load(std::memory_order_acquire)) {
+    const auto now = Clock::now();
+    if (engine_->progress()) last_activity = now;
+    if (now - last_activity < kQuietSpell) {
+      // Behind whatever turns that progress just queued (FIFO), then again.
+      core_.scheduler().post([this, last_activity] { poll(last_activity); });
+      return;
+    }
+  }
+  engine_->helper_leave();
+  polling_.store(false, std::memory_order_release);
+}
+
+void RemoteNode::stop_polling() noexcept {
+  closed_.store(true, std::memory_order_release);
+  while (polling_.load(std::memory_order_acquire)) std::this_thread::yield();
 }
 
 RemoteNode::~RemoteNode() {
-  closed_.store(true);
+  stop_polling();
   engine_->stop_progress_thread();
   core_.set_remote(nullptr);
   core_.set_waiter(nullptr);
@@ -204,9 +239,9 @@ void RemoteNode::seal(OutEnvelope& e) {
   std::vector<std::uint64_t> sizes;
   sizes.reserve(e.segments.size());
   for (auto& s : e.segments) sizes.push_back(s.size);
-  // begin() wrote the header at offset 0 of a fresh buffer.
+  // begin() wrote the header right after the engine's frame slot.
   EnvelopeWriter w(e.bytes);
-  w.begin_at(0);
+  w.begin_at(kFrameSlot);
   w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
 }
 
@@ -397,7 +432,7 @@ Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::ui
   auto e = envelope(to, kind, corr, target, id);
   e->bytes.append(payload.data(), payload.size());
   seal(*e);
-  std::memcpy(e->bytes.data() + 2, &version, 1);
+  std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
   post(std::move(e));
   return f;
 }
@@ -708,7 +743,7 @@ void RemoteNode::node_lost(NodeId n) {
 
 int RemoteNode::finish() {
   cluster_->finish();
-  closed_.store(true, std::memory_order_release);
+  stop_polling();
   engine_->stop_progress_thread();
   return 0;
 }
@@ -716,7 +751,7 @@ int RemoteNode::finish() {
 void RemoteNode::finalize() {
   if (finalized_) return;
   finalized_ = true;
-  closed_.store(true);
+  stop_polling();
   engine_->stop_progress_thread();
   if (owns_mpi_) {
     int done = 0;

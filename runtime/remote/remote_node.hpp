@@ -105,6 +105,14 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
 
   class Waiter;
   std::unique_ptr<Waiter> waiter_;
+
+  // While traffic flows, polling runs as a task on the scheduler's workers, so
+  // a message and the actor turn it causes run on one thread, without waking
+  // another; after a quiet spell the progress thread takes over again.
+  void start_polling();
+  void poll(Clock::time_point last_activity);
+  void stop_polling() noexcept;
+  std::atomic<bool> polling_{false};
 };
 
 }  // namespace troupe::detail

@@ -82,6 +82,7 @@ Runtime::Runtime(const AdoptedComm& comm, Config cfg) {
 void Runtime::start_cluster(const void* comm, bool owns_mpi, Config cfg) {
   // Over TCP, a dead peer's socket raises SIGPIPE: survivors must not die of it.
   std::signal(SIGPIPE, SIG_IGN);
+  detail::WireRegistry::instance().freeze();
   auto problems = detail::WireRegistry::instance().problems();
   if (!problems.empty()) {
     std::string all;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "troupe/detail/actor_cell.hpp"
 
@@ -59,11 +60,10 @@ Engine::~Engine() {
 void Engine::send(OutEnvelope* env) {
   outq_size_.fetch_add(1, std::memory_order_seq_cst);
   outq_.push(env);
-  if (current_cell() == nullptr) {
-    flush();
-  } else {
-    note_remote_send();  // the actor's turn ends with a flush
-  }
+  // Actors flush when their turn ends; other threads leave it to whoever drives
+  // the engine (a thread waiting on a future, or the progress thread), so a
+  // burst of sends coalesces into few MPI messages.
+  if (current_cell() != nullptr) note_remote_send();
   if (sleeping_.load(std::memory_order_acquire)) wake();
 }
 
@@ -100,6 +100,8 @@ bool Engine::drain_outq() {
       delete e;  // a lost node: the caller was (or will be) failed by the cluster layer
       continue;
     }
+    const auto len = static_cast<std::uint32_t>(e->bytes.size() - kFrameSlot);
+    std::memcpy(e->bytes.data(), &len, sizeof len);
     auto& p = *peers_[e->dest];
     p.outbox.push_back(e);
     if (!p.dirty) {
@@ -255,12 +257,27 @@ bool Engine::test_frame_recvs() {
 void Engine::process_frame(NodeId from, ByteBuffer& frame) {
   std::size_t off = 0;
   while (off < frame.size()) {
+    std::uint32_t len = 0;
+    if (frame.size() - off < kFrameSlot) break;  // our own framing is intact unless MPI broke it
+    std::memcpy(&len, frame.data() + off, sizeof len);
+    off += kFrameSlot;
+    if (len > frame.size() - off) {
+      std::fprintf(stderr, "troupe: node %u: malformed frame from node %u\n", self_, from);
+      break;
+    }
+    const std::size_t entry = off;
+    off += len;
     Envelope env;
     EnvelopeFault fault;
-    const std::size_t n = parse_envelope(frame.data() + off, frame.size() - off, env, fault);
+    std::size_t n = parse_envelope(frame.data() + entry, len, env, fault);
+    if (n != 0 && n != len) {
+      n = 0;
+      fault.what = "troupe: envelope length disagrees with its frame entry";
+      fault.frame_lost = true;
+    }
     if (n == 0) {
       handler_.on_bad_envelope(from, fault);
-      if (fault.frame_lost) break;
+      if (fault.frame_lost) continue;  // unreadable: skip just this entry
       // Another version: skip it, and its segments.
       auto d = std::make_shared<Delivery>();
       std::vector<InSegment> dests;
@@ -272,10 +289,8 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
       post_segment_recvs(from, d, std::move(dests));
       sources_[from]->queue.push_back(std::move(d));
       partial_.fetch_add(1, std::memory_order_relaxed);
-      off += fault.skip;
       continue;
     }
-    off += n;
     env.source = from;  // MPI's word, not the sender's
     stats_.envelopes_received++;
     auto d = std::make_shared<Delivery>();
@@ -470,9 +485,12 @@ void Engine::wake() {
   sleep_cv_.notify_one();
 }
 
-void Engine::start_progress_thread(std::function<void()> tick, std::chrono::microseconds tick_period) {
+void Engine::start_progress_thread(std::function<void()> tick, std::chrono::microseconds tick_period,
+                                   std::function<void()> on_activity) {
   stop_.store(false);
-  thread_ = std::thread([this, tick = std::move(tick), tick_period]() mutable { progress_loop(std::move(tick), tick_period); });
+  thread_ = std::thread([this, tick = std::move(tick), tick_period, on_activity = std::move(on_activity)]() mutable {
+    progress_loop(std::move(tick), tick_period, std::move(on_activity));
+  });
 }
 
 void Engine::stop_progress_thread() {
@@ -481,7 +499,8 @@ void Engine::stop_progress_thread() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period) {
+void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period,
+                           std::function<void()> on_activity) {
   using clock = std::chrono::steady_clock;
   auto next_tick = clock::now() + tick_period;
   unsigned idle = 0;
@@ -494,6 +513,15 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     }
     if (did) {
       idle = 0;
+      if (on_activity && helpers_.load(std::memory_order_acquire) == 0) on_activity();
+      continue;
+    }
+    if (helpers_.load(std::memory_order_acquire) > 0) {
+      // Someone blocked on a future drives the engine: rest, but stay near.
+      std::unique_lock lk(sleep_mu_);
+      sleeping_.store(true, std::memory_order_release);
+      sleep_cv_.wait_for(lk, std::chrono::microseconds(200));
+      sleeping_.store(false, std::memory_order_release);
       continue;
     }
     ++idle;

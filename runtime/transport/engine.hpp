@@ -35,8 +35,14 @@
 
 namespace troupe::detail {
 
-/// One encoded envelope on its way out.
+/// Frames are sequences of [u32 length][envelope]: the engine's own framing,
+/// so an envelope that cannot be read is skipped without losing its neighbours.
+inline constexpr std::size_t kFrameSlot = 4;
+
+/// One encoded envelope on its way out. Its bytes start with kFrameSlot bytes
+/// the engine fills in; the envelope proper follows.
 struct OutEnvelope : MpscNode {
+  OutEnvelope() { bytes.extend(kFrameSlot); }
   NodeId dest = 0;
   bool work = true;                    // application traffic (termination detection counts it)
   ByteBuffer bytes;                    // the envelope
@@ -103,10 +109,17 @@ class Engine {
 
   /// Runs progress() on a thread of its own, backing off to sleeps when idle.
   /// tick() runs on it about every tick_period (heartbeats live there).
-  void start_progress_thread(std::function<void()> tick, std::chrono::microseconds tick_period);
+  /// on_activity() runs when it finds work while nobody else drives the engine
+  /// (the cluster layer then moves polling onto the scheduler's workers).
+  void start_progress_thread(std::function<void()> tick, std::chrono::microseconds tick_period,
+                             std::function<void()> on_activity = nullptr);
   void stop_progress_thread();
   /// Wakes the progress thread out of its back-off sleep.
   void wake();
+  /// A thread blocked on a future drives the engine itself meanwhile; the
+  /// progress thread then rests instead of competing for the core.
+  void helper_enter() noexcept { helpers_.fetch_add(1, std::memory_order_acq_rel); }
+  void helper_leave() noexcept { helpers_.fetch_sub(1, std::memory_order_acq_rel); }
 
  private:
   struct Peer {
@@ -150,7 +163,8 @@ class Engine {
   void post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
   void collect_ready(NodeId from);
   void deliver_ready();
-  void progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period);
+  void progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period,
+                     std::function<void()> on_activity);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   NodeId self_ = 0;
@@ -182,6 +196,7 @@ class Engine {
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;
   std::atomic<bool> sleeping_{false};
+  std::atomic<int> helpers_{0};
 };
 
 inline constexpr int kTagFrame = 0x7e01;

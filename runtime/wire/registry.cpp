@@ -11,6 +11,10 @@ WireRegistry& WireRegistry::instance() {
 
 void WireRegistry::add_class(ClassEntry e) {
   std::lock_guard lk(mu_);
+  if (frozen_.load()) {
+    problems_.push_back("TROUPE_REMOTE: '" + e.name + "' registered after a runtime started; register at namespace scope");
+    return;
+  }
   if (auto it = class_tags_.find(e.tag); it != class_tags_.end()) return;  // same class, another TU
   if (auto it = classes_.find(e.id); it != classes_.end()) {
     problems_.push_back("TROUPE_REMOTE: class '" + e.name + "' has the same wire id as '" + it->second.name +
@@ -23,6 +27,10 @@ void WireRegistry::add_class(ClassEntry e) {
 
 void WireRegistry::add_method(MethodEntry e) {
   std::lock_guard lk(mu_);
+  if (frozen_.load()) {
+    problems_.push_back("TROUPE_REMOTE: '" + e.name + "' registered after a runtime started; register at namespace scope");
+    return;
+  }
   if (auto it = method_tags_.find(e.tag); it != method_tags_.end()) return;
   if (auto it = methods_.find(e.id); it != methods_.end()) {
     problems_.push_back("TROUPE_REMOTE: method '" + e.name + "' has the same wire id as '" + it->second.name +
@@ -34,26 +42,30 @@ void WireRegistry::add_method(MethodEntry e) {
 }
 
 const MethodEntry* WireRegistry::method(WireId id) const {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_, std::defer_lock);
+  if (!frozen_.load(std::memory_order_acquire)) lk.lock();
   auto it = methods_.find(id);
   return it == methods_.end() ? nullptr : &it->second;
 }
 
 const MethodEntry* WireRegistry::method(const MethodTag* tag) const {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_, std::defer_lock);
+  if (!frozen_.load(std::memory_order_acquire)) lk.lock();
   auto it = method_tags_.find(tag);
   if (it == method_tags_.end()) return nullptr;
   return &methods_.at(it->second);
 }
 
 const ClassEntry* WireRegistry::cls(WireId id) const {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_, std::defer_lock);
+  if (!frozen_.load(std::memory_order_acquire)) lk.lock();
   auto it = classes_.find(id);
   return it == classes_.end() ? nullptr : &it->second;
 }
 
 const ClassEntry* WireRegistry::cls(const TypeTag* tag) const {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_, std::defer_lock);
+  if (!frozen_.load(std::memory_order_acquire)) lk.lock();
   auto it = class_tags_.find(tag);
   if (it == class_tags_.end()) return nullptr;
   return &classes_.at(it->second);

@@ -4,6 +4,7 @@
 // given; never pointers or typeid names). Filled at static initialisation.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -142,6 +143,9 @@ class WireRegistry {
   const ClassEntry* cls(const TypeTag* tag) const;
   /// Collisions and other registration mistakes, found at start-up.
   std::vector<std::string> problems() const;
+  /// Called when a cluster runtime starts: from then on lookups take no lock
+  /// (registration happens during static initialisation, before main).
+  void freeze() noexcept { frozen_.store(true, std::memory_order_release); }
 
  private:
   mutable std::mutex mu_;
@@ -150,6 +154,7 @@ class WireRegistry {
   std::unordered_map<WireId, ClassEntry> classes_;
   std::unordered_map<const TypeTag*, WireId> class_tags_;
   std::vector<std::string> problems_;
+  std::atomic<bool> frozen_{false};
 };
 
 /// "troupe::init<int, double>, &Counter::add, &Counter :: value" -> {"Counter::add", "Counter::value"}

@@ -1,0 +1,200 @@
+// Distributed benchmarks, each beside its raw-MPI baseline measured in the same
+// run (same processes, same MPI, before troupe's runtime starts):
+//   rtt   remote ask round trip, 8 bytes      vs MPI_Send/MPI_Recv ping-pong
+//   rate  one-way rate of small tells         vs a windowed MPI_Isend stream
+//   bw    std::vector<double>, 1 KiB..64 MiB  vs windowed MPI_Isend of the same bytes
+// Rank 0 drives, rank 1 answers. Output: one JSON object per line on rank 0.
+//   mpirun -np 2 dist_bench [--quick] [--label NAME]
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "troupe/mpi.hpp"
+#include "troupe/remote.hpp"
+#include "troupe/troupe.hpp"
+
+namespace bench {
+
+class Sink {
+ public:
+  std::uint64_t echo(std::uint64_t x) { return x; }
+  void take(std::uint64_t x) { last_ += x; ++count_; }
+  void take_vec(std::vector<double> v) {
+    bytes_ += v.size() * sizeof(double);
+    ++count_;
+  }
+  std::uint64_t count() const { return count_; }
+
+ private:
+  std::uint64_t last_ = 0, count_ = 0, bytes_ = 0;
+};
+TROUPE_REMOTE(Sink, troupe::init<>, &Sink::echo, &Sink::take, &Sink::take_vec, &Sink::count);
+
+}  // namespace bench
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+int rank = 0;
+bool quick = false;
+std::string label = "default";
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void emit(const char* bench, const char* what, double troupe_v, double mpi_v, const char* unit, const std::string& extra = "") {
+  if (rank != 0) return;
+  std::printf("{\"bench\":\"%s\",\"transport\":\"%s\",\"case\":\"%s\",\"troupe\":%.6g,\"mpi\":%.6g,\"unit\":\"%s\"%s}\n",
+              bench, label.c_str(), what, troupe_v, mpi_v, unit, extra.c_str());
+  std::fflush(stdout);
+}
+
+// ---- raw MPI baselines (run before troupe starts) -------------------------
+
+double mpi_rtt_us(MPI_Comm comm, int iters) {
+  std::uint64_t x = 0;
+  std::vector<double> samples;
+  for (int rep = 0; rep < 5; ++rep) {
+    MPI_Barrier(comm);
+    auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) {
+      if (rank == 0) {
+        MPI_Send(&x, 1, MPI_UINT64_T, 1, 1, comm);
+        MPI_Recv(&x, 1, MPI_UINT64_T, 1, 1, comm, MPI_STATUS_IGNORE);
+      } else if (rank == 1) {
+        MPI_Recv(&x, 1, MPI_UINT64_T, 0, 1, comm, MPI_STATUS_IGNORE);
+        MPI_Send(&x, 1, MPI_UINT64_T, 0, 1, comm);
+      }
+    }
+    samples.push_back(secs(Clock::now() - t0) / iters * 1e6);
+  }
+  return median(samples);
+}
+
+// osu_mbw_mr style: windows of nonblocking sends, one ack per window.
+double mpi_stream(MPI_Comm comm, std::size_t bytes, int window, int windows) {
+  std::vector<char> buf(std::max<std::size_t>(bytes, 1));
+  std::vector<MPI_Request> reqs(static_cast<std::size_t>(window));
+  char ack = 0;
+  std::vector<double> samples;
+  for (int rep = 0; rep < 3; ++rep) {
+    MPI_Barrier(comm);
+    auto t0 = Clock::now();
+    for (int w = 0; w < windows; ++w) {
+      if (rank == 0) {
+        for (int i = 0; i < window; ++i)
+          MPI_Isend(buf.data(), static_cast<int>(bytes), MPI_BYTE, 1, 2, comm, &reqs[static_cast<std::size_t>(i)]);
+        MPI_Waitall(window, reqs.data(), MPI_STATUSES_IGNORE);
+        MPI_Recv(&ack, 1, MPI_BYTE, 1, 3, comm, MPI_STATUS_IGNORE);
+      } else if (rank == 1) {
+        for (int i = 0; i < window; ++i)
+          MPI_Irecv(buf.data(), static_cast<int>(bytes), MPI_BYTE, 0, 2, comm, &reqs[static_cast<std::size_t>(i)]);
+        MPI_Waitall(window, reqs.data(), MPI_STATUSES_IGNORE);
+        MPI_Send(&ack, 1, MPI_BYTE, 0, 3, comm);
+      }
+    }
+    samples.push_back(secs(Clock::now() - t0));
+  }
+  return median(samples);  // seconds for windows*window messages
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--label") == 0 && i + 1 < argc) label = argv[++i];
+  }
+  MPI_Comm raw;
+  MPI_Comm_dup(MPI_COMM_WORLD, &raw);
+
+  // Baselines first, with nothing else running.
+  const int rtt_iters = quick ? 2000 : 20000;
+  const double raw_rtt = mpi_rtt_us(raw, rtt_iters);
+  const int rate_msgs = quick ? 100000 : 1000000;
+  const int rate_window = 64;
+  const double raw_rate = rate_msgs / mpi_stream(raw, 8, rate_window, rate_msgs / rate_window);
+  std::vector<std::size_t> sizes;
+  for (std::size_t s = 1024; s <= (64u << 20); s *= 4) sizes.push_back(s);
+  std::vector<double> raw_bw;
+  auto bw_shape = [&](std::size_t bytes) {
+    const int window = bytes >= (1u << 20) ? 4 : 32;
+    const std::size_t target = quick ? (64u << 20) : (512u << 20);  // bytes per measurement
+    const int windows = static_cast<int>(std::max<std::size_t>(2, target / (bytes * static_cast<std::size_t>(window))));
+    return std::make_pair(window, windows);
+  };
+  for (auto s : sizes) {
+    auto [window, windows] = bw_shape(s);
+    raw_bw.push_back(static_cast<double>(s) * window * windows / mpi_stream(raw, s, window, windows) / 1e6);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+
+  {
+    troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+    troupe::ActorId sink_id = 0;
+    if (rt.node() == 1) sink_id = rt.spawn<bench::Sink>().id();
+    MPI_Bcast(&sink_id, sizeof(sink_id), MPI_BYTE, 1, MPI_COMM_WORLD);  // tests-and-benchmarks only
+    if (rt.node() == 0) {
+      troupe::ActorRef<bench::Sink> sink(&rt.core(), 1, sink_id);
+      // rtt
+      for (int i = 0; i < 1000; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
+      std::vector<double> samples;
+      for (int rep = 0; rep < 5; ++rep) {
+        auto t0 = Clock::now();
+        for (int i = 0; i < rtt_iters; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
+        samples.push_back(secs(Clock::now() - t0) / rtt_iters * 1e6);
+      }
+      const double rtt = median(samples);
+      emit("rtt", "ask 8 B", rtt, raw_rtt, "us", ",\"goal\":\"<= 1.5x mpi\",\"ratio\":" + std::to_string(rtt / raw_rtt));
+      // rate
+      samples.clear();
+      for (int rep = 0; rep < 3; ++rep) {
+        auto t0 = Clock::now();
+        for (int i = 0; i < rate_msgs; ++i) sink.tell<&bench::Sink::take>(std::uint64_t(i));
+        sink.ask<&bench::Sink::count>().get();
+        samples.push_back(rate_msgs / secs(Clock::now() - t0));
+      }
+      const double rate = median(samples);
+      emit("rate", "tell 8 B", rate, raw_rate, "msg/s", ",\"goal\":\">= 1.0x mpi\",\"ratio\":" + std::to_string(rate / raw_rate));
+      // bandwidth: vectors moved into tells, a window at a time, one ask per window.
+      for (std::size_t k = 0; k < sizes.size(); ++k) {
+        const std::size_t bytes = sizes[k];
+        auto [window, windows] = bw_shape(bytes);
+        std::vector<double> runs;
+        for (int rep = 0; rep < 3; ++rep) {
+          double busy = 0;
+          for (int w = 0; w < windows; ++w) {
+            std::vector<std::vector<double>> batch(static_cast<std::size_t>(window),
+                                                   std::vector<double>(bytes / sizeof(double), 1.0));
+            auto t0 = Clock::now();
+            for (auto& v : batch) sink.tell<&bench::Sink::take_vec>(std::move(v));
+            sink.ask<&bench::Sink::count>().get();
+            busy += secs(Clock::now() - t0);
+          }
+          runs.push_back(static_cast<double>(bytes) * window * windows / busy / 1e6);
+        }
+        const double bw = median(runs);
+        char what[64];
+        std::snprintf(what, sizeof what, "%zu B", bytes);
+        emit("bw", what, bw, raw_bw[k], "MB/s",
+             ",\"bytes\":" + std::to_string(bytes) + ",\"ratio\":" + std::to_string(bw / raw_bw[k]));
+      }
+    }
+    rt.finish();
+  }
+  MPI_Comm_free(&raw);
+  MPI_Finalize();
+  return 0;
+}
