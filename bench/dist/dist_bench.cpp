@@ -45,6 +45,9 @@ double secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 int rank = 0;
 bool quick = false;
 std::string label = "default";
+std::string only;        // rtt, rate or bw: run just that one
+std::size_t min_bytes = 1024, max_bytes = 64u << 20;
+bool want(const char* what) { return only.empty() || only == what; }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -116,18 +119,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--label") == 0 && i + 1 < argc) label = argv[++i];
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+    if (std::strcmp(argv[i], "--min") == 0 && i + 1 < argc) min_bytes = std::stoul(argv[++i]);
+    if (std::strcmp(argv[i], "--max") == 0 && i + 1 < argc) max_bytes = std::stoul(argv[++i]);
   }
   MPI_Comm raw;
   MPI_Comm_dup(MPI_COMM_WORLD, &raw);
 
   // Baselines first, with nothing else running.
   const int rtt_iters = quick ? 2000 : 20000;
-  const double raw_rtt = mpi_rtt_us(raw, rtt_iters);
+  const double raw_rtt = want("rtt") ? mpi_rtt_us(raw, rtt_iters) : 0;
   const int rate_msgs = quick ? 100000 : 1000000;
   const int rate_window = 64;
-  const double raw_rate = rate_msgs / mpi_stream(raw, 8, rate_window, rate_msgs / rate_window);
+  const double raw_rate = want("rate") ? rate_msgs / mpi_stream(raw, 8, rate_window, rate_msgs / rate_window) : 0;
   std::vector<std::size_t> sizes;
-  for (std::size_t s = 1024; s <= (64u << 20); s *= 4) sizes.push_back(s);
+  if (want("bw"))
+    for (std::size_t s = min_bytes; s <= max_bytes; s *= 4) sizes.push_back(s);
   std::vector<double> raw_bw;
   auto bw_shape = [&](std::size_t bytes) {
     const int window = bytes >= (1u << 20) ? 4 : 32;
@@ -149,6 +156,7 @@ int main(int argc, char** argv) {
     if (rt.node() == 0) {
       troupe::ActorRef<bench::Sink> sink(&rt.core(), 1, sink_id);
       // rtt
+      if (want("rtt")) {
       for (int i = 0; i < 1000; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
       std::vector<double> samples;
       for (int rep = 0; rep < 5; ++rep) {
@@ -158,8 +166,10 @@ int main(int argc, char** argv) {
       }
       const double rtt = median(samples);
       emit("rtt", "ask 8 B", rtt, raw_rtt, "us", ",\"goal\":\"<= 1.5x mpi\",\"ratio\":" + std::to_string(rtt / raw_rtt));
+      }
       // rate
-      samples.clear();
+      if (want("rate")) {
+      std::vector<double> samples;
       for (int rep = 0; rep < 3; ++rep) {
         auto t0 = Clock::now();
         for (int i = 0; i < rate_msgs; ++i) sink.tell<&bench::Sink::take>(std::uint64_t(i));
@@ -168,6 +178,7 @@ int main(int argc, char** argv) {
       }
       const double rate = median(samples);
       emit("rate", "tell 8 B", rate, raw_rate, "msg/s", ",\"goal\":\">= 1.0x mpi\",\"ratio\":" + std::to_string(rate / raw_rate));
+      }
       // bandwidth: vectors moved into tells, a window at a time, one ask per window.
       for (std::size_t k = 0; k < sizes.size(); ++k) {
         const std::size_t bytes = sizes[k];

@@ -22,6 +22,7 @@ namespace {
 
 thread_local ActorCell* tls_cell = nullptr;
 thread_local bool tls_remote_sent = false;
+thread_local InlineTurns* tls_inline = nullptr;
 
 struct StopMessage final : Message {
   void run(ActorCell& cell) override { cell.exit(ExitReason::stopped); }
@@ -101,8 +102,32 @@ void ActorCell::schedule_if_idle() noexcept {
   if (scheduled_.load(std::memory_order_seq_cst)) return;
   if (!scheduled_.exchange(true, std::memory_order_seq_cst)) {
     core_.work_started();
-    core_.scheduler().schedule(shared_from_this());
+    auto self = shared_from_this();
+    if (!InlineTurns::offer(self)) core_.scheduler().schedule(std::move(self));
   }
+}
+
+InlineTurns::InlineTurns() noexcept : prev_(tls_inline) { tls_inline = this; }
+
+InlineTurns::~InlineTurns() {
+  if (active_) tls_inline = prev_;
+  // Anything not run goes to the scheduler (run() was not called).
+  for (auto& c : cells_) c->core().scheduler().schedule(std::move(c));
+}
+
+bool InlineTurns::offer(const std::shared_ptr<ActorCell>& cell) {
+  if (tls_inline == nullptr || tls_cell != nullptr) return false;
+  tls_inline->cells_.push_back(cell);
+  return true;
+}
+
+std::size_t InlineTurns::run(std::size_t batch) {
+  tls_inline = prev_;  // turns schedule what they wake the normal way
+  active_ = false;
+  auto cells = std::move(cells_);
+  cells_.clear();
+  for (auto& c : cells) c->run_batch(batch);
+  return cells.size();
 }
 
 void ActorCell::request_stop() noexcept { enqueue(new StopMessage()); }

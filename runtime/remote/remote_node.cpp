@@ -198,8 +198,16 @@ void RemoteNode::start_polling() {
 void RemoteNode::poll(Clock::time_point last_activity) {
   constexpr auto kQuietSpell = std::chrono::microseconds(200);
   if (!closed_.load(std::memory_order_acquire)) {
-    const auto now = Clock::now();
-    if (engine_->progress()) last_activity = now;
+    // Poll for a while in this task (rescheduling it for every poll would keep
+    // waking the arena's other workers), then yield the worker.
+    auto now = Clock::now();
+    const auto slice_end = now + std::chrono::microseconds(50);
+    while (now < slice_end && now - last_activity < kQuietSpell) {
+      InlineTurns turns;
+      if (engine_->progress()) last_activity = now;
+      turns.run(core_.config().batch);
+      now = Clock::now();
+    }
     if (now - last_activity < kQuietSpell) {
       // Behind whatever turns that progress just queued (FIFO), then again.
       core_.scheduler().post([this, last_activity] { poll(last_activity); });
@@ -249,7 +257,9 @@ void RemoteNode::post(std::unique_ptr<OutEnvelope> e) {
   if (closed_.load(std::memory_order_acquire)) return;
   if (!cluster_->alive(e->dest)) return;
   if (e->work) cluster_->count_sent(e->dest);
-  engine_->send(e.release());
+  // Tells coalesce; everything someone may be waiting for leaves at once.
+  const bool urgent = !(e->kind_tell);
+  engine_->send(e.release(), urgent);
 }
 
 std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> reply) {
@@ -290,6 +300,7 @@ void RemoteNode::send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase>
     return;  // a tell to a lost node is dropped, like one to an exited actor
   }
   auto e = envelope(node, Kind::call, corr, actor, m->id);
+  e->kind_tell = corr == 0;
   try {
     WireOutputArchive ar(e->bytes, &e->segments);
     m->encode_args(*call, ar);

@@ -57,17 +57,33 @@ Engine::~Engine() {
     for (auto* e : p->outbox) delete e;
 }
 
-void Engine::send(OutEnvelope* env) {
+void Engine::send(OutEnvelope* env, bool urgent) {
+  const std::size_t bytes = env->bytes.size();
   outq_size_.fetch_add(1, std::memory_order_seq_cst);
+  const std::size_t queued = outq_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
   outq_.push(env);
-  // Actors flush when their turn ends; other threads leave it to whoever drives
-  // the engine (a thread waiting on a future, or the progress thread), so a
-  // burst of sends coalesces into few MPI messages.
-  if (current_cell() != nullptr) note_remote_send();
-  if (sleeping_.load(std::memory_order_acquire)) wake();
+  if (current_cell() != nullptr) {
+    note_remote_send();  // the actor's turn ends with a flush
+    return;
+  }
+  if (urgent || queued >= 16 * 1024) {
+    flush_sends();
+  } else if (sleeping_.load(std::memory_order_acquire)) {
+    wake();  // a lone tell leaves within the progress thread's next round
+  }
 }
 
-void Engine::flush() { progress(); }
+void Engine::flush() { flush_sends(); }
+
+void Engine::flush_sends() {
+  while (mu_.try_lock()) {
+    drain_outq();
+    flush_outboxes();
+    test_sends();
+    mu_.unlock();
+    if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
+  }
+}
 
 bool Engine::progress() {
   bool did = false;
@@ -95,6 +111,7 @@ bool Engine::drain_outq() {
   bool did = false;
   while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) {
     outq_size_.fetch_sub(1, std::memory_order_relaxed);
+    outq_bytes_.fetch_sub(e->bytes.size(), std::memory_order_relaxed);
     did = true;
     if (e->dest >= peers_.size() || !peers_[e->dest]->alive.load()) {
       delete e;  // a lost node: the caller was (or will be) failed by the cluster layer
@@ -188,8 +205,8 @@ bool Engine::test_sends() {
   if (send_reqs_.empty()) return false;
   int count = static_cast<int>(send_reqs_.size());
   int outcount = 0;
-  std::vector<int> idx(send_reqs_.size());
-  checked(MPI_Testsome(count, send_reqs_.data(), &outcount, idx.data(), MPI_STATUSES_IGNORE), "MPI_Testsome");
+  test_idx_.resize(send_reqs_.size());
+  checked(MPI_Testsome(count, send_reqs_.data(), &outcount, test_idx_.data(), MPI_STATUSES_IGNORE), "MPI_Testsome");
   if (outcount <= 0) return false;
   std::size_t w = 0;
   for (std::size_t r = 0; r < send_reqs_.size(); ++r) {
@@ -224,6 +241,7 @@ bool Engine::probe_frames() {
     checked(MPI_Imrecv(buf->data(), count, MPI_BYTE, &msg, &req), "MPI_Imrecv");
     stats_.frames_received++;
     stats_.bytes_received += static_cast<std::uint64_t>(count);
+    frames_in_.fetch_add(1, std::memory_order_relaxed);
     if (!peers_[from]->alive.load()) {
       abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(buf)));
       MPI_Request_free(&req);
@@ -347,7 +365,8 @@ void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
 bool Engine::test_segment_recvs() {
   if (seg_reqs_.empty()) return false;
   int outcount = 0;
-  std::vector<int> idx(seg_reqs_.size());
+  test_idx_.resize(seg_reqs_.size());
+  auto& idx = test_idx_;
   checked(MPI_Testsome(static_cast<int>(seg_reqs_.size()), seg_reqs_.data(), &outcount, idx.data(),
                        MPI_STATUSES_IGNORE),
           "MPI_Testsome");
@@ -382,16 +401,19 @@ void Engine::collect_ready(NodeId from) {
   while (!q.empty() && q.front()->pending == 0) {
     ready_.push_back(std::move(q.front()));
     q.pop_front();
+    ready_count_.fetch_add(1, std::memory_order_release);
   }
 }
 
 void Engine::deliver_ready() {
   while (true) {
+    if (ready_count_.load(std::memory_order_acquire) == 0) return;
     if (!deliver_mu_.try_lock()) return;  // the thread delivering will see ours
     std::deque<std::shared_ptr<Delivery>> batch;
     {
       std::lock_guard lk(ready_mu_);
       batch.swap(ready_);
+      ready_count_.fetch_sub(batch.size(), std::memory_order_acq_rel);
     }
     for (auto& d : batch) {
       if (d->inbound) {
@@ -404,8 +426,6 @@ void Engine::deliver_ready() {
       partial_.fetch_sub(1, std::memory_order_relaxed);
     }
     deliver_mu_.unlock();
-    std::lock_guard lk(ready_mu_);
-    if (ready_.empty()) return;
   }
 }
 
@@ -505,6 +525,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   auto next_tick = clock::now() + tick_period;
   unsigned idle = 0;
   while (!stop_.load(std::memory_order_acquire)) {
+    const auto frames_before = frames_in_.load(std::memory_order_relaxed);
     const bool did = progress();
     const auto now = clock::now();
     if (tick && now >= next_tick) {
@@ -513,7 +534,10 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     }
     if (did) {
       idle = 0;
-      if (on_activity && helpers_.load(std::memory_order_acquire) == 0) on_activity();
+      // Traffic is arriving and nobody else polls: let the workers poll.
+      if (on_activity && helpers_.load(std::memory_order_acquire) == 0 &&
+          frames_in_.load(std::memory_order_relaxed) != frames_before)
+        on_activity();
       continue;
     }
     if (helpers_.load(std::memory_order_acquire) > 0) {

@@ -45,6 +45,7 @@ struct OutEnvelope : MpscNode {
   OutEnvelope() { bytes.extend(kFrameSlot); }
   NodeId dest = 0;
   bool work = true;                    // application traffic (termination detection counts it)
+  bool kind_tell = false;              // nobody waits for it: may coalesce with what follows
   ByteBuffer bytes;                    // the envelope
   std::vector<OutSegment> segments;    // large blocks, sent after it without copies
   std::shared_ptr<void> keep;          // owns what the segments point into
@@ -89,7 +90,13 @@ class Engine {
   MPI_Comm comm() const noexcept { return comm_; }
 
   /// Queues an envelope (takes ownership). Thread-safe, never blocks.
-  void send(OutEnvelope* env);
+  /// Inside an actor, it leaves when the actor's turn ends. Elsewhere, urgent
+  /// envelopes (asks, replies, control) are handed to MPI at once if the
+  /// engine is free; others coalesce with what follows them, leaving once
+  /// 16 KiB are queued or when whoever drives the engine next comes by.
+  void send(OutEnvelope* env, bool urgent = true);
+  /// Hands queued envelopes to MPI now if the engine is free (no receiving).
+  void flush_sends();
   /// Does whatever MPI work is ready. False if another thread holds the engine
   /// or nothing happened. Thread-safe.
   bool progress();
@@ -175,6 +182,8 @@ class Engine {
 
   MpscQueue outq_;
   std::atomic<std::size_t> outq_size_{0};
+  std::atomic<std::size_t> outq_bytes_{0};
+  std::atomic<std::uint64_t> frames_in_{0};  // frames received, for the progress thread's hook
   std::mutex mu_;  // the engine
 
   std::vector<MPI_Request> send_reqs_;
@@ -186,6 +195,8 @@ class Engine {
 
   std::mutex ready_mu_;
   std::deque<std::shared_ptr<Delivery>> ready_;
+  std::atomic<std::size_t> ready_count_{0};
+  std::vector<int> test_idx_;  // scratch for MPI_Testsome
   std::mutex deliver_mu_;
   std::atomic<std::size_t> partial_{0};  // deliveries waiting for segments or order
 

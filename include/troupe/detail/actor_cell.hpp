@@ -161,6 +161,27 @@ ActorCell* current_cell() noexcept;
 /// Set by the transport when an actor sends to another node: the turn then
 /// ends with a flush, so replies leave without waiting for the progress thread.
 void note_remote_send() noexcept;
+
+/// While one exists on a thread, actors that messages wake up are collected
+/// instead of handed to the scheduler; run() then handles their turns on this
+/// thread. The MPI poller uses it: a message and the turn it causes run on one
+/// worker, without waking another thread.
+class InlineTurns {
+ public:
+  InlineTurns() noexcept;
+  ~InlineTurns();
+  InlineTurns(const InlineTurns&) = delete;
+  InlineTurns& operator=(const InlineTurns&) = delete;
+  /// Stops collecting and runs one turn of each collected actor.
+  std::size_t run(std::size_t batch);
+  /// Adds the cell if a collector is active on this thread.
+  static bool offer(const std::shared_ptr<ActorCell>& cell);
+
+ private:
+  std::vector<std::shared_ptr<ActorCell>> cells_;
+  InlineTurns* prev_;
+  bool active_ = true;
+};
 class ContextGuard {
  public:
   explicit ContextGuard(ActorCell* c) noexcept;
