@@ -1,6 +1,11 @@
 #include "cluster.hpp"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
+
+#include <cereal/types/vector.hpp>
 
 #include "troupe/detail/core.hpp"
 
@@ -23,6 +28,7 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
     sent_[i].store(0);
     delivered_[i].store(0);
   }
+  detector_ = std::make_unique<FailureDetector>(*this, core_.config().heartbeat_period, core_.config().heartbeat_timeout);
 }
 
 HybridClock& Cluster::clock() noexcept { return core_.clock(); }
@@ -87,6 +93,20 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       if (from < acked_.size()) acked_[from] = true;
       break;
     }
+    case Control::heartbeat: {
+      std::vector<NodeId> lost;
+      ar(lost);
+      merge_lost(lost);  // anti-entropy: news the tree may have missed
+      break;
+    }
+    case Control::lost: {
+      NodeId root = 0;
+      std::vector<NodeId> lost;
+      ar(root, lost);
+      merge_lost(lost);
+      broadcast_lost(root, lost);  // our part of the root's tree
+      break;
+    }
     default:
       break;  // unknown control types from newer peers are ignored
   }
@@ -97,6 +117,7 @@ void Cluster::declare_lost(NodeId n) {
   if (n >= size() || n == self_) return;
   if (!alive_[n].exchange(false)) return;
   engine_.mark_lost(n);
+  detector_->on_lost(n, steady_clock::now());
   std::vector<std::function<void(NodeId)>> listeners;
   {
     std::lock_guard lk(mu_);
@@ -105,6 +126,64 @@ void Cluster::declare_lost(NodeId n) {
   }
   for (auto& l : listeners) l(n);
   cv_.notify_all();
+}
+
+std::vector<NodeId> Cluster::lost_set() const {
+  std::vector<NodeId> out;
+  for (NodeId n = 0; n < size(); ++n)
+    if (!alive(n)) out.push_back(n);
+  return out;
+}
+
+bool Cluster::merge_lost(const std::vector<NodeId>& lost) {
+  bool news = false;
+  for (NodeId n : lost) {
+    if (n == self_) expelled();
+    if (n < size() && alive(n)) {
+      declare_lost(n);
+      news = true;
+    }
+  }
+  return news;
+}
+
+void Cluster::confirm_lost(NodeId n) {
+  if (!alive(n)) return;
+  std::fprintf(stderr, "troupe: node %u: node %u is lost (silent for more than %lld ms)\n", self_, n,
+               static_cast<long long>(detector_->timeout().count()));
+  declare_lost(n);
+  broadcast_lost(self_, lost_set());
+}
+
+void Cluster::broadcast_lost(NodeId root, const std::vector<NodeId>& lost) {
+  // The tree is over the nodes the root did not know lost, so every receiver
+  // computes the same one from the message alone.
+  std::vector<NodeId> live;
+  for (NodeId n = 0; n < size(); ++n)
+    if (!std::binary_search(lost.begin(), lost.end(), n)) live.push_back(n);
+  for (NodeId child : FailureDetector::tree_children(live, root, self_)) {
+    if (!alive(child)) continue;  // found lost since: the ring will tell its subtree
+    send_control(child, Control::lost, [&](WireOutputArchive& ar) { ar(root, lost); });
+  }
+}
+
+void Cluster::send_heartbeat(NodeId to) {
+  auto lost = lost_set();
+  send_control(to, Control::heartbeat, [&](WireOutputArchive& ar) { ar(lost); });
+}
+
+void Cluster::tick() {
+  if (done_.load()) return;
+  detector_->tick(steady_clock::now());
+}
+
+void Cluster::expelled() {
+  std::fprintf(stderr,
+               "troupe: node %u: the other nodes declared this node lost (it was silent for longer than the "
+               "heartbeat timeout); a lost node stays lost, so it stops now\n",
+               self_);
+  std::fflush(stderr);
+  std::_Exit(70);
 }
 
 void Cluster::on_lost(std::function<void(NodeId)> listener) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/detector.hpp"
 #include "transport/engine.hpp"
 #include "troupe/clock.hpp"
 #include "troupe/cluster.hpp"
@@ -56,9 +57,17 @@ class Cluster {
   void count_delivered(NodeId from) noexcept { delivered_[from].fetch_add(1, std::memory_order_relaxed); }
 
   // ---- loss ------------------------------------------------------------------
-  /// Declares a node lost, for good. Listeners run once per lost node.
+  /// Declares a node lost, for good, here. Listeners run once per lost node.
   void declare_lost(NodeId n);
   void on_lost(std::function<void(NodeId)> listener);
+  /// This node found n dead: declare it and spread the news.
+  void confirm_lost(NodeId n);
+  /// The nodes lost so far, sorted.
+  std::vector<NodeId> lost_set() const;
+  /// Failure detection: run from the progress thread every few milliseconds.
+  void tick();
+  void send_heartbeat(NodeId to);
+  std::chrono::steady_clock::time_point last_heard(NodeId n) const { return engine_.last_heard(n); }
 
   // ---- shutdown ------------------------------------------------------------
   /// The termination protocol: returns once every live node called finish()
@@ -74,6 +83,10 @@ class Cluster {
     std::uint64_t delivered = 0;
   };
   NodeId coordinator() const;
+  /// Merges a lost set heard from another node; true if it taught us something.
+  bool merge_lost(const std::vector<NodeId>& lost);
+  void broadcast_lost(NodeId root, const std::vector<NodeId>& lost);
+  [[noreturn]] void expelled();
   Status local_status() const;
   void run_coordinator(std::chrono::steady_clock::time_point now);
 
@@ -92,6 +105,7 @@ class Cluster {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::function<void(NodeId)>> lost_listeners_;
+  std::unique_ptr<FailureDetector> detector_;
 
   // termination protocol (under mu_)
   std::atomic<bool> in_finish_{false};

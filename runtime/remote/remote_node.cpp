@@ -186,7 +186,9 @@ RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
   waiter_ = std::make_unique<Waiter>(*this);
   core_.set_waiter(waiter_.get());
   core_.set_remote(this);
-  engine_->start_progress_thread(nullptr, std::chrono::microseconds(100000), [this] { start_polling(); });
+  // The progress thread also runs failure detection, every 10 ms.
+  engine_->start_progress_thread([this] { cluster_->tick(); }, std::chrono::microseconds(10000),
+                                 [this] { start_polling(); });
 }
 
 void RemoteNode::start_polling() {

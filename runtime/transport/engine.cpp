@@ -39,6 +39,9 @@ Engine::Engine(MPI_Comm comm, InboundHandler& handler) : handler_(handler) {
   MPI_Comm_size(comm_, &size);
   self_ = static_cast<NodeId>(rank);
   for (int i = 0; i < size; ++i) peers_.push_back(std::make_unique<Peer>());
+  heard_.reset(new std::atomic<std::int64_t>[static_cast<std::size_t>(size)]);
+  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  for (int i = 0; i < size; ++i) heard_[static_cast<std::size_t>(i)].store(now);
   for (int i = 0; i < size; ++i) sources_.push_back(std::make_unique<Source>());
 }
 
@@ -235,6 +238,7 @@ bool Engine::probe_frames() {
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     const auto from = static_cast<NodeId>(st.MPI_SOURCE);
+    heard_[from].store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     auto buf = std::make_unique<ByteBuffer>();
     buf->resize(static_cast<std::size_t>(count));
     MPI_Request req = MPI_REQUEST_NULL;
@@ -482,6 +486,12 @@ void Engine::mark_lost(NodeId n) {
 }
 
 bool Engine::alive(NodeId n) const { return n < peers_.size() && peers_[n]->alive.load(); }
+
+std::chrono::steady_clock::time_point Engine::last_heard(NodeId n) const {
+  if (n >= peers_.size()) return {};
+  return std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(heard_[n].load(std::memory_order_relaxed)));
+}
 
 bool Engine::quiet() const {
   if (outq_size_.load(std::memory_order_acquire) != 0) return false;

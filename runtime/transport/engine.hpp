@@ -107,6 +107,8 @@ class Engine {
   /// requests abandoned (never waited on), what it sends later is ignored.
   void mark_lost(NodeId n);
   bool alive(NodeId n) const;
+  /// When something last arrived from n (failure detection).
+  std::chrono::steady_clock::time_point last_heard(NodeId n) const;
 
   /// Nothing waits to be sent or delivered locally (in-flight sends may remain).
   bool quiet() const;
@@ -177,6 +179,7 @@ class Engine {
   NodeId self_ = 0;
   InboundHandler& handler_;
   std::vector<std::unique_ptr<Peer>> peers_;
+  std::unique_ptr<std::atomic<std::int64_t>[]> heard_;  // steady_clock ticks, per peer
   std::vector<std::unique_ptr<Source>> sources_;
   std::vector<NodeId> dirty_;
 

@@ -1,0 +1,84 @@
+#include "detector.hpp"
+
+#include <algorithm>
+
+#include "cluster.hpp"
+
+namespace troupe::detail {
+
+FailureDetector::FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout)
+    : cluster_(cluster),
+      period_(period),
+      timeout_(timeout),
+      next_beat_(Clock::now()),
+      watching_(kInvalidNode),
+      watch_since_(Clock::now()) {}
+
+NodeId FailureDetector::successor() const {
+  const NodeId self = cluster_.self();
+  const NodeId n = static_cast<NodeId>(cluster_.size());
+  for (NodeId k = 1; k < n; ++k) {
+    NodeId c = (self + k) % n;
+    if (cluster_.alive(c)) return c;
+  }
+  return self;
+}
+
+NodeId FailureDetector::predecessor() const {
+  const NodeId self = cluster_.self();
+  const NodeId n = static_cast<NodeId>(cluster_.size());
+  for (NodeId k = 1; k < n; ++k) {
+    NodeId c = (self + n - k) % n;
+    if (cluster_.alive(c)) return c;
+  }
+  return self;
+}
+
+void FailureDetector::tick(Clock::time_point now) {
+  NodeId beat_to = kInvalidNode, suspect = kInvalidNode;
+  {
+    std::lock_guard lk(mu_);
+    if (now >= next_beat_) {
+      next_beat_ = now + period_;
+      beat_to = successor();
+    }
+    const NodeId p = predecessor();
+    if (p != cluster_.self()) {
+      if (p != watching_) {  // a new predecessor gets a fresh grace period
+        watching_ = p;
+        watch_since_ = now;
+      }
+      const auto heard = std::max(cluster_.last_heard(p), watch_since_);
+      if (now - heard > timeout_) suspect = p;
+    }
+  }
+  if (beat_to != kInvalidNode && beat_to != cluster_.self()) cluster_.send_heartbeat(beat_to);
+  if (suspect != kInvalidNode) cluster_.confirm_lost(suspect);
+}
+
+void FailureDetector::on_lost(NodeId n, Clock::time_point now) {
+  std::lock_guard lk(mu_);
+  if (n == watching_) {
+    watching_ = kInvalidNode;  // re-chosen (with grace) on the next tick
+    watch_since_ = now;
+  }
+}
+
+std::vector<NodeId> FailureDetector::tree_children(const std::vector<NodeId>& live, NodeId root, NodeId self) {
+  std::vector<NodeId> out;
+  const auto m = live.size();
+  auto r = std::find(live.begin(), live.end(), root);
+  auto s = std::find(live.begin(), live.end(), self);
+  if (r == live.end() || s == live.end()) return out;
+  const std::size_t ri = static_cast<std::size_t>(r - live.begin());
+  const std::size_t si = static_cast<std::size_t>(s - live.begin());
+  const std::size_t i = (si + m - ri) % m;  // relative index
+  for (std::size_t step = 1; step < m; step <<= 1) {
+    if (step <= i) continue;  // children are at distances larger than ours
+    if (i + step >= m) break;
+    out.push_back(live[(ri + i + step) % m]);
+  }
+  return out;
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,54 @@
+// FailureDetector: the heartbeat ring. Every node sends a heartbeat to its
+// successor among the live nodes each period, and watches its predecessor: if
+// nothing at all arrives from it within the timeout, the predecessor is
+// declared lost. Per node that is one message sent and one received per
+// period, whatever the size of the job. When the watched node is lost the
+// detector watches the next live predecessor, after a fresh grace period.
+//
+// Failure news then spreads along a binomial tree rooted at the detecting node
+// (O(log n) hops), and every heartbeat carries the sender's lost set, so a node
+// the tree missed still learns it from its ring neighbour: all survivors end
+// with the same lost set, and a node declared lost stays lost.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "troupe/fwd.hpp"
+
+namespace troupe::detail {
+
+class Cluster;
+
+class FailureDetector {
+ public:
+  using Clock = std::chrono::steady_clock;
+  FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout);
+
+  /// Called every few milliseconds from the progress thread.
+  void tick(Clock::time_point now);
+  /// The cluster learnt that n is lost (from us or from news).
+  void on_lost(NodeId n, Clock::time_point now);
+
+  std::chrono::milliseconds period() const noexcept { return period_; }
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+
+  /// The children of `self` in the binomial tree over `live` rooted at `root`.
+  static std::vector<NodeId> tree_children(const std::vector<NodeId>& live, NodeId root, NodeId self);
+
+ private:
+  NodeId successor() const;
+  NodeId predecessor() const;
+
+  Cluster& cluster_;
+  std::chrono::milliseconds period_;
+  std::chrono::milliseconds timeout_;
+  std::mutex mu_;
+  Clock::time_point next_beat_;
+  NodeId watching_;
+  Clock::time_point watch_since_;  // grace: the predecessor is judged from here
+};
+
+}  // namespace troupe::detail

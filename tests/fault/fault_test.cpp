@@ -1,0 +1,344 @@
+// Fault tests: ranks are SIGKILLed mid-run (under mpirun --enable-recovery).
+// Every survivor checks what it saw and writes PASS or FAIL: <why> to
+// $TROUPE_FAULT_DIR/<scenario>.<rank>; tests/fault/run_fault.sh checks that each
+// expected survivor passed. No collective runs after a rank may have died.
+//   fault_test SCENARIO
+#include <mpi.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "troupe/mpi.hpp"
+#include "troupe/remote.hpp"
+#include "troupe/troupe.hpp"
+
+using namespace std::chrono_literals;
+
+namespace ft {
+
+[[noreturn]] inline void die() {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  kill(getpid(), SIGKILL);
+  for (;;) pause();
+}
+
+/// Counts calls; SIGKILLs its own process when the count reaches die_at.
+class Victim {
+ public:
+  explicit Victim(int die_at) : die_at_(die_at) {}
+  int hit(int x) {
+    if (++count_ == die_at_) die();
+    return x + 1;
+  }
+  void die_now() { die(); }
+  int count() const { return count_; }
+
+ private:
+  int die_at_;
+  int count_ = 0;
+};
+TROUPE_REMOTE(Victim, troupe::init<int>, &Victim::hit, &Victim::die_now, &Victim::count);
+
+/// What the Recorder found when it ended (at finish()): set by its destructor.
+inline std::vector<troupe::NodeId> g_expected_senders;
+inline int g_expected_count = 0;
+inline std::string g_stream_verdict = "recorder never ended";
+
+/// Records (sender, seq); checks exactly-once, in-order delivery per sender.
+class Recorder {
+ public:
+  ~Recorder() {
+    g_stream_verdict.clear();
+    for (auto s : g_expected_senders) {
+      auto v = check(static_cast<int>(s), g_expected_count);
+      if (!v.empty()) g_stream_verdict += v + "; ";
+    }
+  }
+  void record(int sender, int seq) { seen_[sender].push_back(seq); }
+  std::string check(int sender, int expected) const {
+    auto it = seen_.find(sender);
+    int n = it == seen_.end() ? 0 : static_cast<int>(it->second.size());
+    if (n != expected) return "sender " + std::to_string(sender) + ": " + std::to_string(n) + " of " + std::to_string(expected);
+    for (int i = 0; i < n; ++i)
+      if (it->second[static_cast<std::size_t>(i)] != i) return "sender " + std::to_string(sender) + ": out of order";
+    return "";
+  }
+  std::vector<troupe::NodeId> lost_seen() const {
+    std::vector<troupe::NodeId> out;
+    for (auto& n : troupe::runtime().cluster().nodes())
+      if (!n.alive) out.push_back(n.id);
+    return out;
+  }
+
+ private:
+  std::map<int, std::vector<int>> seen_;
+};
+TROUPE_REMOTE(Recorder, troupe::init<>, &Recorder::record, &Recorder::check, &Recorder::lost_seen);
+
+/// The first actor every rank spawns is its Recorder: id 1 on every node.
+troupe::ActorRef<Recorder> recorder_of(troupe::Runtime& rt, troupe::NodeId n) { return {&rt.core(), n, 1}; }
+
+struct Outcome {
+  std::string failure;
+  void fail(const std::string& why) {
+    if (failure.empty()) failure = why;
+  }
+  void expect(bool ok, const std::string& why) {
+    if (!ok) fail(why);
+  }
+};
+
+/// Waits until the runtime sees exactly `dead` as lost (bounded).
+void expect_lost(troupe::Runtime& rt, const std::vector<troupe::NodeId>& dead, Outcome& out) {
+  const bool ok = rt.wait_cluster(
+      [&](const troupe::ClusterState& s) {
+        for (auto d : dead)
+          if (s.alive(d)) return false;
+        return s.alive_count() == s.size() - dead.size();
+      },
+      10s);
+  out.expect(ok, "the cluster did not see the lost nodes within 10 s");
+}
+
+/// Survivors stream tells to each other's Recorders while nodes die, then
+/// (after finish) check that each arrived exactly once, in order.
+constexpr int kStream = 3000;
+void stream_to_survivors(troupe::Runtime& rt, const std::vector<troupe::NodeId>& survivors, int from, int to) {
+  for (auto s : survivors)
+    for (int i = from; i < to; ++i) recorder_of(rt, s).tell<&Recorder::record>(static_cast<int>(rt.node()), i);
+}
+/// After finish(): every message sent before it was handled, and the
+/// Recorder (ended by finish) left its verdict.
+void check_streams(troupe::Runtime&, const std::vector<troupe::NodeId>&, Outcome& out) {
+  out.expect(g_stream_verdict.empty(), "streams between survivors: " + g_stream_verdict);
+}
+void expect_streams_from(const std::vector<troupe::NodeId>& survivors) {
+  g_expected_senders = survivors;
+  g_expected_count = kStream;
+}
+
+// ---- scenarios ----------------------------------------------------------------
+
+// Rank 2 dies while rank 0 streams asks to an actor on it.
+void asks_in_flight(troupe::Runtime& rt, Outcome& out) {
+  const std::vector<troupe::NodeId> survivors{0, 1, 3};
+  expect_streams_from(survivors);
+  const troupe::NodeId victim_node = 2;
+  if (rt.node() == victim_node) {
+    rt.spawn<Victim>(500);  // id 2; it dies handling its 500th ask
+    for (;;) std::this_thread::sleep_for(1s);
+  }
+  stream_to_survivors(rt, survivors, 0, kStream / 2);
+  if (rt.node() == 0) {
+    troupe::ActorRef<Victim> v(&rt.core(), victim_node, 2);
+    std::vector<std::pair<int, troupe::Future<int>>> inflight;
+    int answered = 0, lost = 0;
+    for (int i = 0; i < 5000 && lost == 0; ++i) {
+      inflight.emplace_back(i, v.ask<&Victim::hit>(i));
+      if (inflight.size() < 32) continue;
+      for (auto& [k, f] : inflight) {
+        try {
+          int r = f.get_for(10s);
+          out.expect(r == k + 1, "wrong answer");
+          ++answered;
+        } catch (const troupe::ConnectionLost& e) {
+          out.expect(e.node_id() == victim_node, std::string("ConnectionLost names the wrong node: ") + e.what());
+          ++lost;
+        } catch (const troupe::Timeout&) {
+          out.fail("an ask to the dead node hung");
+        } catch (const std::exception& e) {
+          out.fail(std::string("unexpected error: ") + e.what());
+        }
+      }
+      inflight.clear();
+    }
+    out.expect(lost > 0, "no ask failed with ConnectionLost");
+    // Replies still queued in the victim when it died are lost with it (their
+    // asks failed with ConnectionLost above); most came back.
+    out.expect(answered >= 400 && answered < 500, "answered " + std::to_string(answered) + " asks");
+    // After the loss: new calls fail at once, spawn_on fails, state shows it.
+    expect_lost(rt, {victim_node}, out);
+    auto late = v.ask<&Victim::hit>(1);
+    out.expect(late.ready(), "an ask to a lost node did not fail at once");
+    try {
+      late.get();
+      out.fail("an ask to a lost node succeeded");
+    } catch (const troupe::ConnectionLost& e) {
+      out.expect(e.node_id() == victim_node, "wrong node in ConnectionLost");
+      out.expect(std::string(e.what()).find(std::to_string(victim_node)) != std::string::npos, "unreadable message");
+    }
+    try {
+      rt.spawn_on<Victim>(victim_node, 1).get_for(5s);
+      out.fail("spawn_on a lost node succeeded");
+    } catch (const troupe::ConnectionLost&) {
+    }
+  }
+  expect_lost(rt, {victim_node}, out);
+  stream_to_survivors(rt, survivors, kStream / 2, kStream);
+  rt.finish();
+  check_streams(rt, survivors, out);
+}
+
+// Rank 1 dies holding actors that every other rank monitors.
+void monitored_actors(troupe::Runtime& rt, Outcome& out) {
+  const std::vector<troupe::NodeId> survivors{0, 2, 3};
+  expect_streams_from(survivors);
+  if (rt.node() == 1) {
+    auto v = rt.spawn<Victim>(1 << 30);  // id 2
+    (void)v;
+    rt.spawn<Victim>(1 << 30);  // id 3
+    // Die once every survivor has registered its monitors (two asks each).
+    std::this_thread::sleep_for(1500ms);
+    die();
+  }
+  std::atomic<int> fired{0}, wrong{0};
+  for (troupe::ActorId id : {2, 3}) {
+    troupe::ActorRef<Victim> v(&rt.core(), 1, id);
+    // Wait until the actor exists (rank 1 may still be starting).
+    for (int tries = 0; tries < 100; ++tries) {
+      try {
+        v.ask<&Victim::count>().get_for(5s);
+        break;
+      } catch (const troupe::ActorExited&) {
+        std::this_thread::sleep_for(10ms);
+      }
+    }
+    rt.monitor(v, [&, id](const troupe::ExitInfo& e) {
+      if (e.reason != troupe::ExitReason::node_lost || e.node != 1 || e.actor != id) wrong++;
+      fired++;
+    });
+  }
+  stream_to_survivors(rt, survivors, 0, kStream);
+  expect_lost(rt, {1}, out);
+  for (int i = 0; i < 500 && fired.load() < 2; ++i) std::this_thread::sleep_for(10ms);
+  out.expect(fired.load() == 2, "monitors fired " + std::to_string(fired.load()) + " times, not 2");
+  out.expect(wrong.load() == 0, "a monitor saw the wrong node, actor or reason");
+  // Monitoring an actor of a lost node fires at once.
+  std::atomic<int> late{0};
+  rt.monitor(troupe::ActorRef<Victim>(&rt.core(), 1, 2), [&](const troupe::ExitInfo&) { late++; });
+  for (int i = 0; i < 200 && late.load() == 0; ++i) std::this_thread::sleep_for(5ms);
+  out.expect(late.load() == 1, "a monitor on a lost node's actor did not fire");
+  rt.finish();
+  check_streams(rt, survivors, out);
+}
+
+// Ranks 1 and 2 (neighbours on the ring) die at the same moment.
+void two_at_once(troupe::Runtime& rt, Outcome& out) {
+  const std::vector<troupe::NodeId> survivors{0, 3, 4};
+  expect_streams_from(survivors);
+  if (rt.node() == 1 || rt.node() == 2) {
+    rt.spawn<Victim>(1 << 30);  // id 2
+    std::this_thread::sleep_for(1s);
+    die();
+  }
+  std::vector<troupe::Future<int>> pending;
+  for (troupe::NodeId n : {1u, 2u}) {
+    troupe::ActorRef<Victim> v(&rt.core(), n, 2);
+    for (int tries = 0; tries < 100; ++tries) {
+      try {
+        v.ask<&Victim::count>().get_for(5s);
+        break;
+      } catch (const troupe::ActorExited&) {
+        std::this_thread::sleep_for(10ms);
+      }
+    }
+  }
+  stream_to_survivors(rt, survivors, 0, kStream / 2);
+  std::this_thread::sleep_for(1200ms);  // they are dead by now, not yet declared
+  for (troupe::NodeId n : {1u, 2u}) pending.push_back(troupe::ActorRef<Victim>(&rt.core(), n, 2).ask<&Victim::hit>(0));
+  for (std::size_t i = 0; i < pending.size(); ++i) {
+    try {
+      pending[i].get_for(10s);
+      out.fail("an ask to a dead node succeeded");
+    } catch (const troupe::ConnectionLost& e) {
+      out.expect(e.node_id() == i + 1, "ConnectionLost names the wrong node");
+    } catch (const std::exception& e) {
+      out.fail(std::string("ask to a dead node: ") + e.what());
+    }
+  }
+  expect_lost(rt, {1, 2}, out);
+  stream_to_survivors(rt, survivors, kStream / 2, kStream);
+  // Every survivor agrees on the lost set.
+  for (auto s : survivors) {
+    auto lost = recorder_of(rt, s).ask<&Recorder::lost_seen>().get_for(10s);
+    out.expect(lost == std::vector<troupe::NodeId>{1, 2}, "node " + std::to_string(s) + " disagrees on the lost set");
+  }
+  rt.finish();
+  check_streams(rt, survivors, out);
+}
+
+// Rank 0 (the first coordinator of finish, and a ring member) dies.
+void rank0_dies(troupe::Runtime& rt, Outcome& out) {
+  const std::vector<troupe::NodeId> survivors{1, 2, 3};
+  expect_streams_from(survivors);
+  if (rt.node() == 0) {
+    rt.spawn<Victim>(1 << 30);  // id 2
+    std::this_thread::sleep_for(800ms);
+    die();
+  }
+  troupe::ActorRef<Victim> v(&rt.core(), 0, 2);
+  for (int tries = 0; tries < 100; ++tries) {
+    try {
+      v.ask<&Victim::count>().get_for(5s);
+      break;
+    } catch (const troupe::ActorExited&) {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  stream_to_survivors(rt, survivors, 0, kStream / 2);
+  auto doomed = v.ask<&Victim::hit>(0);  // rank 0 is alive now, or dying
+  std::this_thread::sleep_for(1s);
+  try {
+    doomed.get_for(10s);
+  } catch (const troupe::ConnectionLost& e) {
+    out.expect(e.node_id() == 0, "wrong node");
+  } catch (const std::exception& e) {
+    out.fail(std::string("ask to rank 0: ") + e.what());
+  }
+  expect_lost(rt, {0}, out);
+  stream_to_survivors(rt, survivors, kStream / 2, kStream);
+  rt.finish();  // coordinated by node 1 now
+  check_streams(rt, survivors, out);
+}
+
+}  // namespace ft
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const std::string scenario = argc > 1 ? argv[1] : "";
+  const char* dir = std::getenv("TROUPE_FAULT_DIR");
+  ft::Outcome out;
+  try {
+    troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+    rt.spawn<ft::Recorder>();  // id 1 everywhere
+    if (scenario == "asks_in_flight") ft::asks_in_flight(rt, out);
+    else if (scenario == "monitored_actors") ft::monitored_actors(rt, out);
+    else if (scenario == "two_at_once") ft::two_at_once(rt, out);
+    else if (scenario == "rank0_dies") ft::rank0_dies(rt, out);
+    else out.fail("unknown scenario '" + scenario + "'");
+  } catch (const std::exception& e) {
+    out.fail(std::string("exception: ") + e.what());
+  }
+  std::printf("[rank %d] %s: %s\n", rank, scenario.c_str(), out.failure.empty() ? "PASS" : out.failure.c_str());
+  std::fflush(stdout);
+  MPI_Finalize();
+  // Written last: the verdict also says this survivor got through MPI_Finalize.
+  if (dir != nullptr) {
+    std::ofstream f(std::string(dir) + "/" + scenario + "." + std::to_string(rank));
+    f << (out.failure.empty() ? "PASS" : "FAIL: " + out.failure) << "\n";
+  }
+  return out.failure.empty() ? 0 : 1;
+}
