@@ -7,3 +7,4 @@ export OMPI_ALLOW_RUN_AS_ROOT=1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 export HYDRA_IFACE=lo
+export OMPI_MCA_async_mpi_finalize=1  # no fence with dead ranks inside MPI_Finalize

@@ -10,6 +10,9 @@
 //     rt.finish();
 //   }
 //   MPI_Finalize();
+//
+// With Open MPI, set OMPI_MCA_async_mpi_finalize=1 (before MPI_Init) if ranks
+// may die: otherwise MPI_Finalize waits in a fence that includes the dead.
 #pragma once
 
 #include <mpi.h>

@@ -55,6 +55,10 @@ Runtime::Runtime(int& argc, char**& argv, Config cfg) {
   MPI_Initialized(&initialised);
   bool owns = false;
   if (!initialised) {
+    // finish() already synchronises the live nodes; the fence Open MPI runs
+    // inside MPI_Finalize also waits for lost ranks and can hang after a
+    // death. Skip it (the user's own setting wins).
+    setenv("OMPI_MCA_async_mpi_finalize", "1", 0);
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     if (provided < MPI_THREAD_SERIALIZED) {
