@@ -21,7 +21,9 @@ class ClusterState {
   ClusterState() = default;
   explicit ClusterState(std::vector<NodeInfo> nodes) : nodes_(std::move(nodes)) {}
 
-  const std::vector<NodeInfo>& nodes() const noexcept { return nodes_; }
+  const std::vector<NodeInfo>& nodes() const& noexcept { return nodes_; }
+  /// On a temporary (rt.cluster().nodes()), a copy: a reference would dangle.
+  std::vector<NodeInfo> nodes() && { return std::move(nodes_); }
   std::size_t size() const noexcept { return nodes_.size(); }
   const NodeInfo& node(NodeId id) const { return nodes_.at(id); }
   bool alive(NodeId id) const noexcept { return id < nodes_.size() && nodes_[id].alive; }

@@ -51,6 +51,12 @@ class RemoteError : public Error {
   std::string message_;
 };
 
+/// No actor is registered under that name (on that node, or in the registry).
+class NameNotFound : public Error {
+ public:
+  using Error::Error;
+};
+
 /// A wait with a deadline expired.
 class Timeout : public Error {
  public:

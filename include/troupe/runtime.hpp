@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -16,6 +17,7 @@
 #include "troupe/clock.hpp"
 #include "troupe/cluster.hpp"
 #include "troupe/config.hpp"
+#include "troupe/dispatch.hpp"
 #include "troupe/detail/core.hpp"
 #include "troupe/detail/method_traits.hpp"
 #include "troupe/future.hpp"
@@ -24,6 +26,9 @@
 namespace troupe {
 
 class Role;
+class Registry;
+class Groups;
+template <class T> class Target;
 struct AdoptedComm;
 class Registry;
 class Groups;
@@ -37,6 +42,7 @@ struct MonitorId {
 
 namespace detail {
 class Cluster;
+class NameServices;
 /// spawn_on's view of a class registered with TROUPE_REMOTE (see troupe/remote.hpp).
 template <class T> struct RemoteInit;
 }  // namespace detail
@@ -135,6 +141,30 @@ class Runtime {
   /// This node's hybrid logical clock; every remote message carries and merges it.
   HybridClock& clock() noexcept { return core_->clock(); }
 
+  // ---- names, roles, dispatchers, registry, groups (troupe/role.hpp, troupe/registry.hpp)
+  /// The nodes of a role (may be empty), with its communicator and dispatchers.
+  Role role(const std::string& name);
+  /// Registers a local actor under a per-node name (what dispatchers target).
+  /// The name disappears when the actor exits.
+  template <class T>
+  void register_local(const std::string& name, const ActorRef<T>& ref) {
+    if (!ref.cell()) throw Error("troupe: register_local needs an actor of this node");
+    core_->register_local(name, ref.cell());
+  }
+  void unregister_local(const std::string& name) { core_->unregister_local(name); }
+  /// A user-defined dispatch strategy, usable as Role::dispatch<T>(name, ...)
+  /// on every node that registers it under the same name.
+  void register_dispatcher(const std::string& name, DispatchFn fn);
+  Registry& registry();
+  Groups& groups();
+  /// "@name" addressing: the registry entry (actor or dispatcher) named name,
+  /// looked up at each send.
+  template <class T>
+  Target<T> at(std::string name) {
+    if (!name.empty() && name[0] == '@') name.erase(0, 1);
+    return Target<T>(*this, registry(), std::move(name));
+  }
+
   /// Graceful shutdown. Local runtime: waits until no actor has work, then ends
   /// all actors. Cluster: collective over the live nodes; every message sent
   /// before finish() is delivered and handled first. Returns the exit code (0).
@@ -142,6 +172,7 @@ class Runtime {
 
   // ---- internal --------------------------------------------------------------
   detail::Core& core() noexcept { return *core_; }
+  detail::NameServices& names();
 
  private:
   MonitorId monitor_impl(NodeId node, ActorId actor, const std::shared_ptr<detail::ActorCell>& cell,
@@ -155,6 +186,8 @@ class Runtime {
 
   std::unique_ptr<detail::Core> core_;
   std::unique_ptr<detail::RemoteLink> link_;
+  std::once_flag names_once_;
+  std::unique_ptr<detail::NameServices, void (*)(detail::NameServices*)> names_{nullptr, nullptr};
   int finished_ = -1;
 };
 

@@ -5,6 +5,7 @@
 #include "troupe/config.hpp"
 #include "troupe/error.hpp"
 #include "troupe/future.hpp"
+#include "troupe/registry.hpp"
 #include "troupe/runtime.hpp"
 #include "troupe/task.hpp"
 #include "troupe/timer.hpp"

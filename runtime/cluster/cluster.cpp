@@ -51,18 +51,45 @@ bool Cluster::wait(const std::function<bool(const ClusterState&)>& pred, steady_
   }
 }
 
-void Cluster::send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body) {
+void Cluster::send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body, bool work) {
+  if (!alive(to)) return;
   auto* e = new OutEnvelope();
   e->dest = to;
-  e->work = false;
+  e->work = work;
   EnvelopeWriter w(e->bytes);
-  w.begin(Kind::control, self_, 0, 0, static_cast<std::uint64_t>(type), clock().now().raw);
+  w.begin(Kind::control, self_, 0, 0, static_cast<std::uint64_t>(type), clock().now().raw, work ? kFlagWork : 0);
   {
     WireOutputArchive ar(e->bytes, nullptr);
     if (body) body(ar);
   }
   w.finish(nullptr, 0);
+  if (work) count_sent(to);
   engine_.send(e);
+}
+
+void Cluster::set_extra_control(std::function<void(NodeId, std::uint64_t, WireInputArchive&)> handler) {
+  std::vector<Stashed> early;
+  {
+    std::lock_guard lk(mu_);
+    extra_control_ = handler;
+    if (handler) early.swap(stash_);
+  }
+  for (auto& m : early) {
+    WireInputArchive ar(m.payload->data(), m.payload->size(), nullptr, 0);
+    handler(m.from, m.type, ar);
+  }
+}
+
+void Cluster::on_control_bytes(NodeId from, std::uint64_t type, std::shared_ptr<ByteBuffer> payload) {
+  if (type >= static_cast<std::uint64_t>(Control::replicate)) {
+    std::lock_guard lk(mu_);
+    if (!extra_control_) {
+      stash_.push_back(Stashed{from, type, std::move(payload)});
+      return;
+    }
+  }
+  WireInputArchive ar(payload->data(), payload->size(), nullptr, 0);
+  on_control(from, type, ar);
 }
 
 void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) {
@@ -107,8 +134,15 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       broadcast_lost(root, lost);  // our part of the root's tree
       break;
     }
-    default:
-      break;  // unknown control types from newer peers are ignored
+    default: {
+      std::function<void(NodeId, std::uint64_t, WireInputArchive&)> h;
+      {
+        std::lock_guard lk(mu_);
+        h = extra_control_;
+      }
+      if (h) h(from, type, ar);  // otherwise: a type from a newer peer, ignored
+      break;
+    }
   }
   cv_.notify_all();
 }

@@ -32,6 +32,8 @@ enum class Control : std::uint32_t {
   finish_ack = 4,     ///< -> coordinator: done received
   heartbeat = 16,     ///< -> the node that watches me
   lost = 17,          ///< failure news: these nodes are lost (gossiped)
+  replicate = 32,     ///< registry and groups: an update to apply (32..47 are theirs)
+  replicate_ack = 33,
 };
 
 class Cluster {
@@ -48,10 +50,16 @@ class Cluster {
   bool wait(const std::function<bool(const ClusterState&)>& pred, std::chrono::steady_clock::time_point deadline);
 
   // ---- messages ------------------------------------------------------------
-  /// Encodes and sends a control message: body(ar) writes its payload.
-  void send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body);
+  /// Encodes and sends a control message: body(ar) writes its payload. Work
+  /// messages are counted, so finish() waits until they are handled.
+  void send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body, bool work = false);
+  /// Control types this layer does not know go to this handler (the registry's).
+  void set_extra_control(std::function<void(NodeId, std::uint64_t, WireInputArchive&)> handler);
   /// A control message arrived (called at delivery, in order per source).
   void on_control(NodeId from, std::uint64_t type, WireInputArchive& ar);
+  /// The same, from its bytes: types meant for the extra handler wait (in
+  /// order) until it is set, so nothing sent early is lost.
+  void on_control_bytes(NodeId from, std::uint64_t type, std::shared_ptr<ByteBuffer> payload);
   /// Work accounting for the termination protocol.
   void count_sent(NodeId to) noexcept { sent_[to].fetch_add(1, std::memory_order_relaxed); }
   void count_delivered(NodeId from) noexcept { delivered_[from].fetch_add(1, std::memory_order_relaxed); }
@@ -106,6 +114,13 @@ class Cluster {
   std::condition_variable cv_;
   std::vector<std::function<void(NodeId)>> lost_listeners_;
   std::unique_ptr<FailureDetector> detector_;
+  std::function<void(NodeId, std::uint64_t, WireInputArchive&)> extra_control_;
+  struct Stashed {
+    NodeId from;
+    std::uint64_t type;
+    std::shared_ptr<ByteBuffer> payload;
+  };
+  std::vector<Stashed> stash_;  // extra control messages that came before their handler
 
   // termination protocol (under mu_)
   std::atomic<bool> in_finish_{false};

@@ -51,6 +51,30 @@ void Core::remove_cell(ActorId id) noexcept { table_->remove(id); }
 std::shared_ptr<ActorCell> Core::find_cell(ActorId id) const { return table_->find(id); }
 std::size_t Core::actor_count() const noexcept { return table_->size(); }
 
+void Core::register_local(const std::string& name, const std::shared_ptr<ActorCell>& cell) {
+  {
+    std::lock_guard lk(names_mu_);
+    names_[name] = cell;
+  }
+  const ActorId id = cell->id();
+  cell->add_monitor([this, name, id](const ExitInfo&) {
+    std::lock_guard lk(names_mu_);
+    auto it = names_.find(name);
+    if (it != names_.end() && it->second->id() == id) names_.erase(it);
+  });
+}
+
+void Core::unregister_local(const std::string& name) noexcept {
+  std::lock_guard lk(names_mu_);
+  names_.erase(name);
+}
+
+std::shared_ptr<ActorCell> Core::find_local(const std::string& name) const {
+  std::lock_guard lk(names_mu_);
+  auto it = names_.find(name);
+  return it == names_.end() || it->second->exited() ? nullptr : it->second;
+}
+
 void Core::post(UniqueFunction<void()> f) {
   work_started();
   sched_->post([this, f = std::move(f)]() mutable {
@@ -114,6 +138,10 @@ void Core::shutdown() noexcept {
   wait_quiescent();
   for (auto& cell : table_->snapshot()) cell->enqueue_system(new ExitMessage(ExitReason::shutdown));
   wait_quiescent();
+  {
+    std::lock_guard lk(names_mu_);
+    names_.clear();
+  }
   sched_->shutdown();
   timers_->shutdown();
 }

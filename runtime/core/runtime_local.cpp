@@ -9,6 +9,7 @@
 namespace troupe {
 
 Runtime::~Runtime() {
+  names_.reset();
   link_.reset();  // the cluster side goes first: it may still deliver to actors
   core_.reset();
 }

@@ -1,8 +1,10 @@
 #include "remote_node.hpp"
 
 #include <cereal/details/helpers.hpp>
+#include <cereal/types/string.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -180,6 +182,13 @@ RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
     const char* rec = all.data() + static_cast<std::size_t>(i) * 2 * kField;
     nodes.push_back(NodeInfo{static_cast<NodeId>(i), std::string(rec + kField), std::string(rec), true});
   }
+  // One communicator per role: a rank group for the application's collectives.
+  std::vector<std::string> roles;
+  for (auto& n : nodes) roles.push_back(n.role);
+  std::sort(roles.begin(), roles.end());
+  roles.erase(std::unique(roles.begin(), roles.end()), roles.end());
+  const int color = static_cast<int>(std::lower_bound(roles.begin(), roles.end(), core_.config().role) - roles.begin());
+  MPI_Comm_split(comm, color, static_cast<int>(engine_->self()), &role_comm_);
   cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
   cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
 
@@ -236,12 +245,12 @@ RemoteNode::~RemoteNode() {
 // ---- sending ----------------------------------------------------------------
 
 std::unique_ptr<OutEnvelope> RemoteNode::envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target,
-                                                  std::uint64_t id) {
+                                                  std::uint64_t id, std::uint32_t flags) {
   auto e = std::make_unique<OutEnvelope>();
   e->dest = to;
   e->work = counts_as_work(kind);
   EnvelopeWriter w(e->bytes);
-  w.begin(kind, engine_->self(), corr, target, id, core_.clock().now().raw);
+  w.begin(kind, engine_->self(), corr, target, id, core_.clock().now().raw, flags);
   return e;
 }
 
@@ -285,6 +294,14 @@ std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
 }
 
 void RemoteNode::send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) {
+  send_call_to(node, actor, nullptr, std::move(call));
+}
+
+void RemoteNode::send_named(NodeId node, const std::string& name, std::unique_ptr<CallBase> call) {
+  send_call_to(node, 0, &name, std::move(call));
+}
+
+void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call) {
   const MethodEntry* m = WireRegistry::instance().method(call->tag);
   if (m == nullptr) {
     auto e = std::make_exception_ptr(UnknownType(std::string("troupe: ") + call->tag->debug_name +
@@ -301,10 +318,11 @@ void RemoteNode::send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase>
   } else if (!cluster_->alive(node)) {
     return;  // a tell to a lost node is dropped, like one to an exited actor
   }
-  auto e = envelope(node, Kind::call, corr, actor, m->id);
+  auto e = envelope(node, Kind::call, corr, actor, m->id, name != nullptr ? kFlagNamed : 0);
   e->kind_tell = corr == 0;
   try {
     WireOutputArchive ar(e->bytes, &e->segments);
+    if (name != nullptr) ar(*name);
     m->encode_args(*call, ar);
   } catch (...) {
     auto err = std::current_exception();
@@ -360,6 +378,18 @@ void RemoteNode::mailbox_size(NodeId node, ActorId actor, Promise<std::size_t> p
   const auto corr = expect(node, std::make_unique<TypedReply<std::size_t>>(std::move(p)));
   if (corr == 0) return;
   auto e = envelope(node, Kind::mailbox, corr, actor, 0);
+  seal(*e);
+  post(std::move(e));
+}
+
+void RemoteNode::mailbox_size_named(NodeId node, const std::string& name, Promise<std::size_t> p) {
+  const auto corr = expect(node, std::make_unique<TypedReply<std::size_t>>(std::move(p)));
+  if (corr == 0) return;
+  auto e = envelope(node, Kind::mailbox, corr, 0, 0, kFlagNamed);
+  {
+    WireOutputArchive ar(e->bytes, nullptr);
+    ar(name);
+  }
   seal(*e);
   post(std::move(e));
 }
@@ -476,10 +506,10 @@ std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
       if (!env.segment_sizes.empty()) return nullptr;
       auto payload = std::make_shared<ByteBuffer>();
       payload->append(env.payload, env.payload_size);
-      return at_delivery([this, from, payload, type = env.id] {
+      return at_delivery([this, from, payload, type = env.id, work = (env.flags & kFlagWork) != 0] {
+        if (work) cluster_->count_delivered(from);
         try {
-          WireInputArchive ar(payload->data(), payload->size(), nullptr, 0);
-          cluster_->on_control(from, type, ar);
+          cluster_->on_control_bytes(from, type, payload);
         } catch (const std::exception& e) {
           std::fprintf(stderr, "troupe: node %u: bad control message from node %u: %s\n", engine_->self(), from,
                        e.what());
@@ -513,8 +543,26 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     return refuse(std::make_exception_ptr(UnknownType("troupe: node " + std::to_string(engine_->self()) +
                                                       " does not know method id " + std::to_string(env.id) +
                                                       " (not registered with TROUPE_REMOTE in its build?)")));
-  auto cell = core_.find_cell(env.target);
-  if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
+  std::shared_ptr<ActorCell> cell;
+  if (env.flags & kFlagNamed) {
+    // The payload starts with the name; the arguments follow it.
+    std::string name;
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      ar(name);
+      env.payload += ar.position();
+      env.payload_size -= ar.position();
+    } catch (...) {
+      return refuse(as_decode_error(std::current_exception()));
+    }
+    cell = core_.find_local(name);
+    if (!cell)
+      return refuse(std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" + name + "' on node " +
+                                                         std::to_string(engine_->self()))));
+  } else {
+    cell = core_.find_cell(env.target);
+    if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
+  }
   if (cell->type() != m->cls)
     return refuse(std::make_exception_ptr(UnknownType("troupe: " + m->name + " called on an actor of class " +
                                                       cell->type()->debug_name)));
@@ -643,8 +691,32 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
   const auto target = env.target;
   const auto corr = env.corr;
   const auto id = env.id;
-  return at_delivery([this, from, kind, target, corr, id] {
+  std::string name;
+  if (env.flags & kFlagNamed) {
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      ar(name);
+    } catch (...) {
+      auto err = as_decode_error(std::current_exception());
+      return at_delivery([this, from, corr, err] {
+        cluster_->count_delivered(from);
+        if (corr != 0) reply_error(from, corr, err);
+      });
+    }
+  }
+  return at_delivery([this, from, kind, target, corr, id, name = std::move(name)] {
     cluster_->count_delivered(from);
+    if (!name.empty()) {
+      if (kind == Kind::mailbox) {
+        auto cell = core_.find_local(name);
+        if (!cell)
+          return reply_error(from, corr,
+                             std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" + name +
+                                                                  "' on node " + std::to_string(engine_->self()))));
+        reply_value(from, corr, std::make_unique<ValueWriter<std::size_t>>(cell->mailbox_size()));
+      }
+      return;
+    }
     switch (kind) {
       case Kind::stop:
         if (auto cell = core_.find_cell(target)) cell->request_stop();

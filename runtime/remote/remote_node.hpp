@@ -25,6 +25,8 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   ~RemoteNode() override;
 
   Cluster& cluster() noexcept { return *cluster_; }
+  /// This node's role communicator (made at start-up with MPI_Comm_split).
+  MPI_Comm role_comm() const noexcept { return role_comm_; }
   Engine& engine() noexcept { return *engine_; }
 
   // RemoteLink
@@ -34,6 +36,8 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) override;
   void demonitor(NodeId node, ActorId actor, std::uint64_t token) override;
   void mailbox_size(NodeId node, ActorId actor, Promise<std::size_t> p) override;
+  void send_named(NodeId node, const std::string& name, std::unique_ptr<CallBase> call) override;
+  void mailbox_size_named(NodeId node, const std::string& name, Promise<std::size_t> p) override;
   void spawn(NodeId node, const TypeTag* type, const void* init,
              UniqueFunction<void(ActorId, std::exception_ptr)> done) override;
   int finish() override;
@@ -73,7 +77,8 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   };
 
   std::unique_ptr<OutEnvelope> envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target,
-                                        std::uint64_t id);
+                                        std::uint64_t id, std::uint32_t flags = 0);
+  void send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call);
   void seal(OutEnvelope& e);
   void post(std::unique_ptr<OutEnvelope> e);
   /// Registers an ask's reply handler, unless the node is already lost.
@@ -92,6 +97,7 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   bool owns_mpi_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Cluster> cluster_;
+  MPI_Comm role_comm_ = MPI_COMM_NULL;
   std::atomic<bool> closed_{false};
   bool finalized_ = false;
 

@@ -39,6 +39,9 @@ WireError WireError::from(std::exception_ptr e, NodeId self) {
   } catch (const DecodeError& x) {
     w.code = decode_error;
     w.message = x.what();
+  } catch (const NameNotFound& x) {
+    w.code = name_not_found;
+    w.message = x.what();
   } catch (const Timeout& x) {
     w.code = timeout;
     w.message = x.what();
@@ -65,6 +68,7 @@ std::exception_ptr WireError::to_exception(NodeId from) const {
     case decode_error: return std::make_exception_ptr(DecodeError(message));
     case connection_lost: return std::make_exception_ptr(ConnectionLost(node, message));
     case timeout: return std::make_exception_ptr(Timeout(message));
+    case name_not_found: return std::make_exception_ptr(NameNotFound(message));
     default: return std::make_exception_ptr(RemoteError(from, type, message));
   }
 }

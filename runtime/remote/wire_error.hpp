@@ -21,6 +21,7 @@ struct WireError {
     decode_error = 4,
     connection_lost = 5,
     timeout = 6,
+    name_not_found = 7,
   };
   std::uint8_t code = remote_exception;
   std::string type;

@@ -54,7 +54,11 @@ Engine::~Engine() {
   for (auto& s : sources_)
     for (auto& f : s->frames) abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
   for (auto& m : seg_meta_) abandoned_.push_back(m.owner);
-  for (auto& p : abandoned_) new std::shared_ptr<void>(std::move(p));  // deliberately leaked
+  // Kept reachable for the rest of the process (not freed, not reported).
+  static auto* graveyard = new std::vector<std::shared_ptr<void>>();
+  static std::mutex graveyard_mu;
+  std::lock_guard glk(graveyard_mu);
+  for (auto& p : abandoned_) graveyard->push_back(std::move(p));
   while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) delete e;
   for (auto& p : peers_)
     for (auto* e : p->outbox) delete e;

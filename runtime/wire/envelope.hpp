@@ -52,6 +52,10 @@ enum class Kind : std::uint8_t {
   control = 64,  ///< id = control message type; payload = its body
 };
 
+/// Envelope flags.
+inline constexpr std::uint32_t kFlagNamed = 1;  ///< target is a per-node name, first in the payload
+inline constexpr std::uint32_t kFlagWork = 2;   ///< a control message counted as work (finish waits for it)
+
 /// Kinds that carry application work, counted by the termination detector.
 inline bool counts_as_work(Kind k) noexcept { return static_cast<std::uint8_t>(k) < 64; }
 

@@ -9,6 +9,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "troupe/clock.hpp"
@@ -42,6 +44,9 @@ class RemoteLink {
   virtual std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) = 0;
   virtual void demonitor(NodeId node, ActorId actor, std::uint64_t token) = 0;
   virtual void mailbox_size(NodeId node, ActorId actor, Promise<std::size_t> p) = 0;
+  /// The same two, addressed to the actor registered under `name` on that node.
+  virtual void send_named(NodeId node, const std::string& name, std::unique_ptr<CallBase> call) = 0;
+  virtual void mailbox_size_named(NodeId node, const std::string& name, Promise<std::size_t> p) = 0;
   /// Spawns on another node: init points to the class's init tuple.
   virtual void spawn(NodeId node, const TypeTag* type, const void* init,
                      UniqueFunction<void(ActorId, std::exception_ptr)> done) = 0;
@@ -82,6 +87,12 @@ class Core {
   std::shared_ptr<ActorCell> find_cell(ActorId id) const;
   std::size_t actor_count() const noexcept;
 
+  /// Per-node names: an actor of this node registered under a name. A name
+  /// disappears when its actor exits; registering it again rebinds it.
+  void register_local(const std::string& name, const std::shared_ptr<ActorCell>& cell);
+  void unregister_local(const std::string& name) noexcept;
+  std::shared_ptr<ActorCell> find_local(const std::string& name) const;
+
   /// Runs f on a scheduler thread.
   void post(UniqueFunction<void()> f);
 
@@ -116,6 +127,8 @@ class Core {
   std::atomic<ActorId> next_id_{1};
   std::atomic<std::size_t> outstanding_{0};
   bool shut_down_ = false;
+  mutable std::mutex names_mu_;
+  std::unordered_map<std::string, std::shared_ptr<ActorCell>> names_;
   std::mutex periodic_mu_;
   std::vector<std::weak_ptr<TimerControl>> periodic_;
 };

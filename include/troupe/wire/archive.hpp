@@ -111,6 +111,7 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
   /// True once every inline byte and every declared segment was consumed.
   bool complete() const noexcept { return pos_ == size_ && next_seg_ == seg_count_; }
   std::size_t remaining() const noexcept { return size_ - pos_; }
+  std::size_t position() const noexcept { return pos_; }
   /// Where the declared segments must be received, in order.
   std::vector<InSegment>& destinations() noexcept { return destinations_; }
 

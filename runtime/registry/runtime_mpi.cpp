@@ -7,7 +7,8 @@
 #include <cstring>
 #include <string>
 
-#include "remote_node.hpp"
+#include "registry/name_services.hpp"
+#include "remote/remote_node.hpp"
 #include "topology/placement.hpp"
 #include "troupe/mpi.hpp"
 #include "troupe/runtime.hpp"
@@ -98,6 +99,7 @@ void Runtime::start_cluster(const void* comm, bool owns_mpi, Config cfg) {
   cfg.threads = choice.threads;
   core_ = std::make_unique<detail::Core>(*this, std::move(cfg), std::move(choice.placement));
   link_ = std::make_unique<detail::RemoteNode>(*this, *core_, *static_cast<const MPI_Comm*>(comm), owns_mpi);
+  names();  // registry and groups replicas exist from the start
 }
 
 }  // namespace troupe

@@ -1,0 +1,212 @@
+#include "name_services.hpp"
+
+#include <cereal/types/string.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "cluster/cluster.hpp"
+#include "remote/remote_node.hpp"
+#include "troupe/runtime.hpp"
+
+namespace troupe::detail {
+
+std::string group_key(const std::string& group, NodeId node, ActorId actor) {
+  return group + '\x1f' + std::to_string(node) + ':' + std::to_string(actor);
+}
+
+std::string group_of_key(const std::string& key) { return key.substr(0, key.find('\x1f')); }
+
+NameServices::NameServices(Runtime& rt)
+    : rt_(rt),
+      core_(rt.core()),
+      registry_map_(*this, 1, nullptr),
+      group_map_(*this, 2,
+                 [this](const std::string& key, const ReplEntry* before, const ReplEntry* after) {
+                   group_changed(key, before, after);
+                 }),
+      registry_(*this),
+      groups_(*this) {
+  if (auto* node = dynamic_cast<RemoteNode*>(core_.remote())) {
+    cluster_ = &node->cluster();
+    cluster_->set_extra_control([this](NodeId from, std::uint64_t type, WireInputArchive& ar) { on_control(from, type, ar); });
+    cluster_->on_lost([this, life = std::weak_ptr<bool>(life_)](NodeId n) {
+      if (life.expired()) return;
+      registry_map_.node_lost(n);
+      group_map_.node_lost(n);
+    });
+  }
+}
+
+NameServices::~NameServices() {
+  if (cluster_ != nullptr) cluster_->set_extra_control(nullptr);
+  life_.reset();
+}
+
+NodeId NameServices::self() const noexcept { return core_.node(); }
+
+void NameServices::send_update(NodeId to, std::uint8_t map, const std::string& key, const ReplEntry& e,
+                               std::uint64_t corr) {
+  cluster_->send_control(
+      to, Control::replicate, [&](WireOutputArchive& ar) { ar(map, key, e, corr); }, /*work=*/true);
+}
+
+void NameServices::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) {
+  if (type == static_cast<std::uint64_t>(Control::replicate)) {
+    std::uint8_t map = 0;
+    std::string key;
+    ReplEntry e;
+    std::uint64_t corr = 0;
+    ar(map, key, e, corr);
+    (map == 1 ? registry_map_ : group_map_).apply(key, std::move(e));
+    if (corr != 0)
+      cluster_->send_control(
+          from, Control::replicate_ack, [&](WireOutputArchive& out) { out(map, corr); }, /*work=*/true);
+  } else if (type == static_cast<std::uint64_t>(Control::replicate_ack)) {
+    std::uint8_t map = 0;
+    std::uint64_t corr = 0;
+    ar(map, corr);
+    (map == 1 ? registry_map_ : group_map_).acked(corr, from);
+  }
+}
+
+std::uint64_t NameServices::next_round_robin(const std::string& key) {
+  std::lock_guard lk(mu_);
+  return round_robin_[key]++;
+}
+
+void NameServices::add_dispatcher(const std::string& name, DispatchFn fn) {
+  std::lock_guard lk(mu_);
+  dispatchers_[name] = std::move(fn);
+}
+
+DispatchFn NameServices::dispatcher(const std::string& name) const {
+  std::lock_guard lk(mu_);
+  auto it = dispatchers_.find(name);
+  return it == dispatchers_.end() ? DispatchFn{} : it->second;
+}
+
+std::uint64_t NameServices::subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn) {
+  std::lock_guard lk(mu_);
+  const auto token = next_token_++;
+  subscribers_.emplace(token, std::make_pair(group, std::move(fn)));
+  return token;
+}
+
+void NameServices::unsubscribe(std::uint64_t token) {
+  std::lock_guard lk(mu_);
+  subscribers_.erase(token);
+}
+
+void NameServices::group_changed(const std::string& key, const ReplEntry* before, const ReplEntry* after) {
+  const ReplEntry* e = after != nullptr ? after : before;
+  GroupEvent ev{group_of_key(key), e->owner, e->actor, after != nullptr};
+  if (before != nullptr && after != nullptr) return;  // rewritten, still a member
+  std::vector<std::function<void(const GroupEvent&)>> fns;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [token, sub] : subscribers_)
+      if (sub.first == ev.group) fns.push_back(sub.second);
+  }
+  for (auto& fn : fns) core_.post([fn, ev] { fn(ev); });
+}
+
+}  // namespace troupe::detail
+
+// ---- Registry and Groups -----------------------------------------------------
+
+namespace troupe {
+using detail::Core;
+using detail::Member;
+using detail::RegistryValue;
+using detail::ByteBuffer;
+using detail::WireInputArchive;
+using detail::WireOutputArchive;
+
+Future<void> Registry::put_value(const std::string& name, const RegistryValue& v) {
+  std::string bytes;
+  {
+    ByteBuffer buf;
+    WireOutputArchive ar(buf, nullptr);
+    ar(v);
+    bytes.assign(reinterpret_cast<const char*>(buf.data()), buf.size());
+  }
+  return ns_->registry_map().write(name, std::move(bytes), v.kind == 1 ? v.node : kInvalidNode, v.actor, false);
+}
+
+Future<void> Registry::remove(const std::string& name) {
+  return ns_->registry_map().write(name, {}, kInvalidNode, 0, true);
+}
+
+std::optional<RegistryValue> Registry::get_value(const std::string& name) const {
+  auto e = ns_->registry_map().get(name);
+  if (!e) return std::nullopt;
+  RegistryValue v;
+  WireInputArchive ar(reinterpret_cast<const std::byte*>(e->value.data()), e->value.size(), nullptr, 0);
+  ar(v);
+  return v;
+}
+
+std::optional<DispatchSpec> Registry::get_dispatcher(const std::string& name) const {
+  auto v = get_value(name);
+  if (!v || v->kind != 2) return std::nullopt;
+  return v->spec;
+}
+
+std::vector<std::string> Registry::names() const {
+  std::vector<std::string> out;
+  for (auto& [k, e] : ns_->registry_map().scan("")) out.push_back(k);
+  return out;
+}
+
+void Registry::check(const std::string& name, const RegistryValue& v, const char* type, int kind) {
+  if (v.kind != kind)
+    throw Error("troupe: registry name '" + name + "' holds " + (v.kind == 2 ? "a dispatcher" : "an actor"));
+  if (v.type != type) throw Error("troupe: registry name '" + name + "' holds a " + v.type + ", not a " + type);
+}
+
+Core& Registry::core() const { return ns_->core(); }
+
+Future<void> Groups::update(const std::string& group, NodeId node, ActorId actor, const std::string& type, bool join) {
+  return ns_->group_map().write(detail::group_key(group, node, actor), type, node, actor, !join);
+}
+
+std::vector<Member> Groups::members_of(const std::string& group) const {
+  std::vector<Member> out;
+  for (auto& [k, e] : ns_->group_map().scan(group + '\x1f')) out.push_back(Member{e.owner, e.actor, e.value});
+  std::sort(out.begin(), out.end(), [](const Member& a, const Member& b) {
+    return a.node != b.node ? a.node < b.node : a.actor < b.actor;
+  });
+  return out;
+}
+
+std::vector<std::string> Groups::groups() const {
+  std::vector<std::string> out;
+  for (auto& [k, e] : ns_->group_map().scan("")) {
+    auto g = detail::group_of_key(k);
+    if (out.empty() || out.back() != g) out.push_back(g);
+  }
+  return out;
+}
+
+std::uint64_t Groups::subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn) {
+  return ns_->subscribe(group, std::move(fn));
+}
+
+void Groups::unsubscribe(std::uint64_t token) { ns_->unsubscribe(token); }
+
+Core& Groups::core() const { return ns_->core(); }
+
+detail::NameServices& Runtime::names() {
+  std::call_once(names_once_, [this] {
+    names_ = std::unique_ptr<detail::NameServices, void (*)(detail::NameServices*)>(
+        new detail::NameServices(*this), [](detail::NameServices* p) { delete p; });
+  });
+  return *names_;
+}
+
+Registry& Runtime::registry() { return names().registry(); }
+Groups& Runtime::groups() { return names().groups(); }
+void Runtime::register_dispatcher(const std::string& name, DispatchFn fn) { names().add_dispatcher(name, std::move(fn)); }
+
+}  // namespace troupe

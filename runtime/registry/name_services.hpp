@@ -1,0 +1,74 @@
+// NameServices: one per runtime; the state behind roles' dispatchers, the
+// registry and process groups, and the control messages that keep the
+// replicas in step.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "registry/replicated_map.hpp"
+#include "troupe/dispatch.hpp"
+#include "troupe/registry.hpp"
+
+namespace troupe::detail {
+
+class Cluster;
+class RemoteNode;
+
+class NameServices {
+ public:
+  explicit NameServices(Runtime& rt);
+  ~NameServices();
+
+  Runtime& runtime() noexcept { return rt_; }
+  Core& core() noexcept { return core_; }
+  /// Null for a local runtime.
+  Cluster* cluster() noexcept { return cluster_; }
+  NodeId self() const noexcept;
+  /// Expires when this object dies (for callbacks that may outlive it).
+  std::weak_ptr<bool> life() const { return life_; }
+
+  Registry& registry() noexcept { return registry_; }
+  Groups& groups() noexcept { return groups_; }
+  ReplicatedMap& registry_map() noexcept { return registry_map_; }
+  ReplicatedMap& group_map() noexcept { return group_map_; }
+
+  /// Sends a replicated write to node n (work: finish() waits for it).
+  void send_update(NodeId to, std::uint8_t map, const std::string& key, const ReplEntry& e, std::uint64_t corr);
+
+  // dispatch state
+  std::uint64_t next_round_robin(const std::string& key);
+  void add_dispatcher(const std::string& name, DispatchFn fn);
+  DispatchFn dispatcher(const std::string& name) const;
+
+  // group subscriptions
+  std::uint64_t subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn);
+  void unsubscribe(std::uint64_t token);
+
+ private:
+  void on_control(NodeId from, std::uint64_t type, WireInputArchive& ar);
+  void group_changed(const std::string& key, const ReplEntry* before, const ReplEntry* after);
+
+  std::shared_ptr<bool> life_ = std::make_shared<bool>(true);
+  Runtime& rt_;
+  Core& core_;
+  Cluster* cluster_ = nullptr;
+  ReplicatedMap registry_map_;
+  ReplicatedMap group_map_;
+  Registry registry_;
+  Groups groups_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, std::uint64_t> round_robin_;
+  std::map<std::string, DispatchFn> dispatchers_;
+  std::map<std::uint64_t, std::pair<std::string, std::function<void(const GroupEvent&)>>> subscribers_;
+  std::uint64_t next_token_ = 1;
+};
+
+/// Group keys: "<group>\x1f<node>:<actor>".
+std::string group_key(const std::string& group, NodeId node, ActorId actor);
+std::string group_of_key(const std::string& key);
+
+}  // namespace troupe::detail

@@ -1,0 +1,146 @@
+#include "replicated_map.hpp"
+
+#include "cluster/cluster.hpp"
+#include "name_services.hpp"
+#include "troupe/detail/core.hpp"
+
+namespace troupe::detail {
+
+ReplicatedMap::ReplicatedMap(NameServices& ns, std::uint8_t id, Listener listener)
+    : ns_(ns), id_(id), listener_(std::move(listener)) {}
+
+Future<void> ReplicatedMap::write(const std::string& key, std::string value, NodeId owner, ActorId actor,
+                                  bool tombstone) {
+  ReplEntry e{std::move(value), ns_.core().clock().now().raw, ns_.self(), owner, actor, tombstone};
+  apply(key, e);
+  Promise<void> p(ns_.core().waiter());
+  auto f = p.get_future();
+  Cluster* cl = ns_.cluster();
+  std::vector<NodeId> targets;
+  if (cl != nullptr)
+    for (NodeId n = 0; n < cl->size(); ++n)
+      if (n != ns_.self() && cl->alive(n)) targets.push_back(n);
+  if (targets.empty()) {
+    p.set_value();
+    return f;
+  }
+  std::uint64_t corr = 0;
+  {
+    std::lock_guard lk(mu_);
+    corr = next_corr_++;
+    waits_.emplace(corr, Wait{std::set<NodeId>(targets.begin(), targets.end()), std::move(p)});
+  }
+  for (NodeId n : targets) ns_.send_update(n, id_, key, e, corr);
+  // A node lost meanwhile will never answer.
+  for (NodeId n : targets)
+    if (!cl->alive(n)) acked(corr, n);
+  return f;
+}
+
+std::optional<ReplEntry> ReplicatedMap::get(const std::string& key) const {
+  std::lock_guard lk(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end() || it->second.tombstone) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::scan(const std::string& prefix) const {
+  std::vector<std::pair<std::string, ReplEntry>> out;
+  std::lock_guard lk(mu_);
+  for (auto it = entries_.lower_bound(prefix); it != entries_.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+       ++it)
+    if (!it->second.tombstone) out.emplace_back(*it);
+  return out;
+}
+
+bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
+  Cluster* cl = ns_.cluster();
+  if (!e.tombstone && e.owner != kInvalidNode && cl != nullptr && !cl->alive(e.owner)) {
+    e.tombstone = true;  // points at a lost node: it is gone, and stays gone
+    e.value.clear();
+  }
+  std::optional<ReplEntry> before;
+  {
+    std::lock_guard lk(mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end()) {
+      if (!e.beats(it->second)) return false;
+      if (!it->second.tombstone) before = it->second;
+      it->second = e;
+    } else {
+      entries_.emplace(key, e);
+    }
+  }
+  const ReplEntry* after = e.tombstone ? nullptr : &e;
+  if (listener_ && (before || after)) listener_(key, before ? &*before : nullptr, after);
+  if (!e.tombstone && e.owner == ns_.self() && e.actor != 0) watch_owner_actor(key, e);
+  return true;
+}
+
+void ReplicatedMap::watch_owner_actor(const std::string& key, const ReplEntry& e) {
+  {
+    std::lock_guard lk(mu_);
+    if (!watched_.insert({key, e.actor}).second) return;
+  }
+  const ActorId actor = e.actor;
+  const NodeId self = ns_.self();
+  auto on_exit = [this, life = ns_.life(), key, actor, self] {
+    if (life.expired()) return;  // the runtime's name services are gone
+    bool still = false;
+    {
+      std::lock_guard lk(mu_);
+      watched_.erase({key, actor});
+      auto it = entries_.find(key);
+      still = it != entries_.end() && !it->second.tombstone && it->second.owner == self && it->second.actor == actor;
+    }
+    if (still) write(key, {}, self, actor, true);
+  };
+  if (auto cell = ns_.core().find_cell(actor)) {
+    cell->add_monitor([on_exit](const ExitInfo&) mutable { on_exit(); });
+  } else {
+    ns_.core().post(std::move(on_exit));  // already gone
+  }
+}
+
+void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {
+  std::vector<Promise<void>> done;
+  {
+    std::lock_guard lk(mu_);
+    auto it = waits_.find(corr);
+    if (it == waits_.end()) return;
+    it->second.nodes.erase(from);
+    if (it->second.nodes.empty()) {
+      done.push_back(std::move(it->second.promise));
+      waits_.erase(it);
+    }
+  }
+  for (auto& p : done) p.set_value();
+}
+
+void ReplicatedMap::node_lost(NodeId n) {
+  std::vector<std::pair<std::string, ReplEntry>> gone;
+  std::vector<Promise<void>> done;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [key, e] : entries_) {
+      if (e.tombstone || e.owner != n) continue;
+      gone.emplace_back(key, e);
+      e.tombstone = true;  // keeps its timestamp: older writes stay beaten
+      e.value.clear();
+    }
+    for (auto it = waits_.begin(); it != waits_.end();) {
+      it->second.nodes.erase(n);
+      if (it->second.nodes.empty()) {
+        done.push_back(std::move(it->second.promise));
+        it = waits_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [key, e] : gone)
+    if (listener_) listener_(key, &e, nullptr);
+  for (auto& p : done) p.set_value();
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,76 @@
+// ReplicatedMap: a map replicated on every node, one last-writer-wins register
+// per key. A write is stamped with the writer's hybrid logical clock; among
+// writes to one key the largest (timestamp, node id) wins everywhere, so the
+// replicas converge whatever order the writes arrive in. A write is sent to
+// every live node, and its future completes when all of them applied it.
+// Entries point at an actor (owner node, actor id): they vanish when that node
+// is lost, and the owner node removes them when the actor exits.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "troupe/future.hpp"
+#include "troupe/fwd.hpp"
+#include "troupe/wire/archive.hpp"
+
+namespace troupe::detail {
+
+class NameServices;
+
+struct ReplEntry {
+  std::string value;
+  std::uint64_t ts = 0;  // HlcTimestamp::raw
+  NodeId origin = 0;
+  NodeId owner = kInvalidNode;  // the node of the actor it points at, if any
+  ActorId actor = 0;
+  bool tombstone = false;
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(value, ts, origin, owner, actor, tombstone);
+  }
+  bool beats(const ReplEntry& o) const noexcept { return ts != o.ts ? ts > o.ts : origin > o.origin; }
+};
+
+class ReplicatedMap {
+ public:
+  /// Called for every change a node applies: before/after are null when absent.
+  using Listener = std::function<void(const std::string& key, const ReplEntry* before, const ReplEntry* after)>;
+  ReplicatedMap(NameServices& ns, std::uint8_t id, Listener listener);
+
+  Future<void> write(const std::string& key, std::string value, NodeId owner, ActorId actor, bool tombstone);
+  std::optional<ReplEntry> get(const std::string& key) const;
+  std::vector<std::pair<std::string, ReplEntry>> scan(const std::string& prefix) const;
+
+  /// An update from another node (or ourselves); true if it changed the map.
+  bool apply(const std::string& key, ReplEntry e);
+  void acked(std::uint64_t corr, NodeId from);
+  void node_lost(NodeId n);
+  std::uint8_t id() const noexcept { return id_; }
+
+ private:
+  void watch_owner_actor(const std::string& key, const ReplEntry& e);
+  void finish_waits(std::vector<Promise<void>>& done);
+
+  NameServices& ns_;
+  std::uint8_t id_;
+  Listener listener_;
+  mutable std::mutex mu_;
+  std::map<std::string, ReplEntry> entries_;  // tombstones included (they win over older writes)
+  std::set<std::pair<std::string, ActorId>> watched_;
+  struct Wait {
+    std::set<NodeId> nodes;
+    Promise<void> promise;
+  };
+  std::map<std::uint64_t, Wait> waits_;
+  std::uint64_t next_corr_ = 1;
+};
+
+}  // namespace troupe::detail

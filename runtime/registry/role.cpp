@@ -1,0 +1,51 @@
+#include "troupe/role.hpp"
+
+#include <algorithm>
+
+#include "remote/remote_node.hpp"
+#include "troupe/runtime.hpp"
+
+namespace troupe {
+
+Role Runtime::role(const std::string& name) { return Role(*this, name); }
+
+std::vector<NodeId> Role::nodes() const {
+  std::vector<NodeId> out;
+  for (auto& n : rt_->cluster().nodes())
+    if (n.alive && n.role == name_) out.push_back(n.id);
+  return out;
+}
+
+bool Role::contains(NodeId node) const {
+  auto st = rt_->cluster();
+  return st.alive(node) && st.node(node).role == name_;
+}
+
+MPI_Comm Role::comm() const {
+  auto* node = dynamic_cast<detail::RemoteNode*>(rt_->core().remote());
+  if (node == nullptr || rt_->config().role != name_) return MPI_COMM_NULL;
+  return node->role_comm();
+}
+
+MPI_Comm Role::live_comm() const {
+  MPI_Comm base = comm();
+  if (base == MPI_COMM_NULL) return MPI_COMM_NULL;
+  // Ranks of the role communicator are the members in node order (split key).
+  std::vector<int> live_ranks;
+  int rank_in_role = 0;
+  for (auto& n : rt_->cluster().nodes()) {
+    if (n.role != name_) continue;
+    if (n.alive) live_ranks.push_back(rank_in_role);
+    ++rank_in_role;
+  }
+  MPI_Group all, live;
+  MPI_Comm_group(base, &all);
+  MPI_Group_incl(all, static_cast<int>(live_ranks.size()), live_ranks.data(), &live);
+  MPI_Comm out = MPI_COMM_NULL;
+  MPI_Comm_create_group(base, live, /*tag=*/0x7e10, &out);
+  MPI_Group_free(&live);
+  MPI_Group_free(&all);
+  return out;
+}
+
+}  // namespace troupe
