@@ -53,7 +53,9 @@ void FailureDetector::tick(Clock::time_point now) {
     }
   }
   if (beat_to != kInvalidNode && beat_to != cluster_.self()) cluster_.send_heartbeat(beat_to);
-  if (suspect != kInvalidNode) cluster_.confirm_lost(suspect);
+  // Last check: something from it waiting to be received means it is alive
+  // (we were the slow one).
+  if (suspect != kInvalidNode && !cluster_.heard_pending(suspect)) cluster_.confirm_lost(suspect);
 }
 
 void FailureDetector::on_lost(NodeId n, Clock::time_point now) {

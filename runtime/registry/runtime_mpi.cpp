@@ -17,6 +17,15 @@
 namespace troupe {
 namespace {
 
+// Failure detection can be tuned per launch (e.g. slower timeouts for
+// sanitizer builds, which run many times slower).
+void apply_detector_env(Config& cfg) {
+  if (const char* v = std::getenv("TROUPE_HEARTBEAT_PERIOD_MS"); v != nullptr && *v != '\0')
+    cfg.heartbeat_period = std::chrono::milliseconds(std::strtoul(v, nullptr, 10));
+  if (const char* v = std::getenv("TROUPE_HEARTBEAT_TIMEOUT_MS"); v != nullptr && *v != '\0')
+    cfg.heartbeat_timeout = std::chrono::milliseconds(std::strtoul(v, nullptr, 10));
+}
+
 // Takes --troupe-NAME=VALUE options out of argv.
 void take_options(int& argc, char**& argv, Config& cfg) {
   std::string role_flag;
@@ -46,6 +55,7 @@ void take_options(int& argc, char**& argv, Config& cfg) {
     if (const char* env = std::getenv("TROUPE_THREADS"); env != nullptr && *env != '\0')
       cfg.threads = std::strtoul(env, nullptr, 10);
   }
+  apply_detector_env(cfg);
 }
 
 }  // namespace
@@ -80,7 +90,11 @@ Runtime::Runtime(const AdoptedComm& comm, Config cfg) {
   MPI_Query_thread(&provided);
   if (provided < MPI_THREAD_SERIALIZED)
     throw Error("troupe: MPI was initialised below MPI_THREAD_SERIALIZED; troupe's threads need it");
-  if (cfg.role.empty()) cfg.role = "default";
+  if (cfg.role.empty()) {
+    const char* env = std::getenv("TROUPE_ROLE");
+    cfg.role = env != nullptr && *env != '\0' ? env : "default";
+  }
+  apply_detector_env(cfg);
   start_cluster(&comm.comm, false, std::move(cfg));
 }
 

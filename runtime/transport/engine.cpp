@@ -264,9 +264,17 @@ bool Engine::probe_frames() {
 bool Engine::test_frame_recvs() {
   if (frames_pending_ == 0) return false;
   bool did = false;
-  for (NodeId from = 0; from < sources_.size(); ++from) {
+  // A bounded slice of decoding per call, so whoever drives the engine (the
+  // progress thread runs failure detection too) comes back regularly; sources
+  // take turns being first.
+  const auto budget_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+  const std::size_t n = sources_.size();
+  const std::size_t start = next_source_++ % n;
+  for (std::size_t k = 0; k < n; ++k) {
+    const NodeId from = static_cast<NodeId>((start + k) % n);
     auto& frames = sources_[from]->frames;
     while (!frames.empty()) {
+      if (did && std::chrono::steady_clock::now() >= budget_end) return did;
       int done = 0;
       MPI_Test(&frames.front().req, &done, MPI_STATUS_IGNORE);
       if (!done) break;
@@ -490,6 +498,19 @@ void Engine::mark_lost(NodeId n) {
 }
 
 bool Engine::alive(NodeId n) const { return n < peers_.size() && peers_[n]->alive.load(); }
+
+bool Engine::heard_pending(NodeId n) {
+  if (n >= peers_.size()) return false;
+  int flag = 0;
+  bool queued = false;
+  {
+    std::lock_guard lk(mu_);  // brief: a probe, no receive
+    MPI_Iprobe(static_cast<int>(n), MPI_ANY_TAG, comm_, &flag, MPI_STATUS_IGNORE);
+    queued = !sources_[n]->frames.empty();
+  }
+  if (flag || queued) heard_[n].store(std::chrono::steady_clock::now().time_since_epoch().count());
+  return flag || queued;
+}
 
 std::chrono::steady_clock::time_point Engine::last_heard(NodeId n) const {
   if (n >= peers_.size()) return {};

@@ -109,6 +109,9 @@ class Engine {
   bool alive(NodeId n) const;
   /// When something last arrived from n (failure detection).
   std::chrono::steady_clock::time_point last_heard(NodeId n) const;
+  /// Looks (MPI_Iprobe) for a message from n that is waiting to be received: if
+  /// one is, n counts as heard now. Evidence checked before declaring n lost.
+  bool heard_pending(NodeId n);
 
   /// Nothing waits to be sent or delivered locally (in-flight sends may remain).
   bool quiet() const;
@@ -192,6 +195,7 @@ class Engine {
   std::vector<MPI_Request> send_reqs_;
   std::vector<SendMeta> send_meta_;
   std::size_t frames_pending_ = 0;
+  std::size_t next_source_ = 0;
   std::vector<MPI_Request> seg_reqs_;
   std::vector<SegRecv> seg_meta_;
   std::vector<std::shared_ptr<void>> abandoned_;  // buffers MPI may still touch
