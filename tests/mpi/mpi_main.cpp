@@ -4,6 +4,8 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 namespace {
 
@@ -28,6 +30,11 @@ class RankPrinter : public ::testing::EmptyTestEventListener {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Tests adopt MPI_COMM_WORLD, which reads the role from TROUPE_ROLE: pass
+  // --troupe-role=NAME (MPMD launches) on through it.
+  for (int i = 1; i < argc; ++i)
+    if (std::strncmp(argv[i], "--troupe-role=", 14) == 0) setenv("TROUPE_ROLE", argv[i] + 14, 1);
+  setenv("OMPI_MCA_async_mpi_finalize", "1", 0);
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   ::testing::InitGoogleTest(&argc, argv);

@@ -1,0 +1,259 @@
+// Roles, dispatchers, the registry and process groups. Launched MPMD:
+//   mpirun -np 1 roles_test --troupe-role=coordinator : -np 4 roles_test --troupe-role=worker
+// so node 0 is the coordinator and nodes 1..4 the workers.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "troupe/mpi.hpp"
+#include "troupe/remote.hpp"
+#include "troupe/role.hpp"
+#include "troupe/troupe.hpp"
+
+using namespace std::chrono_literals;
+
+namespace rt_test {
+
+class Echo {
+ public:
+  troupe::NodeId where() const { return troupe::runtime().node(); }
+  void hold(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+  void noop() {}
+  void bump() { ++bumps_; }
+  int bumps() const { return bumps_; }
+
+ private:
+  int bumps_ = 0;
+};
+TROUPE_REMOTE(Echo, troupe::init<>, &Echo::where, &Echo::hold, &Echo::noop, &Echo::bump, &Echo::bumps);
+
+}  // namespace rt_test
+
+using rt_test::Echo;
+
+namespace {
+
+const std::vector<troupe::NodeId> kWorkers{1, 2, 3, 4};
+
+struct Job {
+  troupe::Runtime rt{troupe::adopt(MPI_COMM_WORLD)};
+  troupe::NodeId me = rt.node();
+  bool coordinator = me == 0;
+};
+
+// Test-only: everyone reached this point (no rank is lost in these tests).
+void barrier() { MPI_Barrier(MPI_COMM_WORLD); }
+
+template <class F>
+bool eventually(F&& pred, std::chrono::milliseconds limit = 10s) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return pred();
+}
+
+}  // namespace
+
+TEST(Roles, RolesComeFromTheLaunchLine) {
+  Job j;
+  EXPECT_EQ(j.rt.config().role, j.coordinator ? "coordinator" : "worker");
+  EXPECT_EQ(j.rt.role("worker").nodes(), kWorkers);
+  EXPECT_EQ(j.rt.role("coordinator").nodes(), std::vector<troupe::NodeId>{0});
+  EXPECT_TRUE(j.rt.role("worker").contains(3));
+  EXPECT_FALSE(j.rt.role("worker").contains(0));
+  EXPECT_TRUE(j.rt.role("nobody").nodes().empty());
+  EXPECT_EQ(j.rt.cluster().node(2).role, "worker");
+  j.rt.finish();
+}
+
+TEST(Roles, RoleCommunicatorsCarryCollectives) {
+  Job j;
+  MPI_Comm workers = j.rt.role("worker").comm();
+  if (j.coordinator) {
+    EXPECT_EQ(workers, MPI_COMM_NULL);
+    int size = 0;
+    MPI_Comm_size(j.rt.role("coordinator").comm(), &size);
+    EXPECT_EQ(size, 1);
+  } else {
+    int size = 0, sum = 0, mine = static_cast<int>(j.me);
+    MPI_Comm_size(workers, &size);
+    EXPECT_EQ(size, 4);
+    MPI_Allreduce(&mine, &sum, 1, MPI_INT, MPI_SUM, workers);
+    EXPECT_EQ(sum, 1 + 2 + 3 + 4);
+    MPI_Comm live = j.rt.role("worker").live_comm();
+    MPI_Comm_size(live, &size);
+    EXPECT_EQ(size, 4);
+    MPI_Comm_free(&live);
+  }
+  j.rt.finish();
+}
+
+TEST(Dispatch, EveryStrategy) {
+  Job j;
+  auto echo = j.rt.spawn<Echo>();
+  j.rt.register_local("echo", echo);
+  barrier();
+  auto role = j.rt.role("worker");
+  if (j.coordinator) {
+    EXPECT_EQ(role.first<Echo>("echo").ask<&Echo::where>().get(), 1u);
+    EXPECT_EQ(role.second<Echo>("echo").ask<&Echo::where>().get(), 2u);
+    EXPECT_EQ(role.third<Echo>("echo").ask<&Echo::where>().get(), 3u);
+    EXPECT_EQ(role.last<Echo>("echo").ask<&Echo::where>().get(), 4u);
+    // Node 0 is outside the role: next is the first node after it, prev wraps.
+    EXPECT_EQ(role.next<Echo>("echo").ask<&Echo::where>().get(), 1u);
+    EXPECT_EQ(role.prev<Echo>("echo").ask<&Echo::where>().get(), 4u);
+    std::vector<troupe::NodeId> rr;
+    auto d = role.round_robin<Echo>("echo");
+    for (int i = 0; i < 8; ++i) rr.push_back(d.ask<&Echo::where>().get());
+    EXPECT_EQ(rr, (std::vector<troupe::NodeId>{1, 2, 3, 4, 1, 2, 3, 4}));
+    std::set<troupe::NodeId> seen;
+    for (int i = 0; i < 100; ++i) seen.insert(role.random<Echo>("echo").ask<&Echo::where>().get());
+    EXPECT_GE(seen.size(), 2u);
+    for (auto n : seen) EXPECT_TRUE(role.contains(n));
+    // broadcast: tell reaches all, ask gathers all.
+    role.broadcast<Echo>("echo").tell<&Echo::bump>();
+    EXPECT_EQ(role.broadcast<Echo>("echo").ask<&Echo::where>().get(), kWorkers);
+    EXPECT_EQ(role.broadcast<Echo>("echo").ask<&Echo::bumps>().get(), (std::vector<int>{1, 1, 1, 1}));
+    // A role of one node: next and prev wrap to it, second does not exist.
+    auto solo = j.rt.role("coordinator");
+    EXPECT_EQ(solo.next<Echo>("echo").ask<&Echo::where>().get(), 0u);
+    EXPECT_EQ(solo.prev<Echo>("echo").ask<&Echo::where>().get(), 0u);
+    EXPECT_THROW(solo.second<Echo>("echo").ask<&Echo::where>().get(), troupe::NameNotFound);
+    EXPECT_THROW(role.first<Echo>("no-such-name").ask<&Echo::where>().get(), troupe::NameNotFound);
+    EXPECT_THROW(j.rt.role("nobody").first<Echo>("echo").ask<&Echo::where>().get(), troupe::NameNotFound);
+    // least_busy: workers 1 and 2 are stuck with full mailboxes.
+    for (troupe::NodeId busy : {1u, 2u}) {
+      troupe::DispatchSpec spec{"worker", "echo", busy == 1 ? troupe::Strategy::first : troupe::Strategy::second, {}};
+      troupe::Dispatcher<Echo> to(j.rt, spec);
+      to.tell<&Echo::hold>(400);
+      for (int i = 0; i < 20; ++i) to.tell<&Echo::noop>();
+    }
+    std::this_thread::sleep_for(50ms);
+    for (int i = 0; i < 10; ++i) {
+      auto n = role.least_busy<Echo>("echo").ask<&Echo::where>().get();
+      EXPECT_TRUE(n == 3 || n == 4) << "least_busy chose busy node " << n;
+    }
+  } else {
+    // Relative strategies from inside the role wrap around.
+    const auto n = j.me;
+    EXPECT_EQ(role.next<Echo>("echo").ask<&Echo::where>().get(), n == 4 ? 1u : n + 1);
+    EXPECT_EQ(role.prev<Echo>("echo").ask<&Echo::where>().get(), n == 1 ? 4u : n - 1);
+  }
+  j.rt.finish();
+}
+
+TEST(Dispatch, UserDefinedDispatchers) {
+  Job j;
+  auto echo = j.rt.spawn<Echo>();
+  j.rt.register_local("echo", echo);
+  j.rt.register_dispatcher("even", [](const troupe::DispatchContext& ctx) {
+    std::vector<troupe::DispatchTarget> out;
+    for (auto n : ctx.nodes)
+      if (n % 2 == 0) out.push_back(troupe::DispatchTarget{n, ctx.name, 0});
+    return out;
+  });
+  barrier();
+  if (j.coordinator) {
+    auto even = j.rt.role("worker").dispatch<Echo>("even", "echo");
+    EXPECT_EQ(even.ask<&Echo::where>().get(), (std::vector<troupe::NodeId>{2, 4}));
+    EXPECT_THROW(j.rt.role("worker").dispatch<Echo>("unknown", "echo").ask<&Echo::where>().get(), troupe::NameNotFound);
+  }
+  j.rt.finish();
+}
+
+TEST(Registry, PutGetRemoveAndAtAddressing) {
+  Job j;
+  auto echo = j.rt.spawn<Echo>();
+  j.rt.register_local("echo", echo);
+  barrier();
+  if (j.coordinator) {
+    j.rt.registry().put("svc", echo).get();
+    j.rt.registry().put("pool", j.rt.role("worker").round_robin<Echo>("echo")).get();
+  }
+  barrier();  // the puts' futures completed: every node applied them
+  auto svc = j.rt.registry().get<Echo>("svc");
+  ASSERT_TRUE(svc.has_value());
+  EXPECT_EQ(svc->node(), 0u);
+  EXPECT_EQ(svc->ask<&Echo::where>().get(), 0u);
+  EXPECT_EQ(j.rt.at<Echo>("@svc").ask<&Echo::where>().get(), 0u);
+  auto via_pool = j.rt.at<Echo>("@pool").ask<&Echo::where>().get();
+  EXPECT_TRUE(j.rt.role("worker").contains(via_pool));
+  EXPECT_TRUE(j.rt.registry().get_dispatcher("pool").has_value());
+  EXPECT_THROW(j.rt.registry().get<Echo>("pool"), troupe::Error);  // a dispatcher, not an actor
+  EXPECT_FALSE(j.rt.registry().get<Echo>("missing").has_value());
+  EXPECT_THROW(j.rt.at<Echo>("@missing").ask<&Echo::where>().get(), troupe::NameNotFound);
+  barrier();
+  if (j.coordinator) j.rt.registry().remove("svc").get();
+  barrier();
+  EXPECT_FALSE(j.rt.registry().contains("svc"));
+  j.rt.finish();
+}
+
+TEST(Registry, ConcurrentPutsAgreeOnOneWinner) {
+  Job j;
+  auto echo = j.rt.spawn<Echo>();
+  barrier();
+  for (int round = 0; round < 5; ++round) j.rt.registry().put("contested", echo).get();
+  barrier();
+  auto winner = j.rt.registry().get<Echo>("contested");
+  ASSERT_TRUE(winner.has_value());
+  unsigned long mine[2] = {winner->node(), winner->id()}, all[10];
+  MPI_Allgather(mine, 2, MPI_UNSIGNED_LONG, all, 2, MPI_UNSIGNED_LONG, MPI_COMM_WORLD);
+  for (int r = 1; r < 5; ++r) {
+    EXPECT_EQ(all[2 * r], all[0]) << "nodes disagree on the winner";
+    EXPECT_EQ(all[2 * r + 1], all[1]);
+  }
+  j.rt.finish();
+}
+
+TEST(Registry, NamesOfExitedActorsDisappear) {
+  Job j;
+  barrier();
+  if (j.me == 2) {
+    auto temp = j.rt.spawn<Echo>();
+    j.rt.registry().put("temp", temp).get();
+    temp.stop();
+  }
+  // The owner removes it when the actor exits; every replica follows.
+  EXPECT_TRUE(eventually([&] {
+    barrier();
+    return true;
+  }));
+  EXPECT_TRUE(eventually([&] { return !j.rt.registry().contains("temp"); }));
+  j.rt.finish();
+}
+
+TEST(Groups, JoinsAndLeavesConvergeEverywhere) {
+  Job j;
+  std::atomic<int> joined{0}, left{0};
+  j.rt.groups().subscribe("g", [&](const troupe::GroupEvent& e) { (e.joined ? joined : left)++; });
+  std::vector<troupe::ActorRef<Echo>> mine;
+  for (int i = 0; i < 3; ++i) mine.push_back(j.rt.spawn<Echo>());
+  barrier();
+  // Every node joins its three actors at once; then each makes one leave.
+  std::vector<troupe::Future<void>> ops;
+  for (auto& a : mine) ops.push_back(j.rt.groups().join("g", a));
+  for (auto& f : ops) f.get();
+  j.rt.groups().leave("g", mine[0]).get();
+  barrier();
+  auto members = j.rt.groups().members<Echo>("g");
+  EXPECT_EQ(members.size(), 2u * 5);
+  unsigned long digest = 0;
+  for (auto& m : members) digest = digest * 1000003u + m.node() * 131u + m.id();
+  unsigned long all[5];
+  MPI_Allgather(&digest, 1, MPI_UNSIGNED_LONG, all, 1, MPI_UNSIGNED_LONG, MPI_COMM_WORLD);
+  for (int r = 1; r < 5; ++r) EXPECT_EQ(all[r], all[0]) << "node " << r << " sees other members";
+  // A member whose actor exits leaves the group everywhere.
+  mine[1].stop();
+  EXPECT_TRUE(eventually([&] { return j.rt.groups().members<Echo>("g").size() == 5u; }));
+  EXPECT_TRUE(eventually([&] { return joined.load() == 15 && left.load() == 10; }))
+      << joined.load() << " joins, " << left.load() << " leaves seen";
+  EXPECT_EQ(j.rt.groups().members<Echo>("nope").size(), 0u);
+  j.rt.finish();
+}
