@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -19,6 +20,7 @@
 
 #include "troupe/mpi.hpp"
 #include "troupe/remote.hpp"
+#include "troupe/role.hpp"
 #include "troupe/troupe.hpp"
 
 using namespace std::chrono_literals;
@@ -42,12 +44,13 @@ class Victim {
   }
   void die_now() { die(); }
   int count() const { return count_; }
+  troupe::NodeId where() const { return troupe::runtime().node(); }
 
  private:
   int die_at_;
   int count_ = 0;
 };
-TROUPE_REMOTE(Victim, troupe::init<int>, &Victim::hit, &Victim::die_now, &Victim::count);
+TROUPE_REMOTE(Victim, troupe::init<int>, &Victim::hit, &Victim::die_now, &Victim::count, &Victim::where);
 
 /// What the Recorder found when it ended (at finish()): set by its destructor.
 inline std::vector<troupe::NodeId> g_expected_senders;
@@ -311,6 +314,45 @@ void rank0_dies(troupe::Runtime& rt, Outcome& out) {
   check_streams(rt, survivors, out);
 }
 
+// Rank 3 dies holding registry names, group members and a per-node name that
+// dispatchers target: all of it must leave every survivor's view.
+void names_after_loss(troupe::Runtime& rt, Outcome& out) {
+  const std::vector<troupe::NodeId> survivors{0, 1, 2};
+  expect_streams_from(survivors);
+  auto v = rt.spawn<Victim>(1 << 30);  // id 2
+  rt.register_local("echo", v);
+  rt.registry().put("n" + std::to_string(rt.node()), v).get();
+  rt.groups().join("all", v).get();
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 3) {
+    std::this_thread::sleep_for(300ms);
+    die();
+  }
+  out.expect(rt.groups().members<Victim>("all").size() == 4, "group incomplete before the loss");
+  stream_to_survivors(rt, survivors, 0, kStream);
+  expect_lost(rt, {3}, out);
+  auto settled = [&] {
+    return !rt.registry().contains("n3") && rt.groups().members<Victim>("all").size() == 3;
+  };
+  for (int i = 0; i < 500 && !settled(); ++i) std::this_thread::sleep_for(10ms);
+  out.expect(!rt.registry().contains("n3"), "the lost node's registry name survived");
+  out.expect(rt.registry().contains("n1"), "a survivor's name vanished");
+  out.expect(rt.groups().members<Victim>("all").size() == 3, "the lost node's group member survived");
+  auto role = rt.role("default");
+  out.expect(role.nodes() == survivors, "the role still lists the lost node");
+  auto all = role.broadcast<Victim>("echo").ask<&Victim::where>().get_for(10s);
+  out.expect(all == survivors, "broadcast did not reach exactly the survivors");
+  std::set<troupe::NodeId> rr;
+  for (int i = 0; i < 6; ++i) rr.insert(role.round_robin<Victim>("echo").ask<&Victim::where>().get_for(10s));
+  out.expect(rr == std::set<troupe::NodeId>{0, 1, 2}, "round robin reached a lost node or missed a survivor");
+  for (int i = 0; i < 5; ++i)
+    out.expect(role.least_busy<Victim>("echo").ask<&Victim::where>().get_for(10s) != 3, "least_busy chose the lost node");
+  if (rt.node() == 2)
+    out.expect(role.next<Victim>("echo").ask<&Victim::where>().get_for(10s) == 0, "next did not wrap past the lost node");
+  rt.finish();
+  check_streams(rt, survivors, out);
+}
+
 }  // namespace ft
 
 int main(int argc, char** argv) {
@@ -331,6 +373,7 @@ int main(int argc, char** argv) {
     else if (scenario == "monitored_actors") ft::monitored_actors(rt, out);
     else if (scenario == "two_at_once") ft::two_at_once(rt, out);
     else if (scenario == "rank0_dies") ft::rank0_dies(rt, out);
+    else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
     else out.fail("unknown scenario '" + scenario + "'");
   } catch (const std::exception& e) {
     out.fail(std::string("exception: ") + e.what());
