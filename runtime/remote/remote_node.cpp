@@ -841,7 +841,16 @@ void RemoteNode::finalize() {
   if (owns_mpi_) {
     int done = 0;
     MPI_Finalized(&done);
-    if (!done) MPI_Finalize();
+    if (done) return;
+    // MPICH's MPI_Finalize waits for every rank, the dead included, and has no
+    // switch to skip that (Open MPI's fence is skipped, see runtime_mpi.cpp):
+    // after a loss, survivors leave MPI without it.
+    char version[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(version, &len);
+    const bool mpich = std::string(version, static_cast<std::size_t>(len)).find("MPICH") != std::string::npos;
+    if (mpich && cluster_->lost_set().size() > 0) return;
+    MPI_Finalize();
   }
 }
 
