@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-bash scripts/setup.sh
+TROUPE_WITH_SLURM=1 bash scripts/setup.sh
 
 phases=${TROUPE_PHASES:-"default tsan asan mpich"}
 jobs=${TROUPE_JOBS:-2}
