@@ -2,6 +2,7 @@
 #pragma once
 
 #include "troupe/actor_ref.hpp"
+#include "troupe/array.hpp"
 #include "troupe/config.hpp"
 #include "troupe/error.hpp"
 #include "troupe/future.hpp"

@@ -158,6 +158,11 @@ TEST(Remote, LargePayloads) {
   ASSERT_EQ(out.size(), v.size());
   for (std::size_t i = 0; i < v.size(); i += 4099) ASSERT_EQ(out[i], v[i] * 0.5);
   EXPECT_EQ(b.ask<&Bulk::sum>(std::vector<double>(100000, 1.0)).get(), 100000.0);
+  troupe::Array<double> arr(3 * 1024 * 1024);  // 24 MiB, uninitialised, pooled
+  std::iota(arr.begin(), arr.end(), 0.0);
+  auto back = b.ask<&Bulk::scale_array>(std::move(arr), 2.0).get();
+  ASSERT_EQ(back.size(), 3u * 1024 * 1024);
+  for (std::size_t i = 0; i < back.size(); i += 5003) ASSERT_EQ(back[i], 2.0 * static_cast<double>(i));
   std::string text(300000, 'a');
   EXPECT_EQ(b.ask<&Bulk::shout>(text).get(), std::string(300000, 'A'));
   std::map<std::string, std::vector<double>> m{{"x", std::vector<double>(50000, 1.5)}, {"y", {2.0}}};

@@ -75,6 +75,10 @@ class Bulk {
     for (auto& x : v) x *= f;
     return v;
   }
+  troupe::Array<double> scale_array(troupe::Array<double> a, double f) {
+    for (auto& x : a) x *= f;
+    return a;
+  }
   double sum(const std::vector<double>& v) {
     double s = 0;
     for (double x : v) s += x;
@@ -91,6 +95,6 @@ class Bulk {
     return m;
   }
 };
-TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::sum, &Bulk::shout, &Bulk::double_all);
+TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::shout, &Bulk::double_all);
 
 }  // namespace tt

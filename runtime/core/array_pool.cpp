@@ -1,0 +1,83 @@
+// The block pool behind troupe::Array: large blocks are recycled, so memory an
+// Array is made in is usually already mapped (no page faults) and never
+// zero-filled.
+#include <bit>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "troupe/array.hpp"
+
+namespace troupe::detail {
+namespace {
+
+constexpr std::size_t kPooledFrom = 64 * 1024;
+
+struct Pool {
+  std::mutex mu;
+  std::map<std::size_t, std::vector<void*>> free;  // by capacity
+  std::size_t kept = 0;
+  std::size_t budget = 512ull << 20;
+  Pool() {
+    if (const char* v = std::getenv("TROUPE_ARRAY_POOL_MB"); v != nullptr && *v != '\0')
+      budget = std::strtoull(v, nullptr, 10) << 20;
+  }
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // outlives every Array, even static ones
+  return *p;
+}
+
+// Size classes: eight per power of two (at most 12.5 % slack), 64 KiB granules.
+std::size_t size_class(std::size_t bytes) {
+  const unsigned k = static_cast<unsigned>(std::bit_width(bytes - 1));
+  const std::size_t step = std::size_t{1} << std::max(16u, k > 3 ? k - 3 : 0u);
+  return (bytes + step - 1) / step * step;
+}
+
+}  // namespace
+
+void* array_acquire(std::size_t bytes, std::size_t& capacity) {
+  if (bytes < kPooledFrom) {
+    capacity = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, capacity);
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  capacity = size_class(bytes);
+  auto& pl = pool();
+  {
+    std::lock_guard lk(pl.mu);
+    auto it = pl.free.find(capacity);
+    if (it != pl.free.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      pl.kept -= capacity;
+      return p;
+    }
+  }
+  void* p = std::aligned_alloc(64, capacity);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+
+void array_release(void* p, std::size_t capacity) noexcept {
+  if (capacity >= kPooledFrom) {
+    auto& pl = pool();
+    std::lock_guard lk(pl.mu);
+    if (pl.kept + capacity <= pl.budget) {
+      try {
+        pl.free[capacity].push_back(p);
+        pl.kept += capacity;
+        return;
+      } catch (...) {
+      }
+    }
+  }
+  std::free(p);
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,60 @@
+// troupe::Array: pooled, uninitialised, move-only bulk storage, and its wire
+// form (a zero-copy segment once large enough).
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "troupe/array.hpp"
+#include "troupe/wire/archive.hpp"
+
+using troupe::Array;
+using namespace troupe::detail;
+
+TEST(Array, BasicsAndClone) {
+  Array<double> a(1000, 2.5);
+  EXPECT_EQ(a.size(), 1000u);
+  EXPECT_EQ(a[999], 2.5);
+  auto b = a.clone();
+  b[0] = 7;
+  EXPECT_EQ(a[0], 2.5);
+  Array<double> c = std::move(b);
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(c[0], 7);
+  Array<int> d{1, 2, 3};
+  EXPECT_EQ(std::accumulate(d.begin(), d.end(), 0), 6);
+  Array<char> none;
+  EXPECT_EQ(none.data(), nullptr);
+}
+
+TEST(Array, LargeBlocksAreRecycled) {
+  const double* first = nullptr;
+  {
+    Array<double> big(1 << 20);  // 8 MiB
+    first = big.data();
+  }
+  Array<double> again(1 << 20);
+  EXPECT_EQ(again.data(), first) << "a released block of the same class is reused";
+}
+
+TEST(Array, TravelsAsAZeroCopySegment) {
+  Array<double> src(100000);
+  std::iota(src.begin(), src.end(), 0.0);
+  ByteBuffer buf;
+  std::vector<OutSegment> segs;
+  {
+    WireOutputArchive ar(buf, &segs);
+    ar(src);
+  }
+  ASSERT_EQ(segs.size(), 1u);
+  EXPECT_EQ(segs[0].data, src.data()) << "sent from the array's own memory";
+  std::uint64_t size = segs[0].size;
+  Array<double> dst;
+  WireInputArchive in(buf.data(), buf.size(), &size, 1);
+  in(dst);
+  ASSERT_TRUE(in.complete());
+  ASSERT_EQ(in.destinations().size(), 1u);
+  EXPECT_EQ(in.destinations()[0].data, dst.data()) << "received straight into the decoded array";
+  std::memcpy(in.destinations()[0].data, segs[0].data, size);  // what MPI does
+  EXPECT_EQ(dst[99999], 99999.0);
+  static_assert(zero_copy_safe<std::tuple<Array<double>, int>>::value);
+}
