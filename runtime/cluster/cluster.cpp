@@ -28,7 +28,12 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
     sent_[i].store(0);
     delivered_[i].store(0);
   }
-  detector_ = std::make_unique<FailureDetector>(*this, core_.config().heartbeat_period, core_.config().heartbeat_timeout);
+  std::unique_ptr<PmixProbe> probe;
+  const char* no_pmix = std::getenv("TROUPE_PMIX");
+  if (core_.config().use_pmix && !(no_pmix != nullptr && std::string(no_pmix) == "0"))
+    probe = std::make_unique<PmixProbe>(engine_.world_ranks());
+  detector_ = std::make_unique<FailureDetector>(*this, core_.config().heartbeat_period,
+                                                core_.config().heartbeat_timeout, std::move(probe));
 }
 
 HybridClock& Cluster::clock() noexcept { return core_.clock(); }
@@ -181,10 +186,9 @@ bool Cluster::merge_lost(const std::vector<NodeId>& lost) {
   return news;
 }
 
-void Cluster::confirm_lost(NodeId n) {
+void Cluster::confirm_lost(NodeId n, const std::string& why) {
   if (!alive(n)) return;
-  std::fprintf(stderr, "troupe: node %u: node %u is lost (silent for more than %lld ms)\n", self_, n,
-               static_cast<long long>(detector_->timeout().count()));
+  std::fprintf(stderr, "troupe: node %u: node %u is lost (%s)\n", self_, n, why.c_str());
   declare_lost(n);
   broadcast_lost(self_, lost_set());
 }

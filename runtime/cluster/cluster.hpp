@@ -68,8 +68,8 @@ class Cluster {
   /// Declares a node lost, for good, here. Listeners run once per lost node.
   void declare_lost(NodeId n);
   void on_lost(std::function<void(NodeId)> listener);
-  /// This node found n dead: declare it and spread the news.
-  void confirm_lost(NodeId n);
+  /// This node found n dead (why: for the log): declare it and spread the news.
+  void confirm_lost(NodeId n, const std::string& why);
   /// The nodes lost so far, sorted.
   std::vector<NodeId> lost_set() const;
   /// Failure detection: run from the progress thread every few milliseconds.

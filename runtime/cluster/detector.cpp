@@ -1,18 +1,23 @@
 #include "detector.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <string>
 
 #include "cluster.hpp"
 
 namespace troupe::detail {
 
-FailureDetector::FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout)
+FailureDetector::FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout,
+                                 std::unique_ptr<PmixProbe> probe)
     : cluster_(cluster),
       period_(period),
       timeout_(timeout),
       next_beat_(Clock::now()),
       watching_(kInvalidNode),
-      watch_since_(Clock::now()) {}
+      watch_since_(Clock::now()),
+      probe_(std::move(probe)),
+      next_probe_(Clock::now()) {}
 
 NodeId FailureDetector::successor() const {
   const NodeId self = cluster_.self();
@@ -53,9 +58,22 @@ void FailureDetector::tick(Clock::time_point now) {
     }
   }
   if (beat_to != kInvalidNode && beat_to != cluster_.self()) cluster_.send_heartbeat(beat_to);
+  // Faster evidence: the launcher saw our predecessor's process end. Only the
+  // watcher acts on it, so one death starts one broadcast.
+  if (probe_ && probe_->available() && now >= next_probe_) {
+    next_probe_ = now + std::chrono::milliseconds(50);
+    const NodeId p = predecessor();
+    for (NodeId dead : probe_->dead_local_nodes()) {
+      if (dead == p && cluster_.alive(p)) {
+        cluster_.confirm_lost(p, "the launcher reports its process ended");
+        return;
+      }
+    }
+  }
   // Last check: something from it waiting to be received means it is alive
   // (we were the slow one).
-  if (suspect != kInvalidNode && !cluster_.heard_pending(suspect)) cluster_.confirm_lost(suspect);
+  if (suspect != kInvalidNode && !cluster_.heard_pending(suspect))
+    cluster_.confirm_lost(suspect, "silent for more than " + std::to_string(timeout_.count()) + " ms");
 }
 
 void FailureDetector::on_lost(NodeId n, Clock::time_point now) {

@@ -13,9 +13,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <vector>
 
+#include "cluster/pmix_probe.hpp"
 #include "troupe/fwd.hpp"
 
 namespace troupe::detail {
@@ -25,7 +27,9 @@ class Cluster;
 class FailureDetector {
  public:
   using Clock = std::chrono::steady_clock;
-  FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout);
+  /// probe: the launcher's process table, if available (may be null).
+  FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout,
+                  std::unique_ptr<PmixProbe> probe);
 
   /// Called every few milliseconds from the progress thread.
   void tick(Clock::time_point now);
@@ -49,6 +53,8 @@ class FailureDetector {
   Clock::time_point next_beat_;
   NodeId watching_;
   Clock::time_point watch_since_;  // grace: the predecessor is judged from here
+  std::unique_ptr<PmixProbe> probe_;
+  Clock::time_point next_probe_;
 };
 
 }  // namespace troupe::detail

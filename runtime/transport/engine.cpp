@@ -497,6 +497,19 @@ void Engine::mark_lost(NodeId n) {
   src.queue.clear();
 }
 
+std::vector<int> Engine::world_ranks() const {
+  const int n = static_cast<int>(peers_.size());
+  std::vector<int> mine(static_cast<std::size_t>(n)), world(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) mine[static_cast<std::size_t>(i)] = i;
+  MPI_Group g, w;
+  MPI_Comm_group(comm_, &g);
+  MPI_Comm_group(MPI_COMM_WORLD, &w);
+  MPI_Group_translate_ranks(g, n, mine.data(), w, world.data());
+  MPI_Group_free(&g);
+  MPI_Group_free(&w);
+  return world;
+}
+
 bool Engine::alive(NodeId n) const { return n < peers_.size() && peers_[n]->alive.load(); }
 
 bool Engine::heard_pending(NodeId n) {

@@ -88,6 +88,8 @@ class Engine {
   NodeId self() const noexcept { return self_; }
   std::size_t nodes() const noexcept { return peers_.size(); }
   MPI_Comm comm() const noexcept { return comm_; }
+  /// Each node's rank in MPI_COMM_WORLD (the launcher knows ranks by it).
+  std::vector<int> world_ranks() const;
 
   /// Queues an envelope (takes ownership). Thread-safe, never blocks.
   /// Inside an actor, it leaves when the actor's turn ends. Elsewhere, urgent
