@@ -12,6 +12,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "troupe/actor_ref.hpp"
 #include "troupe/clock.hpp"
@@ -138,6 +139,15 @@ class Runtime {
   bool wait_cluster(const std::function<bool(const ClusterState&)>& pred, std::chrono::duration<Rep, Per> timeout) {
     return wait_cluster_until(pred, detail::Clock::now() + std::chrono::duration_cast<detail::Clock::duration>(timeout));
   }
+  /// Brings new processes of this program into the job (after losses, to
+  /// replace lost ranks): MPI_Comm_spawn over the live nodes, then merged into
+  /// the cluster as new nodes. Collective: every live node calls it, after they
+  /// all see the same lost set (wait_cluster). args: the new processes'
+  /// command line (e.g. "--troupe-role=worker"). Returns the new node ids.
+  std::vector<NodeId> add_nodes(int count, const std::vector<std::string>& args = {});
+  /// True in a process that add_nodes() started.
+  bool joined_later() const;
+
   /// This node's hybrid logical clock; every remote message carries and merges it.
   HybridClock& clock() noexcept { return core_->clock(); }
 

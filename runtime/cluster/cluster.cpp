@@ -24,7 +24,7 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
       sent_(new std::atomic<std::uint64_t>[capacity_]),
       delivered_(new std::atomic<std::uint64_t>[capacity_]) {
   for (std::size_t i = 0; i < capacity_; ++i) {
-    alive_[i].store(i < info_.size());
+    alive_[i].store(i < info_.size() && info_[i].alive);
     sent_[i].store(0);
     delivered_[i].store(0);
   }
@@ -37,6 +37,26 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
 }
 
 HybridClock& Cluster::clock() noexcept { return core_.clock(); }
+
+void Cluster::add_nodes(const std::vector<NodeInfo>& all) {
+  if (all.size() > capacity_) throw Error("troupe: no room for more nodes");
+  std::lock_guard lk(mu_);
+  const std::size_t before = count_.load();
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (i < info_.size()) {
+      if (i >= before) info_[i] = all[i];
+      continue;
+    }
+    info_.push_back(all[i]);
+  }
+  for (std::size_t i = before; i < all.size(); ++i) {
+    sent_[i].store(0);
+    delivered_[i].store(0);
+    alive_[i].store(true);
+  }
+  count_.store(all.size(), std::memory_order_release);
+  cv_.notify_all();
+}
 
 ClusterState Cluster::state() const {
   std::lock_guard lk(mu_);

@@ -34,6 +34,7 @@ enum class Control : std::uint32_t {
   lost = 17,          ///< failure news: these nodes are lost (gossiped)
   replicate = 32,     ///< registry and groups: an update to apply (32..47 are theirs)
   replicate_ack = 33,
+  replicate_sync = 34,  ///< a node that joined later asks for a copy of every replica
 };
 
 class Cluster {
@@ -63,6 +64,9 @@ class Cluster {
   /// Work accounting for the termination protocol.
   void count_sent(NodeId to) noexcept { sent_[to].fetch_add(1, std::memory_order_relaxed); }
   void count_delivered(NodeId from) noexcept { delivered_[from].fetch_add(1, std::memory_order_relaxed); }
+
+  /// Nodes joined (Runtime::add_nodes): `all` describes every node id so far.
+  void add_nodes(const std::vector<NodeInfo>& all);
 
   // ---- loss ------------------------------------------------------------------
   /// Declares a node lost, for good, here. Listeners run once per lost node.

@@ -83,7 +83,7 @@ void ActorCell::enqueue(Message* m) noexcept {
     delete m;
     return;
   }
-  size_.fetch_add(1, std::memory_order_relaxed);
+  size_.fetch_add(1, std::memory_order_seq_cst);
   mailbox_.push(m);
   schedule_if_idle();
 }
@@ -94,6 +94,7 @@ void ActorCell::enqueue_system(Message* m) noexcept {
     delete m;
     return;
   }
+  system_size_.fetch_add(1, std::memory_order_seq_cst);
   system_.push(m);
   schedule_if_idle();
 }
@@ -135,6 +136,7 @@ void ActorCell::request_stop() noexcept { enqueue(new StopMessage()); }
 void ActorCell::drain_rejected() noexcept {
   while (true) {
     auto* m = static_cast<Message*>(system_.pop());
+    if (m != nullptr) system_size_.fetch_sub(1, std::memory_order_relaxed);
     if (m == nullptr) {
       m = static_cast<Message*>(mailbox_.pop());
       if (m == nullptr) break;
@@ -155,7 +157,9 @@ void ActorCell::run_batch(std::size_t max) noexcept {
         break;
       }
       auto* m = static_cast<Message*>(system_.pop());
-      if (m == nullptr && blocking_tasks_ == 0) {
+      if (m != nullptr) {
+        system_size_.fetch_sub(1, std::memory_order_relaxed);
+      } else if (blocking_tasks_ == 0) {
         m = static_cast<Message*>(mailbox_.pop());
         if (m != nullptr) size_.fetch_sub(1, std::memory_order_relaxed);
       }
@@ -169,9 +173,12 @@ void ActorCell::run_batch(std::size_t max) noexcept {
     tls_remote_sent = false;
     if (auto* link = core_.remote()) link->flush();
   }
-  auto has_work = [this] {
-    if (exited()) return system_.nonempty() || mailbox_.nonempty();
-    return system_.nonempty() || (blocking_tasks_ == 0 && mailbox_.nonempty());
+  // Once scheduled_ is cleared another thread may own the cell: from then on
+  // only the producers' counters are read, never the queues' consumer side.
+  const bool blocked = blocking_tasks_ != 0 && !exited();
+  auto has_work = [this, blocked] {
+    return system_size_.load(std::memory_order_seq_cst) != 0 ||
+           (!blocked && size_.load(std::memory_order_seq_cst) != 0);
   };
   if (handled == max && has_work()) {
     core_.scheduler().schedule(shared_from_this());  // yield, stay scheduled

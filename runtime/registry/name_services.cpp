@@ -35,6 +35,14 @@ NameServices::NameServices(Runtime& rt)
       registry_map_.node_lost(n);
       group_map_.node_lost(n);
     });
+    // A node that joined later starts empty: it asks a live member for a copy.
+    if (node->joined_later()) {
+      for (NodeId n = 0; n < cluster_->size(); ++n) {
+        if (n == self() || !cluster_->alive(n)) continue;
+        cluster_->send_control(n, Control::replicate_sync, nullptr, /*work=*/true);
+        break;
+      }
+    }
   }
 }
 
@@ -62,6 +70,9 @@ void NameServices::on_control(NodeId from, std::uint64_t type, WireInputArchive&
     if (corr != 0)
       cluster_->send_control(
           from, Control::replicate_ack, [&](WireOutputArchive& out) { out(map, corr); }, /*work=*/true);
+  } else if (type == static_cast<std::uint64_t>(Control::replicate_sync)) {
+    for (auto* map : {&registry_map_, &group_map_})
+      for (auto& [key, e] : map->everything()) send_update(from, map->id(), key, e, 0);
   } else if (type == static_cast<std::uint64_t>(Control::replicate_ack)) {
     std::uint8_t map = 0;
     std::uint64_t corr = 0;

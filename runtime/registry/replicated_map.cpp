@@ -53,6 +53,11 @@ std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::scan(const std::st
   return out;
 }
 
+std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::everything() const {
+  std::lock_guard lk(mu_);
+  return {entries_.begin(), entries_.end()};
+}
+
 bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
   Cluster* cl = ns_.cluster();
   if (!e.tombstone && e.owner != kInvalidNode && cl != nullptr && !cl->alive(e.owner)) {

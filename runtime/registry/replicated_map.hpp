@@ -53,6 +53,8 @@ class ReplicatedMap {
   bool apply(const std::string& key, ReplEntry e);
   void acked(std::uint64_t corr, NodeId from);
   void node_lost(NodeId n);
+  /// Every entry, tombstones included (to bring a new node up to date).
+  std::vector<std::pair<std::string, ReplEntry>> everything() const;
   std::uint8_t id() const noexcept { return id_; }
 
  private:

@@ -116,4 +116,15 @@ void Runtime::start_cluster(const void* comm, bool owns_mpi, Config cfg) {
   names();  // registry and groups replicas exist from the start
 }
 
+std::vector<NodeId> Runtime::add_nodes(int count, const std::vector<std::string>& args) {
+  auto* node = dynamic_cast<detail::RemoteNode*>(link_.get());
+  if (node == nullptr) throw Error("troupe: add_nodes needs a cluster runtime");
+  return node->add_nodes(count, args);
+}
+
+bool Runtime::joined_later() const {
+  auto* node = dynamic_cast<detail::RemoteNode*>(link_.get());
+  return node != nullptr && node->joined_later();
+}
+
 }  // namespace troupe

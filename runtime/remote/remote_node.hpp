@@ -9,6 +9,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <vector>
 #include <unordered_map>
 
 #include "cluster/cluster.hpp"
@@ -20,7 +22,9 @@ namespace troupe::detail {
 
 class RemoteNode final : public RemoteLink, public InboundHandler, public ReplySink {
  public:
-  /// comm: the communicator whose ranks are the nodes (duplicated).
+  /// comm: the communicator whose ranks are the nodes (duplicated). A process
+  /// started by add_nodes() (owns_mpi and an MPI parent) joins the running job
+  /// instead.
   RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi);
   ~RemoteNode() override;
 
@@ -47,6 +51,13 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   bool wait_cluster(const std::function<bool(const ClusterState&)>& pred, Clock::time_point deadline) override {
     return cluster_->wait(pred, deadline);
   }
+
+  // ---- membership changes ----------------------------------------------------
+  /// Collective over the live nodes: starts `count` processes of this program
+  /// (MPI_Comm_spawn over the live nodes, then MPI_Intercomm_merge) that join
+  /// as new nodes; returns their ids.
+  std::vector<NodeId> add_nodes(int count, const std::vector<std::string>& args);
+  bool joined_later() const noexcept { return joined_; }
 
   // ---- diagnostics and tests: hand-made bytes ------------------------------
   /// Sends `payload` as an envelope of the given kind that expects a reply
@@ -98,6 +109,19 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Cluster> cluster_;
   MPI_Comm role_comm_ = MPI_COMM_NULL;
+  // Membership changes: a communicator holding exactly the members as of the
+  // last change, and the node of each of its ranks.
+  MPI_Comm membership_comm_ = MPI_COMM_NULL;
+  std::vector<NodeId> membership_nodes_;
+  bool joined_ = false;
+  struct Spawn {
+    MPI_Comm inter;   // the spawn's intercommunicator (the parent's, in a joiner)
+    MPI_Comm merged;  // its merged intracommunicator
+  };
+  std::vector<Spawn> spawns_;
+  std::size_t lost_at_last_spawn_ = 0;
+  std::mutex membership_mu_;
+  void join_from_parent(MPI_Comm parent);
   std::atomic<bool> closed_{false};
   bool finalized_ = false;
 

@@ -31,18 +31,75 @@ std::size_t chunks(std::size_t size) { return size == 0 ? 1 : (size + kChunk - 1
 
 }  // namespace
 
-Engine::Engine(MPI_Comm comm, InboundHandler& handler) : handler_(handler) {
-  MPI_Comm_dup(comm, &comm_);
-  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-  int rank = 0, size = 0;
-  MPI_Comm_rank(comm_, &rank);
-  MPI_Comm_size(comm_, &size);
-  self_ = static_cast<NodeId>(rank);
-  for (int i = 0; i < size; ++i) peers_.push_back(std::make_unique<Peer>());
-  heard_.reset(new std::atomic<std::int64_t>[static_cast<std::size_t>(size)]);
+void Engine::init_storage(std::size_t capacity) {
+  heard_.reset(new std::atomic<std::int64_t>[capacity]);
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-  for (int i = 0; i < size; ++i) heard_[static_cast<std::size_t>(i)].store(now);
-  for (int i = 0; i < size; ++i) sources_.push_back(std::make_unique<Source>());
+  for (std::size_t i = 0; i < capacity; ++i) {
+    peers_.push_back(std::make_unique<Peer>());
+    sources_.push_back(std::make_unique<Source>());
+    heard_[i].store(now);
+  }
+}
+
+Engine::Engine(MPI_Comm comm, InboundHandler& handler) : handler_(handler) {
+  MPI_Comm dup = MPI_COMM_NULL;
+  MPI_Comm_dup(comm, &dup);
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  int rank = 0, size = 0;
+  MPI_Comm_rank(dup, &rank);
+  MPI_Comm_size(dup, &size);
+  self_ = static_cast<NodeId>(rank);
+  comms_.push_back(dup);
+  rank_node_.emplace_back();
+  init_storage(static_cast<std::size_t>(size) + kSpareNodes);
+  for (int i = 0; i < size; ++i) {
+    peers_[static_cast<std::size_t>(i)]->alive.store(true);
+    peers_[static_cast<std::size_t>(i)]->rank = i;
+    rank_node_[0].push_back(static_cast<NodeId>(i));
+  }
+  count_.store(static_cast<std::size_t>(size));
+}
+
+Engine::Engine(MPI_Comm comm, InboundHandler& handler, NodeId self, std::size_t total,
+               const std::vector<NodeId>& node_of_rank)
+    : self_(self), handler_(handler) {
+  MPI_Comm dup = MPI_COMM_NULL;
+  MPI_Comm_dup(comm, &dup);
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  comms_.push_back(dup);
+  rank_node_.push_back(node_of_rank);
+  joined_start_ = true;
+  init_storage(total + kSpareNodes);
+  for (std::size_t r = 0; r < node_of_rank.size(); ++r) {
+    auto& p = *peers_[node_of_rank[r]];
+    p.alive.store(true);
+    p.comm = 0;
+    p.rank = static_cast<int>(r);
+  }
+  count_.store(total);
+}
+
+void Engine::add_nodes(MPI_Comm comm, const std::vector<NodeId>& node_of_rank, std::size_t total) {
+  MPI_Comm dup = MPI_COMM_NULL;
+  MPI_Comm_dup(comm, &dup);  // collective over comm, like the caller's
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  std::lock_guard lk(mu_);
+  if (total > peers_.size()) throw std::runtime_error("troupe: too many nodes joined (no room left)");
+  const int index = static_cast<int>(comms_.size());
+  comms_.push_back(dup);
+  rank_node_.push_back(node_of_rank);
+  const std::size_t before = count_.load();
+  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  for (std::size_t r = 0; r < node_of_rank.size(); ++r) {
+    const NodeId n = node_of_rank[r];
+    if (n < before) continue;  // older pairs keep their communicator
+    auto& p = *peers_[n];
+    p.comm = index;
+    p.rank = static_cast<int>(r);
+    heard_[n].store(now);
+    p.alive.store(true);
+  }
+  count_.store(total, std::memory_order_release);
 }
 
 Engine::~Engine() {
@@ -120,7 +177,7 @@ bool Engine::drain_outq() {
     outq_size_.fetch_sub(1, std::memory_order_relaxed);
     outq_bytes_.fetch_sub(e->bytes.size(), std::memory_order_relaxed);
     did = true;
-    if (e->dest >= peers_.size() || !peers_[e->dest]->alive.load()) {
+    if (e->dest >= nodes() || !peers_[e->dest]->alive.load()) {
       delete e;  // a lost node: the caller was (or will be) failed by the cluster layer
       continue;
     }
@@ -138,7 +195,7 @@ bool Engine::drain_outq() {
 
 void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
   MPI_Request req = MPI_REQUEST_NULL;
-  checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, static_cast<int>(peer), tag, comm_, &req), "MPI_Isend");
+  checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, peers_[peer]->rank, tag, peer_comm(peer), &req), "MPI_Isend");
   send_reqs_.push_back(req);
   send_meta_.push_back(std::move(meta));
 }
@@ -231,18 +288,22 @@ bool Engine::test_sends() {
 
 bool Engine::probe_frames() {
   bool did = false;
-  for (int i = 0; i < 64; ++i) {
+  for (std::size_t c = 0; c < comms_.size(); ++c)
+    for (int i = 0; i < 64; ++i) {
     int flag = 0;
     MPI_Message msg;
     MPI_Status st;
-    if (checked(MPI_Improbe(MPI_ANY_SOURCE, kTagFrame, comm_, &flag, &msg, &st), "MPI_Improbe") != MPI_SUCCESS ||
+    if (checked(MPI_Improbe(MPI_ANY_SOURCE, kTagFrame, comms_[c], &flag, &msg, &st), "MPI_Improbe") != MPI_SUCCESS ||
         !flag)
       break;
     did = true;
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
-    const auto from = static_cast<NodeId>(st.MPI_SOURCE);
-    heard_[from].store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    const auto& ranks = rank_node_[c];
+    const NodeId from = static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size() ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
+                                                                                : kInvalidNode;
+    if (from != kInvalidNode)
+      heard_[from].store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     auto buf = std::make_unique<ByteBuffer>();
     buf->resize(static_cast<std::size_t>(count));
     MPI_Request req = MPI_REQUEST_NULL;
@@ -250,7 +311,7 @@ bool Engine::probe_frames() {
     stats_.frames_received++;
     stats_.bytes_received += static_cast<std::uint64_t>(count);
     frames_in_.fetch_add(1, std::memory_order_relaxed);
-    if (!peers_[from]->alive.load()) {
+    if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c)) {
       abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(buf)));
       MPI_Request_free(&req);
       continue;
@@ -268,7 +329,7 @@ bool Engine::test_frame_recvs() {
   // progress thread runs failure detection too) comes back regularly; sources
   // take turns being first.
   const auto budget_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
-  const std::size_t n = sources_.size();
+  const std::size_t n = nodes();
   const std::size_t start = next_source_++ % n;
   for (std::size_t k = 0; k < n; ++k) {
     const NodeId from = static_cast<NodeId>((start + k) % n);
@@ -366,7 +427,7 @@ void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
     for (std::size_t c = 0, n = chunks(seg.size); c < n; ++c) {
       const std::size_t len = std::min(left, kChunk);
       MPI_Request req = MPI_REQUEST_NULL;
-      checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, static_cast<int>(from), kTagSegment, comm_, &req),
+      checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, peers_[from]->rank, kTagSegment, peer_comm(from), &req),
               "MPI_Irecv");
       seg_reqs_.push_back(req);
       seg_meta_.push_back(SegRecv{from, d});
@@ -446,7 +507,7 @@ void Engine::deliver_ready() {
 }
 
 void Engine::mark_lost(NodeId n) {
-  if (n >= peers_.size()) return;
+  if (n >= nodes()) return;
   std::lock_guard lk(mu_);
   auto& p = *peers_[n];
   if (!p.alive.exchange(false)) return;
@@ -497,12 +558,18 @@ void Engine::mark_lost(NodeId n) {
   src.queue.clear();
 }
 
+void Engine::release_joined_comms() {
+  std::lock_guard lk(mu_);
+  if (send_reqs_.empty() && seg_reqs_.empty())
+    for (std::size_t c = joined_start_ ? 0 : 1; c < comms_.size(); ++c) MPI_Comm_free(&comms_[c]);
+}
+
 std::vector<int> Engine::world_ranks() const {
-  const int n = static_cast<int>(peers_.size());
+  const int n = static_cast<int>(rank_node_[0].size());
   std::vector<int> mine(static_cast<std::size_t>(n)), world(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) mine[static_cast<std::size_t>(i)] = i;
   MPI_Group g, w;
-  MPI_Comm_group(comm_, &g);
+  MPI_Comm_group(comms_[0], &g);
   MPI_Comm_group(MPI_COMM_WORLD, &w);
   MPI_Group_translate_ranks(g, n, mine.data(), w, world.data());
   MPI_Group_free(&g);
@@ -510,15 +577,15 @@ std::vector<int> Engine::world_ranks() const {
   return world;
 }
 
-bool Engine::alive(NodeId n) const { return n < peers_.size() && peers_[n]->alive.load(); }
+bool Engine::alive(NodeId n) const { return n < nodes() && peers_[n]->alive.load(); }
 
 bool Engine::heard_pending(NodeId n) {
-  if (n >= peers_.size()) return false;
+  if (n >= nodes()) return false;
   int flag = 0;
   bool queued = false;
   {
     std::lock_guard lk(mu_);  // brief: a probe, no receive
-    MPI_Iprobe(static_cast<int>(n), MPI_ANY_TAG, comm_, &flag, MPI_STATUS_IGNORE);
+    MPI_Iprobe(peers_[n]->rank, MPI_ANY_TAG, peer_comm(n), &flag, MPI_STATUS_IGNORE);
     queued = !sources_[n]->frames.empty();
   }
   if (flag || queued) heard_[n].store(std::chrono::steady_clock::now().time_since_epoch().count());
@@ -526,7 +593,7 @@ bool Engine::heard_pending(NodeId n) {
 }
 
 std::chrono::steady_clock::time_point Engine::last_heard(NodeId n) const {
-  if (n >= peers_.size()) return {};
+  if (n >= nodes()) return {};
   return std::chrono::steady_clock::time_point(
       std::chrono::steady_clock::duration(heard_[n].load(std::memory_order_relaxed)));
 }

@@ -81,13 +81,28 @@ class Engine {
  public:
   /// comm is duplicated; node n is rank n of it.
   Engine(MPI_Comm comm, InboundHandler& handler);
+  /// For a node that joined later: comm (duplicated) holds every live node;
+  /// node_of_rank maps its ranks to node ids; node ids below `total` that it
+  /// does not hold are lost.
+  Engine(MPI_Comm comm, InboundHandler& handler, NodeId self, std::size_t total,
+         const std::vector<NodeId>& node_of_rank);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   NodeId self() const noexcept { return self_; }
-  std::size_t nodes() const noexcept { return peers_.size(); }
-  MPI_Comm comm() const noexcept { return comm_; }
+  std::size_t nodes() const noexcept { return count_.load(std::memory_order_acquire); }
+  /// The communicator the engine started with (a duplicate).
+  MPI_Comm comm() const noexcept { return comms_.front(); }
+  /// New nodes joined through `comm` (duplicated): node_of_rank maps its ranks
+  /// to node ids; ids from nodes() to total-1 are the new ones. Traffic between
+  /// older nodes stays on their communicator, so per pair order is kept.
+  void add_nodes(MPI_Comm comm, const std::vector<NodeId>& node_of_rank, std::size_t total);
+  /// Frees the communicators add_nodes() (and a joiner's start) duplicated.
+  /// Only once traffic has stopped.
+  void release_joined_comms();
+  /// Room for nodes that join later.
+  static constexpr std::size_t kSpareNodes = 256;
   /// Each node's rank in MPI_COMM_WORLD (the launcher knows ranks by it).
   std::vector<int> world_ranks() const;
 
@@ -137,7 +152,9 @@ class Engine {
 
  private:
   struct Peer {
-    std::atomic<bool> alive{true};
+    std::atomic<bool> alive{false};
+    int comm = 0;  // index in comms_
+    int rank = 0;  // rank in that communicator
     std::deque<OutEnvelope*> outbox;
     bool dirty = false;
   };
@@ -179,8 +196,13 @@ class Engine {
   void deliver_ready();
   void progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period,
                      std::function<void()> on_activity);
+  void init_storage(std::size_t capacity);
+  MPI_Comm peer_comm(NodeId n) const { return comms_[static_cast<std::size_t>(peers_[n]->comm)]; }
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  std::vector<MPI_Comm> comms_;                  // [0]: the one we started with
+  std::vector<std::vector<NodeId>> rank_node_;  // per communicator: rank -> node
+  std::atomic<std::size_t> count_{0};
+  bool joined_start_ = false;  // comms_[0] came from add_nodes (a joiner)
   NodeId self_ = 0;
   InboundHandler& handler_;
   std::vector<std::unique_ptr<Peer>> peers_;

@@ -353,6 +353,41 @@ void names_after_loss(troupe::Runtime& rt, Outcome& out) {
   check_streams(rt, survivors, out);
 }
 
+// Rank 2 dies; the survivors bring in a replacement process (add_nodes) and
+// put work on it; the newcomer sees the registry as it was.
+void replace(troupe::Runtime& rt, Outcome& out) {
+  if (rt.joined_later()) {
+    out.expect(rt.node() == 4, "the new node is not node 4");
+    out.expect(rt.cluster().size() == 5 && !rt.cluster().alive(2), "the new node's cluster view is wrong");
+    bool synced = false;
+    for (int i = 0; i < 500 && !synced; ++i) {
+      synced = rt.registry().contains("n0") && rt.registry().contains("n3");
+      if (!synced) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(synced, "the new node did not receive the registry");
+    rt.finish();
+    return;
+  }
+  const std::vector<troupe::NodeId> survivors{0, 1, 3};
+  auto v = rt.spawn<Victim>(1 << 30);  // id 2
+  rt.registry().put("n" + std::to_string(rt.node()), v).get();
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 2) {
+    std::this_thread::sleep_for(300ms);
+    die();
+  }
+  expect_lost(rt, {2}, out);
+  auto added = rt.add_nodes(1, {"replace"});
+  out.expect(added == std::vector<troupe::NodeId>{4}, "add_nodes did not return node 4");
+  out.expect(rt.cluster().size() == 5 && rt.cluster().alive(4), "the new node is not in the cluster");
+  auto fresh = rt.spawn_on<Victim>(4, 1 << 30).get_for(20s);
+  out.expect(fresh.ask<&Victim::where>().get_for(20s) == 4, "an actor spawned on the new node is elsewhere");
+  stream_to_survivors(rt, {0, 1, 3}, 0, kStream);
+  expect_streams_from(survivors);
+  rt.finish();
+  check_streams(rt, survivors, out);
+}
+
 }  // namespace ft
 
 int main(int argc, char** argv) {
@@ -366,24 +401,27 @@ int main(int argc, char** argv) {
   const std::string scenario = argc > 1 ? argv[1] : "";
   const char* dir = std::getenv("TROUPE_FAULT_DIR");
   ft::Outcome out;
+  int node = rank;  // the node id (a process add_nodes started is rank 0 of its own world)
   try {
     troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+    node = static_cast<int>(rt.node());
     rt.spawn<ft::Recorder>();  // id 1 everywhere
     if (scenario == "asks_in_flight") ft::asks_in_flight(rt, out);
     else if (scenario == "monitored_actors") ft::monitored_actors(rt, out);
     else if (scenario == "two_at_once") ft::two_at_once(rt, out);
     else if (scenario == "rank0_dies") ft::rank0_dies(rt, out);
     else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
+    else if (scenario == "replace") ft::replace(rt, out);
     else out.fail("unknown scenario '" + scenario + "'");
   } catch (const std::exception& e) {
     out.fail(std::string("exception: ") + e.what());
   }
-  std::printf("[rank %d] %s: %s\n", rank, scenario.c_str(), out.failure.empty() ? "PASS" : out.failure.c_str());
+  std::printf("[node %d] %s: %s\n", node, scenario.c_str(), out.failure.empty() ? "PASS" : out.failure.c_str());
   std::fflush(stdout);
   MPI_Finalize();
   // Written last: the verdict also says this survivor got through MPI_Finalize.
   if (dir != nullptr) {
-    std::ofstream f(std::string(dir) + "/" + scenario + "." + std::to_string(rank));
+    std::ofstream f(std::string(dir) + "/" + scenario + "." + std::to_string(node));
     f << (out.failure.empty() ? "PASS" : "FAIL: " + out.failure) << "\n";
   }
   return out.failure.empty() ? 0 : 1;

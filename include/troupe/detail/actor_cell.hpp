@@ -119,7 +119,8 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   ExitReason exit_reason_ = ExitReason::stopped;
   bool reentrant_;
   std::uint32_t blocking_tasks_ = 0;  // non-reentrant: ordinary messages wait while > 0
-  std::atomic<std::size_t> size_{0};
+  std::atomic<std::size_t> size_{0};         // mailbox: counted before the push
+  std::atomic<std::size_t> system_size_{0};  // system queue, likewise
   MpscQueue mailbox_;
   MpscQueue system_;
 

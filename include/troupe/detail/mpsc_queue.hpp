@@ -1,6 +1,6 @@
 // Intrusive multi-producer single-consumer queue (D. Vyukov's algorithm).
 // push() is wait-free; pop() may return nullptr while a producer is between its
-// two steps, in which case nonempty() still reports true so the consumer retries.
+// two steps: owners keep an atomic count of pushes to know work is coming.
 #pragma once
 
 #include <atomic>
@@ -45,14 +45,6 @@ class MpscQueue {
       return tail;
     }
     return nullptr;
-  }
-
-  // Consumer only: true if an element is queued or a push is in progress.
-  bool nonempty() const noexcept {
-    MpscNode* tail = tail_;
-    if (tail != &stub_) return true;
-    if (tail->mpsc_next.load(std::memory_order_acquire) != nullptr) return true;
-    return head_.load(std::memory_order_seq_cst) != &stub_;
   }
 
  private:
