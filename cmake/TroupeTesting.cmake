@@ -18,6 +18,13 @@ set(TROUPE_MPI_ENV
   ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0
   LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/lsan.supp:fast_unwind_on_malloc=0)
 
+if(TROUPE_SANITIZE)
+  # Sanitized ranks run many times slower (ASan with full unwinding on every
+  # allocation): a production heartbeat timeout would declare them lost. The
+  # launcher's process table still detects real deaths in milliseconds.
+  list(APPEND TROUPE_MPI_ENV TROUPE_HEARTBEAT_TIMEOUT_MS=5000)
+endif()
+
 function(_troupe_test_exe target)
   cmake_parse_arguments(T "MPI_MAIN" "" "SOURCES;LIBS" ${ARGN})
   if(T_MPI_MAIN)

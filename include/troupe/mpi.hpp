@@ -1,7 +1,7 @@
 // For MPI applications that embed troupe: adopt the communicator you already
 // have. troupe then leaves MPI_Init/MPI_Finalize to you; MPI must have been
-// initialised with MPI_THREAD_MULTIPLE (or MPI_THREAD_SERIALIZED, if you make
-// no MPI call while the runtime runs).
+// initialised with MPI_THREAD_MULTIPLE (troupe's progress engine runs MPI on
+// its own threads while yours make their own calls).
 //
 //   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
 //   {

@@ -57,6 +57,40 @@ struct RemoteInit {
   using tuple = typename decltype(troupe_remote_descriptor(static_cast<T*>(nullptr)))::init_tuple;
 };
 
+/// Sends an ask's result back to the caller's node; if it is destroyed unused
+/// (the coroutine's frame died with its actor), the caller gets ActorExited.
+template <class R>
+class RemoteReply {
+ public:
+  RemoteReply(RemoteCaller caller, NodeId node, ActorId actor) : caller_(caller), node_(node), actor_(actor) {}
+  RemoteReply(RemoteReply&& o) noexcept : caller_(o.caller_), node_(o.node_), actor_(o.actor_), armed_(o.armed_) {
+    o.armed_ = false;
+  }
+  RemoteReply& operator=(RemoteReply&&) = delete;
+  ~RemoteReply() {
+    if (!armed_) return;
+    try {
+      caller_.sink->reply_error(caller_.node, caller_.corr, std::make_exception_ptr(ActorExited(node_, actor_)));
+    } catch (...) {
+    }
+  }
+  void operator()(TaskResult<R>&& r) {
+    armed_ = false;
+    if (r.error) return caller_.sink->reply_error(caller_.node, caller_.corr, r.error);
+    if constexpr (std::is_void_v<R>) {
+      caller_.sink->reply_value(caller_.node, caller_.corr, std::make_unique<ValueWriter<void>>(Unit{}));
+    } else {
+      caller_.sink->reply_value(caller_.node, caller_.corr, std::make_unique<ValueWriter<R>>(std::move(*r.value)));
+    }
+  }
+
+ private:
+  RemoteCaller caller_;
+  NodeId node_;
+  ActorId actor_;
+  bool armed_ = true;
+};
+
 /// A call decoded from the wire, queued to its target actor.
 template <auto M>
 class RemoteCall final : public Message {
@@ -72,14 +106,7 @@ class RemoteCall final : public Message {
       });
       return;
     }
-    invoke_call<M>(cell, args, [c = caller_](TaskResult<R>&& r) {
-      if (r.error) return c.sink->reply_error(c.node, c.corr, r.error);
-      if constexpr (std::is_void_v<R>) {
-        c.sink->reply_value(c.node, c.corr, std::make_unique<ValueWriter<void>>(Unit{}));
-      } else {
-        c.sink->reply_value(c.node, c.corr, std::make_unique<ValueWriter<R>>(std::move(*r.value)));
-      }
-    });
+    invoke_call<M>(cell, args, RemoteReply<R>(caller_, cell.node(), cell.id()));
   }
   void reject(ActorCell& cell) noexcept override {
     if (caller_.corr == 0) return;

@@ -48,7 +48,12 @@ struct TaskPromiseBase {
       auto done = std::move(p.on_done);
       auto result = std::move(p.result);
       h.destroy();
-      if (done) done(std::move(result));
+      if (done) {
+        try {
+          done(std::move(result));
+        } catch (...) {  // a completion must not throw out of a noexcept resume
+        }
+      }
       return std::noop_coroutine();
     }
     void await_resume() const noexcept {}

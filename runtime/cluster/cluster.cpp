@@ -30,7 +30,8 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
   }
   std::unique_ptr<PmixProbe> probe;
   const char* no_pmix = std::getenv("TROUPE_PMIX");
-  if (core_.config().use_pmix && !(no_pmix != nullptr && std::string(no_pmix) == "0"))
+  // Not on a node that joined later: its MPI_COMM_WORLD is not the launcher's job.
+  if (core_.config().use_pmix && !engine_.joined() && !(no_pmix != nullptr && std::string(no_pmix) == "0"))
     probe = std::make_unique<PmixProbe>(engine_.world_ranks());
   detector_ = std::make_unique<FailureDetector>(*this, core_.config().heartbeat_period,
                                                 core_.config().heartbeat_timeout, std::move(probe));
@@ -49,11 +50,9 @@ void Cluster::add_nodes(const std::vector<NodeInfo>& all) {
     }
     info_.push_back(all[i]);
   }
-  for (std::size_t i = before; i < all.size(); ++i) {
-    sent_[i].store(0);
-    delivered_[i].store(0);
-    alive_[i].store(true);
-  }
+  // (Work counters are not reset: ids are never reused, and traffic from a
+  // new node may already have been counted.)
+  for (std::size_t i = before; i < all.size(); ++i) alive_[i].store(true);
   count_.store(all.size(), std::memory_order_release);
   cv_.notify_all();
 }
@@ -78,6 +77,8 @@ bool Cluster::wait(const std::function<bool(const ClusterState&)>& pred, steady_
 
 void Cluster::send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body, bool work) {
   if (!alive(to)) return;
+  // Termination was declared: the others may be finalizing MPI already.
+  if (done_.load() && type != Control::finish_ack && type != Control::finish_done) return;
   auto* e = new OutEnvelope();
   e->dest = to;
   e->work = work;
@@ -90,6 +91,20 @@ void Cluster::send_control(NodeId to, Control type, const std::function<void(Wir
   w.finish(nullptr, 0);
   if (work) count_sent(to);
   engine_.send(e);
+}
+
+void Cluster::nodes_added(const std::vector<NodeId>& fresh) {
+  std::vector<std::function<void(const std::vector<NodeId>&)>> listeners;
+  {
+    std::lock_guard lk(mu_);
+    listeners = added_listeners_;
+  }
+  for (auto& l : listeners) l(fresh);
+}
+
+void Cluster::on_added(std::function<void(const std::vector<NodeId>&)> listener) {
+  std::lock_guard lk(mu_);
+  added_listeners_.push_back(std::move(listener));
 }
 
 void Cluster::set_extra_control(std::function<void(NodeId, std::uint64_t, WireInputArchive&)> handler) {
@@ -131,7 +146,7 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
     case Control::finish_status: {
       std::uint64_t wave = 0;
       Status st;
-      ar(wave, st.in_finish, st.idle, st.sent, st.delivered);
+      ar(wave, st.in_finish, st.idle, st.sent, st.delivered, st.lost);
       std::lock_guard lk(mu_);
       if (wave_open_ && wave == wave_ && from < replies_.size()) replies_[from] = st;
       break;
@@ -258,7 +273,9 @@ NodeId Cluster::coordinator() const {
 Cluster::Status Cluster::local_status() const {
   Status st;
   st.in_finish = in_finish_.load();
-  st.idle = core_.outstanding() == 0 && engine_.quiet();
+  st.lost = lost_set().size();
+  const bool quiet = engine_.quiet();  // first: a delivery in progress counts until it is done
+  st.idle = quiet && core_.outstanding() == 0;
   for (NodeId n = 0; n < size(); ++n) {
     if (!alive(n)) continue;
     st.sent += sent_[n].load(std::memory_order_relaxed);
@@ -291,7 +308,8 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
       all = false;
       break;
     }
-    ok = ok && replies_[n]->in_finish && replies_[n]->idle;
+    // Counts summed over different views of who is alive do not add up.
+    ok = ok && replies_[n]->in_finish && replies_[n]->idle && replies_[n]->lost == replies_[self_]->lost;
     sent += replies_[n]->sent;
     delivered += replies_[n]->delivered;
   }
@@ -340,7 +358,7 @@ void Cluster::finish() {
         auto st = local_status();
         const auto wave = answer->second;
         send_control(answer->first, Control::finish_status, [&](WireOutputArchive& ar) {
-          ar(wave, st.in_finish, st.idle, st.sent, st.delivered);
+          ar(wave, st.in_finish, st.idle, st.sent, st.delivered, st.lost);
         });
         did = true;
       }

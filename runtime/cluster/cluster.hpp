@@ -67,6 +67,10 @@ class Cluster {
 
   /// Nodes joined (Runtime::add_nodes): `all` describes every node id so far.
   void add_nodes(const std::vector<NodeInfo>& all);
+  /// Once they can be reached: tells the listeners (the registry pushes them
+  /// what this node wrote).
+  void nodes_added(const std::vector<NodeId>& fresh);
+  void on_added(std::function<void(const std::vector<NodeId>&)> listener);
 
   // ---- loss ------------------------------------------------------------------
   /// Declares a node lost, for good, here. Listeners run once per lost node.
@@ -94,6 +98,7 @@ class Cluster {
     bool idle = false;
     std::uint64_t sent = 0;
     std::uint64_t delivered = 0;
+    std::uint64_t lost = 0;  // the size of its lost set: all must agree
   };
   NodeId coordinator() const;
   /// Merges a lost set heard from another node; true if it taught us something.
@@ -118,6 +123,7 @@ class Cluster {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::function<void(NodeId)>> lost_listeners_;
+  std::vector<std::function<void(const std::vector<NodeId>&)>> added_listeners_;
   std::unique_ptr<FailureDetector> detector_;
   std::function<void(NodeId, std::uint64_t, WireInputArchive&)> extra_control_;
   struct Stashed {

@@ -48,7 +48,8 @@ std::vector<NodeId> PmixProbe::dead_local_nodes() {
     for (size_t i = 0; arr->type == PMIX_INFO && i < arr->size; ++i) {
       if (infos[i].value.type != PMIX_PROC_INFO) continue;
       const pmix_proc_info_t* p = infos[i].value.data.pinfo;
-      if (p->state < PMIX_PROC_STATE_TERMINATED) continue;
+      // Error states only: a rank that finished normally is not lost.
+      if (p->state < PMIX_PROC_STATE_ERROR) continue;
       auto& wr = impl_->world_ranks;
       auto it = std::find(wr.begin(), wr.end(), static_cast<int>(p->proc.rank));
       if (it != wr.end()) dead.push_back(static_cast<NodeId>(it - wr.begin()));

@@ -174,7 +174,8 @@ void ActorCell::run_batch(std::size_t max) noexcept {
     if (auto* link = core_.remote()) link->flush();
   }
   // Once scheduled_ is cleared another thread may own the cell: from then on
-  // only the producers' counters are read, never the queues' consumer side.
+  // (release_turn) only the producers' counters are read, never the queues'
+  // consumer side.
   const bool blocked = blocking_tasks_ != 0 && !exited();
   auto has_work = [this, blocked] {
     return system_size_.load(std::memory_order_seq_cst) != 0 ||
@@ -184,12 +185,35 @@ void ActorCell::run_batch(std::size_t max) noexcept {
     core_.scheduler().schedule(shared_from_this());  // yield, stay scheduled
     return;
   }
+  release_turn();
+}
+
+void ActorCell::release_turn() noexcept {
+  const bool blocked = blocking_tasks_ != 0 && !exited();
+  auto has_work = [this, blocked] {
+    return system_size_.load(std::memory_order_seq_cst) != 0 ||
+           (!blocked && size_.load(std::memory_order_seq_cst) != 0);
+  };
   scheduled_.store(false, std::memory_order_seq_cst);
   if (has_work() && !scheduled_.exchange(true, std::memory_order_seq_cst)) {
     core_.scheduler().schedule(shared_from_this());
     return;
   }
   core_.work_done();
+}
+
+void ActorCell::begin_construction() noexcept {
+  scheduled_.store(true, std::memory_order_seq_cst);
+  core_.work_started();
+}
+
+void ActorCell::end_construction(bool built) noexcept {
+  if (!built) {  // the constructor threw: whatever it sent to itself fails
+    exit_reason_ = ExitReason::stopped;
+    exited_.store(true, std::memory_order_seq_cst);
+    drain_rejected();
+  }
+  release_turn();
 }
 
 void ActorCell::task_suspended(const std::shared_ptr<TaskRecord>& rec) {

@@ -5,6 +5,7 @@
 
 #include "troupe/detail/actor_cell.hpp"
 #include "troupe/error.hpp"
+#include "scheduler.hpp"
 
 namespace troupe::detail {
 
@@ -53,6 +54,10 @@ void check_blocking_allowed(const char* what) {
   if (current_cell() != nullptr)
     throw Error(std::string("troupe: ") + what +
                 " called inside an actor; it would block the actor's thread (use co_await in a Task)");
+  if (on_scheduler_worker())
+    throw Error(std::string("troupe: ") + what +
+                " called on a scheduler thread (a timer, monitor or then() callback); it could wait for work "
+                "that thread must run");
 }
 
 }  // namespace troupe::detail

@@ -9,8 +9,14 @@
 namespace troupe {
 
 Runtime::~Runtime() {
+  // Without finish(): the actors end first, while the cluster side can still
+  // carry what they send; then the cluster side, then the core.
+  if (finished_ < 0 && core_) {
+    core_->stop_periodic();
+    core_->shutdown();
+  }
   names_.reset();
-  link_.reset();  // the cluster side goes first: it may still deliver to actors
+  link_.reset();
   core_.reset();
 }
 

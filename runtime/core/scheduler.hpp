@@ -35,6 +35,9 @@ class Scheduler {
   virtual void shutdown() noexcept = 0;
 };
 
+/// True on a worker thread of any runtime's oneTBB scheduler.
+bool on_scheduler_worker() noexcept;
+
 std::unique_ptr<Scheduler> make_tbb_scheduler(std::size_t threads, std::size_t batch,
                                               std::unique_ptr<ThreadPlacement> placement);
 

@@ -157,6 +157,8 @@ class TbbScheduler final : public Scheduler {
 
 }  // namespace
 
+bool on_scheduler_worker() noexcept { return tls_worker_of != nullptr; }
+
 std::unique_ptr<Scheduler> make_tbb_scheduler(std::size_t threads, std::size_t batch,
                                               std::unique_ptr<ThreadPlacement> placement) {
   auto s = std::make_unique<TbbScheduler>(threads, std::move(placement));

@@ -1,5 +1,6 @@
 #include "timer_service.hpp"
 
+#include <cstdio>
 #include <vector>
 
 namespace troupe::detail {
@@ -43,7 +44,13 @@ void ThreadTimerService::loop() {
     auto fire = std::move(queue_.begin()->second);
     queue_.erase(queue_.begin());
     lk.unlock();
-    fire();
+    try {
+      fire();  // a user's periodic tick may throw: the timer thread goes on
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "troupe: a timer callback threw: %s\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "troupe: a timer callback threw\n");
+    }
     lk.lock();
   }
 }

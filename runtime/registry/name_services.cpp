@@ -35,6 +35,13 @@ NameServices::NameServices(Runtime& rt)
       registry_map_.node_lost(n);
       group_map_.node_lost(n);
     });
+    // New members get what this node wrote (a copy from one member could miss
+    // writes still in flight to it).
+    cluster_->on_added([this, life = std::weak_ptr<bool>(life_)](const std::vector<NodeId>& fresh) {
+      if (life.expired()) return;
+      registry_map_.push_own(fresh);
+      group_map_.push_own(fresh);
+    });
     // A node that joined later starts empty: it asks a live member for a copy.
     if (node->joined_later()) {
       for (NodeId n = 0; n < cluster_->size(); ++n) {
@@ -110,16 +117,43 @@ void NameServices::unsubscribe(std::uint64_t token) {
 }
 
 void NameServices::group_changed(const std::string& key, const ReplEntry* before, const ReplEntry* after) {
-  const ReplEntry* e = after != nullptr ? after : before;
-  GroupEvent ev{group_of_key(key), e->owner, e->actor, after != nullptr};
   if (before != nullptr && after != nullptr) return;  // rewritten, still a member
-  std::vector<std::function<void(const GroupEvent&)>> fns;
-  {
-    std::lock_guard lk(mu_);
-    for (auto& [token, sub] : subscribers_)
-      if (sub.first == ev.group) fns.push_back(sub.second);
+  const ReplEntry* e = after != nullptr ? after : before;
+  std::lock_guard lk(events_mu_);
+  events_.push_back(GroupEvent{group_of_key(key), e->owner, e->actor, after != nullptr});
+  if (draining_) return;
+  draining_ = true;
+  core_.post([this, life = std::weak_ptr<bool>(life_)] {
+    if (!life.expired()) drain_events();
+  });
+}
+
+void NameServices::drain_events() {
+  while (true) {
+    GroupEvent ev;
+    {
+      std::lock_guard lk(events_mu_);
+      if (events_.empty()) {
+        draining_ = false;
+        return;
+      }
+      ev = std::move(events_.front());
+      events_.pop_front();
+    }
+    std::vector<std::function<void(const GroupEvent&)>> fns;
+    {
+      std::lock_guard lk(mu_);
+      for (auto& [token, sub] : subscribers_)
+        if (sub.first == ev.group) fns.push_back(sub.second);
+    }
+    for (auto& fn : fns) {
+      try {
+        fn(ev);
+      } catch (const std::exception& x) {
+        std::fprintf(stderr, "troupe: a group subscriber threw: %s\n", x.what());
+      }
+    }
   }
-  for (auto& fn : fns) core_.post([fn, ev] { fn(ev); });
 }
 
 }  // namespace troupe::detail

@@ -3,6 +3,7 @@
 // replicas in step.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -65,6 +66,11 @@ class NameServices {
   std::map<std::string, DispatchFn> dispatchers_;
   std::map<std::uint64_t, std::pair<std::string, std::function<void(const GroupEvent&)>>> subscribers_;
   std::uint64_t next_token_ = 1;
+  // Group events reach subscribers one at a time, in the order applied.
+  std::mutex events_mu_;
+  std::deque<GroupEvent> events_;
+  bool draining_ = false;
+  void drain_events();
 };
 
 /// Group keys: "<group>\x1f<node>:<actor>".

@@ -13,6 +13,29 @@ Future<void> ReplicatedMap::write(const std::string& key, std::string value, Nod
                                   bool tombstone) {
   ReplEntry e{std::move(value), ns_.core().clock().now().raw, ns_.self(), owner, actor, tombstone};
   apply(key, e);
+  return broadcast(key, e);
+}
+
+void ReplicatedMap::remove_version(const std::string& key, const ReplEntry& version) {
+  ReplEntry gone = version;
+  gone.tombstone = true;
+  gone.value.clear();
+  apply(key, gone);
+  broadcast(key, gone);
+}
+
+void ReplicatedMap::push_own(const std::vector<NodeId>& to) {
+  std::vector<std::pair<std::string, ReplEntry>> mine;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& [key, e] : entries_)
+      if (e.origin == ns_.self()) mine.emplace_back(key, e);
+  }
+  for (NodeId n : to)
+    for (auto& [key, e] : mine) ns_.send_update(n, id_, key, e, 0);
+}
+
+Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e) {
   Promise<void> p(ns_.core().waiter());
   auto f = p.get_future();
   Cluster* cl = ns_.cluster();
@@ -64,9 +87,9 @@ bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
     e.tombstone = true;  // points at a lost node: it is gone, and stays gone
     e.value.clear();
   }
-  std::optional<ReplEntry> before;
   {
     std::lock_guard lk(mu_);
+    std::optional<ReplEntry> before;
     auto it = entries_.find(key);
     if (it != entries_.end()) {
       if (!e.beats(it->second)) return false;
@@ -75,9 +98,11 @@ bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
     } else {
       entries_.emplace(key, e);
     }
+    // Under the lock, so listeners see changes in the order they were applied
+    // (they only queue the news).
+    const ReplEntry* after = e.tombstone ? nullptr : &e;
+    if (listener_ && (before || after)) listener_(key, before ? &*before : nullptr, after);
   }
-  const ReplEntry* after = e.tombstone ? nullptr : &e;
-  if (listener_ && (before || after)) listener_(key, before ? &*before : nullptr, after);
   if (!e.tombstone && e.owner == ns_.self() && e.actor != 0) watch_owner_actor(key, e);
   return true;
 }
@@ -91,14 +116,16 @@ void ReplicatedMap::watch_owner_actor(const std::string& key, const ReplEntry& e
   const NodeId self = ns_.self();
   auto on_exit = [this, life = ns_.life(), key, actor, self] {
     if (life.expired()) return;  // the runtime's name services are gone
-    bool still = false;
+    std::optional<ReplEntry> current;
     {
       std::lock_guard lk(mu_);
       watched_.erase({key, actor});
       auto it = entries_.find(key);
-      still = it != entries_.end() && !it->second.tombstone && it->second.owner == self && it->second.actor == actor;
+      if (it != entries_.end() && !it->second.tombstone && it->second.owner == self && it->second.actor == actor)
+        current = it->second;
     }
-    if (still) write(key, {}, self, actor, true);
+    // Delete that version only: a newer binding written elsewhere meanwhile wins.
+    if (current) remove_version(key, *current);
   };
   if (auto cell = ns_.core().find_cell(actor)) {
     cell->add_monitor([on_exit](const ExitInfo&) mutable { on_exit(); });
@@ -123,13 +150,12 @@ void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {
 }
 
 void ReplicatedMap::node_lost(NodeId n) {
-  std::vector<std::pair<std::string, ReplEntry>> gone;
   std::vector<Promise<void>> done;
   {
     std::lock_guard lk(mu_);
     for (auto& [key, e] : entries_) {
       if (e.tombstone || e.owner != n) continue;
-      gone.emplace_back(key, e);
+      if (listener_) listener_(key, &e, nullptr);
       e.tombstone = true;  // keeps its timestamp: older writes stay beaten
       e.value.clear();
     }
@@ -143,8 +169,6 @@ void ReplicatedMap::node_lost(NodeId n) {
       }
     }
   }
-  for (auto& [key, e] : gone)
-    if (listener_) listener_(key, &e, nullptr);
   for (auto& p : done) p.set_value();
 }
 

@@ -36,7 +36,14 @@ struct ReplEntry {
   void serialize(Archive& ar) {
     ar(value, ts, origin, owner, actor, tombstone);
   }
-  bool beats(const ReplEntry& o) const noexcept { return ts != o.ts ? ts > o.ts : origin > o.origin; }
+  /// The total order of versions: later timestamp, then higher node; for the
+  /// same version, its deletion beats it (a conditional delete: it removes that
+  /// version and nothing written after it).
+  bool beats(const ReplEntry& o) const noexcept {
+    if (ts != o.ts) return ts > o.ts;
+    if (origin != o.origin) return origin > o.origin;
+    return tombstone && !o.tombstone;
+  }
 };
 
 class ReplicatedMap {
@@ -46,6 +53,10 @@ class ReplicatedMap {
   ReplicatedMap(NameServices& ns, std::uint8_t id, Listener listener);
 
   Future<void> write(const std::string& key, std::string value, NodeId owner, ActorId actor, bool tombstone);
+  /// Deletes exactly this version of key (if nothing newer replaced it).
+  void remove_version(const std::string& key, const ReplEntry& version);
+  /// Sends every entry this node wrote to the given nodes (new members).
+  void push_own(const std::vector<NodeId>& to);
   std::optional<ReplEntry> get(const std::string& key) const;
   std::vector<std::pair<std::string, ReplEntry>> scan(const std::string& prefix) const;
 
@@ -59,6 +70,7 @@ class ReplicatedMap {
 
  private:
   void watch_owner_actor(const std::string& key, const ReplEntry& e);
+  Future<void> broadcast(const std::string& key, const ReplEntry& e);
   void finish_waits(std::vector<Promise<void>>& done);
 
   NameServices& ns_;

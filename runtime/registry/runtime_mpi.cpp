@@ -72,9 +72,9 @@ Runtime::Runtime(int& argc, char**& argv, Config cfg) {
     setenv("OMPI_MCA_async_mpi_finalize", "1", 0);
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
-    if (provided < MPI_THREAD_SERIALIZED) {
+    if (provided < MPI_THREAD_MULTIPLE) {
       MPI_Finalize();
-      throw Error("troupe: this MPI offers neither MPI_THREAD_MULTIPLE nor MPI_THREAD_SERIALIZED");
+      throw Error("troupe: this MPI does not offer MPI_THREAD_MULTIPLE");
     }
     owns = true;
   }
@@ -88,8 +88,8 @@ Runtime::Runtime(const AdoptedComm& comm, Config cfg) {
   if (!initialised) throw Error("troupe: adopt(comm) needs MPI to be initialised by the application");
   int provided = 0;
   MPI_Query_thread(&provided);
-  if (provided < MPI_THREAD_SERIALIZED)
-    throw Error("troupe: MPI was initialised below MPI_THREAD_SERIALIZED; troupe's threads need it");
+  if (provided < MPI_THREAD_MULTIPLE)
+    throw Error("troupe: MPI was initialised below MPI_THREAD_MULTIPLE; troupe's threads need it");
   if (cfg.role.empty()) {
     const char* env = std::getenv("TROUPE_ROLE");
     cfg.role = env != nullptr && *env != '\0' ? env : "default";

@@ -21,17 +21,27 @@
 namespace troupe::detail {
 namespace {
 
-/// Runs a function at delivery.
+/// Runs a function at delivery (or another if its source is lost first).
 class FnInbound final : public Inbound {
  public:
-  explicit FnInbound(UniqueFunction<void()> fn) : fn_(std::move(fn)) {}
+  FnInbound(UniqueFunction<void()> fn, UniqueFunction<void()> on_abandon)
+      : fn_(std::move(fn)), on_abandon_(std::move(on_abandon)) {}
   void deliver() override { fn_(); }
+  void abandon() noexcept override {
+    try {
+      if (on_abandon_) on_abandon_();
+    } catch (...) {
+    }
+  }
 
  private:
   UniqueFunction<void()> fn_;
+  UniqueFunction<void()> on_abandon_;
 };
 
-std::unique_ptr<Inbound> at_delivery(UniqueFunction<void()> fn) { return std::make_unique<FnInbound>(std::move(fn)); }
+std::unique_ptr<Inbound> at_delivery(UniqueFunction<void()> fn, UniqueFunction<void()> on_abandon = nullptr) {
+  return std::make_unique<FnInbound>(std::move(fn), std::move(on_abandon));
+}
 
 /// A call decoded in place; its segments (if any) land inside its arguments.
 class CallInbound final : public Inbound {
@@ -56,7 +66,7 @@ class BufferedInbound final : public Inbound {
  public:
   BufferedInbound(Core& core, const Envelope& env, UniqueFunction<void(WireInputArchive&)> decode,
                   UniqueFunction<void(std::exception_ptr)> failed)
-      : core_(core), sizes_(env.segment_sizes), decode_(std::move(decode)), failed_(std::move(failed)) {
+      : core_(core), source_(env.source), sizes_(env.segment_sizes), decode_(std::move(decode)), failed_(std::move(failed)) {
     payload_.append(env.payload, env.payload_size);
     buffers_.resize(sizes_.size());
     for (std::size_t i = 0; i < sizes_.size(); ++i) {
@@ -65,9 +75,16 @@ class BufferedInbound final : public Inbound {
     }
   }
   void deliver() override;
+  void abandon() noexcept override {
+    try {
+      failed_(std::make_exception_ptr(ConnectionLost(source_)));
+    } catch (...) {
+    }
+  }
 
  private:
   Core& core_;
+  NodeId source_;
   ByteBuffer payload_;
   std::vector<std::uint64_t> sizes_;
   std::vector<ByteBuffer> buffers_;
@@ -348,8 +365,11 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   std::vector<NodeInfo> all(state.nodes().begin(), state.nodes().end());
   for (std::size_t r = live_nodes.size(); r < info.node_of_rank.size(); ++r)
     all.push_back(NodeInfo{info.node_of_rank[r], hosts[r].second, hosts[r].first, true});
-  engine_->add_nodes(merged, info.node_of_rank, info.total);
+  // The cluster first: once the engine hears the newcomers, their messages
+  // find them alive.
   cluster_->add_nodes(all);
+  engine_->add_nodes(merged, info.node_of_rank, info.total);
+  cluster_->nodes_added(fresh);
   if (live != MPI_COMM_NULL) MPI_Comm_free(&live);
   spawns_.push_back(Spawn{inter, merged});
   lost_at_last_spawn_ = cluster_->lost_set().size();
@@ -360,6 +380,10 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
 
 void RemoteNode::start_polling() {
   if (closed_.load(std::memory_order_acquire) || polling_.exchange(true)) return;
+  if (closed_.load(std::memory_order_acquire)) {  // closed meanwhile: stop_polling may be waiting
+    polling_.store(false, std::memory_order_release);
+    return;
+  }
   engine_->helper_enter();
   core_.scheduler().post([this, now = Clock::now()] { poll(now); });
 }
@@ -432,14 +456,17 @@ void RemoteNode::post(std::unique_ptr<OutEnvelope> e) {
 }
 
 std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> reply) {
-  std::lock_guard lk(pending_mu_);
-  if (!cluster_->alive(node)) {
-    reply->fail(std::make_exception_ptr(ConnectionLost(node)));
-    return 0;
+  {
+    std::lock_guard lk(pending_mu_);
+    if (cluster_->alive(node)) {
+      const auto corr = next_corr_.fetch_add(1, std::memory_order_relaxed);
+      pending_.emplace(corr, Pending{node, std::move(reply)});
+      return corr;
+    }
   }
-  const auto corr = next_corr_.fetch_add(1, std::memory_order_relaxed);
-  pending_.emplace(corr, Pending{node, std::move(reply)});
-  return corr;
+  // Failed outside the lock: the failure may run continuations that ask again.
+  reply->fail(std::make_exception_ptr(ConnectionLost(node)));
+  return 0;
 }
 
 std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
@@ -771,10 +798,12 @@ std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
     } catch (...) {
       err = as_decode_error(std::current_exception());
     }
-    return at_delivery([this, from, r, err] {
-      cluster_->count_delivered(from);
-      r->fail(err);
-    });
+    return at_delivery(
+        [this, from, r, err] {
+          cluster_->count_delivered(from);
+          r->fail(err);
+        },
+        [r, from] { r->fail(std::make_exception_ptr(ConnectionLost(from))); });
   }
   if (env.segment_sizes.empty() || r->zero_copy()) {
     try {
@@ -782,18 +811,22 @@ std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
       DecodingScope scope(&core_);
       r->decode(ar);
       check_complete(ar);
-      auto in = at_delivery([this, from, r] {
-        cluster_->count_delivered(from);
-        r->complete();
-      });
+      auto in = at_delivery(
+          [this, from, r] {
+            cluster_->count_delivered(from);
+            r->complete();
+          },
+          [r, from] { r->fail(std::make_exception_ptr(ConnectionLost(from))); });
       in->segments = std::move(ar.destinations());
       return in;
     } catch (...) {
       auto err = as_decode_error(std::current_exception());
-      return at_delivery([this, from, r, err] {
-        cluster_->count_delivered(from);
-        r->fail(err);
-      });
+      return at_delivery(
+          [this, from, r, err] {
+            cluster_->count_delivered(from);
+            r->fail(err);
+          },
+          [r, from] { r->fail(std::make_exception_ptr(ConnectionLost(from))); });
     }
   }
   return std::make_unique<BufferedInbound>(

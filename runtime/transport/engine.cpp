@@ -26,8 +26,36 @@ int checked(int rc, const char* what) {
   return rc;
 }
 
+/// Keeps the requests (and their parallel records) for which keep(i) holds, in order.
+template <class Meta, class Keep>
+void compact(std::vector<MPI_Request>& reqs, std::vector<Meta>& meta, Keep keep) {
+  std::size_t w = 0;
+  for (std::size_t r = 0; r < reqs.size(); ++r) {
+    if (!keep(r)) continue;
+    if (w != r) {
+      reqs[w] = reqs[r];
+      meta[w] = std::move(meta[r]);
+    }
+    ++w;
+  }
+  reqs.resize(w);
+  meta.resize(w);
+}
+
 // Number of MPI messages a segment of this size travels in.
 std::size_t chunks(std::size_t size) { return size == 0 ? 1 : (size + kChunk - 1) / kChunk; }
+
+/// A bad envelope, reported to the handler when its turn to be delivered comes.
+class FaultReport final : public Inbound {
+ public:
+  FaultReport(InboundHandler& h, NodeId from, EnvelopeFault f) : h_(h), from_(from), fault_(std::move(f)) {}
+  void deliver() override { h_.on_bad_envelope(from_, fault_); }
+
+ private:
+  InboundHandler& h_;
+  NodeId from_;
+  EnvelopeFault fault_;
+};
 
 }  // namespace
 
@@ -140,20 +168,24 @@ void Engine::send(OutEnvelope* env, bool urgent) {
 void Engine::flush() { flush_sends(); }
 
 void Engine::flush_sends() {
-  while (mu_.try_lock()) {
+  while (true) {
+    std::unique_lock lk(mu_, std::try_to_lock);
+    if (!lk.owns_lock()) break;
     drain_outq();
     flush_outboxes();
     test_sends();
-    mu_.unlock();
+    lk.unlock();
     if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
   }
 }
 
 bool Engine::progress() {
   bool did = false;
-  while (mu_.try_lock()) {
+  while (true) {
+    std::unique_lock lk(mu_, std::try_to_lock);
+    if (!lk.owns_lock()) break;
     did |= progress_locked();
-    mu_.unlock();
+    lk.unlock();
     // A sender may have queued while we held the engine and found it busy.
     if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
   }
@@ -272,17 +304,7 @@ bool Engine::test_sends() {
   test_idx_.resize(send_reqs_.size());
   checked(MPI_Testsome(count, send_reqs_.data(), &outcount, test_idx_.data(), MPI_STATUSES_IGNORE), "MPI_Testsome");
   if (outcount <= 0) return false;
-  std::size_t w = 0;
-  for (std::size_t r = 0; r < send_reqs_.size(); ++r) {
-    if (send_reqs_[r] == MPI_REQUEST_NULL) continue;
-    if (w != r) {
-      send_reqs_[w] = send_reqs_[r];
-      send_meta_[w] = std::move(send_meta_[r]);
-    }
-    ++w;
-  }
-  send_reqs_.resize(w);
-  send_meta_.resize(w);
+  compact(send_reqs_, send_meta_, [&](std::size_t r) { return send_reqs_[r] != MPI_REQUEST_NULL; });
   return true;
 }
 
@@ -371,15 +393,26 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
       fault.frame_lost = true;
     }
     if (n == 0) {
-      handler_.on_bad_envelope(from, fault);
+      // Reported at delivery (in order, outside the engine lock: the handler
+      // may answer, and answering sends).
+      auto report = std::make_shared<Delivery>();
+      report->inbound = std::make_unique<FaultReport>(handler_, from, fault);
+      sources_[from]->queue.push_back(std::move(report));
+      partial_.fetch_add(1, std::memory_order_relaxed);
       if (fault.frame_lost) continue;  // unreadable: skip just this entry
       // Another version: skip it, and its segments.
       auto d = std::make_shared<Delivery>();
       std::vector<InSegment> dests;
-      for (auto size : fault.segment_sizes) {
-        d->scratch.emplace_back();
-        d->scratch.back().resize(size);
-        dests.push_back({d->scratch.back().data(), size});
+      try {
+        for (auto size : fault.segment_sizes) {
+          d->scratch.emplace_back();
+          d->scratch.back().resize(size);
+          dests.push_back({d->scratch.back().data(), size});
+        }
+      } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "troupe: node %u: no memory to drain blocks from node %u; dropping the frame\n", self_,
+                     from);
+        break;
       }
       post_segment_recvs(from, d, std::move(dests));
       sources_[from]->queue.push_back(std::move(d));
@@ -454,17 +487,7 @@ bool Engine::test_segment_recvs() {
     m.owner->pending--;
     touched.push_back(m.from);
   }
-  std::size_t w = 0;
-  for (std::size_t r = 0; r < seg_reqs_.size(); ++r) {
-    if (seg_reqs_[r] == MPI_REQUEST_NULL) continue;
-    if (w != r) {
-      seg_reqs_[w] = seg_reqs_[r];
-      seg_meta_[w] = std::move(seg_meta_[r]);
-    }
-    ++w;
-  }
-  seg_reqs_.resize(w);
-  seg_meta_.resize(w);
+  compact(seg_reqs_, seg_meta_, [&](std::size_t r) { return seg_reqs_[r] != MPI_REQUEST_NULL; });
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
   for (NodeId from : touched) collect_ready(from);
@@ -485,7 +508,8 @@ void Engine::collect_ready(NodeId from) {
 void Engine::deliver_ready() {
   while (true) {
     if (ready_count_.load(std::memory_order_acquire) == 0) return;
-    if (!deliver_mu_.try_lock()) return;  // the thread delivering will see ours
+    std::unique_lock dlk(deliver_mu_, std::try_to_lock);
+    if (!dlk.owns_lock()) return;  // the thread delivering will see ours
     std::deque<std::shared_ptr<Delivery>> batch;
     {
       std::lock_guard lk(ready_mu_);
@@ -498,54 +522,39 @@ void Engine::deliver_ready() {
           d->inbound->deliver();
         } catch (const std::exception& e) {
           std::fprintf(stderr, "troupe: node %u: delivery failed: %s\n", self_, e.what());
+        } catch (...) {
+          std::fprintf(stderr, "troupe: node %u: delivery failed\n", self_);
         }
       }
-      partial_.fetch_sub(1, std::memory_order_relaxed);
+      partial_.fetch_sub(1, std::memory_order_release);
     }
-    deliver_mu_.unlock();
   }
 }
 
 void Engine::mark_lost(NodeId n) {
   if (n >= nodes()) return;
+  std::vector<std::shared_ptr<Delivery>> undelivered;
+  {
   std::lock_guard lk(mu_);
   auto& p = *peers_[n];
   if (!p.alive.exchange(false)) return;
   for (auto* e : p.outbox) delete e;
   p.outbox.clear();
   // Sends to it may never complete: free the requests, keep their buffers.
-  std::size_t w = 0;
-  for (std::size_t r = 0; r < send_reqs_.size(); ++r) {
-    if (send_meta_[r].peer == n) {
-      MPI_Request_free(&send_reqs_[r]);
-      abandoned_.push_back(std::make_shared<SendMeta>(std::move(send_meta_[r])));
-      continue;
-    }
-    if (w != r) {
-      send_reqs_[w] = send_reqs_[r];
-      send_meta_[w] = std::move(send_meta_[r]);
-    }
-    ++w;
-  }
-  send_reqs_.resize(w);
-  send_meta_.resize(w);
+  compact(send_reqs_, send_meta_, [&](std::size_t r) {
+    if (send_meta_[r].peer != n) return true;
+    MPI_Request_free(&send_reqs_[r]);
+    abandoned_.push_back(std::make_shared<SendMeta>(std::move(send_meta_[r])));
+    return false;
+  });
   // Receives from it: cancel what can be cancelled, abandon the rest.
-  w = 0;
-  for (std::size_t r = 0; r < seg_reqs_.size(); ++r) {
-    if (seg_meta_[r].from == n) {
-      MPI_Cancel(&seg_reqs_[r]);
-      MPI_Request_free(&seg_reqs_[r]);
-      abandoned_.push_back(seg_meta_[r].owner);
-      continue;
-    }
-    if (w != r) {
-      seg_reqs_[w] = seg_reqs_[r];
-      seg_meta_[w] = std::move(seg_meta_[r]);
-    }
-    ++w;
-  }
-  seg_reqs_.resize(w);
-  seg_meta_.resize(w);
+  compact(seg_reqs_, seg_meta_, [&](std::size_t r) {
+    if (seg_meta_[r].from != n) return true;
+    MPI_Cancel(&seg_reqs_[r]);
+    MPI_Request_free(&seg_reqs_[r]);
+    abandoned_.push_back(seg_meta_[r].owner);
+    return false;
+  });
   auto& src = *sources_[n];
   for (auto& f : src.frames) {
     MPI_Request_free(&f.req);
@@ -554,8 +563,16 @@ void Engine::mark_lost(NodeId n) {
   }
   src.frames.clear();
   partial_.fetch_sub(src.queue.size(), std::memory_order_relaxed);
-  for (auto& d : src.queue) abandoned_.push_back(d);
+  for (auto& d : src.queue) {
+    abandoned_.push_back(d);
+    undelivered.push_back(d);
+  }
   src.queue.clear();
+  }
+  // What arrived from it but was never delivered (still waiting for blocks):
+  // tell whoever waits, outside the engine lock. The buffers stay kept.
+  for (auto& d : undelivered)
+    if (d->inbound) d->inbound->abandon();
 }
 
 void Engine::release_joined_comms() {
@@ -641,10 +658,19 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   unsigned idle = 0;
   while (!stop_.load(std::memory_order_acquire)) {
     const auto frames_before = frames_in_.load(std::memory_order_relaxed);
-    const bool did = progress();
+    bool did = false;
+    try {
+      did = progress();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "troupe: node %u: progress failed: %s\n", self_, e.what());
+    }
     const auto now = clock::now();
     if (tick && now >= next_tick) {
-      tick();
+      try {
+        tick();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "troupe: node %u: failure detection tick failed: %s\n", self_, e.what());
+      }
       next_tick = now + tick_period;
     }
     if (did) {

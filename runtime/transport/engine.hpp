@@ -60,6 +60,9 @@ class Inbound {
   /// Runs once the segments arrived, in arrival order per source, outside the
   /// engine lock (never concurrently with another delivery).
   virtual void deliver() = 0;
+  /// Its source was lost before it could be delivered (outside the engine lock):
+  /// whoever waits for it must learn so.
+  virtual void abandon() noexcept {}
 };
 
 class InboundHandler {
@@ -101,6 +104,8 @@ class Engine {
   /// Frees the communicators add_nodes() (and a joiner's start) duplicated.
   /// Only once traffic has stopped.
   void release_joined_comms();
+  /// True in a process that add_nodes() started.
+  bool joined() const noexcept { return joined_start_; }
   /// Room for nodes that join later.
   static constexpr std::size_t kSpareNodes = 256;
   /// Each node's rank in MPI_COMM_WORLD (the launcher knows ranks by it).

@@ -101,6 +101,18 @@ struct Outcome {
   }
 };
 
+/// Waits until the actor exists (its node may still be starting it).
+void wait_until_spawned(const troupe::ActorRef<Victim>& v) {
+  for (int tries = 0; tries < 100; ++tries) {
+    try {
+      v.ask<&Victim::count>().get_for(5s);
+      return;
+    } catch (const troupe::ActorExited&) {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+}
+
 /// Waits until the runtime sees exactly `dead` as lost (bounded).
 void expect_lost(troupe::Runtime& rt, const std::vector<troupe::NodeId>& dead, Outcome& out) {
   const bool ok = rt.wait_cluster(
@@ -208,14 +220,7 @@ void monitored_actors(troupe::Runtime& rt, Outcome& out) {
   for (troupe::ActorId id : {2, 3}) {
     troupe::ActorRef<Victim> v(&rt.core(), 1, id);
     // Wait until the actor exists (rank 1 may still be starting).
-    for (int tries = 0; tries < 100; ++tries) {
-      try {
-        v.ask<&Victim::count>().get_for(5s);
-        break;
-      } catch (const troupe::ActorExited&) {
-        std::this_thread::sleep_for(10ms);
-      }
-    }
+    wait_until_spawned(v);
     rt.monitor(v, [&, id](const troupe::ExitInfo& e) {
       if (e.reason != troupe::ExitReason::node_lost || e.node != 1 || e.actor != id) wrong++;
       fired++;
@@ -247,14 +252,7 @@ void two_at_once(troupe::Runtime& rt, Outcome& out) {
   std::vector<troupe::Future<int>> pending;
   for (troupe::NodeId n : {1u, 2u}) {
     troupe::ActorRef<Victim> v(&rt.core(), n, 2);
-    for (int tries = 0; tries < 100; ++tries) {
-      try {
-        v.ask<&Victim::count>().get_for(5s);
-        break;
-      } catch (const troupe::ActorExited&) {
-        std::this_thread::sleep_for(10ms);
-      }
-    }
+    wait_until_spawned(v);
   }
   stream_to_survivors(rt, survivors, 0, kStream / 2);
   std::this_thread::sleep_for(1200ms);  // they are dead by now, not yet declared
@@ -290,14 +288,7 @@ void rank0_dies(troupe::Runtime& rt, Outcome& out) {
     die();
   }
   troupe::ActorRef<Victim> v(&rt.core(), 0, 2);
-  for (int tries = 0; tries < 100; ++tries) {
-    try {
-      v.ask<&Victim::count>().get_for(5s);
-      break;
-    } catch (const troupe::ActorExited&) {
-      std::this_thread::sleep_for(10ms);
-    }
-  }
+  wait_until_spawned(v);
   stream_to_survivors(rt, survivors, 0, kStream / 2);
   auto doomed = v.ask<&Victim::hit>(0);  // rank 0 is alive now, or dying
   std::this_thread::sleep_for(1s);

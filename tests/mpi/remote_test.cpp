@@ -130,6 +130,16 @@ TEST(Remote, ExitedRemoteActorsFailWithActorExited) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, AskOfASuspendedCoroutineFailsWhenItsActorStops) {
+  Job j;
+  auto s = j.rt.spawn_on<tt::Stuck>((j.me + 1) % j.n).get();
+  auto pending = s.ask<&tt::Stuck::hang>();
+  EXPECT_EQ(s.ask<&tt::Stuck::ping>().get(), 1);  // hang() is suspended by now
+  s.stop();
+  EXPECT_THROW(pending.get_for(10s), troupe::ActorExited);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, MonitorsAndMailboxSizeAcrossRanks) {
   Job j;
   auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 5).get();

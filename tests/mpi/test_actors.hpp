@@ -68,6 +68,17 @@ class Broker {
 };
 TROUPE_REMOTE(Broker, troupe::init<>, &Broker::relay, &Broker::where_is);
 
+/// A coroutine method that waits for ever (until its actor stops).
+class Stuck {
+ public:
+  troupe::Task<int> hang() { co_return co_await gate_.get_future(); }
+  int ping() { return 1; }
+
+ private:
+  troupe::Promise<int> gate_;
+};
+TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::ping);
+
 /// Large payloads both ways.
 class Bulk {
  public:

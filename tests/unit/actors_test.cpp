@@ -258,3 +258,45 @@ TEST(Actors, SpawnManyAndStopThem) {
   EXPECT_EQ(rt.finish(), 0);
   EXPECT_EQ(rt.core().actor_count(), 0u);
 }
+
+TEST(Actors, SelfTellInTheConstructorWaitsForTheObject) {
+  struct Eager {
+    Eager() {
+      troupe::self<Eager>().tell<&Eager::start>();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a slow constructor
+      ready = true;
+    }
+    void start() { started_ready = ready; }
+    bool was_ready() const { return started_ready; }
+    bool ready = false;
+    bool started_ready = false;
+  };
+  troupe::Runtime rt(threads(2));
+  auto e = rt.spawn<Eager>();
+  EXPECT_TRUE(e.ask<&Eager::was_ready>().get()) << "a message ran before the constructor finished";
+  struct Throws {
+    Throws() {
+      troupe::self<Throws>().tell<&Throws::ping>();
+      throw std::runtime_error("no");
+    }
+    void ping() {}
+  };
+  EXPECT_THROW(rt.spawn<Throws>(), std::runtime_error);
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, GetOnASchedulerThreadIsRefused) {
+  troupe::Runtime rt(threads(2));
+  auto c = rt.spawn<Counter>(1);
+  troupe::Promise<std::string> verdict;
+  auto f = verdict.get_future();
+  rt.after(std::chrono::milliseconds(1), [&, c] {
+    try {
+      c.ask<&Counter::value>().get();
+      verdict.set_value("blocked");
+    } catch (const troupe::Error& e) {
+      verdict.set_value(e.what());
+    }
+  });
+  EXPECT_NE(f.get().find("scheduler thread"), std::string::npos);
+}

@@ -109,6 +109,10 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   void task_finished(const std::shared_ptr<TaskRecord>& rec) noexcept;
   void schedule_if_idle() noexcept;
   void drain_rejected() noexcept;
+  /// Ends a turn: clears scheduled_ and re-schedules if work came meanwhile.
+  void release_turn() noexcept;
+  void begin_construction() noexcept;
+  void end_construction(bool built) noexcept;
 
   Core& core_;
   ActorId id_;
@@ -196,8 +200,17 @@ class ContextGuard {
 
 template <class T, class... A>
 void ActorCell::construct(A&&... a) {
-  ContextGuard g(this);
-  static_cast<TypedCell<T>*>(this)->make(std::forward<A>(a)...);
+  // The cell counts as running while its object is built: messages sent
+  // meanwhile (a self-tell in the constructor) wait until it is complete.
+  begin_construction();
+  try {
+    ContextGuard g(this);
+    static_cast<TypedCell<T>*>(this)->make(std::forward<A>(a)...);
+  } catch (...) {
+    end_construction(false);
+    throw;
+  }
+  end_construction(true);
 }
 
 template <class R>

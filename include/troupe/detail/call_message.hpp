@@ -66,7 +66,8 @@ void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
   TaskResult<R> out;
   try {
     if constexpr (is_task<Ret>::value) {
-      cell.start_task<R>(invoke_method<M>(obj, args), std::forward<Finish>(finish));
+      auto task = invoke_method<M>(obj, args);  // first: if it throws, finish is still ours
+      cell.start_task<R>(std::move(task), std::forward<Finish>(finish));
       return;
     } else if constexpr (is_future<Ret>::value) {
       invoke_method<M>(obj, args).on_complete(

@@ -1,6 +1,7 @@
 // Compile-time facts about an actor method named by a member pointer.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <string_view>
 #include <tuple>
@@ -43,27 +44,38 @@ struct Method : MemFn<decltype(M)> {
   using Result = typename Unwrap<typename Base::Return>::type;
 };
 
+/// The text after "<param> = " in a compiler's pretty function name: the
+/// template argument as written by the compiler (for diagnostics only).
+constexpr std::string_view template_argument(std::string_view pretty, std::string_view param) {
+  auto b = pretty.find(param);
+  if (b == std::string_view::npos) return pretty;
+  b += param.size();
+  return pretty.substr(b, pretty.find_first_of(";]", b) - b);
+}
+template <std::size_t N>
+constexpr auto to_char_array(std::string_view s) {
+  std::array<char, N + 1> a{};
+  for (std::size_t i = 0; i < N; ++i) a[i] = s[i];
+  return a;
+}
+template <auto M>
+constexpr std::string_view pretty_method_name() {
+  return template_argument(__PRETTY_FUNCTION__, "M = ");
+}
+template <class T>
+constexpr std::string_view pretty_type_name() {
+  return template_argument(__PRETTY_FUNCTION__, "T = ");
+}
+template <auto M>
+inline constexpr auto method_name_storage = to_char_array<pretty_method_name<M>().size()>(pretty_method_name<M>());
+template <class T>
+inline constexpr auto type_name_storage = to_char_array<pretty_type_name<T>().size()>(pretty_type_name<T>());
+
 /// A unique address per method, used as a key in this process's method table
 /// (never sent over the wire: wire ids come from TROUPE_REMOTE's names).
 struct MethodTag {
   const char* debug_name;
 };
-template <auto M>
-constexpr std::string_view pretty_method_name() {
-  std::string_view s = __PRETTY_FUNCTION__;
-  auto b = s.find("M = ");
-  if (b == std::string_view::npos) return s;
-  b += 4;
-  auto e = s.find_first_of(";]", b);
-  return s.substr(b, e - b);
-}
-template <auto M>
-inline constexpr auto method_name_storage = [] {
-  constexpr auto n = pretty_method_name<M>();
-  std::array<char, n.size() + 1> a{};
-  for (std::size_t i = 0; i < n.size(); ++i) a[i] = n[i];
-  return a;
-}();
 template <auto M>
 inline const MethodTag method_tag{method_name_storage<M>.data()};
 
@@ -71,22 +83,6 @@ inline const MethodTag method_tag{method_name_storage<M>.data()};
 struct TypeTag {
   const char* debug_name;
 };
-template <class T>
-constexpr std::string_view pretty_type_name() {
-  std::string_view s = __PRETTY_FUNCTION__;
-  auto b = s.find("T = ");
-  if (b == std::string_view::npos) return s;
-  b += 4;
-  auto e = s.find_first_of(";]", b);
-  return s.substr(b, e - b);
-}
-template <class T>
-inline constexpr auto type_name_storage = [] {
-  constexpr auto n = pretty_type_name<T>();
-  std::array<char, n.size() + 1> a{};
-  for (std::size_t i = 0; i < n.size(); ++i) a[i] = n[i];
-  return a;
-}();
 template <class T>
 inline const TypeTag type_tag{type_name_storage<T>.data()};
 
