@@ -1,15 +1,23 @@
 #include "troupe/clock.hpp"
 
 #include <algorithm>
-#include <chrono>
+#include <ctime>
 
 namespace troupe {
 namespace {
 
+// Every envelope reads the clock: the coarse real-time clock (the kernel's tick,
+// a few ms, read without touching the TSC) costs a few ns instead of ~25. The
+// logical counter orders events within a tick, as it does within a millisecond.
 std::uint64_t wall_ms() noexcept {
-  using namespace std::chrono;
-  return static_cast<std::uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()) &
-         ((std::uint64_t{1} << 48) - 1);
+  timespec ts{};
+#ifdef CLOCK_REALTIME_COARSE
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+#else
+  clock_gettime(CLOCK_REALTIME, &ts);
+#endif
+  const auto ms = static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1'000'000;
+  return ms & ((std::uint64_t{1} << 48) - 1);
 }
 
 std::uint64_t pack(std::uint64_t l, std::uint64_t c) noexcept { return (l << 16) | (c & 0xffff); }

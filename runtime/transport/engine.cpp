@@ -59,6 +59,51 @@ class FaultReport final : public Inbound {
 
 }  // namespace
 
+namespace {
+
+struct FramePool {
+  std::mutex mu;
+  std::vector<ByteBuffer*> free;
+};
+// Never destroyed: buffers may come back while the process exits.
+FramePool& frame_pool() {
+  static auto* pool = new FramePool();
+  return *pool;
+}
+constexpr std::size_t kPooledFrames = 32;
+constexpr std::size_t kPooledCapacity = 2 * kFrameLimit;
+
+}  // namespace
+
+void FrameRecycle::operator()(ByteBuffer* b) const noexcept {
+  if (b == nullptr) return;
+  if (b->capacity() <= kPooledCapacity) {
+    auto& pool = frame_pool();
+    std::lock_guard lk(pool.mu);
+    if (pool.free.size() < kPooledFrames) {
+      b->clear();
+      pool.free.push_back(b);
+      return;
+    }
+  }
+  delete b;
+}
+
+FrameBuffer take_frame_buffer(std::size_t size) {
+  ByteBuffer* b = nullptr;
+  if (size <= kPooledCapacity) {
+    auto& pool = frame_pool();
+    std::lock_guard lk(pool.mu);
+    if (!pool.free.empty()) {
+      b = pool.free.back();
+      pool.free.pop_back();
+    }
+  }
+  FrameBuffer out(b != nullptr ? b : new ByteBuffer());
+  out->reserve(size);
+  return out;
+}
+
 void Engine::init_storage(std::size_t capacity) {
   heard_.reset(new std::atomic<std::int64_t>[capacity]);
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -232,25 +277,25 @@ void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag,
   send_meta_.push_back(std::move(meta));
 }
 
-void Engine::post_frame(NodeId peer, std::unique_ptr<ByteBuffer> frame,
-                        std::vector<std::shared_ptr<OutEnvelope>> envs) {
+void Engine::post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep,
+                        std::size_t count) {
   // The frame, then each envelope's segments, in envelope order.
   std::vector<std::shared_ptr<OutEnvelope>> with_segments;
-  for (auto& e : envs)
+  for (auto& e : keep)
     if (!e->segments.empty()) with_segments.push_back(e);
   stats_.frames_sent++;
-  stats_.envelopes_sent += envs.size();
+  stats_.envelopes_sent += count;
   if (frame) {
     stats_.bytes_sent += frame->size();
     const void* data = frame->data();
     const std::size_t size = frame->size();
-    post_send(peer, data, size, kTagFrame, SendMeta{peer, std::move(frame), std::move(envs)});
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, std::move(frame), std::move(keep)});
   } else {
-    auto& e = envs.front();
+    auto& e = keep.front();
     stats_.bytes_sent += e->bytes.size();
     const void* data = e->bytes.data();
     const std::size_t size = e->bytes.size();
-    post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, std::move(envs)});
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, std::move(keep)});
   }
   for (auto& e : with_segments) {
     for (auto& seg : e->segments) {
@@ -275,23 +320,31 @@ bool Engine::flush_outboxes() {
     auto& p = *peers_[peer];
     p.dirty = false;
     while (!p.outbox.empty()) {
-      std::vector<std::shared_ptr<OutEnvelope>> envs;
+      batch_.clear();
       std::size_t bytes = 0;
       while (!p.outbox.empty()) {
         OutEnvelope* e = p.outbox.front();
-        if (!envs.empty() && bytes + e->bytes.size() > kFrameLimit) break;
+        if (!batch_.empty() && bytes + e->bytes.size() > kFrameLimit) break;
         p.outbox.pop_front();
         bytes += e->bytes.size();
-        envs.emplace_back(e);
+        batch_.push_back(e);
         if (bytes >= kFrameLimit) break;
       }
-      if (envs.size() == 1) {
-        post_frame(peer, nullptr, std::move(envs));  // alone: straight from its buffer
-      } else {
-        auto frame = std::make_unique<ByteBuffer>(bytes);
-        for (auto& e : envs) frame->append(e->bytes.data(), e->bytes.size());
-        post_frame(peer, std::move(frame), std::move(envs));
+      std::vector<std::shared_ptr<OutEnvelope>> keep;
+      if (batch_.size() == 1) {
+        keep.emplace_back(batch_.front());
+        post_frame(peer, nullptr, std::move(keep), 1);  // alone: straight from its buffer
+        continue;
       }
+      auto frame = take_frame_buffer(bytes);
+      for (OutEnvelope* e : batch_) {
+        frame->append(e->bytes.data(), e->bytes.size());
+        if (e->segments.empty())
+          delete e;  // copied into the frame: nothing points into it any more
+        else
+          keep.emplace_back(e);  // its segments still leave from its arguments
+      }
+      post_frame(peer, std::move(frame), std::move(keep), batch_.size());
     }
   }
   return true;
@@ -326,7 +379,7 @@ bool Engine::probe_frames() {
                                                                                 : kInvalidNode;
     if (from != kInvalidNode)
       heard_[from].store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-    auto buf = std::make_unique<ByteBuffer>();
+    auto buf = take_frame_buffer(static_cast<std::size_t>(count));
     buf->resize(static_cast<std::size_t>(count));
     MPI_Request req = MPI_REQUEST_NULL;
     checked(MPI_Imrecv(buf->data(), count, MPI_BYTE, &msg, &req), "MPI_Imrecv");
@@ -421,12 +474,20 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
     }
     env.source = from;  // MPI's word, not the sender's
     stats_.envelopes_received++;
-    auto d = std::make_shared<Delivery>();
+    std::unique_ptr<Inbound> inbound;
     try {
-      d->inbound = handler_.on_envelope(from, env);
+      inbound = handler_.on_envelope(from, env);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
     }
+    if (env.segment_sizes.empty() && (!inbound || inbound->segments.empty()) && sources_[from]->queue.empty()) {
+      // Nothing to wait for and nothing before it: ready now (the common case).
+      arrived_.push_back(std::move(inbound));
+      partial_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto d = std::make_shared<Delivery>();
+    d->inbound = std::move(inbound);
     std::vector<InSegment> dests;
     if (d->inbound && d->inbound->segments.size() == env.segment_sizes.size()) {
       dests = d->inbound->segments;
@@ -449,6 +510,14 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
     post_segment_recvs(from, d, std::move(dests));
     sources_[from]->queue.push_back(std::move(d));
     partial_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (!arrived_.empty()) {
+    // They came before anything still queued from this source.
+    std::lock_guard lk(ready_mu_);
+    const std::size_t n = arrived_.size();
+    for (auto& in : arrived_) ready_.push_back(std::move(in));
+    ready_count_.fetch_add(n, std::memory_order_release);
+    arrived_.clear();
   }
   collect_ready(from);
 }
@@ -499,7 +568,7 @@ void Engine::collect_ready(NodeId from) {
   if (q.empty() || q.front()->pending != 0) return;
   std::lock_guard lk(ready_mu_);
   while (!q.empty() && q.front()->pending == 0) {
-    ready_.push_back(std::move(q.front()));
+    ready_.push_back(std::move(q.front()->inbound));  // its drained blocks, if any, go with it
     q.pop_front();
     ready_count_.fetch_add(1, std::memory_order_release);
   }
@@ -510,16 +579,16 @@ void Engine::deliver_ready() {
     if (ready_count_.load(std::memory_order_acquire) == 0) return;
     std::unique_lock dlk(deliver_mu_, std::try_to_lock);
     if (!dlk.owns_lock()) return;  // the thread delivering will see ours
-    std::deque<std::shared_ptr<Delivery>> batch;
+    auto& batch = delivering_;
     {
       std::lock_guard lk(ready_mu_);
       batch.swap(ready_);
       ready_count_.fetch_sub(batch.size(), std::memory_order_acq_rel);
     }
-    for (auto& d : batch) {
-      if (d->inbound) {
+    for (auto& in : batch) {
+      if (in) {
         try {
-          d->inbound->deliver();
+          in->deliver();
         } catch (const std::exception& e) {
           std::fprintf(stderr, "troupe: node %u: delivery failed: %s\n", self_, e.what());
         } catch (...) {
@@ -528,6 +597,7 @@ void Engine::deliver_ready() {
       }
       partial_.fetch_sub(1, std::memory_order_release);
     }
+    batch.clear();  // keeps its capacity for the next round
   }
 }
 

@@ -49,11 +49,15 @@ const MethodEntry* WireRegistry::method(WireId id) const {
 }
 
 const MethodEntry* WireRegistry::method(const MethodTag* tag) const {
+  if (const void* known = tag->entry.load(std::memory_order_acquire)) return static_cast<const MethodEntry*>(known);
   std::unique_lock lk(mu_, std::defer_lock);
-  if (!frozen_.load(std::memory_order_acquire)) lk.lock();
+  const bool frozen = frozen_.load(std::memory_order_acquire);
+  if (!frozen) lk.lock();
   auto it = method_tags_.find(tag);
   if (it == method_tags_.end()) return nullptr;
-  return &methods_.at(it->second);
+  const MethodEntry* e = &methods_.at(it->second);
+  if (frozen) tag->entry.store(e, std::memory_order_release);  // every send after this skips the lookup
+  return e;
 }
 
 const ClassEntry* WireRegistry::cls(WireId id) const {

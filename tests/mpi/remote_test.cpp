@@ -140,6 +140,25 @@ TEST(Remote, AskOfASuspendedCoroutineFailsWhenItsActorStops) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, HybridClockOrdersCausallyRelatedEventsAcrossRanks) {
+  Job j;
+  if (j.me == 0) {
+    auto reader = j.rt.spawn_on<tt::ClockReader>(1).get();
+    // Node 0's clock runs an hour ahead (as if its wall clock were wrong);
+    // node 1's follows its wall clock: it must move past node 0's on hearing from it.
+    using namespace std::chrono;
+    const auto wall =
+        static_cast<std::uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+    const troupe::HlcTimestamp ahead{((wall + 3'600'000) << 16) | 42};
+    j.rt.clock().merge(ahead);
+    const auto sent = j.rt.clock().peek();
+    const troupe::HlcTimestamp there{reader.ask<&tt::ClockReader::stamp>().get()};
+    EXPECT_GT(there, sent) << "the receiving node's clock moved past the sender's";
+    EXPECT_GT(j.rt.clock().peek(), there) << "and the reply moved this node's clock past the receiver's";
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, MonitorsAndMailboxSizeAcrossRanks) {
   Job j;
   auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 5).get();

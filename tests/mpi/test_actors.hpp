@@ -79,6 +79,13 @@ class Stuck {
 };
 TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::ping);
 
+/// Reads its node's hybrid logical clock while handling a message.
+class ClockReader {
+ public:
+  std::uint64_t stamp() { return troupe::runtime().clock().now().raw; }
+};
+TROUPE_REMOTE(ClockReader, troupe::init<>, &ClockReader::stamp);
+
 /// Large payloads both ways.
 class Bulk {
  public:

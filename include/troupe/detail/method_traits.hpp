@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <string_view>
 #include <tuple>
@@ -75,6 +76,9 @@ inline constexpr auto type_name_storage = to_char_array<pretty_type_name<T>().si
 /// (never sent over the wire: wire ids come from TROUPE_REMOTE's names).
 struct MethodTag {
   const char* debug_name;
+  /// The wire registry's entry for this method, remembered once the registry
+  /// is frozen (entries never move or change after that).
+  mutable std::atomic<const void*> entry{nullptr};
 };
 template <auto M>
 inline const MethodTag method_tag{method_name_storage<M>.data()};

@@ -24,6 +24,7 @@ class ByteBuffer {
   std::byte* data() noexcept { return data_.get(); }
   const std::byte* data() const noexcept { return data_.get(); }
   std::size_t size() const noexcept { return size_; }
+  std::size_t capacity() const noexcept { return cap_; }
   bool empty() const noexcept { return size_ == 0; }
   void clear() noexcept { size_ = 0; }
 
