@@ -89,11 +89,21 @@ struct GroupEvent {
   NodeId node = kInvalidNode;
   ActorId actor = 0;
   bool joined = true;  ///< false: left (or its actor exited, or its node was lost)
+  std::string scope;   ///< the role of role-scoped groups; empty for cluster-wide ones
 };
 
+/// Process groups. rt.groups() is the cluster-wide scope: every node keeps
+/// every group. rt.role("r").groups() is the scope of role r: its groups are
+/// a namespace of their own, hold actors of r's nodes only, and are kept (and
+/// written) on r's nodes only, so keeping them in step costs O(|r|) messages
+/// per change, not O(cluster). Using a role's scope on a node outside that
+/// role throws troupe::Error; joining an actor of another role fails the
+/// returned future with troupe::Error.
 class Groups {
  public:
-  explicit Groups(detail::NameServices& ns) : ns_(&ns) {}
+  explicit Groups(detail::NameServices& ns, std::string scope = {}) : ns_(&ns), scope_(std::move(scope)) {}
+  /// The role these groups are confined to; empty for the cluster-wide scope.
+  const std::string& scope() const noexcept { return scope_; }
 
   template <class T>
   Future<void> join(const std::string& group, const ActorRef<T>& ref) {
@@ -122,7 +132,10 @@ class Groups {
 
  private:
   detail::Core& core() const;
+  /// Throws unless this node keeps the scope's groups.
+  void check_here(const char* what) const;
   detail::NameServices* ns_;
+  std::string scope_;
 };
 
 /// A registry name used as an address ("@name"): looked up at each send.

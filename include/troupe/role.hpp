@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "troupe/dispatch.hpp"
+#include "troupe/registry.hpp"
 #include "troupe/fwd.hpp"
 
 namespace troupe {
@@ -47,6 +48,10 @@ class Role {
   template <class T> Dispatcher<T> last(std::string name) const { return make<T>(name, Strategy::last); }
   template <class T> Dispatcher<T> next(std::string name) const { return make<T>(name, Strategy::next); }
   template <class T> Dispatcher<T> prev(std::string name) const { return make<T>(name, Strategy::prev); }
+  /// Process groups scoped to this role (see troupe::Groups): kept on the
+  /// role's nodes only, usable there only.
+  Groups groups() const;
+
   /// A user-defined strategy registered with Runtime::register_dispatcher.
   template <class T>
   Dispatcher<T, true> dispatch(std::string strategy, std::string name) const {

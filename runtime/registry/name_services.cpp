@@ -11,20 +11,38 @@
 
 namespace troupe::detail {
 
+std::string scoped_group(const std::string& scope, const std::string& group) {
+  return scope.empty() ? group : '\x1e' + scope + '\x1e' + group;
+}
+
 std::string group_key(const std::string& group, NodeId node, ActorId actor) {
   return group + '\x1f' + std::to_string(node) + ':' + std::to_string(actor);
 }
 
 std::string group_of_key(const std::string& key) { return key.substr(0, key.find('\x1f')); }
 
+std::string scope_of_key(const std::string& key) {
+  if (key.empty() || key[0] != '\x1e') return {};
+  const auto end = key.find('\x1e', 1);
+  return end == std::string::npos ? std::string{} : key.substr(1, end - 1);
+}
+
+std::pair<std::string, std::string> split_scoped_group(const std::string& scoped) {
+  const std::string scope = scope_of_key(scoped);
+  if (scope.empty()) return {std::string{}, scoped};
+  return {scope, scoped.substr(scope.size() + 2)};
+}
+
 NameServices::NameServices(Runtime& rt)
     : rt_(rt),
       core_(rt.core()),
       registry_map_(*this, 1, nullptr),
-      group_map_(*this, 2,
-                 [this](const std::string& key, const ReplEntry* before, const ReplEntry* after) {
-                   group_changed(key, before, after);
-                 }),
+      group_map_(
+          *this, 2,
+          [this](const std::string& key, const ReplEntry* before, const ReplEntry* after) {
+            group_changed(key, before, after);
+          },
+          scope_of_key),
       registry_(*this),
       groups_(*this) {
   if (auto* node = dynamic_cast<RemoteNode*>(core_.remote())) {
@@ -43,12 +61,20 @@ NameServices::NameServices(Runtime& rt)
       group_map_.push_own(fresh);
     });
     // A node that joined later starts empty: it asks a live member for a copy.
+    // Role-scoped groups live on their role's nodes only: one of its own role
+    // holds those.
     if (node->joined_later()) {
-      for (NodeId n = 0; n < cluster_->size(); ++n) {
-        if (n == self() || !cluster_->alive(n)) continue;
-        cluster_->send_control(n, Control::replicate_sync, nullptr, /*work=*/true);
-        break;
+      const auto st = cluster_->state();
+      const std::string& mine = rt_.config().role;
+      NodeId any = kInvalidNode, same_role = kInvalidNode;
+      for (NodeId n = 0; n < st.size(); ++n) {
+        if (n == self() || !st.alive(n)) continue;
+        if (any == kInvalidNode) any = n;
+        if (same_role == kInvalidNode && st.node(n).role == mine) same_role = n;
       }
+      if (any != kInvalidNode) cluster_->send_control(any, Control::replicate_sync, nullptr, /*work=*/true);
+      if (same_role != kInvalidNode && same_role != any)
+        cluster_->send_control(same_role, Control::replicate_sync, nullptr, /*work=*/true);
     }
   }
 }
@@ -79,7 +105,7 @@ void NameServices::on_control(NodeId from, std::uint64_t type, WireInputArchive&
           from, Control::replicate_ack, [&](WireOutputArchive& out) { out(map, corr); }, /*work=*/true);
   } else if (type == static_cast<std::uint64_t>(Control::replicate_sync)) {
     for (auto* map : {&registry_map_, &group_map_})
-      for (auto& [key, e] : map->everything()) send_update(from, map->id(), key, e, 0);
+      for (auto& [key, e] : map->everything_for(from)) send_update(from, map->id(), key, e, 0);
   } else if (type == static_cast<std::uint64_t>(Control::replicate_ack)) {
     std::uint8_t map = 0;
     std::uint64_t corr = 0;
@@ -120,7 +146,8 @@ void NameServices::group_changed(const std::string& key, const ReplEntry* before
   if (before != nullptr && after != nullptr) return;  // rewritten, still a member
   const ReplEntry* e = after != nullptr ? after : before;
   std::lock_guard lk(events_mu_);
-  events_.push_back(GroupEvent{group_of_key(key), e->owner, e->actor, after != nullptr});
+  auto [scope, group] = split_scoped_group(group_of_key(key));
+  events_.push_back(GroupEvent{std::move(group), e->owner, e->actor, after != nullptr, std::move(scope)});
   if (draining_) return;
   draining_ = true;
   core_.post([this, life = std::weak_ptr<bool>(life_)] {
@@ -143,8 +170,9 @@ void NameServices::drain_events() {
     std::vector<std::function<void(const GroupEvent&)>> fns;
     {
       std::lock_guard lk(mu_);
+      const std::string scoped = scoped_group(ev.scope, ev.group);
       for (auto& [token, sub] : subscribers_)
-        if (sub.first == ev.group) fns.push_back(sub.second);
+        if (sub.first == scoped) fns.push_back(sub.second);
     }
     for (auto& fn : fns) {
       try {
@@ -212,13 +240,35 @@ void Registry::check(const std::string& name, const RegistryValue& v, const char
 
 Core& Registry::core() const { return ns_->core(); }
 
+void Groups::check_here(const char* what) const {
+  if (scope_.empty()) return;
+  const std::string& mine = ns_->runtime().config().role;
+  if (mine != scope_)
+    throw Error("troupe: " + std::string(what) + " groups scoped to role '" + scope_ + "' on node " +
+                std::to_string(ns_->self()) + ", whose role is '" + mine + "': they are kept on that role's nodes only");
+}
+
 Future<void> Groups::update(const std::string& group, NodeId node, ActorId actor, const std::string& type, bool join) {
-  return ns_->group_map().write(detail::group_key(group, node, actor), type, node, actor, !join);
+  if (!scope_.empty()) {
+    try {
+      check_here(join ? "joining" : "leaving");
+      const auto st = ns_->runtime().cluster();
+      if (node >= st.size() || st.node(node).role != scope_)
+        throw Error("troupe: node " + std::to_string(node) + " is not of role '" + scope_ +
+                    "': its actors cannot join groups scoped to that role");
+    } catch (const Error&) {
+      return make_error_future<void>(std::current_exception());
+    }
+  }
+  return ns_->group_map().write(detail::group_key(detail::scoped_group(scope_, group), node, actor), type, node, actor,
+                                !join);
 }
 
 std::vector<Member> Groups::members_of(const std::string& group) const {
+  check_here("reading");
   std::vector<Member> out;
-  for (auto& [k, e] : ns_->group_map().scan(group + '\x1f')) out.push_back(Member{e.owner, e.actor, e.value});
+  for (auto& [k, e] : ns_->group_map().scan(detail::scoped_group(scope_, group) + '\x1f'))
+    out.push_back(Member{e.owner, e.actor, e.value});
   std::sort(out.begin(), out.end(), [](const Member& a, const Member& b) {
     return a.node != b.node ? a.node < b.node : a.actor < b.actor;
   });
@@ -226,16 +276,21 @@ std::vector<Member> Groups::members_of(const std::string& group) const {
 }
 
 std::vector<std::string> Groups::groups() const {
+  check_here("listing");
+  // Scoped keys start with \x1e and sort before every printable group name.
+  const std::string prefix = scope_.empty() ? std::string{} : detail::scoped_group(scope_, "");
   std::vector<std::string> out;
-  for (auto& [k, e] : ns_->group_map().scan("")) {
-    auto g = detail::group_of_key(k);
+  for (auto& [k, e] : ns_->group_map().scan(prefix)) {
+    if (scope_.empty() && !k.empty() && k[0] == '\x1e') continue;  // another scope's
+    auto g = detail::group_of_key(k).substr(prefix.size());
     if (out.empty() || out.back() != g) out.push_back(g);
   }
   return out;
 }
 
 std::uint64_t Groups::subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn) {
-  return ns_->subscribe(group, std::move(fn));
+  check_here("subscribing to");
+  return ns_->subscribe(detail::scoped_group(scope_, group), std::move(fn));
 }
 
 void Groups::unsubscribe(std::uint64_t token) { ns_->unsubscribe(token); }

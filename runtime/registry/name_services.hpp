@@ -73,8 +73,14 @@ class NameServices {
   void drain_events();
 };
 
-/// Group keys: "<group>\x1f<node>:<actor>".
+/// Group keys: "<group>\x1f<node>:<actor>"; a group scoped to role r is
+/// named "\x1e<r>\x1e<group>" (control characters no user name holds).
 std::string group_key(const std::string& group, NodeId node, ActorId actor);
 std::string group_of_key(const std::string& key);
+std::string scoped_group(const std::string& scope, const std::string& group);
+/// The role a key is confined to (empty: cluster-wide).
+std::string scope_of_key(const std::string& key);
+/// {scope, group} of a (possibly scoped) group name.
+std::pair<std::string, std::string> split_scoped_group(const std::string& scoped);
 
 }  // namespace troupe::detail

@@ -3,11 +3,23 @@
 #include "cluster/cluster.hpp"
 #include "name_services.hpp"
 #include "troupe/detail/core.hpp"
+#include "troupe/runtime.hpp"
 
 namespace troupe::detail {
 
-ReplicatedMap::ReplicatedMap(NameServices& ns, std::uint8_t id, Listener listener)
-    : ns_(ns), id_(id), listener_(std::move(listener)) {}
+ReplicatedMap::ReplicatedMap(NameServices& ns, std::uint8_t id, Listener listener, ScopeOf scope_of)
+    : ns_(ns), id_(id), listener_(std::move(listener)), scope_of_(std::move(scope_of)) {}
+
+ClusterState ReplicatedMap::view() const {
+  return ns_.runtime().cluster();
+}
+
+bool ReplicatedMap::kept_on(const std::string& key, NodeId n, const ClusterState& st) const {
+  if (n >= st.size() || !st.alive(n)) return false;
+  if (!scope_of_) return true;
+  const std::string role = scope_of_(key);
+  return role.empty() || st.node(n).role == role;
+}
 
 Future<void> ReplicatedMap::write(const std::string& key, std::string value, NodeId owner, ActorId actor,
                                   bool tombstone) {
@@ -31,8 +43,10 @@ void ReplicatedMap::push_own(const std::vector<NodeId>& to) {
     for (auto& [key, e] : entries_)
       if (e.origin == ns_.self()) mine.emplace_back(key, e);
   }
+  const auto st = view();
   for (NodeId n : to)
-    for (auto& [key, e] : mine) ns_.send_update(n, id_, key, e, 0);
+    for (auto& [key, e] : mine)
+      if (kept_on(key, n, st)) ns_.send_update(n, id_, key, e, 0);
 }
 
 Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e) {
@@ -40,9 +54,11 @@ Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e
   auto f = p.get_future();
   Cluster* cl = ns_.cluster();
   std::vector<NodeId> targets;
-  if (cl != nullptr)
-    for (NodeId n = 0; n < cl->size(); ++n)
-      if (n != ns_.self() && cl->alive(n)) targets.push_back(n);
+  if (cl != nullptr) {
+    const auto st = cl->state();
+    for (NodeId n = 0; n < st.size(); ++n)
+      if (n != ns_.self() && kept_on(key, n, st)) targets.push_back(n);
+  }
   if (targets.empty()) {
     p.set_value();
     return f;
@@ -76,9 +92,13 @@ std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::scan(const std::st
   return out;
 }
 
-std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::everything() const {
+std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::everything_for(NodeId n) const {
+  const auto st = view();
+  std::vector<std::pair<std::string, ReplEntry>> out;
   std::lock_guard lk(mu_);
-  return {entries_.begin(), entries_.end()};
+  for (auto& kv : entries_)
+    if (kept_on(kv.first, n, st)) out.push_back(kv);
+  return out;
 }
 
 bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {

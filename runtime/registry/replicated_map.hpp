@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "troupe/cluster.hpp"
 #include "troupe/future.hpp"
 #include "troupe/fwd.hpp"
 #include "troupe/wire/archive.hpp"
@@ -50,7 +51,10 @@ class ReplicatedMap {
  public:
   /// Called for every change a node applies: before/after are null when absent.
   using Listener = std::function<void(const std::string& key, const ReplEntry* before, const ReplEntry* after)>;
-  ReplicatedMap(NameServices& ns, std::uint8_t id, Listener listener);
+  /// The role a key is confined to: it is written to, and kept on, that role's
+  /// nodes only. Empty: every node.
+  using ScopeOf = std::function<std::string(const std::string& key)>;
+  ReplicatedMap(NameServices& ns, std::uint8_t id, Listener listener, ScopeOf scope_of = nullptr);
 
   Future<void> write(const std::string& key, std::string value, NodeId owner, ActorId actor, bool tombstone);
   /// Deletes exactly this version of key (if nothing newer replaced it).
@@ -64,8 +68,10 @@ class ReplicatedMap {
   bool apply(const std::string& key, ReplEntry e);
   void acked(std::uint64_t corr, NodeId from);
   void node_lost(NodeId n);
-  /// Every entry, tombstones included (to bring a new node up to date).
-  std::vector<std::pair<std::string, ReplEntry>> everything() const;
+  /// Every entry node n keeps, tombstones included (to bring it up to date).
+  std::vector<std::pair<std::string, ReplEntry>> everything_for(NodeId n) const;
+  /// True if node n (per st) keeps key.
+  bool kept_on(const std::string& key, NodeId n, const ClusterState& st) const;
   std::uint8_t id() const noexcept { return id_; }
 
  private:
@@ -73,9 +79,13 @@ class ReplicatedMap {
   Future<void> broadcast(const std::string& key, const ReplEntry& e);
   void finish_waits(std::vector<Promise<void>>& done);
 
+  /// Every node, per the cluster's current view (just this one in a local runtime).
+  ClusterState view() const;
+
   NameServices& ns_;
   std::uint8_t id_;
   Listener listener_;
+  ScopeOf scope_of_;
   mutable std::mutex mu_;
   std::map<std::string, ReplEntry> entries_;  // tombstones included (they win over older writes)
   std::set<std::pair<std::string, ActorId>> watched_;

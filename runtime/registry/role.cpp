@@ -9,6 +9,8 @@ namespace troupe {
 
 Role Runtime::role(const std::string& name) { return Role(*this, name); }
 
+Groups Role::groups() const { return Groups(rt_->names(), name_); }
+
 std::vector<NodeId> Role::nodes() const {
   std::vector<NodeId> out;
   for (auto& n : rt_->cluster().nodes())

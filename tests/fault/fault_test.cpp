@@ -356,12 +356,21 @@ void replace(troupe::Runtime& rt, Outcome& out) {
       if (!synced) std::this_thread::sleep_for(10ms);
     }
     out.expect(synced, "the new node did not receive the registry");
+    // Its role's scoped groups too (every node here has the default role).
+    auto pool = rt.role(rt.config().role).groups();
+    std::size_t members = 0;
+    for (int i = 0; i < 500 && members != 3; ++i) {
+      members = pool.members<Victim>("pool").size();
+      if (members != 3) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(members == 3, "the new node did not receive its role's groups (members: " + std::to_string(members) + ")");
     rt.finish();
     return;
   }
   const std::vector<troupe::NodeId> survivors{0, 1, 3};
   auto v = rt.spawn<Victim>(1 << 30);  // id 2
   rt.registry().put("n" + std::to_string(rt.node()), v).get();
+  rt.role(rt.config().role).groups().join("pool", v).get();
   MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
   if (rt.node() == 2) {
     std::this_thread::sleep_for(300ms);

@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "registry/name_services.hpp"
 #include "troupe/mpi.hpp"
 #include "troupe/remote.hpp"
 #include "troupe/role.hpp"
@@ -255,5 +256,55 @@ TEST(Groups, JoinsAndLeavesConvergeEverywhere) {
   EXPECT_TRUE(eventually([&] { return joined.load() == 15 && left.load() == 10; }))
       << joined.load() << " joins, " << left.load() << " leaves seen";
   EXPECT_EQ(j.rt.groups().members<Echo>("nope").size(), 0u);
+  j.rt.finish();
+}
+
+TEST(Groups, RoleScopedGroupsAreKeptOnTheirRoleOnly) {
+  Job j;
+  auto pool = j.rt.role("worker").groups();
+  EXPECT_EQ(pool.scope(), "worker");
+  std::atomic<int> joined{0}, left{0};
+  if (j.coordinator) {
+    // Not of the role: its groups are not kept here.
+    EXPECT_THROW(pool.members<Echo>("pool"), troupe::Error);
+    EXPECT_THROW(pool.groups(), troupe::Error);
+    EXPECT_THROW(pool.subscribe("pool", [](const troupe::GroupEvent&) {}), troupe::Error);
+    EXPECT_THROW(pool.join("pool", j.rt.spawn<Echo>()).get(), troupe::Error);
+  } else {
+    pool.subscribe("pool", [&](const troupe::GroupEvent& e) {
+      if (e.scope == "worker" && e.group == "pool") (e.joined ? joined : left)++;
+    });
+  }
+  barrier();
+  troupe::ActorRef<Echo> mine;
+  if (!j.coordinator) {
+    mine = j.rt.spawn<Echo>();
+    pool.join("pool", mine).get();  // done once every worker applied it
+    j.rt.groups().join("pool", mine).get();  // the cluster-wide group of that name is another group
+    if (j.me == 1) {
+      auto elsewhere = j.rt.spawn_on<Echo>(0).get();
+      EXPECT_THROW(pool.join("pool", elsewhere).get(), troupe::Error) << "an actor of another role";
+    }
+  }
+  barrier();
+  if (j.coordinator) {
+    // Nothing of the worker scope was ever sent here.
+    EXPECT_TRUE(j.rt.names().group_map().scan("\x1e").empty());
+  } else {
+    auto members = pool.members<Echo>("pool");
+    ASSERT_EQ(members.size(), 4u);
+    for (std::size_t i = 0; i < members.size(); ++i) EXPECT_EQ(members[i].node(), kWorkers[i]);
+    EXPECT_EQ(pool.groups(), std::vector<std::string>{"pool"});
+  }
+  EXPECT_EQ(j.rt.groups().members<Echo>("pool").size(), 4u);
+  EXPECT_EQ(j.rt.groups().groups(), std::vector<std::string>{"pool"}) << "scoped groups stay out of the cluster's list";
+  barrier();
+  // A member whose actor exits leaves the scoped group on every worker.
+  if (j.me == 1) mine.stop();
+  if (!j.coordinator) {
+    EXPECT_TRUE(eventually([&] { return pool.members<Echo>("pool").size() == 3u; }));
+    EXPECT_TRUE(eventually([&] { return joined.load() == 4 && left.load() == 1; }))
+        << joined.load() << " joins, " << left.load() << " leaves seen";
+  }
   j.rt.finish();
 }
