@@ -61,8 +61,6 @@ NameServices::NameServices(Runtime& rt)
       group_map_.push_own(fresh);
     });
     // A node that joined later starts empty: it asks a live member for a copy.
-    // Role-scoped groups live on their role's nodes only: one of its own role
-    // holds those.
     if (node->joined_later()) {
       const auto st = cluster_->state();
       const std::string& mine = rt_.config().role;
@@ -72,9 +70,9 @@ NameServices::NameServices(Runtime& rt)
         if (any == kInvalidNode) any = n;
         if (same_role == kInvalidNode && st.node(n).role == mine) same_role = n;
       }
-      if (any != kInvalidNode) cluster_->send_control(any, Control::replicate_sync, nullptr, /*work=*/true);
-      if (same_role != kInvalidNode && same_role != any)
-        cluster_->send_control(same_role, Control::replicate_sync, nullptr, /*work=*/true);
+      // A node of its own role keeps everything it keeps (scoped groups too).
+      const NodeId from = same_role != kInvalidNode ? same_role : any;
+      if (from != kInvalidNode) cluster_->send_control(from, Control::replicate_sync, nullptr, /*work=*/true);
     }
   }
 }
@@ -240,6 +238,16 @@ void Registry::check(const std::string& name, const RegistryValue& v, const char
 
 Core& Registry::core() const { return ns_->core(); }
 
+namespace {
+
+// \x1e and \x1f build group keys: a name holding one would read as another scope.
+void check_group_name(const std::string& name, const char* what) {
+  if (name.find_first_of("\x1e\x1f") != std::string::npos)
+    throw Error(std::string("troupe: a ") + what + " name cannot hold the control characters \\x1e or \\x1f");
+}
+
+}  // namespace
+
 void Groups::check_here(const char* what) const {
   if (scope_.empty()) return;
   const std::string& mine = ns_->runtime().config().role;
@@ -249,6 +257,11 @@ void Groups::check_here(const char* what) const {
 }
 
 Future<void> Groups::update(const std::string& group, NodeId node, ActorId actor, const std::string& type, bool join) {
+  try {
+    check_group_name(group, "group");
+  } catch (const Error&) {
+    return make_error_future<void>(std::current_exception());
+  }
   if (!scope_.empty()) {
     try {
       check_here(join ? "joining" : "leaving");
@@ -265,6 +278,7 @@ Future<void> Groups::update(const std::string& group, NodeId node, ActorId actor
 }
 
 std::vector<Member> Groups::members_of(const std::string& group) const {
+  check_group_name(group, "group");
   check_here("reading");
   std::vector<Member> out;
   for (auto& [k, e] : ns_->group_map().scan(detail::scoped_group(scope_, group) + '\x1f'))
@@ -289,6 +303,7 @@ std::vector<std::string> Groups::groups() const {
 }
 
 std::uint64_t Groups::subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn) {
+  check_group_name(group, "group");
   check_here("subscribing to");
   return ns_->subscribe(detail::scoped_group(scope_, group), std::move(fn));
 }

@@ -14,11 +14,9 @@ ClusterState ReplicatedMap::view() const {
   return ns_.runtime().cluster();
 }
 
-bool ReplicatedMap::kept_on(const std::string& key, NodeId n, const ClusterState& st) const {
+bool ReplicatedMap::kept_on(const std::string& scope, NodeId n, const ClusterState& st) {
   if (n >= st.size() || !st.alive(n)) return false;
-  if (!scope_of_) return true;
-  const std::string role = scope_of_(key);
-  return role.empty() || st.node(n).role == role;
+  return scope.empty() || st.node(n).role == scope;
 }
 
 Future<void> ReplicatedMap::write(const std::string& key, std::string value, NodeId owner, ActorId actor,
@@ -46,7 +44,7 @@ void ReplicatedMap::push_own(const std::vector<NodeId>& to) {
   const auto st = view();
   for (NodeId n : to)
     for (auto& [key, e] : mine)
-      if (kept_on(key, n, st)) ns_.send_update(n, id_, key, e, 0);
+      if (kept_on(scope_of(key), n, st)) ns_.send_update(n, id_, key, e, 0);
 }
 
 Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e) {
@@ -56,8 +54,9 @@ Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e
   std::vector<NodeId> targets;
   if (cl != nullptr) {
     const auto st = cl->state();
+    const std::string scope = scope_of(key);
     for (NodeId n = 0; n < st.size(); ++n)
-      if (n != ns_.self() && kept_on(key, n, st)) targets.push_back(n);
+      if (n != ns_.self() && kept_on(scope, n, st)) targets.push_back(n);
   }
   if (targets.empty()) {
     p.set_value();
@@ -97,7 +96,7 @@ std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::everything_for(Nod
   std::vector<std::pair<std::string, ReplEntry>> out;
   std::lock_guard lk(mu_);
   for (auto& kv : entries_)
-    if (kept_on(kv.first, n, st)) out.push_back(kv);
+    if (kept_on(scope_of(kv.first), n, st)) out.push_back(kv);
   return out;
 }
 

@@ -70,8 +70,10 @@ class ReplicatedMap {
   void node_lost(NodeId n);
   /// Every entry node n keeps, tombstones included (to bring it up to date).
   std::vector<std::pair<std::string, ReplEntry>> everything_for(NodeId n) const;
-  /// True if node n (per st) keeps key.
-  bool kept_on(const std::string& key, NodeId n, const ClusterState& st) const;
+  /// The role key is confined to (empty: every node).
+  std::string scope_of(const std::string& key) const { return scope_of_ ? scope_of_(key) : std::string{}; }
+  /// True if node n (per st) keeps keys of that scope.
+  static bool kept_on(const std::string& scope, NodeId n, const ClusterState& st);
   std::uint8_t id() const noexcept { return id_; }
 
  private:

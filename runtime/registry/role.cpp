@@ -1,5 +1,7 @@
 #include "troupe/role.hpp"
 
+#include "troupe/error.hpp"
+
 #include <algorithm>
 
 #include "remote/remote_node.hpp"
@@ -9,7 +11,11 @@ namespace troupe {
 
 Role Runtime::role(const std::string& name) { return Role(*this, name); }
 
-Groups Role::groups() const { return Groups(rt_->names(), name_); }
+Groups Role::groups() const {
+  if (name_.empty() || name_.find_first_of("\x1e\x1f") != std::string::npos)
+    throw Error("troupe: role groups need a role name without control characters \\x1e, \\x1f");
+  return Groups(rt_->names(), name_);
+}
 
 std::vector<NodeId> Role::nodes() const {
   std::vector<NodeId> out;

@@ -61,7 +61,21 @@ class FaultReport final : public Inbound {
 
 namespace {
 
+constexpr std::size_t kPooledFrames = 32;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr std::size_t kPooledCapacity = 0;  // ASan sees every frame freed: a stale pointer into one is caught
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr std::size_t kPooledCapacity = 0;
+#else
+constexpr std::size_t kPooledCapacity = 2 * kFrameLimit;
+#endif
+#else
+constexpr std::size_t kPooledCapacity = 2 * kFrameLimit;
+#endif
+
 struct FramePool {
+  FramePool() { free.reserve(kPooledFrames); }  // recycling never allocates
   std::mutex mu;
   std::vector<ByteBuffer*> free;
 };
@@ -70,8 +84,6 @@ FramePool& frame_pool() {
   static auto* pool = new FramePool();
   return *pool;
 }
-constexpr std::size_t kPooledFrames = 32;
-constexpr std::size_t kPooledCapacity = 2 * kFrameLimit;
 
 }  // namespace
 
@@ -316,36 +328,50 @@ bool Engine::flush_outboxes() {
   if (dirty_.empty()) return false;
   std::vector<NodeId> dirty;
   dirty.swap(dirty_);
-  for (NodeId peer : dirty) {
-    auto& p = *peers_[peer];
-    p.dirty = false;
-    while (!p.outbox.empty()) {
-      batch_.clear();
-      std::size_t bytes = 0;
+  std::size_t next = 0;
+  try {
+    for (; next < dirty.size(); ++next) {
+      const NodeId peer = dirty[next];
+      auto& p = *peers_[peer];
       while (!p.outbox.empty()) {
-        OutEnvelope* e = p.outbox.front();
-        if (!batch_.empty() && bytes + e->bytes.size() > kFrameLimit) break;
-        p.outbox.pop_front();
-        bytes += e->bytes.size();
-        batch_.push_back(e);
-        if (bytes >= kFrameLimit) break;
+        // Choose the batch and allocate before taking anything out: if memory
+        // runs out, the envelopes are still queued.
+        std::size_t count = 0, bytes = 0, with_segments = 0;
+        for (OutEnvelope* e : p.outbox) {
+          if (count != 0 && bytes + e->bytes.size() > kFrameLimit) break;
+          bytes += e->bytes.size();
+          ++count;
+          if (!e->segments.empty()) ++with_segments;
+          if (bytes >= kFrameLimit) break;
+        }
+        std::vector<std::shared_ptr<OutEnvelope>> keep;
+        if (count == 1) {
+          keep.reserve(1);
+          std::unique_ptr<OutEnvelope> e(p.outbox.front());
+          p.outbox.pop_front();
+          keep.emplace_back(std::move(e));
+          post_frame(peer, nullptr, std::move(keep), 1);  // alone: straight from its buffer
+          continue;
+        }
+        auto frame = take_frame_buffer(bytes);
+        keep.reserve(with_segments);
+        for (std::size_t i = 0; i < count; ++i) {
+          std::unique_ptr<OutEnvelope> e(p.outbox.front());
+          p.outbox.pop_front();
+          frame->append(e->bytes.data(), e->bytes.size());  // within the reserved room: no throw
+          if (!e->segments.empty()) keep.emplace_back(std::move(e));  // its segments still leave from its arguments
+          // otherwise copied into the frame: nothing points into it any more
+        }
+        post_frame(peer, std::move(frame), std::move(keep), count);
       }
-      std::vector<std::shared_ptr<OutEnvelope>> keep;
-      if (batch_.size() == 1) {
-        keep.emplace_back(batch_.front());
-        post_frame(peer, nullptr, std::move(keep), 1);  // alone: straight from its buffer
-        continue;
-      }
-      auto frame = take_frame_buffer(bytes);
-      for (OutEnvelope* e : batch_) {
-        frame->append(e->bytes.data(), e->bytes.size());
-        if (e->segments.empty())
-          delete e;  // copied into the frame: nothing points into it any more
-        else
-          keep.emplace_back(e);  // its segments still leave from its arguments
-      }
-      post_frame(peer, std::move(frame), std::move(keep), batch_.size());
+      p.dirty = false;
     }
+  } catch (...) {
+    // Peers not flushed yet stay marked for the next round.
+    for (; next < dirty.size(); ++next)
+      if (!peers_[dirty[next]]->outbox.empty()) dirty_.push_back(dirty[next]);
+      else peers_[dirty[next]]->dirty = false;
+    throw;
   }
   return true;
 }
@@ -425,6 +451,29 @@ bool Engine::test_frame_recvs() {
 }
 
 void Engine::process_frame(NodeId from, ByteBuffer& frame) {
+  // Envelopes ready at once wait in arrived_ for the end of the frame, then go
+  // to the ready list before anything queued behind them, on every way out.
+  try {
+    read_frame(from, frame);
+  } catch (...) {
+    release_arrived();
+    collect_ready(from);
+    throw;
+  }
+  release_arrived();
+  collect_ready(from);
+}
+
+void Engine::release_arrived() {
+  if (arrived_.empty()) return;
+  std::lock_guard lk(ready_mu_);
+  const std::size_t n = arrived_.size();
+  for (auto& in : arrived_) ready_.push_back(std::move(in));
+  ready_count_.fetch_add(n, std::memory_order_release);
+  arrived_.clear();
+}
+
+void Engine::read_frame(NodeId from, ByteBuffer& frame) {
   std::size_t off = 0;
   while (off < frame.size()) {
     std::uint32_t len = 0;
@@ -511,15 +560,6 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
     sources_[from]->queue.push_back(std::move(d));
     partial_.fetch_add(1, std::memory_order_relaxed);
   }
-  if (!arrived_.empty()) {
-    // They came before anything still queued from this source.
-    std::lock_guard lk(ready_mu_);
-    const std::size_t n = arrived_.size();
-    for (auto& in : arrived_) ready_.push_back(std::move(in));
-    ready_count_.fetch_add(n, std::memory_order_release);
-    arrived_.clear();
-  }
-  collect_ready(from);
 }
 
 void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
@@ -568,8 +608,8 @@ void Engine::collect_ready(NodeId from) {
   if (q.empty() || q.front()->pending != 0) return;
   std::lock_guard lk(ready_mu_);
   while (!q.empty() && q.front()->pending == 0) {
-    ready_.push_back(std::move(q.front()->inbound));  // its drained blocks, if any, go with it
-    q.pop_front();
+    ready_.push_back(std::move(q.front()->inbound));
+    q.pop_front();  // frees its drained blocks, if any (MPI is done with them: pending == 0)
     ready_count_.fetch_add(1, std::memory_order_release);
   }
 }

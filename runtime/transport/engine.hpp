@@ -208,6 +208,8 @@ class Engine {
   bool test_frame_recvs();
   bool test_segment_recvs();
   void process_frame(NodeId from, ByteBuffer& frame);
+  void read_frame(NodeId from, ByteBuffer& frame);  // process_frame's loop
+  void release_arrived();                           // arrived_ -> ready_
   void post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
   void collect_ready(NodeId from);
   void deliver_ready();

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "registry/name_services.hpp"
 #include "troupe/mpi.hpp"
 #include "troupe/remote.hpp"
 #include "troupe/role.hpp"
@@ -345,8 +346,19 @@ void names_after_loss(troupe::Runtime& rt, Outcome& out) {
 }
 
 // Rank 2 dies; the survivors bring in a replacement process (add_nodes) and
-// put work on it; the newcomer sees the registry as it was.
+// put work on it; the newcomer sees the registry as it was, and the groups of
+// its role. Roles: node 0 "head", the others (and the newcomer) "worker".
 void replace(troupe::Runtime& rt, Outcome& out) {
+  auto pool = rt.role("worker").groups();
+  auto scoped_members = [&](const char* group) {
+    std::size_t members = 0;
+    for (int i = 0; i < 500; ++i) {
+      members = pool.members<Victim>(group).size();
+      if (members != 0) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    return members;
+  };
   if (rt.joined_later()) {
     out.expect(rt.node() == 4, "the new node is not node 4");
     out.expect(rt.cluster().size() == 5 && !rt.cluster().alive(2), "the new node's cluster view is wrong");
@@ -356,23 +368,24 @@ void replace(troupe::Runtime& rt, Outcome& out) {
       if (!synced) std::this_thread::sleep_for(10ms);
     }
     out.expect(synced, "the new node did not receive the registry");
-    // Its role's scoped groups too (every node here has the default role).
-    auto pool = rt.role(rt.config().role).groups();
-    std::size_t members = 0;
-    for (int i = 0; i < 500 && members != 3; ++i) {
-      members = pool.members<Victim>("pool").size();
-      if (members != 3) std::this_thread::sleep_for(10ms);
-    }
-    out.expect(members == 3, "the new node did not receive its role's groups (members: " + std::to_string(members) + ")");
+    // Its role's groups: "pool" from its writers (nodes 1 and 3), "orphan"
+    // only from a copy (its writer, node 2, is dead; its member lives on node 3),
+    // which node 0 cannot give: it is not a worker and keeps no worker groups.
+    out.expect(rt.config().role == "worker", "the new node's role is not worker");
+    const auto in_pool = scoped_members("pool");
+    out.expect(in_pool == 2, "the new node's worker groups: pool has " + std::to_string(in_pool) + " members, not 2");
+    const auto orphans = scoped_members("orphan");
+    out.expect(orphans == 1, "the new node's worker groups: orphan has " + std::to_string(orphans) + " members, not 1");
     rt.finish();
     return;
   }
   const std::vector<troupe::NodeId> survivors{0, 1, 3};
   auto v = rt.spawn<Victim>(1 << 30);  // id 2
   rt.registry().put("n" + std::to_string(rt.node()), v).get();
-  rt.role(rt.config().role).groups().join("pool", v).get();
+  if (rt.node() != 0) pool.join("pool", v).get();
   MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
   if (rt.node() == 2) {
+    pool.join("orphan", *rt.registry().get<Victim>("n3")).get();  // applied on every worker when it returns
     std::this_thread::sleep_for(300ms);
     die();
   }
@@ -384,6 +397,11 @@ void replace(troupe::Runtime& rt, Outcome& out) {
   out.expect(fresh.ask<&Victim::where>().get_for(20s) == 4, "an actor spawned on the new node is elsewhere");
   stream_to_survivors(rt, {0, 1, 3}, 0, kStream);
   expect_streams_from(survivors);
+  if (rt.node() == 0)
+    out.expect(rt.names().group_map().scan("\x1e").empty(), "worker-scoped groups reached the head node");
+  else
+    out.expect(pool.members<Victim>("pool").size() == 2 && pool.members<Victim>("orphan").size() == 1,
+               "a surviving worker's groups are wrong after the loss");
   rt.finish();
   check_streams(rt, survivors, out);
 }
@@ -402,6 +420,12 @@ int main(int argc, char** argv) {
   const char* dir = std::getenv("TROUPE_FAULT_DIR");
   ft::Outcome out;
   int node = rank;  // the node id (a process add_nodes started is rank 0 of its own world)
+  if (scenario == "replace") {
+    // Two roles; a process add_nodes started (it has a parent) is a worker.
+    MPI_Comm parent = MPI_COMM_NULL;
+    MPI_Comm_get_parent(&parent);
+    setenv("TROUPE_ROLE", parent == MPI_COMM_NULL && rank == 0 ? "head" : "worker", 1);
+  }
   try {
     troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
     node = static_cast<int>(rt.node());

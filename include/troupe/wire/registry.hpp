@@ -133,7 +133,10 @@ struct ClassEntry {
 
 class WireRegistry {
  public:
+  /// The one registry of the process (method tags cache entries of it).
   static WireRegistry& instance();
+  WireRegistry(const WireRegistry&) = delete;
+  WireRegistry& operator=(const WireRegistry&) = delete;
 
   void add_class(ClassEntry e);
   void add_method(MethodEntry e);
@@ -148,6 +151,7 @@ class WireRegistry {
   void freeze() noexcept { frozen_.store(true, std::memory_order_release); }
 
  private:
+  WireRegistry() = default;
   mutable std::mutex mu_;
   std::unordered_map<WireId, MethodEntry> methods_;
   std::unordered_map<const MethodTag*, WireId> method_tags_;
