@@ -4,6 +4,7 @@
 
 #include <numeric>
 
+#include "polite_mpi.hpp"
 #include "test_actors.hpp"
 #include "troupe/mpi.hpp"
 
@@ -25,7 +26,7 @@ struct Job {
 // collectives after start-up).
 template <class T>
 T share_from(int root, T v) {
-  MPI_Bcast(&v, sizeof(T), MPI_BYTE, root, MPI_COMM_WORLD);
+  tt::bcast(&v, sizeof(T), root);
   return v;
 }
 
@@ -210,7 +211,8 @@ TEST(Remote, FinishDeliversEverythingSentBeforeIt) {
   std::vector<troupe::ActorId> ids(j.n);
   auto mine = j.rt.spawn<Recorder>();
   ids[j.me] = mine.id();
-  MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ids.data(), sizeof(troupe::ActorId), MPI_BYTE, MPI_COMM_WORLD);
+  const troupe::ActorId my_id = mine.id();
+  tt::allgather(&my_id, ids.data(), sizeof(troupe::ActorId));
   constexpr int kEach = 5000;
   for (troupe::NodeId to = 0; to < j.n; ++to) {
     troupe::ActorRef<Recorder> r(&j.rt.core(), to, ids[to]);
