@@ -122,6 +122,9 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   std::size_t lost_at_last_spawn_ = 0;
   std::mutex membership_mu_;
   void join_from_parent(MPI_Comm parent);
+  /// Once the cluster exists: futures drive the engine, the core routes remote
+  /// calls here, the progress thread (and failure detection) starts.
+  void start_services();
   std::atomic<bool> closed_{false};
   bool finalized_ = false;
 

@@ -1,0 +1,212 @@
+// RemoteNode, membership: who is who at start-up (host names, roles, role
+// communicators), and nodes that join later (Runtime::add_nodes: MPI_Comm_spawn
+// over the live nodes, merged into the cluster).
+#include "remote_node.hpp"
+
+#include <cereal/details/helpers.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/vector.hpp>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "troupe/runtime.hpp"
+#include "core/scheduler.hpp"
+#include "remote_waiter.hpp"
+#include "wire_error.hpp"
+
+
+namespace troupe::detail {
+
+namespace {
+
+constexpr int kField = 64;
+
+/// Host and role of this process, in two fixed fields (for MPI_Allgather).
+std::vector<char> my_host_and_role(const std::string& role) {
+  std::vector<char> mine(2 * kField, '\0');
+  gethostname(mine.data(), kField - 1);
+  std::snprintf(mine.data() + kField, kField, "%s", role.c_str());
+  return mine;
+}
+
+struct JoinInfo {
+  std::uint64_t total = 0;
+  std::vector<NodeId> node_of_rank;  // in the merged communicator
+  std::vector<std::string> roles, hosts;
+  std::vector<std::uint8_t> alive;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(total, node_of_rank, roles, hosts, alive);
+  }
+};
+
+void bcast_join_info(JoinInfo& info, MPI_Comm comm, bool root) {
+  ByteBuffer buf;
+  if (root) {
+    WireOutputArchive ar(buf, nullptr);
+    ar(info);
+  }
+  std::uint64_t size = buf.size();
+  MPI_Bcast(&size, 1, MPI_UINT64_T, 0, comm);
+  buf.resize(size);
+  MPI_Bcast(buf.data(), static_cast<int>(size), MPI_BYTE, 0, comm);
+  if (!root) {
+    WireInputArchive ar(buf.data(), buf.size(), nullptr, 0);
+    ar(info);
+  }
+}
+
+/// Host and role of every rank of comm, gathered.
+std::vector<std::pair<std::string, std::string>> gather_hosts(MPI_Comm comm, const std::string& role) {
+  int n = 0;
+  MPI_Comm_size(comm, &n);
+  auto mine = my_host_and_role(role);
+  std::vector<char> all(static_cast<std::size_t>(n) * 2 * kField);
+  MPI_Allgather(mine.data(), 2 * kField, MPI_CHAR, all.data(), 2 * kField, MPI_CHAR, comm);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (int i = 0; i < n; ++i) {
+    const char* rec = all.data() + static_cast<std::size_t>(i) * 2 * kField;
+    out.emplace_back(std::string(rec), std::string(rec + kField));
+  }
+  return out;
+}
+
+}  // namespace
+
+RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
+    : rt_(rt), core_(core), owns_mpi_(owns_mpi) {
+  MPI_Comm parent = MPI_COMM_NULL;
+  MPI_Comm_get_parent(&parent);
+  if (parent != MPI_COMM_NULL) {
+    join_from_parent(parent);
+    return;
+  }
+  engine_ = std::make_unique<Engine>(comm, *this);
+  core_.set_node(engine_->self());
+  MPI_Comm_dup(comm, &membership_comm_);
+  for (NodeId n = 0; n < engine_->nodes(); ++n) membership_nodes_.push_back(n);
+
+  // Who is who: host names and roles, gathered once at start (no rank can be
+  // lost yet, so a collective is safe here).
+  std::vector<NodeInfo> nodes;
+  auto hosts = gather_hosts(engine_->comm(), core_.config().role);
+  for (std::size_t i = 0; i < hosts.size(); ++i)
+    nodes.push_back(NodeInfo{static_cast<NodeId>(i), hosts[i].second, hosts[i].first, true});
+  // One communicator per role: a rank group for the application's collectives.
+  std::vector<std::string> roles;
+  for (auto& n : nodes) roles.push_back(n.role);
+  std::sort(roles.begin(), roles.end());
+  roles.erase(std::unique(roles.begin(), roles.end()), roles.end());
+  const int color = static_cast<int>(std::lower_bound(roles.begin(), roles.end(), core_.config().role) - roles.begin());
+  MPI_Comm_split(comm, color, static_cast<int>(engine_->self()), &role_comm_);
+  cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
+  cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
+
+  start_services();
+}
+
+void RemoteNode::join_from_parent(MPI_Comm parent) {
+  joined_ = true;
+  MPI_Comm merged = MPI_COMM_NULL;
+  MPI_Intercomm_merge(parent, 1, &merged);  // the parents take the low ranks
+  JoinInfo info;
+  bcast_join_info(info, merged, false);
+  int rank = 0;
+  MPI_Comm_rank(merged, &rank);
+  const NodeId self = info.node_of_rank.at(static_cast<std::size_t>(rank));
+  auto hosts = gather_hosts(merged, core_.config().role);
+  std::vector<NodeInfo> nodes;
+  for (std::size_t i = 0; i < info.total; ++i)
+    nodes.push_back(NodeInfo{static_cast<NodeId>(i), i < info.roles.size() ? info.roles[i] : "",
+                             i < info.hosts.size() ? info.hosts[i] : "", i < info.alive.size() && info.alive[i] != 0});
+  for (std::size_t r = 0; r < info.node_of_rank.size(); ++r) {
+    auto& n = nodes[info.node_of_rank[r]];
+    n.host = hosts[r].first;
+    n.role = hosts[r].second;
+    n.alive = true;
+  }
+  engine_ = std::make_unique<Engine>(merged, *this, self, info.total, info.node_of_rank);
+  spawns_.push_back(Spawn{parent, MPI_COMM_NULL});
+  core_.set_node(self);
+  membership_comm_ = merged;
+  membership_nodes_ = info.node_of_rank;
+  cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
+  cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
+  lost_at_last_spawn_ = cluster_->lost_set().size();
+  start_services();
+}
+
+std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::string>& args) {
+  if (count <= 0) return {};
+  std::lock_guard lk(membership_mu_);
+  // The live members, in the membership communicator's order.
+  std::vector<int> live_ranks;
+  std::vector<NodeId> live_nodes;
+  for (std::size_t r = 0; r < membership_nodes_.size(); ++r) {
+    if (!cluster_->alive(membership_nodes_[r])) continue;
+    live_ranks.push_back(static_cast<int>(r));
+    live_nodes.push_back(membership_nodes_[r]);
+  }
+  MPI_Group all_group = MPI_GROUP_NULL, live_group = MPI_GROUP_NULL;
+  MPI_Comm_group(membership_comm_, &all_group);
+  MPI_Group_incl(all_group, static_cast<int>(live_ranks.size()), live_ranks.data(), &live_group);
+  MPI_Comm live = MPI_COMM_NULL;
+  // Collective over the live members only: the dead are not asked.
+  MPI_Comm_create_group(membership_comm_, live_group, /*tag=*/0x7e20, &live);
+  MPI_Group_free(&live_group);
+  MPI_Group_free(&all_group);
+
+  char exe[4096] = {};
+  const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len <= 0) throw Error("troupe: add_nodes cannot find this program's path");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  MPI_Comm inter = MPI_COMM_NULL;
+  std::vector<int> errcodes(static_cast<std::size_t>(count));
+  const int rc = MPI_Comm_spawn(exe, argv.data(), count, MPI_INFO_NULL, 0, live, &inter, errcodes.data());
+  if (rc != MPI_SUCCESS) throw Error("troupe: MPI_Comm_spawn failed");
+  MPI_Comm merged = MPI_COMM_NULL;
+  MPI_Intercomm_merge(inter, 0, &merged);
+
+  JoinInfo info;
+  const auto before = static_cast<NodeId>(cluster_->size());
+  info.total = before + static_cast<std::uint64_t>(count);
+  info.node_of_rank = live_nodes;
+  std::vector<NodeId> fresh;
+  for (int i = 0; i < count; ++i) {
+    info.node_of_rank.push_back(before + static_cast<NodeId>(i));
+    fresh.push_back(before + static_cast<NodeId>(i));
+  }
+  auto state = cluster_->state();
+  for (auto& n : state.nodes()) {
+    info.roles.push_back(n.role);
+    info.hosts.push_back(n.host);
+    info.alive.push_back(n.alive ? 1 : 0);
+  }
+  int rank = 0;
+  MPI_Comm_rank(merged, &rank);
+  bcast_join_info(info, merged, rank == 0);
+  auto hosts = gather_hosts(merged, core_.config().role);
+
+  std::vector<NodeInfo> all(state.nodes().begin(), state.nodes().end());
+  for (std::size_t r = live_nodes.size(); r < info.node_of_rank.size(); ++r)
+    all.push_back(NodeInfo{info.node_of_rank[r], hosts[r].second, hosts[r].first, true});
+  // The cluster first: once the engine hears the newcomers, their messages
+  // find them alive.
+  cluster_->add_nodes(all);
+  engine_->add_nodes(merged, info.node_of_rank, info.total);
+  cluster_->nodes_added(fresh);
+  if (live != MPI_COMM_NULL) MPI_Comm_free(&live);
+  spawns_.push_back(Spawn{inter, merged});
+  lost_at_last_spawn_ = cluster_->lost_set().size();
+  membership_comm_ = merged;  // the previous ones stay allocated: MPI may still use them
+  membership_nodes_ = info.node_of_rank;
+  return fresh;
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,425 @@
+// RemoteNode, receiving: what each kind of envelope becomes (the Inbound the
+// engine delivers in order), and envelopes that cannot be read.
+#include "remote_node.hpp"
+
+#include <cereal/details/helpers.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/vector.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "troupe/runtime.hpp"
+#include "core/scheduler.hpp"
+#include "wire_error.hpp"
+
+
+namespace troupe::detail {
+namespace {
+
+class FnInbound final : public Inbound {
+ public:
+  FnInbound(UniqueFunction<void()> fn, UniqueFunction<void()> on_abandon)
+      : fn_(std::move(fn)), on_abandon_(std::move(on_abandon)) {}
+  void deliver() override { fn_(); }
+  void abandon() noexcept override {
+    try {
+      if (on_abandon_) on_abandon_();
+    } catch (...) {
+    }
+  }
+
+ private:
+  UniqueFunction<void()> fn_;
+  UniqueFunction<void()> on_abandon_;
+};
+
+std::unique_ptr<Inbound> at_delivery(UniqueFunction<void()> fn, UniqueFunction<void()> on_abandon = nullptr) {
+  return std::make_unique<FnInbound>(std::move(fn), std::move(on_abandon));
+}
+
+/// A call decoded in place; its segments (if any) land inside its arguments.
+class CallInbound final : public Inbound {
+ public:
+  CallInbound(Cluster& cluster, NodeId from, std::shared_ptr<ActorCell> cell, std::unique_ptr<Message> msg)
+      : cluster_(cluster), from_(from), cell_(std::move(cell)), msg_(std::move(msg)) {}
+  void deliver() override {
+    cluster_.count_delivered(from_);
+    cell_->enqueue(msg_.release());
+  }
+
+ private:
+  Cluster& cluster_;
+  NodeId from_;
+  std::shared_ptr<ActorCell> cell_;
+  std::unique_ptr<Message> msg_;
+};
+
+/// An envelope whose segments must arrive before it can be decoded: a copy of
+/// its payload and buffers for its segments; decoded at delivery.
+class BufferedInbound final : public Inbound {
+ public:
+  BufferedInbound(Core& core, const Envelope& env, UniqueFunction<void(WireInputArchive&)> decode,
+                  UniqueFunction<void(std::exception_ptr)> failed)
+      : core_(core), source_(env.source), sizes_(env.segment_sizes), decode_(std::move(decode)), failed_(std::move(failed)) {
+    payload_.append(env.payload, env.payload_size);
+    buffers_.resize(sizes_.size());
+    for (std::size_t i = 0; i < sizes_.size(); ++i) {
+      buffers_[i].resize(sizes_[i]);
+      segments.push_back({buffers_[i].data(), sizes_[i]});
+    }
+  }
+  void deliver() override;
+  void abandon() noexcept override {
+    try {
+      failed_(std::make_exception_ptr(ConnectionLost(source_)));
+    } catch (...) {
+    }
+  }
+
+ private:
+  Core& core_;
+  NodeId source_;
+  ByteBuffer payload_;
+  std::vector<std::uint64_t> sizes_;
+  std::vector<ByteBuffer> buffers_;
+  UniqueFunction<void(WireInputArchive&)> decode_;
+  UniqueFunction<void(std::exception_ptr)> failed_;
+};
+
+/// Whatever went wrong while decoding, as a DecodeError for the sender.
+std::exception_ptr as_decode_error(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const DecodeError&) {
+    return e;
+  } catch (const UnknownType&) {
+    return e;
+  } catch (const std::bad_alloc&) {
+    return std::make_exception_ptr(DecodeError("troupe: message too large to decode (allocation failed)"));
+  } catch (const std::exception& x) {
+    return std::make_exception_ptr(DecodeError(std::string("troupe: undecodable message: ") + x.what()));
+  } catch (...) {
+    return std::make_exception_ptr(DecodeError("troupe: undecodable message"));
+  }
+}
+
+void BufferedInbound::deliver() {
+  try {
+    WireInputArchive ar(payload_.data(), payload_.size(), sizes_.data(), sizes_.size());
+    ar.use_received_segments(buffers_.data());
+    DecodingScope scope(&core_);
+    decode_(ar);
+  } catch (...) {
+    failed_(as_decode_error(std::current_exception()));
+  }
+}
+
+void check_complete(const WireInputArchive& ar) {
+  if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
+}
+
+}  // namespace
+
+// ---- receiving --------------------------------------------------------------
+
+std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
+  core_.clock().merge(HlcTimestamp{env.clock});
+  switch (env.kind) {
+    case Kind::call: return on_call(from, env);
+    case Kind::reply_ok:
+    case Kind::reply_error: return on_reply(from, env);
+    case Kind::spawn: return on_spawn(from, env);
+    case Kind::stop:
+    case Kind::monitor:
+    case Kind::demonitor:
+    case Kind::exit_notice:
+    case Kind::mailbox: return on_notice(from, env);
+    case Kind::control: {
+      if (!env.segment_sizes.empty()) return nullptr;
+      auto payload = std::make_shared<ByteBuffer>();
+      payload->append(env.payload, env.payload_size);
+      return at_delivery([this, from, payload, type = env.id, work = (env.flags & kFlagWork) != 0] {
+        if (work) cluster_->count_delivered(from);
+        try {
+          cluster_->on_control_bytes(from, type, payload);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "troupe: node %u: bad control message from node %u: %s\n", engine_->self(), from,
+                       e.what());
+        }
+      });
+    }
+  }
+  // An unknown kind from a newer build: tell an asker, count it if it was work.
+  auto err = std::make_exception_ptr(UnknownType("troupe: unknown envelope kind " +
+                                                 std::to_string(static_cast<int>(env.kind))));
+  return at_delivery([this, from, corr = env.corr, work = counts_as_work(env.kind), err] {
+    if (work) cluster_->count_delivered(from);
+    if (corr != 0) reply_error(from, corr, err);
+  });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
+  const auto corr = env.corr;
+  auto refuse = [&](std::exception_ptr e) {
+    return at_delivery([this, from, corr, target = env.target, e] {
+      cluster_->count_delivered(from);
+      if (corr != 0) {
+        reply_error(from, corr, e);
+      } else {
+        core_.on_unhandled(target, "a tell from another node", e);
+      }
+    });
+  };
+  const MethodEntry* m = WireRegistry::instance().method(env.id);
+  if (m == nullptr)
+    return refuse(std::make_exception_ptr(UnknownType("troupe: node " + std::to_string(engine_->self()) +
+                                                      " does not know method id " + std::to_string(env.id) +
+                                                      " (not registered with TROUPE_REMOTE in its build?)")));
+  std::shared_ptr<ActorCell> cell;
+  if (env.flags & kFlagNamed) {
+    // The payload starts with the name; the arguments follow it.
+    std::string name;
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      ar(name);
+      env.payload += ar.position();
+      env.payload_size -= ar.position();
+    } catch (...) {
+      return refuse(as_decode_error(std::current_exception()));
+    }
+    cell = core_.find_local(name);
+    if (!cell)
+      return refuse(std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" + name + "' on node " +
+                                                         std::to_string(engine_->self()))));
+  } else {
+    cell = core_.find_cell(env.target);
+    if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
+  }
+  if (cell->type() != m->cls)
+    return refuse(std::make_exception_ptr(UnknownType("troupe: " + m->name + " called on an actor of class " +
+                                                      cell->type()->debug_name)));
+  const RemoteCaller caller{this, from, corr};
+  if (env.segment_sizes.empty() || m->args_zero_copy) {
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, env.segment_sizes.data(), env.segment_sizes.size());
+      DecodingScope scope(&core_);
+      auto msg = m->decode_call(ar, caller);
+      check_complete(ar);
+      auto in = std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(msg));
+      in->segments = std::move(ar.destinations());
+      return in;
+    } catch (...) {
+      return refuse(as_decode_error(std::current_exception()));
+    }
+  }
+  return std::make_unique<BufferedInbound>(
+      core_, env,
+      [this, m, cell, caller, from](WireInputArchive& ar) {
+        cluster_->count_delivered(from);
+        auto msg = m->decode_call(ar, caller);
+        check_complete(ar);
+        cell->enqueue(msg.release());
+      },
+      [this, from, corr, target = env.target](std::exception_ptr e) {
+        if (corr != 0) {
+          reply_error(from, corr, e);
+        } else {
+          core_.on_unhandled(target, "a tell from another node", e);
+        }
+      });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
+  auto reply = take(env.corr);
+  if (!reply) {  // late (the node was declared lost meanwhile) or bogus
+    return at_delivery([this, from] { cluster_->count_delivered(from); });
+  }
+  std::shared_ptr<PendingReply> r(std::move(reply));
+  if (env.kind == Kind::reply_error) {
+    std::exception_ptr err;
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      WireError w;
+      ar(w);
+      err = w.to_exception(from);
+    } catch (...) {
+      err = as_decode_error(std::current_exception());
+    }
+    return at_delivery(
+        [this, from, r, err] {
+          cluster_->count_delivered(from);
+          r->fail(err);
+        },
+        [r, from] { r->fail(std::make_exception_ptr(ConnectionLost(from))); });
+  }
+  if (env.segment_sizes.empty() || r->zero_copy()) {
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, env.segment_sizes.data(), env.segment_sizes.size());
+      DecodingScope scope(&core_);
+      r->decode(ar);
+      check_complete(ar);
+      auto in = at_delivery(
+          [this, from, r] {
+            cluster_->count_delivered(from);
+            r->complete();
+          },
+          [r, from] { r->fail(std::make_exception_ptr(ConnectionLost(from))); });
+      in->segments = std::move(ar.destinations());
+      return in;
+    } catch (...) {
+      auto err = as_decode_error(std::current_exception());
+      return at_delivery(
+          [this, from, r, err] {
+            cluster_->count_delivered(from);
+            r->fail(err);
+          },
+          [r, from] { r->fail(std::make_exception_ptr(ConnectionLost(from))); });
+    }
+  }
+  return std::make_unique<BufferedInbound>(
+      core_, env,
+      [this, from, r](WireInputArchive& ar) {
+        cluster_->count_delivered(from);
+        r->decode(ar);
+        check_complete(ar);
+        r->complete();
+      },
+      [r](std::exception_ptr e) { r->fail(e); });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {
+  const auto corr = env.corr;
+  auto refuse = [&](std::exception_ptr e) {
+    return at_delivery([this, from, corr, e] {
+      cluster_->count_delivered(from);
+      reply_error(from, corr, e);
+    });
+  };
+  const ClassEntry* c = WireRegistry::instance().cls(env.id);
+  if (c == nullptr)
+    return refuse(std::make_exception_ptr(UnknownType("troupe: node " + std::to_string(engine_->self()) +
+                                                      " does not know class id " + std::to_string(env.id) +
+                                                      " (not registered with TROUPE_REMOTE in its build?)")));
+  std::shared_ptr<SpawnJob> job;
+  try {
+    WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+    if (!env.segment_sizes.empty()) throw DecodeError("troupe: spawn arguments never carry segments");
+    DecodingScope scope(&core_);
+    job = c->decode_init(ar);
+    check_complete(ar);
+  } catch (...) {
+    return refuse(as_decode_error(std::current_exception()));
+  }
+  return at_delivery([this, from, corr, job] {
+    cluster_->count_delivered(from);
+    // The constructor runs on a worker, not on the engine.
+    core_.post([this, from, corr, job] {
+      try {
+        const ActorId id = job->spawn(rt_);
+        reply_value(from, corr, std::make_unique<ValueWriter<ActorId>>(id));
+      } catch (...) {
+        reply_error(from, corr, std::current_exception());
+      }
+    });
+  });
+}
+
+std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
+  const auto kind = env.kind;
+  const auto target = env.target;
+  const auto corr = env.corr;
+  const auto id = env.id;
+  std::string name;
+  if (env.flags & kFlagNamed) {
+    try {
+      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      ar(name);
+    } catch (...) {
+      auto err = as_decode_error(std::current_exception());
+      return at_delivery([this, from, corr, err] {
+        cluster_->count_delivered(from);
+        if (corr != 0) reply_error(from, corr, err);
+      });
+    }
+  }
+  return at_delivery([this, from, kind, target, corr, id, name = std::move(name)] {
+    cluster_->count_delivered(from);
+    if (!name.empty()) {
+      if (kind == Kind::mailbox) {
+        auto cell = core_.find_local(name);
+        if (!cell)
+          return reply_error(from, corr,
+                             std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" + name +
+                                                                  "' on node " + std::to_string(engine_->self()))));
+        reply_value(from, corr, std::make_unique<ValueWriter<std::size_t>>(cell->mailbox_size()));
+      }
+      return;
+    }
+    switch (kind) {
+      case Kind::stop:
+        if (auto cell = core_.find_cell(target)) cell->request_stop();
+        break;
+      case Kind::mailbox: {
+        auto cell = core_.find_cell(target);
+        if (!cell) return reply_error(from, corr, std::make_exception_ptr(ActorExited(engine_->self(), target)));
+        reply_value(from, corr, std::make_unique<ValueWriter<std::size_t>>(cell->mailbox_size()));
+        break;
+      }
+      case Kind::monitor: {
+        auto cell = core_.find_cell(target);
+        if (!cell) return send_exit_notice(from, target, corr, ExitReason::stopped);
+        std::lock_guard lk(watch_mu_);
+        const auto local = cell->add_monitor([this, from, target, corr](const ExitInfo& info) {
+          {
+            std::lock_guard lk2(watch_mu_);
+            watched_.erase({from, corr});
+          }
+          send_exit_notice(from, target, corr, info.reason);
+        });
+        watched_[{from, corr}] = {target, local};
+        break;
+      }
+      case Kind::demonitor: {
+        std::pair<ActorId, std::uint64_t> w{0, 0};
+        {
+          std::lock_guard lk(watch_mu_);
+          auto it = watched_.find({from, corr});
+          if (it == watched_.end()) break;
+          w = it->second;
+          watched_.erase(it);
+        }
+        if (auto cell = core_.find_cell(w.first)) cell->remove_monitor(w.second);
+        break;
+      }
+      case Kind::exit_notice: {
+        MonitorFn fn;
+        {
+          std::lock_guard lk(watch_mu_);
+          auto it = watches_.find(corr);
+          if (it == watches_.end()) break;
+          fn = std::move(it->second.fn);
+          watches_.erase(it);
+        }
+        ExitInfo info{from, target, static_cast<ExitReason>(id)};
+        core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+        break;
+      }
+      default:
+        break;
+    }
+  });
+}
+
+void RemoteNode::on_bad_envelope(NodeId from, const EnvelopeFault& fault) {
+  std::fprintf(stderr, "troupe: node %u: bad envelope from node %u: %s\n", engine_->self(), from, fault.what.c_str());
+  if (!fault.have_prefix) return;
+  // The sender counted it as work: count it too, or finish() would wait forever.
+  if (counts_as_work(fault.kind)) cluster_->count_delivered(from);
+  const bool asks = fault.kind == Kind::call || fault.kind == Kind::spawn || fault.kind == Kind::mailbox;
+  if (asks && fault.corr != 0) reply_error(from, fault.corr, std::make_exception_ptr(DecodeError(fault.what)));
+}
+
+}  // namespace troupe::detail
