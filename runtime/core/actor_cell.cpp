@@ -173,29 +173,24 @@ void ActorCell::run_batch(std::size_t max) noexcept {
     tls_remote_sent = false;
     if (auto* link = core_.remote()) link->flush();
   }
-  // Once scheduled_ is cleared another thread may own the cell: from then on
-  // (release_turn) only the producers' counters are read, never the queues'
-  // consumer side.
-  const bool blocked = blocking_tasks_ != 0 && !exited();
-  auto has_work = [this, blocked] {
-    return system_size_.load(std::memory_order_seq_cst) != 0 ||
-           (!blocked && size_.load(std::memory_order_seq_cst) != 0);
-  };
-  if (handled == max && has_work()) {
+  if (handled == max && has_work(blocked_by_task())) {
     core_.scheduler().schedule(shared_from_this());  // yield, stay scheduled
     return;
   }
   release_turn();
 }
 
+bool ActorCell::has_work(bool blocked) const noexcept {
+  return system_size_.load(std::memory_order_seq_cst) != 0 || (!blocked && size_.load(std::memory_order_seq_cst) != 0);
+}
+
 void ActorCell::release_turn() noexcept {
-  const bool blocked = blocking_tasks_ != 0 && !exited();
-  auto has_work = [this, blocked] {
-    return system_size_.load(std::memory_order_seq_cst) != 0 ||
-           (!blocked && size_.load(std::memory_order_seq_cst) != 0);
-  };
+  // Once scheduled_ is cleared another thread may own the cell: from then on
+  // only the producers' counters are read (has_work), never the queues'
+  // consumer side.
+  const bool blocked = blocked_by_task();
   scheduled_.store(false, std::memory_order_seq_cst);
-  if (has_work() && !scheduled_.exchange(true, std::memory_order_seq_cst)) {
+  if (has_work(blocked) && !scheduled_.exchange(true, std::memory_order_seq_cst)) {
     core_.scheduler().schedule(shared_from_this());
     return;
   }

@@ -10,15 +10,9 @@
 #include <memory>
 #include <thread>
 
+#include "sanitizers.hpp"
 #include "scheduler.hpp"
 
-#if defined(__SANITIZE_THREAD__)
-#define TROUPE_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TROUPE_TSAN 1
-#endif
-#endif
 #ifdef TROUPE_TSAN
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);

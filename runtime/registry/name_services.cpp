@@ -259,19 +259,15 @@ void Groups::check_here(const char* what) const {
 Future<void> Groups::update(const std::string& group, NodeId node, ActorId actor, const std::string& type, bool join) {
   try {
     check_group_name(group, "group");
-  } catch (const Error&) {
-    return make_error_future<void>(std::current_exception());
-  }
-  if (!scope_.empty()) {
-    try {
+    if (!scope_.empty()) {
       check_here(join ? "joining" : "leaving");
       const auto st = ns_->runtime().cluster();
       if (node >= st.size() || st.node(node).role != scope_)
         throw Error("troupe: node " + std::to_string(node) + " is not of role '" + scope_ +
                     "': its actors cannot join groups scoped to that role");
-    } catch (const Error&) {
-      return make_error_future<void>(std::current_exception());
     }
+  } catch (const Error&) {
+    return make_error_future<void>(std::current_exception());
   }
   return ns_->group_map().write(detail::group_key(detail::scoped_group(scope_, group), node, actor), type, node, actor,
                                 !join);

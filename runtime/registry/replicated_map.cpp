@@ -51,13 +51,11 @@ Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e
   Promise<void> p(ns_.core().waiter());
   auto f = p.get_future();
   Cluster* cl = ns_.cluster();
-  std::vector<NodeId> targets;
-  if (cl != nullptr) {
-    const auto st = cl->state();
-    const std::string scope = scope_of(key);
-    for (NodeId n = 0; n < st.size(); ++n)
-      if (n != ns_.self() && kept_on(scope, n, st)) targets.push_back(n);
-  }
+  std::vector<NodeId> targets;  // none in a local runtime: its view holds only itself
+  const auto st = view();
+  const std::string scope = scope_of(key);
+  for (NodeId n = 0; n < st.size(); ++n)
+    if (n != ns_.self() && kept_on(scope, n, st)) targets.push_back(n);
   if (targets.empty()) {
     p.set_value();
     return f;

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/sanitizers.hpp"
 #include "troupe/detail/actor_cell.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -62,14 +63,8 @@ class FaultReport final : public Inbound {
 namespace {
 
 constexpr std::size_t kPooledFrames = 32;
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef TROUPE_ASAN
 constexpr std::size_t kPooledCapacity = 0;  // ASan sees every frame freed: a stale pointer into one is caught
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr std::size_t kPooledCapacity = 0;
-#else
-constexpr std::size_t kPooledCapacity = 2 * kFrameLimit;
-#endif
 #else
 constexpr std::size_t kPooledCapacity = 2 * kFrameLimit;
 #endif
@@ -505,17 +500,7 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
       // Another version: skip it, and its segments.
       auto d = std::make_shared<Delivery>();
       std::vector<InSegment> dests;
-      try {
-        for (auto size : fault.segment_sizes) {
-          d->scratch.emplace_back();
-          d->scratch.back().resize(size);
-          dests.push_back({d->scratch.back().data(), size});
-        }
-      } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "troupe: node %u: no memory to drain blocks from node %u; dropping the frame\n", self_,
-                     from);
-        break;
-      }
+      if (!drain_into_scratch(from, *d, fault.segment_sizes, dests)) break;
       post_segment_recvs(from, d, std::move(dests));
       sources_[from]->queue.push_back(std::move(d));
       partial_.fetch_add(1, std::memory_order_relaxed);
@@ -540,25 +525,33 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
     std::vector<InSegment> dests;
     if (d->inbound && d->inbound->segments.size() == env.segment_sizes.size()) {
       dests = d->inbound->segments;
-    } else try {
+    } else {
       // Nobody wants the blocks (or the handler got them wrong): drain them.
       if (d->inbound && !d->inbound->segments.empty()) {
         std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
         d->inbound.reset();
       }
-      for (auto size : env.segment_sizes) {
-        d->scratch.emplace_back();
-        d->scratch.back().resize(size);
-        dests.push_back({d->scratch.back().data(), size});
-      }
-    } catch (const std::bad_alloc&) {
-      std::fprintf(stderr, "troupe: node %u: no memory to drain an envelope's blocks from node %u; dropping the frame\n",
-                   self_, from);
-      break;
+      if (!drain_into_scratch(from, *d, env.segment_sizes, dests)) break;
     }
     post_segment_recvs(from, d, std::move(dests));
     sources_[from]->queue.push_back(std::move(d));
     partial_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+bool Engine::drain_into_scratch(NodeId from, Delivery& d, const std::vector<std::uint64_t>& sizes,
+                                std::vector<InSegment>& dests) {
+  try {
+    for (auto size : sizes) {
+      d.scratch.emplace_back();
+      d.scratch.back().resize(size);
+      dests.push_back({d.scratch.back().data(), size});
+    }
+    return true;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "troupe: node %u: no memory to drain an envelope's blocks from node %u; dropping the frame\n",
+                 self_, from);
+    return false;
   }
 }
 

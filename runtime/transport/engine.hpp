@@ -209,6 +209,10 @@ class Engine {
   bool test_segment_recvs();
   void process_frame(NodeId from, ByteBuffer& frame);
   void read_frame(NodeId from, ByteBuffer& frame);  // process_frame's loop
+  /// Scratch buffers that receive (and drop) blocks nobody takes; false if
+  /// memory ran out (the frame's remaining envelopes are then dropped).
+  bool drain_into_scratch(NodeId from, Delivery& d, const std::vector<std::uint64_t>& sizes,
+                          std::vector<InSegment>& dests);
   void release_arrived();                           // arrived_ -> ready_
   void post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
   void collect_ready(NodeId from);

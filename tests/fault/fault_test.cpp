@@ -350,11 +350,12 @@ void names_after_loss(troupe::Runtime& rt, Outcome& out) {
 // its role. Roles: node 0 "head", the others (and the newcomer) "worker".
 void replace(troupe::Runtime& rt, Outcome& out) {
   auto pool = rt.role("worker").groups();
-  auto scoped_members = [&](const char* group) {
+  // Entries arrive one update at a time: wait (bounded) for the expected count.
+  auto scoped_members = [&](const char* group, std::size_t expected) {
     std::size_t members = 0;
     for (int i = 0; i < 500; ++i) {
       members = pool.members<Victim>(group).size();
-      if (members != 0) break;
+      if (members == expected) break;
       std::this_thread::sleep_for(10ms);
     }
     return members;
@@ -372,9 +373,9 @@ void replace(troupe::Runtime& rt, Outcome& out) {
     // only from a copy (its writer, node 2, is dead; its member lives on node 3),
     // which node 0 cannot give: it is not a worker and keeps no worker groups.
     out.expect(rt.config().role == "worker", "the new node's role is not worker");
-    const auto in_pool = scoped_members("pool");
+    const auto in_pool = scoped_members("pool", 2);
     out.expect(in_pool == 2, "the new node's worker groups: pool has " + std::to_string(in_pool) + " members, not 2");
-    const auto orphans = scoped_members("orphan");
+    const auto orphans = scoped_members("orphan", 1);
     out.expect(orphans == 1, "the new node's worker groups: orphan has " + std::to_string(orphans) + " members, not 1");
     rt.finish();
     return;

@@ -111,6 +111,12 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   void drain_rejected() noexcept;
   /// Ends a turn: clears scheduled_ and re-schedules if work came meanwhile.
   void release_turn() noexcept;
+  /// A blocking task holds the actor: only system messages may run. Read it
+  /// while the turn is still ours.
+  bool blocked_by_task() const noexcept { return blocking_tasks_ != 0 && !exited(); }
+  /// Messages it may run now. Reads only the producers' counters, so it is
+  /// safe after the turn was released.
+  bool has_work(bool blocked) const noexcept;
   void begin_construction() noexcept;
   void end_construction(bool built) noexcept;
 
