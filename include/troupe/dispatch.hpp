@@ -114,13 +114,13 @@ class Dispatcher {
           replies.push_back(p.get_future());
           detail::send_to_target(*rt, t, std::make_unique<detail::CallMessage<M>>(std::move(p), *args));
         }
-        when_all(std::move(replies)).on_complete([promise](auto all) { forward(all, *promise); });
+        when_all(std::move(replies)).on_complete([promise](auto all) { detail::settle(*promise, all); });
       } else {
         if (targets.empty())
           return promise->set_exception(
               std::make_exception_ptr(NameNotFound("troupe: the dispatcher chose no target")));
         Promise<R> p(detail::core_of(*rt).waiter());
-        p.get_future().on_complete([promise](Future<R> f) { forward(f, *promise); });
+        p.get_future().on_complete([promise](Future<R> f) { detail::settle(*promise, f); });
         detail::send_to_target(*rt, targets.front(),
                                std::make_unique<detail::CallMessage<M>>(std::move(p), std::move(*args)));
       }
@@ -129,21 +129,6 @@ class Dispatcher {
   }
 
  private:
-  /// Moves a completed future's value or error into a promise.
-  template <class F, class P>
-  static void forward(F& from, P& to) {
-    try {
-      if constexpr (std::is_void_v<typename F::value_type>) {
-        from.take();
-        to.set_value();
-      } else {
-        to.set_value(from.take());
-      }
-    } catch (...) {
-      to.set_exception(std::current_exception());
-    }
-  }
-
   Runtime* rt_;
   DispatchSpec spec_;
 };

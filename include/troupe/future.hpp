@@ -181,22 +181,26 @@ Future<T> make_error_future(E&& e) {
 }
 
 namespace detail {
+/// Moves a completed future's value, or its error, into a promise.
+template <class U>
+void settle(Promise<U>& p, Future<U>& done) {
+  try {
+    if constexpr (std::is_void_v<U>) {
+      done.take();
+      p.set_value();
+    } else {
+      p.set_value(done.take());
+    }
+  } catch (...) {
+    p.set_exception(std::current_exception());
+  }
+}
+
 template <class U, class F, class... A>
 void fulfil_with(Promise<U>& p, F& f, A&&... a) {
   using R = std::invoke_result_t<F&, A...>;
   if constexpr (is_future_v<R>) {
-    f(std::forward<A>(a)...).on_complete([p = std::move(p)](Future<U> inner) mutable {
-      try {
-        if constexpr (std::is_void_v<U>) {
-          inner.take();
-          p.set_value();
-        } else {
-          p.set_value(inner.take());
-        }
-      } catch (...) {
-        p.set_exception(std::current_exception());
-      }
-    });
+    f(std::forward<A>(a)...).on_complete([p = std::move(p)](Future<U> inner) mutable { settle(p, inner); });
   } else if constexpr (std::is_void_v<R>) {
     f(std::forward<A>(a)...);
     p.set_value();

@@ -46,14 +46,7 @@ MPI_Comm Role::live_comm() const {
     if (n.alive) live_ranks.push_back(rank_in_role);
     ++rank_in_role;
   }
-  MPI_Group all, live;
-  MPI_Comm_group(base, &all);
-  MPI_Group_incl(all, static_cast<int>(live_ranks.size()), live_ranks.data(), &live);
-  MPI_Comm out = MPI_COMM_NULL;
-  MPI_Comm_create_group(base, live, /*tag=*/0x7e10, &out);
-  MPI_Group_free(&live);
-  MPI_Group_free(&all);
-  return out;
+  return detail::comm_of_ranks(base, live_ranks, /*tag=*/0x7e10);
 }
 
 }  // namespace troupe

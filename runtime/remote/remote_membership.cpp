@@ -77,6 +77,17 @@ std::vector<std::pair<std::string, std::string>> gather_hosts(MPI_Comm comm, con
 
 }  // namespace
 
+MPI_Comm comm_of_ranks(MPI_Comm base, const std::vector<int>& ranks, int tag) {
+  MPI_Group all = MPI_GROUP_NULL, some = MPI_GROUP_NULL;
+  MPI_Comm_group(base, &all);
+  MPI_Group_incl(all, static_cast<int>(ranks.size()), ranks.data(), &some);
+  MPI_Comm out = MPI_COMM_NULL;
+  MPI_Comm_create_group(base, some, tag, &out);
+  MPI_Group_free(&some);
+  MPI_Group_free(&all);
+  return out;
+}
+
 RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
     : rt_(rt), core_(core), owns_mpi_(owns_mpi) {
   MPI_Comm parent = MPI_COMM_NULL;
@@ -151,14 +162,8 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
     live_ranks.push_back(static_cast<int>(r));
     live_nodes.push_back(membership_nodes_[r]);
   }
-  MPI_Group all_group = MPI_GROUP_NULL, live_group = MPI_GROUP_NULL;
-  MPI_Comm_group(membership_comm_, &all_group);
-  MPI_Group_incl(all_group, static_cast<int>(live_ranks.size()), live_ranks.data(), &live_group);
-  MPI_Comm live = MPI_COMM_NULL;
   // Collective over the live members only: the dead are not asked.
-  MPI_Comm_create_group(membership_comm_, live_group, /*tag=*/0x7e20, &live);
-  MPI_Group_free(&live_group);
-  MPI_Group_free(&all_group);
+  MPI_Comm live = comm_of_ranks(membership_comm_, live_ranks, /*tag=*/0x7e20);
 
   char exe[4096] = {};
   const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);

@@ -148,4 +148,9 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   std::atomic<bool> polling_{false};
 };
 
+/// A new communicator of the given ranks of base, made by them alone
+/// (MPI_Comm_create_group: collective over those ranks only, so ranks left out,
+/// such as lost ones, are never waited for).
+MPI_Comm comm_of_ranks(MPI_Comm base, const std::vector<int>& ranks, int tag);
+
 }  // namespace troupe::detail
