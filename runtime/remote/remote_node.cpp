@@ -91,10 +91,9 @@ RemoteNode::~RemoteNode() {
 
 // ---- sending ----------------------------------------------------------------
 
-std::unique_ptr<OutEnvelope> RemoteNode::envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target,
-                                                  std::uint64_t id, std::uint32_t flags) {
-  auto e = std::make_unique<OutEnvelope>();
-  e->dest = to;
+Draft RemoteNode::envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
+                           std::uint32_t flags) {
+  auto e = take_draft(to);
   e->work = counts_as_work(kind);
   EnvelopeWriter w(e->bytes);
   w.begin(kind, engine_->self(), corr, target, id, core_.clock().now().raw, flags);
@@ -111,13 +110,13 @@ void RemoteNode::seal(OutEnvelope& e) {
   w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
 }
 
-void RemoteNode::post(std::unique_ptr<OutEnvelope> e) {
+void RemoteNode::post(Draft e) {
   if (closed_.load(std::memory_order_acquire)) return;
   if (!cluster_->alive(e->dest)) return;
   if (e->work) cluster_->count_sent(e->dest);
   // Tells coalesce; everything someone may be waiting for leaves at once.
   const bool urgent = !(e->kind_tell);
-  engine_->send(e.release(), urgent);
+  engine_->send(std::move(e), urgent);
 }
 
 std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> reply) {
@@ -184,7 +183,7 @@ void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* nam
     return;
   }
   seal(*e);
-  if (!e->segments.empty()) e->keep = std::shared_ptr<CallBase>(std::move(call));  // segments point into its arguments
+  if (!e->segments.empty()) e->keep.push_back(std::shared_ptr<CallBase>(std::move(call)));  // segments point into its arguments
   post(std::move(e));
 }
 
@@ -275,7 +274,7 @@ void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<Payl
     return reply_error(to, corr, std::current_exception());
   }
   seal(*e);
-  if (!e->segments.empty()) e->keep = std::shared_ptr<PayloadWriter>(std::move(value));
+  if (!e->segments.empty()) e->keep.push_back(std::shared_ptr<PayloadWriter>(std::move(value)));
   post(std::move(e));
 }
 
@@ -331,8 +330,7 @@ Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::ui
 }
 
 void RemoteNode::raw_frame(NodeId to, const ByteBuffer& bytes) {
-  auto e = std::make_unique<OutEnvelope>();
-  e->dest = to;
+  auto e = take_draft(to);
   e->work = false;
   e->bytes.append(bytes.data(), bytes.size());
   post(std::move(e));

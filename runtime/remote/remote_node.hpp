@@ -87,11 +87,12 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
     MonitorFn fn;
   };
 
-  std::unique_ptr<OutEnvelope> envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target,
-                                        std::uint64_t id, std::uint32_t flags = 0);
+  /// A draft envelope with its header begun (thread-local storage: no allocation).
+  Draft envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
+                 std::uint32_t flags = 0);
   void send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call);
   void seal(OutEnvelope& e);
-  void post(std::unique_ptr<OutEnvelope> e);
+  void post(Draft e);
   /// Registers an ask's reply handler, unless the node is already lost.
   std::uint64_t expect(NodeId node, std::unique_ptr<PendingReply> reply);
   std::unique_ptr<PendingReply> take(std::uint64_t corr);

@@ -111,7 +111,90 @@ FrameBuffer take_frame_buffer(std::size_t size) {
   return out;
 }
 
+namespace {
+
+// Composed frames, kept with their buffers' room.
+struct EnvelopePool {
+  EnvelopePool() { free.reserve(kPooledFrames); }
+  std::mutex mu;
+  std::vector<OutEnvelope*> free;
+};
+EnvelopePool& envelope_pool() {
+  static auto* pool = new EnvelopePool();  // never destroyed, like the frame pool
+  return *pool;
+}
+
+OutEnvelope* take_frame_envelope(NodeId dest) {
+  OutEnvelope* e = nullptr;
+  {
+    auto& pool = envelope_pool();
+    std::lock_guard lk(pool.mu);
+    if (!pool.free.empty()) {
+      e = pool.free.back();
+      pool.free.pop_back();
+    }
+  }
+  if (e == nullptr) {
+    e = new OutEnvelope(OutEnvelope::Empty{});
+    e->pooled = true;
+    e->bytes.reserve(4096);
+  }
+  e->dest = dest;
+  e->count = 0;
+  return e;
+}
+
+// One draft per thread, reused; a second one at a time (a serialize() that
+// sends) comes from the heap.
+struct DraftCache {
+  OutEnvelope* spare = nullptr;
+  ~DraftCache() { delete spare; }
+};
+thread_local DraftCache tls_draft;
+
+}  // namespace
+
+void EnvelopeRecycle::operator()(OutEnvelope* e) const noexcept {
+  if (e == nullptr) return;
+  if (e->pooled && e->bytes.capacity() <= kPooledCapacity) {
+    e->segments.clear();
+    e->keep.clear();  // may run the destructors of the messages' arguments: outside the pool's lock
+    e->bytes.clear();
+    auto& pool = envelope_pool();
+    std::lock_guard lk(pool.mu);
+    if (pool.free.size() < kPooledFrames) {
+      pool.free.push_back(e);
+      return;
+    }
+  }
+  delete e;
+}
+
+void DraftRelease::operator()(OutEnvelope* e) const noexcept {
+  if (e == nullptr) return;
+  if (tls_draft.spare == nullptr && e->bytes.capacity() <= kPooledCapacity) {
+    e->segments.clear();
+    e->keep.clear();
+    e->bytes.clear();
+    tls_draft.spare = e;
+    return;
+  }
+  delete e;
+}
+
+Draft take_draft(NodeId dest) {
+  OutEnvelope* e = std::exchange(tls_draft.spare, nullptr);
+  if (e == nullptr) e = new OutEnvelope(OutEnvelope::Empty{});
+  e->bytes.extend(kFrameSlot);
+  e->dest = dest;
+  e->work = true;
+  e->kind_tell = false;
+  e->count = 1;
+  return Draft(e);
+}
+
 void Engine::init_storage(std::size_t capacity) {
+  open_.reset(new Open[capacity]);
   heard_.reset(new std::atomic<std::int64_t>[capacity]);
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   for (std::size_t i = 0; i < capacity; ++i) {
@@ -197,23 +280,103 @@ Engine::~Engine() {
   std::lock_guard glk(graveyard_mu);
   for (auto& p : abandoned_) graveyard->push_back(std::move(p));
   while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) delete e;
+  for (std::size_t n = 0; n < peers_.size(); ++n) delete open_[n].frame.exchange(nullptr);
   for (auto& p : peers_)
     for (auto* e : p->outbox) delete e;
 }
 
-void Engine::send(OutEnvelope* env, bool urgent) {
-  const std::size_t bytes = env->bytes.size();
+void Engine::enqueue(OutEnvelope* e) {
   outq_size_.fetch_add(1, std::memory_order_seq_cst);
-  const std::size_t queued = outq_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-  outq_.push(env);
+  outq_bytes_.fetch_add(e->bytes.size(), std::memory_order_relaxed);
+  outq_.push(e);
+}
+
+void Engine::close_open(NodeId dest) {
+  if (OutEnvelope* f = open_[dest].frame.exchange(nullptr, std::memory_order_acq_rel)) {
+    open_count_.fetch_sub(1, std::memory_order_acq_rel);
+    enqueue(f);
+  }
+}
+
+void Engine::send(OutEnvelope* env, bool urgent) {
+  // A lone envelope: its frame entry's length goes into its slot.
+  const auto len = static_cast<std::uint32_t>(env->bytes.size() - kFrameSlot);
+  std::memcpy(env->bytes.data(), &len, sizeof len);
+  if (env->dest < peers_.size()) {
+    // After whatever its destination's open frame holds (same lock: per
+    // destination, the queue keeps send order).
+    std::lock_guard lk(open_[env->dest].mu);
+    close_open(env->dest);
+    enqueue(env);
+  } else {
+    enqueue(env);  // nobody there: the engine drops it
+  }
   if (current_cell() != nullptr) {
     note_remote_send();  // the actor's turn ends with a flush
     return;
   }
-  if (urgent || queued >= 16 * 1024) {
+  if (urgent || outq_bytes_.load(std::memory_order_relaxed) >= 16 * 1024) {
     flush_sends();
   } else if (sleeping_.load(std::memory_order_acquire)) {
     wake();  // a lone tell leaves within the progress thread's next round
+  }
+}
+
+void Engine::send(Draft draft, bool urgent) {
+  const NodeId dest = draft->dest;
+  if (draft->bytes.size() > kSmallEnvelope || dest >= peers_.size()) {
+    // Large: it leaves from its own buffer (the draft's storage goes with it).
+    auto* e = new OutEnvelope(OutEnvelope::Empty{});
+    e->dest = dest;
+    e->work = draft->work;
+    e->kind_tell = draft->kind_tell;
+    e->bytes = std::move(draft->bytes);
+    e->segments = std::move(draft->segments);
+    e->keep = std::move(draft->keep);
+    return send(e, urgent);
+  }
+  const auto len = static_cast<std::uint32_t>(draft->bytes.size() - kFrameSlot);
+  std::memcpy(draft->bytes.data(), &len, sizeof len);
+  bool closed = false;
+  {
+    auto& open = open_[dest];
+    std::lock_guard lk(open.mu);
+    OutEnvelope* f = open.frame.load(std::memory_order_relaxed);
+    if (f == nullptr) {
+      f = take_frame_envelope(dest);
+      open.frame.store(f, std::memory_order_release);
+      open_count_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    // Room first: past this point nothing throws, so the frame stays whole.
+    f->segments.reserve(f->segments.size() + draft->segments.size());
+    f->keep.reserve(f->keep.size() + draft->keep.size());
+    f->bytes.append(draft->bytes.data(), draft->bytes.size());
+    f->segments.insert(f->segments.end(), draft->segments.begin(), draft->segments.end());
+    for (auto& k : draft->keep) f->keep.push_back(std::move(k));
+    f->count++;
+    if (urgent || !draft->segments.empty() || f->bytes.size() >= 16 * 1024) {
+      close_open(dest);
+      closed = true;
+    }
+  }
+  draft.reset();  // back to this thread's cache
+  if (current_cell() != nullptr) {
+    note_remote_send();  // the actor's turn ends with a flush
+    return;
+  }
+  if (closed) {
+    flush_sends();
+  } else if (sleeping_.load(std::memory_order_acquire)) {
+    wake();  // a lone tell leaves within the progress thread's next round
+  }
+}
+
+void Engine::drain_open() {
+  const std::size_t n = nodes();
+  for (NodeId d = 0; d < n && open_count_.load(std::memory_order_acquire) != 0; ++d) {
+    if (open_[d].frame.load(std::memory_order_acquire) == nullptr) continue;
+    std::lock_guard lk(open_[d].mu);
+    close_open(d);
   }
 }
 
@@ -256,17 +419,16 @@ bool Engine::progress_locked() {
 }
 
 bool Engine::drain_outq() {
+  if (open_count_.load(std::memory_order_acquire) != 0) drain_open();
   bool did = false;
   while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) {
     outq_size_.fetch_sub(1, std::memory_order_relaxed);
     outq_bytes_.fetch_sub(e->bytes.size(), std::memory_order_relaxed);
     did = true;
     if (e->dest >= nodes() || !peers_[e->dest]->alive.load()) {
-      delete e;  // a lost node: the caller was (or will be) failed by the cluster layer
+      EnvelopeRecycle{}(e);  // a lost node: the caller was (or will be) failed by the cluster layer
       continue;
     }
-    const auto len = static_cast<std::uint32_t>(e->bytes.size() - kFrameSlot);
-    std::memcpy(e->bytes.data(), &len, sizeof len);
     auto& p = *peers_[e->dest];
     p.outbox.push_back(e);
     if (!p.dirty) {
@@ -342,22 +504,25 @@ bool Engine::flush_outboxes() {
         std::vector<std::shared_ptr<OutEnvelope>> keep;
         if (count == 1) {
           keep.reserve(1);
-          std::unique_ptr<OutEnvelope> e(p.outbox.front());
+          OutFrame e(p.outbox.front());
           p.outbox.pop_front();
+          const std::size_t envelopes = e->count;
           keep.emplace_back(std::move(e));
-          post_frame(peer, nullptr, std::move(keep), 1);  // alone: straight from its buffer
+          post_frame(peer, nullptr, std::move(keep), envelopes);  // alone: straight from its buffer
           continue;
         }
         auto frame = take_frame_buffer(bytes);
         keep.reserve(with_segments);
+        std::size_t envelopes = 0;
         for (std::size_t i = 0; i < count; ++i) {
-          std::unique_ptr<OutEnvelope> e(p.outbox.front());
+          OutFrame e(p.outbox.front());
           p.outbox.pop_front();
+          envelopes += e->count;
           frame->append(e->bytes.data(), e->bytes.size());  // within the reserved room: no throw
           if (!e->segments.empty()) keep.emplace_back(std::move(e));  // its segments still leave from its arguments
           // otherwise copied into the frame: nothing points into it any more
         }
-        post_frame(peer, std::move(frame), std::move(keep), count);
+        post_frame(peer, std::move(frame), std::move(keep), envelopes);
       }
       p.dirty = false;
     }
@@ -643,6 +808,13 @@ void Engine::mark_lost(NodeId n) {
   if (!p.alive.exchange(false)) return;
   for (auto* e : p.outbox) delete e;
   p.outbox.clear();
+  {
+    std::lock_guard olk(open_[n].mu);
+    if (OutEnvelope* f = open_[n].frame.exchange(nullptr)) {
+      open_count_.fetch_sub(1, std::memory_order_acq_rel);
+      delete f;
+    }
+  }
   // Sends to it may never complete: free the requests, keep their buffers.
   compact(send_reqs_, send_meta_, [&](std::size_t r) {
     if (send_meta_[r].peer != n) return true;
@@ -720,12 +892,13 @@ std::chrono::steady_clock::time_point Engine::last_heard(NodeId n) const {
 
 bool Engine::quiet() const {
   if (outq_size_.load(std::memory_order_acquire) != 0) return false;
+  if (open_count_.load(std::memory_order_acquire) != 0) return false;
   if (partial_.load(std::memory_order_acquire) != 0) return false;
   return true;
 }
 
 bool Engine::sends_pending() {
-  if (outq_size_.load() != 0) return true;
+  if (outq_size_.load() != 0 || open_count_.load() != 0) return true;
   std::lock_guard lk(mu_);
   return !send_reqs_.empty() || !dirty_.empty();
 }
@@ -808,7 +981,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     if (tick && until_tick < nap) nap = std::max(until_tick, std::chrono::microseconds(1));
     std::unique_lock lk(sleep_mu_);
     sleeping_.store(true, std::memory_order_release);
-    if (outq_size_.load() == 0 && !stop_.load()) sleep_cv_.wait_for(lk, nap);
+    if (outq_size_.load() == 0 && open_count_.load() == 0 && !stop_.load()) sleep_cv_.wait_for(lk, nap);
     sleeping_.store(false, std::memory_order_release);
   }
 }

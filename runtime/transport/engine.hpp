@@ -39,16 +39,55 @@ namespace troupe::detail {
 /// so an envelope that cannot be read is skipped without losing its neighbours.
 inline constexpr std::size_t kFrameSlot = 4;
 
-/// One encoded envelope on its way out. Its bytes start with kFrameSlot bytes
-/// the engine fills in; the envelope proper follows.
+/// One encoded envelope on its way out, or a frame of several (composed by
+/// Engine::send from drafts). Its bytes are [u32 length][envelope] entries; a
+/// lone envelope starts with the kFrameSlot bytes the engine fills in.
 struct OutEnvelope : MpscNode {
   OutEnvelope() { bytes.extend(kFrameSlot); }
+  struct Empty {};
+  explicit OutEnvelope(Empty) {}
   NodeId dest = 0;
   bool work = true;                    // application traffic (termination detection counts it)
   bool kind_tell = false;              // nobody waits for it: may coalesce with what follows
-  ByteBuffer bytes;                    // the envelope
-  std::vector<OutSegment> segments;    // large blocks, sent after it without copies
-  std::shared_ptr<void> keep;          // owns what the segments point into
+  bool pooled = false;                 // a composed frame: its storage goes back to a pool
+  std::uint32_t count = 1;             // envelopes in bytes
+  ByteBuffer bytes;                    // the envelope(s)
+  std::vector<OutSegment> segments;    // large blocks, sent after it without copies, in envelope order
+  std::vector<std::shared_ptr<void>> keep;  // owns what the segments point into
+};
+
+/// Composed frames (and their buffers) are reused, not freed: see FrameRecycle.
+struct EnvelopeRecycle {
+  void operator()(OutEnvelope* e) const noexcept;
+};
+using OutFrame = std::unique_ptr<OutEnvelope, EnvelopeRecycle>;
+
+/// An envelope being written: thread-local storage reused from message to
+/// message, so writing one allocates nothing. Engine::send copies small ones
+/// into the destination's open frame.
+struct DraftRelease {
+  void operator()(OutEnvelope* e) const noexcept;
+};
+using Draft = std::unique_ptr<OutEnvelope, DraftRelease>;
+/// An empty draft (the frame slot only) addressed to dest.
+Draft take_draft(NodeId dest);
+
+/// A lock for the few instructions of appending to an open frame. Spins a
+/// little, then yields (a preempted holder on an oversubscribed core).
+class SpinLock {
+ public:
+  void lock() noexcept {
+    for (unsigned spins = 0; flag_.exchange(true, std::memory_order_acquire); ++spins) {
+      while (flag_.load(std::memory_order_relaxed)) {
+        if (++spins > 64) std::this_thread::yield();
+      }
+    }
+  }
+  bool try_lock() noexcept { return !flag_.load(std::memory_order_relaxed) && !flag_.exchange(true, std::memory_order_acquire); }
+  void unlock() noexcept { flag_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> flag_{false};
 };
 
 /// Frame buffers go back to a small process-wide pool, not to the allocator:
@@ -127,6 +166,13 @@ class Engine {
   /// engine is free; others coalesce with what follows them, leaving once
   /// 16 KiB are queued or when whoever drives the engine next comes by.
   void send(OutEnvelope* env, bool urgent = true);
+  /// The same for a draft. A small one (the common case) is copied into its
+  /// destination's open frame, which leaves whole: when something urgent joins
+  /// it, when it holds 16 KiB or a large block, or when whoever drives the
+  /// engine next comes by. No allocation, one copy, no queue node per message.
+  void send(Draft draft, bool urgent);
+  /// Drafts up to this size are copied into open frames; larger ones leave alone.
+  static constexpr std::size_t kSmallEnvelope = 8 * 1024;
   /// Hands queued envelopes to MPI now if the engine is free (no receiving).
   void flush_sends();
   /// Does whatever MPI work is ready. False if another thread holds the engine
@@ -196,7 +242,17 @@ class Engine {
     std::shared_ptr<Delivery> owner;
   };
 
+  /// Per destination, the frame that drafts are appended to.
+  struct Open {
+    SpinLock mu;
+    std::atomic<OutEnvelope*> frame{nullptr};  // written under mu
+  };
+
   bool progress_locked();
+  void enqueue(OutEnvelope* e);
+  /// Under open_[dest].mu: its open frame, if any, joins the queue.
+  void close_open(NodeId dest);
+  void drain_open();  // every open frame joins the queue
   bool drain_outq();
   bool flush_outboxes();
   void post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
@@ -234,6 +290,8 @@ class Engine {
   std::vector<NodeId> dirty_;
   std::vector<OutEnvelope*> batch_;  // scratch for flush_outboxes
 
+  std::unique_ptr<Open[]> open_;
+  std::atomic<std::size_t> open_count_{0};  // open frames holding something
   MpscQueue outq_;
   std::atomic<std::size_t> outq_size_{0};
   std::atomic<std::size_t> outq_bytes_{0};
