@@ -100,6 +100,12 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   void send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why);
 
   std::unique_ptr<Inbound> on_call(NodeId from, Envelope& env);
+  void on_frame_done() noexcept override;
+  // The target and method of the last call read, reused by the next calls of
+  // the same frame (a frame often holds many calls to one actor). Under the
+  // engine lock; dropped at the end of each frame, so no exited actor is kept.
+  std::shared_ptr<ActorCell> frame_cell_;
+  const MethodEntry* frame_method_ = nullptr;
   std::unique_ptr<Inbound> on_reply(NodeId from, Envelope& env);
   std::unique_ptr<Inbound> on_spawn(NodeId from, Envelope& env);
   std::unique_ptr<Inbound> on_notice(NodeId from, Envelope& env);

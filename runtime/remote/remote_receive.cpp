@@ -173,7 +173,8 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       }
     });
   };
-  const MethodEntry* m = WireRegistry::instance().method(env.id);
+  const MethodEntry* m = frame_method_ != nullptr && frame_method_->id == env.id ? frame_method_
+                                                                                 : WireRegistry::instance().method(env.id);
   if (m == nullptr)
     return refuse(std::make_exception_ptr(UnknownType("troupe: node " + std::to_string(engine_->self()) +
                                                       " does not know method id " + std::to_string(env.id) +
@@ -194,10 +195,14 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     if (!cell)
       return refuse(std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" + name + "' on node " +
                                                          std::to_string(engine_->self()))));
+  } else if (frame_cell_ && frame_cell_->id() == env.target) {
+    cell = frame_cell_;
   } else {
     cell = core_.find_cell(env.target);
     if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
+    frame_cell_ = cell;
   }
+  frame_method_ = m;
   if (cell->type() != m->cls)
     return refuse(std::make_exception_ptr(UnknownType("troupe: " + m->name + " called on an actor of class " +
                                                       cell->type()->debug_name)));
@@ -230,6 +235,11 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
           core_.on_unhandled(target, "a tell from another node", e);
         }
       });
+}
+
+void RemoteNode::on_frame_done() noexcept {
+  frame_cell_.reset();
+  frame_method_ = nullptr;
 }
 
 std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {

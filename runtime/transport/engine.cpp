@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "core/sanitizers.hpp"
 #include "troupe/detail/actor_cell.hpp"
@@ -41,6 +42,20 @@ void compact(std::vector<MPI_Request>& reqs, std::vector<Meta>& meta, Keep keep)
   }
   reqs.resize(w);
   meta.resize(w);
+}
+
+/// steady_clock ticks from the coarse monotonic clock (same epoch, a few ms of
+/// resolution, a fraction of the cost): enough for "last heard" times, which
+/// failure detection compares with timeouts of hundreds of milliseconds.
+std::int64_t coarse_now() noexcept {
+#ifdef CLOCK_MONOTONIC_COARSE
+  timespec ts{};
+  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(ts.tv_sec) +
+                                                                            std::chrono::nanoseconds(ts.tv_nsec))
+        .count();
+#endif
+  return std::chrono::steady_clock::now().time_since_epoch().count();
 }
 
 // Number of MPI messages a segment of this size travels in.
@@ -564,7 +579,7 @@ bool Engine::probe_frames() {
     const NodeId from = static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size() ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
                                                                                 : kInvalidNode;
     if (from != kInvalidNode)
-      heard_[from].store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+      heard_[from].store(coarse_now(), std::memory_order_relaxed);
     auto buf = take_frame_buffer(static_cast<std::size_t>(count));
     buf->resize(static_cast<std::size_t>(count));
     MPI_Request req = MPI_REQUEST_NULL;
@@ -589,14 +604,17 @@ bool Engine::test_frame_recvs() {
   // A bounded slice of decoding per call, so whoever drives the engine (the
   // progress thread runs failure detection too) comes back regularly; sources
   // take turns being first.
-  const auto budget_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+  // The clock is read from the 8th frame on: most calls read one or two.
+  std::chrono::steady_clock::time_point budget_end{};
+  unsigned read = 0;
   const std::size_t n = nodes();
   const std::size_t start = next_source_++ % n;
   for (std::size_t k = 0; k < n; ++k) {
     const NodeId from = static_cast<NodeId>((start + k) % n);
     auto& frames = sources_[from]->frames;
     while (!frames.empty()) {
-      if (did && std::chrono::steady_clock::now() >= budget_end) return did;
+      if (++read == 8) budget_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+      if (read > 8 && std::chrono::steady_clock::now() >= budget_end) return did;
       int done = 0;
       MPI_Test(&frames.front().req, &done, MPI_STATUS_IGNORE);
       if (!done) break;
@@ -616,10 +634,12 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
   try {
     read_frame(from, frame);
   } catch (...) {
+    handler_.on_frame_done();
     release_arrived();
     collect_ready(from);
     throw;
   }
+  handler_.on_frame_done();
   release_arrived();
   collect_ready(from);
 }
