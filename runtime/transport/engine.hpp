@@ -2,7 +2,9 @@
 // calls MPI point-to-point. Nonblocking operations only: a dead peer can leave a
 // request pending forever, but it never blocks the engine.
 //
-// Threads: any thread may send() (lock-free queue) and any thread may call
+// Threads: any thread may send() (small envelopes are copied into their
+// destination's open frame under a spin lock; frames and large envelopes go
+// through a lock-free queue) and any thread may call
 // progress(); one holds the engine at a time (try-lock), the others return at
 // once. A progress thread polls with back-off; threads blocked in Future::get()
 // and actors finishing a turn progress too, which keeps round trips short.

@@ -95,6 +95,31 @@ TEST(Remote, OrderingUnderLoad) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, OrderHoldsAcrossMessageShapesAndSendingThreads) {
+  // Every rank sends to one actor on rank 0 from three threads at once (this
+  // one and two actors on the workers), mixing small messages, messages with a
+  // large block and large inline ones: each sender's order and every byte hold.
+  Job j;
+  troupe::ActorId id = 0;
+  if (j.me == 0) id = j.rt.spawn<tt::Mixed>().id();
+  id = share_from(0, id);
+  troupe::ActorRef<tt::Mixed> mixed(&j.rt.core(), 0, id);
+  constexpr int kEach = 3000;
+  const int base = static_cast<int>(j.me) * 3;
+  auto p1 = j.rt.spawn<tt::Pump>();
+  auto p2 = j.rt.spawn<tt::Pump>();
+  p1.tell<&tt::Pump::run>(mixed, base + 1, kEach);
+  p2.tell<&tt::Pump::run>(mixed, base + 2, kEach);
+  for (int i = 0; i < kEach; ++i) tt::send_mixed(mixed, base, i);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (int s = base; s < base + 3; ++s)
+    while (mixed.ask<&tt::Mixed::received>(s).get() < kEach && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(1ms);
+  for (int s = base; s < base + 3; ++s) EXPECT_EQ(mixed.ask<&tt::Mixed::received>(s).get(), kEach) << "sender " << s;
+  EXPECT_EQ(mixed.ask<&tt::Mixed::errors>().get(), 0);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, ExceptionsCrossRanksAsRemoteError) {
   Job j;
   auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 0).get();

@@ -55,6 +55,55 @@ class Recorder {
 };
 TROUPE_REMOTE(Recorder, troupe::init<>, &Recorder::record, &Recorder::in_order, &Recorder::total);
 
+/// Checks the order and the contents of messages of the three shapes that leave
+/// a node in different ways: small (copied into an open frame), with a large
+/// block (its own segment, closing the frame), and large inline (alone).
+class Mixed {
+ public:
+  void take(int sender, int seq, std::vector<double> block, std::string pad) {
+    int& next = next_[sender];
+    if (seq != next) ++errors_;
+    next = seq + 1;
+    for (double d : block)
+      if (d != seq) {
+        ++errors_;
+        break;
+      }
+    for (char c : pad)
+      if (c != static_cast<char>('a' + seq % 26)) {
+        ++errors_;
+        break;
+      }
+  }
+  int received(int sender) const {
+    auto it = next_.find(sender);
+    return it == next_.end() ? 0 : it->second;
+  }
+  int errors() const { return errors_; }
+
+ private:
+  std::map<int, int> next_;
+  int errors_ = 0;
+};
+TROUPE_REMOTE(Mixed, troupe::init<>, &Mixed::take, &Mixed::received, &Mixed::errors);
+
+/// Message seq of sender: every 7th carries a 32 KiB block, every 11th 10 KiB inline.
+inline void send_mixed(const troupe::ActorRef<Mixed>& to, int sender, int seq) {
+  std::vector<double> block;
+  std::string pad;
+  if (seq % 7 == 3) block.assign(4096, static_cast<double>(seq));
+  if (seq % 11 == 5) pad.assign(10 * 1024, static_cast<char>('a' + seq % 26));
+  to.tell<&Mixed::take>(sender, seq, std::move(block), std::move(pad));
+}
+
+/// Sends mixed messages from its own turns (a scheduler worker, not main).
+class Pump {
+ public:
+  void run(troupe::ActorRef<Mixed> to, int sender, int n) {
+    for (int i = 0; i < n; ++i) send_mixed(to, sender, i);
+  }
+};
+
 /// Asks a Counter it was handed (possibly on a third rank).
 class Broker {
  public:
