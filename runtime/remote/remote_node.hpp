@@ -101,10 +101,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
 
   std::unique_ptr<Inbound> on_call(NodeId from, Envelope& env);
   void on_frame_done() noexcept override;
-  // The target and method of the last call read, reused by the next calls of
-  // the same frame (a frame often holds many calls to one actor). Under the
-  // engine lock; dropped at the end of each frame, so no exited actor is kept.
-  std::shared_ptr<ActorCell> frame_cell_;
+  // The method of the last call read, reused by the next calls of the same
+  // frame (a frame often holds many calls of one method). Under the engine
+  // lock. (The target actor is looked up every time: a cached reference could
+  // be the last one to an exited actor and free it under the engine lock.)
   const MethodEntry* frame_method_ = nullptr;
   std::unique_ptr<Inbound> on_reply(NodeId from, Envelope& env);
   std::unique_ptr<Inbound> on_spawn(NodeId from, Envelope& env);

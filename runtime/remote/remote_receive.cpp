@@ -195,12 +195,9 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     if (!cell)
       return refuse(std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" + name + "' on node " +
                                                          std::to_string(engine_->self()))));
-  } else if (frame_cell_ && frame_cell_->id() == env.target) {
-    cell = frame_cell_;
   } else {
     cell = core_.find_cell(env.target);
     if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
-    frame_cell_ = cell;
   }
   frame_method_ = m;
   if (cell->type() != m->cls)
@@ -237,10 +234,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       });
 }
 
-void RemoteNode::on_frame_done() noexcept {
-  frame_cell_.reset();
-  frame_method_ = nullptr;
-}
+void RemoteNode::on_frame_done() noexcept { frame_method_ = nullptr; }
 
 std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
   auto reply = take(env.corr);

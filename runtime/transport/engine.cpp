@@ -309,7 +309,11 @@ void Engine::enqueue(OutEnvelope* e) {
 void Engine::close_open(NodeId dest) {
   if (OutEnvelope* f = open_[dest].frame.exchange(nullptr, std::memory_order_acq_rel)) {
     open_count_.fetch_sub(1, std::memory_order_acq_rel);
-    enqueue(f);
+    if (f->count == 0) {
+      EnvelopeRecycle{}(f);  // opened, then the append ran out of memory: nothing to send
+    } else {
+      enqueue(f);
+    }
   }
 }
 
@@ -339,7 +343,7 @@ void Engine::send(OutEnvelope* env, bool urgent) {
 
 void Engine::send(Draft draft, bool urgent) {
   const NodeId dest = draft->dest;
-  if (draft->bytes.size() > kSmallEnvelope || dest >= peers_.size()) {
+  if (draft->bytes.size() > kSmallEnvelope || dest >= nodes()) {
     // Large: it leaves from its own buffer (the draft's storage goes with it).
     auto* e = new OutEnvelope(OutEnvelope::Empty{});
     e->dest = dest;
