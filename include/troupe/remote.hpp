@@ -91,6 +91,20 @@ class RemoteReply {
   bool armed_ = true;
 };
 
+/// Runs a call that came from another node: a tell's error is reported as
+/// unhandled, an ask's result or error goes back to the caller.
+template <auto M>
+void run_remote_call(ActorCell& cell, typename Method<M>::Args& args, RemoteCaller caller) {
+  using R = typename Method<M>::Result;
+  if (caller.corr == 0) {
+    invoke_call<M>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
+      if (r.error) report_unhandled(*core, id, method_tag<M>.debug_name, r.error);
+    });
+    return;
+  }
+  invoke_call<M>(cell, args, RemoteReply<R>(caller, cell.node(), cell.id()));
+}
+
 /// A call decoded from the wire, queued to its target actor.
 template <auto M>
 class RemoteCall final : public Message {
@@ -99,15 +113,7 @@ class RemoteCall final : public Message {
   using R = typename Traits::Result;
   explicit RemoteCall(RemoteCaller caller) : caller_(caller) {}
 
-  void run(ActorCell& cell) override {
-    if (caller_.corr == 0) {
-      invoke_call<M>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
-        if (r.error) report_unhandled(*core, id, method_tag<M>.debug_name, r.error);
-      });
-      return;
-    }
-    invoke_call<M>(cell, args, RemoteReply<R>(caller_, cell.node(), cell.id()));
-  }
+  void run(ActorCell& cell) override { run_remote_call<M>(cell, args, caller_); }
   void reject(ActorCell& cell) noexcept override {
     if (caller_.corr == 0) return;
     try {
@@ -140,6 +146,14 @@ MethodEntry make_method_entry(WireId class_id, const TypeTag* cls, std::string n
     auto msg = std::make_unique<RemoteCall<M>>(caller);
     ar(msg->args);
     return msg;
+  };
+  using Ret = typename Traits::Return;
+  e.plain = !is_task<Ret>::value && !is_future<Ret>::value;
+  e.decode_run = [](WireInputArchive& ar, RemoteCaller caller, ActorCell& cell) {
+    typename Traits::Args args;
+    ar(args);
+    if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
+    run_remote_call<M>(cell, args, caller);
   };
   e.take_reply = [](CallBase& call) -> std::unique_ptr<PendingReply> {
     auto& c = static_cast<CallMessage<M>&>(call);

@@ -322,7 +322,7 @@ class AnyReply final : public PendingReply {
 }  // namespace
 
 Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
-                                 const ByteBuffer& payload, std::uint8_t version) {
+                                 const ByteBuffer& payload, std::uint8_t version, bool coalesce) {
   Promise<void> p(waiter_.get());
   auto f = p.get_future();
   const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
@@ -331,6 +331,7 @@ Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::ui
   e->bytes.append(payload.data(), payload.size());
   seal(*e);
   std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
+  e->kind_tell = coalesce;
   post(std::move(e));
   return f;
 }

@@ -20,6 +20,8 @@
 
 namespace troupe::detail {
 
+class CallBatch;  // remote_receive.cpp
+
 class RemoteNode final : public RemoteLink, public InboundHandler, public ReplySink {
  public:
   /// comm: the communicator whose ranks are the nodes (duplicated). A process
@@ -62,9 +64,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // ---- diagnostics and tests: hand-made bytes ------------------------------
   /// Sends `payload` as an envelope of the given kind that expects a reply
   /// (version overrides the protocol version byte). The future holds the error
-  /// the receiver reports, or completes if it answers at all.
+  /// the receiver reports, or completes if it answers at all. coalesce: it
+  /// waits in its destination's open frame like a tell, for what follows.
   Future<void> raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
-                       std::uint8_t version = kProtocolVersion);
+                       std::uint8_t version = kProtocolVersion, bool coalesce = false);
   /// Sends bytes as a frame, unchecked.
   void raw_frame(NodeId to, const ByteBuffer& bytes);
 
@@ -101,6 +104,15 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
 
   std::unique_ptr<Inbound> on_call(NodeId from, Envelope& env);
   void on_frame_done() noexcept override;
+  // Consecutive plain calls of one frame to one actor, from one node, share a
+  // mailbox message (CallBatch): one allocation, one enqueue and one turn for
+  // all of them. Under the engine lock; the batch belongs to the engine's record
+  // of its first call, which is not delivered before the frame ends. Anything
+  // else read, and the end of the frame, close it.
+  CallBatch* open_batch_ = nullptr;
+  ActorId open_target_ = 0;
+  NodeId open_from_ = 0;
+  const TypeTag* open_type_ = nullptr;
   // The method of the last call read, reused by the next calls of the same
   // frame (a frame often holds many calls of one method). Under the engine
   // lock. (The target actor is looked up every time: a cached reference could

@@ -123,10 +123,91 @@ void check_complete(const WireInputArchive& ar) {
 
 }  // namespace
 
+/// Calls of one frame to one actor, in order: their payloads copied in, decoded
+/// and run one after the other inside one turn of the actor (plain methods
+/// only: none of them can suspend the turn).
+class CallBatch final : public Message {
+ public:
+  CallBatch(ReplySink& sink, NodeId from) : sink_(sink), from_(from) {}
+  void add(const MethodEntry* m, std::uint64_t corr, const std::byte* payload, std::size_t size) {
+    entries_.push_back(Entry{m, corr, bytes_.size(), size});
+    bytes_.append(payload, size);
+  }
+  std::size_t size() const noexcept { return entries_.size(); }
+
+  void run(ActorCell& cell) override {
+    DecodingScope scope(&cell.core());
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (cell.exited()) return reject_from(cell, i);  // like the rest of a mailbox
+      const Entry& e = entries_[i];
+      try {
+        WireInputArchive ar(bytes_.data() + e.offset, e.size, nullptr, 0);
+        e.method->decode_run(ar, RemoteCaller{&sink_, from_, e.corr}, cell);
+      } catch (...) {
+        fail(cell, e, as_decode_error(std::current_exception()));
+      }
+    }
+  }
+  void reject(ActorCell& cell) noexcept override { reject_from(cell, 0); }
+
+ private:
+  struct Entry {
+    const MethodEntry* method;
+    std::uint64_t corr;
+    std::size_t offset, size;
+  };
+  void fail(ActorCell& cell, const Entry& e, std::exception_ptr err) noexcept {
+    try {
+      if (e.corr != 0) {
+        sink_.reply_error(from_, e.corr, err);
+      } else {
+        cell.core().on_unhandled(cell.id(), "a tell from another node", err);
+      }
+    } catch (...) {
+    }
+  }
+  void reject_from(ActorCell& cell, std::size_t first) noexcept {
+    for (std::size_t i = first; i < entries_.size(); ++i)
+      if (entries_[i].corr != 0) {
+        try {
+          sink_.reply_error(from_, entries_[i].corr, std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
+        } catch (...) {
+        }
+      }
+  }
+
+  ReplySink& sink_;
+  NodeId from_;
+  std::vector<Entry> entries_;
+  ByteBuffer bytes_;
+};
+
+namespace {
+
+/// Hands a CallBatch to its actor, once the frame it came in is read.
+class BatchInbound final : public Inbound {
+ public:
+  BatchInbound(Cluster& cluster, NodeId from, std::shared_ptr<ActorCell> cell, std::unique_ptr<CallBatch> batch)
+      : cluster_(cluster), from_(from), cell_(std::move(cell)), batch_(std::move(batch)) {}
+  void deliver() override {
+    cluster_.count_delivered(from_, batch_->size());
+    cell_->enqueue(batch_.release());
+  }
+
+ private:
+  Cluster& cluster_;
+  NodeId from_;
+  std::shared_ptr<ActorCell> cell_;
+  std::unique_ptr<CallBatch> batch_;
+};
+
+}  // namespace
+
 // ---- receiving --------------------------------------------------------------
 
 std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
   core_.clock().merge(HlcTimestamp{env.clock});
+  if (env.kind != Kind::call) open_batch_ = nullptr;  // order: nothing joins a batch across it
   switch (env.kind) {
     case Kind::call: return on_call(from, env);
     case Kind::reply_ok:
@@ -175,6 +256,15 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
   };
   const MethodEntry* m = frame_method_ != nullptr && frame_method_->id == env.id ? frame_method_
                                                                                  : WireRegistry::instance().method(env.id);
+  const bool batchable = m != nullptr && m->plain && env.segment_sizes.empty() && !(env.flags & kFlagNamed);
+  if (batchable && open_batch_ != nullptr && open_target_ == env.target && open_from_ == from && m->cls == open_type_) {
+    // The next call of a run to one actor: joins its batch (the engine keeps
+    // this envelope's place with an empty record).
+    frame_method_ = m;
+    open_batch_->add(m, corr, env.payload, env.payload_size);
+    return nullptr;
+  }
+  open_batch_ = nullptr;
   if (m == nullptr)
     return refuse(std::make_exception_ptr(UnknownType("troupe: node " + std::to_string(engine_->self()) +
                                                       " does not know method id " + std::to_string(env.id) +
@@ -204,6 +294,15 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     return refuse(std::make_exception_ptr(UnknownType("troupe: " + m->name + " called on an actor of class " +
                                                       cell->type()->debug_name)));
   const RemoteCaller caller{this, from, corr};
+  if (batchable) {
+    auto batch = std::make_unique<CallBatch>(*this, from);
+    batch->add(m, corr, env.payload, env.payload_size);
+    open_batch_ = batch.get();
+    open_target_ = env.target;
+    open_from_ = from;
+    open_type_ = m->cls;
+    return std::make_unique<BatchInbound>(*cluster_, from, std::move(cell), std::move(batch));
+  }
   if (env.segment_sizes.empty() || m->args_zero_copy) {
     try {
       WireInputArchive ar(env.payload, env.payload_size, env.segment_sizes.data(), env.segment_sizes.size());
@@ -234,7 +333,10 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       });
 }
 
-void RemoteNode::on_frame_done() noexcept { frame_method_ = nullptr; }
+void RemoteNode::on_frame_done() noexcept {
+  frame_method_ = nullptr;
+  open_batch_ = nullptr;
+}
 
 std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
   auto reply = take(env.corr);

@@ -107,3 +107,33 @@ TEST(BadBytes, EveryBadMessageGetsAClearErrorAndNothingElseIsLost) {
   }
   EXPECT_EQ(rt.finish(), 0);
 }
+
+TEST(BadBytes, ABadCallInsideABatchFailsAloneAndTheOthersRun) {
+  // Plain calls of one frame to one actor run as one batch inside one turn. A
+  // call in the middle of such a run that cannot be decoded fails alone (its
+  // asker gets DecodeError); the calls before and after it in the same frame run.
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  if (rt.node() == 0) {
+    auto& node = node_of(rt);
+    auto counter = rt.spawn_on<tt::Counter>(1, 0).get();
+    ByteBuffer two;
+    two.append("\x01\x02", 2);  // Counter::add wants a 4-byte int
+    for (int round = 0; round < 20; ++round) {
+      for (int i = 0; i < 3; ++i) counter.tell<&tt::Counter::add>(1);
+      auto bad = node.raw_ask(1, Kind::call, method_id("Counter::add"), counter.id(), two, troupe::detail::kProtocolVersion,
+                              /*coalesce=*/true);
+      for (int i = 0; i < 3; ++i) counter.tell<&tt::Counter::add>(1);
+      int value = -1;
+      try {
+        value = counter.ask<&tt::Counter::add>(0).get_for(10s);  // leaves with the frame
+      } catch (const troupe::Timeout&) {
+        ADD_FAILURE() << "the calls after the bad one were never run";
+        break;
+      }
+      EXPECT_EQ(value, 6 * (round + 1));
+      auto msg = expect_error<troupe::DecodeError>(std::move(bad));
+      EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+    }
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}

@@ -112,6 +112,12 @@ struct MethodEntry {
   bool args_zero_copy = false;
   void (*encode_args)(const CallBase& call, WireOutputArchive& ar) = nullptr;
   std::unique_ptr<Message> (*decode_call)(WireInputArchive& ar, RemoteCaller caller) = nullptr;
+  /// Plain methods (they return neither Task nor Future) run to completion at
+  /// once: the receiver may decode and run them inside its actor's turn, many
+  /// per mailbox message. decode_run throws only if the arguments cannot be
+  /// decoded, before the method runs; the method's own errors go to the caller.
+  bool plain = false;
+  void (*decode_run)(WireInputArchive& ar, RemoteCaller caller, ActorCell& cell) = nullptr;
   std::unique_ptr<PendingReply> (*take_reply)(CallBase& call) = nullptr;
 };
 
