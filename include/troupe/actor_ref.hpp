@@ -42,6 +42,9 @@ class ActorRef {
     check_method<M, A...>();
     if (cell_) {
       cell_->enqueue(new detail::CallMessage<M>(std::nullopt, std::forward<A>(a)...));
+    } else if constexpr (detail::all_arithmetic<typename detail::Method<M>::Args>::value) {
+      const detail::CallMessage<M> call(std::nullopt, std::forward<A>(a)...);
+      if (remote_target()) link().send_tell(node_, id_, call);
     } else {
       send_remote(std::make_unique<detail::CallMessage<M>>(std::nullopt, std::forward<A>(a)...));
     }
@@ -135,9 +138,13 @@ class ActorRef {
     if (!core_ || !core_->remote()) throw Error("troupe: actor reference is not bound to a runtime");
     return *core_->remote();
   }
-  void send_remote(std::unique_ptr<detail::CallBase> call) const {
+  /// True if the actor is on another node; false for a local actor that is gone.
+  bool remote_target() const {
     if (!valid()) throw Error("troupe: message sent to an empty ActorRef");
-    if (core_ && node_ == core_->node()) {  // a local actor that is gone
+    return !(core_ && node_ == core_->node());
+  }
+  void send_remote(std::unique_ptr<detail::CallBase> call) const {
+    if (!remote_target()) {  // a local actor that is gone
       call->fail(std::make_exception_ptr(ActorExited(node_, id_)));
       return;
     }

@@ -140,19 +140,25 @@ MethodEntry make_method_entry(WireId class_id, const TypeTag* cls, std::string n
   e.cls = cls;
   e.args_zero_copy = zero_copy_safe<typename Traits::Args>::value;
   e.encode_args = [](const CallBase& call, WireOutputArchive& ar) {
-    ar(static_cast<const CallMessage<M>&>(call).args);
+    save_args(ar, static_cast<const CallMessage<M>&>(call).args);
   };
   e.decode_call = [](WireInputArchive& ar, RemoteCaller caller) -> std::unique_ptr<Message> {
     auto msg = std::make_unique<RemoteCall<M>>(caller);
-    ar(msg->args);
+    load_args(ar, msg->args);
     return msg;
   };
   using Ret = typename Traits::Return;
   e.plain = !is_task<Ret>::value && !is_future<Ret>::value;
-  e.decode_run = [](WireInputArchive& ar, RemoteCaller caller, ActorCell& cell) {
+  e.run_bytes = [](const std::byte* p, std::size_t n, RemoteCaller caller, ActorCell& cell) {
     typename Traits::Args args;
-    ar(args);
-    if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
+    if constexpr (all_arithmetic<typename Traits::Args>::value) {
+      read_numbers(p, n, args);
+    } else {
+      WireInputArchive ar(p, n, nullptr, 0);
+      DecodingScope scope(&cell.core());
+      load_args(ar, args);
+      if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
+    }
     run_remote_call<M>(cell, args, caller);
   };
   e.take_reply = [](CallBase& call) -> std::unique_ptr<PendingReply> {

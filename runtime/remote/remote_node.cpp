@@ -156,15 +156,16 @@ void RemoteNode::send_named(NodeId node, const std::string& name, std::unique_pt
   send_call_to(node, 0, &name, std::move(call));
 }
 
+void RemoteNode::send_tell(NodeId node, ActorId actor, const CallBase& call) {
+  const MethodEntry* m = method_for(call, node, actor);
+  if (m == nullptr || closed_.load() || !cluster_->alive(node)) return;  // dropped, like a tell to an exited actor
+  Draft e = encode_call(node, actor, nullptr, 0, *m, call);
+  if (e) post(std::move(e));  // plain numbers: no block points into the caller's stack
+}
+
 void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call) {
-  const MethodEntry* m = WireRegistry::instance().method(call->tag);
-  if (m == nullptr) {
-    auto e = std::make_exception_ptr(UnknownType(std::string("troupe: ") + call->tag->debug_name +
-                                                 " is not registered with TROUPE_REMOTE; it cannot be called on node " +
-                                                 std::to_string(node)));
-    if (call->is_ask()) return call->fail(e);
-    return core_.on_unhandled(actor, call->tag->debug_name, e);
-  }
+  const MethodEntry* m = method_for(*call, node, actor);
+  if (m == nullptr) return;
   if (closed_.load()) return call->fail(std::make_exception_ptr(Error("troupe: the runtime has finished")));
   std::uint64_t corr = 0;
   if (call->is_ask()) {
@@ -173,24 +174,44 @@ void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* nam
   } else if (!cluster_->alive(node)) {
     return;  // a tell to a lost node is dropped, like one to an exited actor
   }
-  auto e = envelope(node, Kind::call, corr, actor, m->id, name != nullptr ? kFlagNamed : 0);
+  Draft e = encode_call(node, actor, name, corr, *m, *call);
+  if (!e) return;
+  if (!e->segments.empty()) e->keep.push_back(std::shared_ptr<CallBase>(std::move(call)));  // segments point into its arguments
+  post(std::move(e));
+}
+
+const MethodEntry* RemoteNode::method_for(const CallBase& call, NodeId node, ActorId actor) {
+  if (const MethodEntry* m = WireRegistry::instance().method(call.tag)) return m;
+  auto e = std::make_exception_ptr(UnknownType(std::string("troupe: ") + call.tag->debug_name +
+                                               " is not registered with TROUPE_REMOTE; it cannot be called on node " +
+                                               std::to_string(node)));
+  if (call.is_ask()) {
+    const_cast<CallBase&>(call).fail(e);  // fail() only settles the call's promise
+  } else {
+    core_.on_unhandled(actor, call.tag->debug_name, e);
+  }
+  return nullptr;
+}
+
+Draft RemoteNode::encode_call(NodeId node, ActorId actor, const std::string* name, std::uint64_t corr,
+                              const MethodEntry& m, const CallBase& call) {
+  auto e = envelope(node, Kind::call, corr, actor, m.id, name != nullptr ? kFlagNamed : 0);
   e->kind_tell = corr == 0;
   try {
     WireOutputArchive ar(e->bytes, &e->segments);
     if (name != nullptr) ar(*name);
-    m->encode_args(*call, ar);
+    m.encode_args(call, ar);
+    seal(*e);
   } catch (...) {
     auto err = std::current_exception();
     if (corr != 0) {
       if (auto r = take(corr)) r->fail(err);
     } else {
-      core_.on_unhandled(actor, m->name.c_str(), err);
+      core_.on_unhandled(actor, m.name.c_str(), err);
     }
-    return;
+    return nullptr;
   }
-  seal(*e);
-  if (!e->segments.empty()) e->keep.push_back(std::shared_ptr<CallBase>(std::move(call)));  // segments point into its arguments
-  post(std::move(e));
+  return e;
 }
 
 void RemoteNode::stop(NodeId node, ActorId actor) {

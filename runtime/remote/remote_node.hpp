@@ -38,6 +38,7 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // RemoteLink
   std::size_t size() const override { return cluster_->size(); }
   void send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) override;
+  void send_tell(NodeId node, ActorId actor, const CallBase& call) override;
   void stop(NodeId node, ActorId actor) override;
   std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) override;
   void demonitor(NodeId node, ActorId actor, std::uint64_t token) override;
@@ -94,6 +95,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   Draft envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
                  std::uint32_t flags = 0);
   void send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call);
+  /// The call's wire entry; null if it has none (the caller then learns why).
+  const MethodEntry* method_for(const CallBase& call, NodeId node, ActorId actor);
+  /// The call's envelope, sealed; null if encoding failed (the caller then learns why).
+  Draft encode_call(NodeId node, ActorId actor, const std::string* name, std::uint64_t corr, const MethodEntry& m,
+                    const CallBase& call);
   void seal(OutEnvelope& e);
   void post(Draft e);
   /// Registers an ask's reply handler, unless the node is already lost.

@@ -136,13 +136,11 @@ class CallBatch final : public Message {
   std::size_t size() const noexcept { return entries_.size(); }
 
   void run(ActorCell& cell) override {
-    DecodingScope scope(&cell.core());
     for (std::size_t i = 0; i < entries_.size(); ++i) {
       if (cell.exited()) return reject_from(cell, i);  // like the rest of a mailbox
       const Entry& e = entries_[i];
       try {
-        WireInputArchive ar(bytes_.data() + e.offset, e.size, nullptr, 0);
-        e.method->decode_run(ar, RemoteCaller{&sink_, from_, e.corr}, cell);
+        e.method->run_bytes(bytes_.data() + e.offset, e.size, RemoteCaller{&sink_, from_, e.corr}, cell);
       } catch (...) {
         fail(cell, e, as_decode_error(std::current_exception()));
       }

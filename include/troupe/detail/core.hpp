@@ -40,6 +40,9 @@ class RemoteLink {
   /// Sends a call to an actor on another node. For an ask, the call carries its
   /// promise; any failure (unknown method, lost node, ...) lands there.
   virtual void send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) = 0;
+  /// A tell whose arguments are plain numbers: encoded before this returns, so
+  /// the call may live on the caller's stack (no allocation).
+  virtual void send_tell(NodeId node, ActorId actor, const CallBase& call) = 0;
   virtual void stop(NodeId node, ActorId actor) = 0;
   virtual std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) = 0;
   virtual void demonitor(NodeId node, ActorId actor, std::uint64_t token) = 0;

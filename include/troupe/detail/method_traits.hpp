@@ -13,6 +13,11 @@
 
 namespace troupe::detail {
 
+/// Argument tuples of plain numbers only: they never hold a large block, and
+/// go to and from the wire element by element.
+template <class Tuple> struct all_arithmetic : std::false_type {};
+template <class... T> struct all_arithmetic<std::tuple<T...>> : std::conjunction<std::is_arithmetic<T>...> {};
+
 template <class F> struct MemFn;
 
 #define TROUPE_DETAIL_MEMFN(QUAL, IS_CONST)                 \

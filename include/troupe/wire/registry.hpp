@@ -114,10 +114,11 @@ struct MethodEntry {
   std::unique_ptr<Message> (*decode_call)(WireInputArchive& ar, RemoteCaller caller) = nullptr;
   /// Plain methods (they return neither Task nor Future) run to completion at
   /// once: the receiver may decode and run them inside its actor's turn, many
-  /// per mailbox message. decode_run throws only if the arguments cannot be
-  /// decoded, before the method runs; the method's own errors go to the caller.
+  /// per mailbox message. run_bytes decodes the arguments from the payload
+  /// [p, p + n) and runs the method; it throws only if they cannot be decoded,
+  /// before the method runs. The method's own errors go to the caller.
   bool plain = false;
-  void (*decode_run)(WireInputArchive& ar, RemoteCaller caller, ActorCell& cell) = nullptr;
+  void (*run_bytes)(const std::byte* p, std::size_t n, RemoteCaller caller, ActorCell& cell) = nullptr;
   std::unique_ptr<PendingReply> (*take_reply)(CallBase& call) = nullptr;
 };
 

@@ -1,0 +1,91 @@
+// Argument tuples of plain numbers skip cereal's dispatch on both sides: the
+// bytes must be the ones cereal writes, and reading must refuse what the
+// generic path refuses.
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <type_traits>
+
+#include "troupe/error.hpp"
+#include "troupe/wire/archive.hpp"
+
+using troupe::DecodeError;
+using troupe::detail::ByteBuffer;
+using troupe::detail::WireInputArchive;
+using troupe::detail::WireOutputArchive;
+
+namespace {
+
+template <class Tuple>
+ByteBuffer through_cereal(const Tuple& t) {
+  ByteBuffer b;
+  WireOutputArchive ar(b, nullptr);
+  ar(t);
+  return b;
+}
+
+template <class Tuple>
+ByteBuffer fast(const Tuple& t) {
+  ByteBuffer b;
+  WireOutputArchive ar(b, nullptr);
+  troupe::detail::save_args(ar, t);
+  return b;
+}
+
+bool same(const ByteBuffer& a, const ByteBuffer& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace
+
+TEST(WireArgs, NumbersWriteTheBytesCerealWrites) {
+  const std::tuple<std::uint64_t, int, double, bool, char, float, std::int16_t> t{
+      0x0102030405060708ull, -7, 3.25, true, 'x', -1.5f, std::int16_t{-300}};
+  static_assert(troupe::detail::all_arithmetic<std::remove_cv_t<decltype(t)>>::value);
+  EXPECT_TRUE(same(fast(t), through_cereal(t)));
+  EXPECT_EQ(fast(t).size(), 8u + 4 + 8 + 1 + 1 + 4 + 2);
+  const std::tuple<> none;
+  EXPECT_EQ(fast(none).size(), 0u);
+  // Anything else still goes through cereal.
+  const std::tuple<int, std::string> mixed{5, "five"};
+  static_assert(!troupe::detail::all_arithmetic<std::remove_cv_t<decltype(mixed)>>::value);
+  EXPECT_TRUE(same(fast(mixed), through_cereal(mixed)));
+}
+
+TEST(WireArgs, NumbersReadBackAndBadBytesAreRefused) {
+  using Args = std::tuple<std::uint64_t, int, bool>;
+  const Args in{42, -3, true};
+  auto bytes = fast(in);
+  Args out{};
+  troupe::detail::read_numbers(bytes.data(), bytes.size(), out);
+  EXPECT_EQ(out, in);
+
+  // The generic path agrees on the same bytes.
+  Args generic{};
+  WireInputArchive ar(bytes.data(), bytes.size(), nullptr, 0);
+  troupe::detail::load_args(ar, generic);
+  EXPECT_EQ(generic, in);
+
+  auto refused = [&](std::size_t size, const char* what) {
+    Args t{};
+    try {
+      troupe::detail::read_numbers(bytes.data(), size, t);
+    } catch (const DecodeError& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(refused(bytes.size() - 1, "truncated"));
+  EXPECT_TRUE(refused(3, "truncated"));
+  EXPECT_TRUE(refused(0, "truncated"));
+  bytes.append("\x00", 1);  // one byte more than the arguments
+  EXPECT_TRUE(refused(bytes.size(), "does not read"));
+  bytes.resize(bytes.size() - 1);
+  bytes.data()[bytes.size() - 1] = std::byte{2};  // a bool that is neither 0 nor 1
+  EXPECT_TRUE(refused(bytes.size(), "invalid bool"));
+}
