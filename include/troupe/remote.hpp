@@ -142,6 +142,12 @@ MethodEntry make_method_entry(WireId class_id, const TypeTag* cls, std::string n
   e.encode_args = [](const CallBase& call, WireOutputArchive& ar) {
     save_args(ar, static_cast<const CallMessage<M>&>(call).args);
   };
+  if constexpr (all_arithmetic<typename Traits::Args>::value) {
+    e.encode_numbers = [](const CallBase& call, ByteBuffer& out) {
+      std::apply([&](const auto&... a) { (out.append(&a, sizeof a), ...); },
+                 static_cast<const CallMessage<M>&>(call).args);
+    };
+  }
   e.decode_call = [](WireInputArchive& ar, RemoteCaller caller) -> std::unique_ptr<Message> {
     auto msg = std::make_unique<RemoteCall<M>>(caller);
     load_args(ar, msg->args);

@@ -63,6 +63,8 @@ class Cluster {
   void on_control_bytes(NodeId from, std::uint64_t type, std::shared_ptr<ByteBuffer> payload);
   /// Work accounting for the termination protocol.
   void count_sent(NodeId to) noexcept { sent_[to].fetch_add(1, std::memory_order_relaxed); }
+  /// A message counted as sent could not be written after all.
+  void uncount_sent(NodeId to) noexcept { sent_[to].fetch_sub(1, std::memory_order_relaxed); }
   void count_delivered(NodeId from, std::uint64_t n = 1) noexcept {
     delivered_[from].fetch_add(n, std::memory_order_relaxed);
   }

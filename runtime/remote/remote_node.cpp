@@ -158,9 +158,25 @@ void RemoteNode::send_named(NodeId node, const std::string& name, std::unique_pt
 
 void RemoteNode::send_tell(NodeId node, ActorId actor, const CallBase& call) {
   const MethodEntry* m = method_for(call, node, actor);
-  if (m == nullptr || closed_.load() || !cluster_->alive(node)) return;  // dropped, like a tell to an exited actor
-  Draft e = encode_call(node, actor, nullptr, 0, *m, call);
-  if (e) post(std::move(e));  // plain numbers: no block points into the caller's stack
+  if (m == nullptr || closed_.load(std::memory_order_acquire) || !cluster_->alive(node)) return;  // dropped, like a tell to an exited actor
+  if (m->encode_numbers == nullptr) {  // not plain numbers after all: the general way
+    Draft e = encode_call(node, actor, nullptr, 0, *m, call);
+    if (e) post(std::move(e));
+    return;
+  }
+  // Plain numbers: written straight into the destination's open frame.
+  cluster_->count_sent(node);
+  try {
+    engine_->send_in_place(node, [&](ByteBuffer& out) {
+      EnvelopeWriter w(out);
+      w.begin(Kind::call, engine_->self(), 0, actor, m->id, core_.clock().now().raw, 0);
+      m->encode_numbers(call, out);
+      w.finish(nullptr, 0);
+    });
+  } catch (...) {  // out of memory: the tell is lost, and said so
+    cluster_->uncount_sent(node);
+    core_.on_unhandled(actor, m->name.c_str(), std::current_exception());
+  }
 }
 
 void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call) {

@@ -358,14 +358,8 @@ void Engine::send(Draft draft, bool urgent) {
   std::memcpy(draft->bytes.data(), &len, sizeof len);
   bool closed = false;
   {
-    auto& open = open_[dest];
-    std::lock_guard lk(open.mu);
-    OutEnvelope* f = open.frame.load(std::memory_order_relaxed);
-    if (f == nullptr) {
-      f = take_frame_envelope(dest);
-      open.frame.store(f, std::memory_order_release);
-      open_count_.fetch_add(1, std::memory_order_acq_rel);
-    }
+    std::lock_guard lk(open_[dest].mu);
+    OutEnvelope* f = open_frame(dest);
     // Room first: past this point nothing throws, so the frame stays whole.
     f->segments.reserve(f->segments.size() + draft->segments.size());
     f->keep.reserve(f->keep.size() + draft->keep.size());
@@ -373,12 +367,27 @@ void Engine::send(Draft draft, bool urgent) {
     f->segments.insert(f->segments.end(), draft->segments.begin(), draft->segments.end());
     for (auto& k : draft->keep) f->keep.push_back(std::move(k));
     f->count++;
-    if (urgent || !draft->segments.empty() || f->bytes.size() >= 16 * 1024) {
+    if (urgent || !draft->segments.empty() || f->bytes.size() >= kCloseAt) {
       close_open(dest);
       closed = true;
     }
   }
   draft.reset();  // back to this thread's cache
+  after_send(closed);
+}
+
+OutEnvelope* Engine::open_frame(NodeId dest) {
+  auto& open = open_[dest];
+  OutEnvelope* f = open.frame.load(std::memory_order_relaxed);
+  if (f == nullptr) {
+    f = take_frame_envelope(dest);
+    open.frame.store(f, std::memory_order_release);
+    open_count_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return f;
+}
+
+void Engine::after_send(bool closed) {
   if (current_cell() != nullptr) {
     note_remote_send();  // the actor's turn ends with a flush
     return;
@@ -659,6 +668,8 @@ void Engine::release_arrived() {
 
 void Engine::read_frame(NodeId from, ByteBuffer& frame) {
   std::size_t off = 0;
+  Envelope env;  // reused: their vectors keep their room
+  EnvelopeFault fault;
   while (off < frame.size()) {
     std::uint32_t len = 0;
     if (frame.size() - off < kFrameSlot) break;  // our own framing is intact unless MPI broke it
@@ -670,8 +681,6 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
     }
     const std::size_t entry = off;
     off += len;
-    Envelope env;
-    EnvelopeFault fault;
     std::size_t n = parse_envelope(frame.data() + entry, len, env, fault);
     if (n != 0 && n != len) {
       n = 0;
@@ -703,6 +712,7 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
     } catch (const std::exception& e) {
       std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
     }
+    if (!inbound && env.segment_sizes.empty()) continue;  // nothing to deliver, nothing to drain (joined a batch, say)
     if (env.segment_sizes.empty() && (!inbound || inbound->segments.empty()) && sources_[from]->queue.empty()) {
       // Nothing to wait for and nothing before it: ready now (the common case).
       arrived_.push_back(std::move(inbound));

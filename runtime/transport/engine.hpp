@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -177,6 +178,36 @@ class Engine {
   void send(Draft draft, bool urgent);
   /// Drafts up to this size are copied into open frames; larger ones leave alone.
   static constexpr std::size_t kSmallEnvelope = 8 * 1024;
+  /// A small tell written straight into dest's open frame, under its lock:
+  /// `write(ByteBuffer&)` appends one envelope and must do nothing else (no
+  /// sending, no user code). No draft, no copy: for tells of plain numbers.
+  template <class Write>
+  void send_in_place(NodeId dest, Write&& write) {
+    if (dest >= nodes()) return;  // nobody there
+    bool closed = false;
+    {
+      std::lock_guard lk(open_[dest].mu);
+      OutEnvelope* f = open_frame(dest);
+      const std::size_t start = f->bytes.size();
+      try {
+        f->bytes.extend(kFrameSlot);
+        write(f->bytes);
+      } catch (...) {
+        f->bytes.resize(start);  // the frame stays as it was
+        throw;
+      }
+      const auto len = static_cast<std::uint32_t>(f->bytes.size() - start - kFrameSlot);
+      std::memcpy(f->bytes.data() + start, &len, sizeof len);
+      f->count++;
+      if (f->bytes.size() >= kCloseAt) {
+        close_open(dest);
+        closed = true;
+      }
+    }
+    after_send(closed);
+  }
+  /// An open frame leaves once it holds this much.
+  static constexpr std::size_t kCloseAt = 16 * 1024;
   /// Hands queued envelopes to MPI now if the engine is free (no receiving).
   void flush_sends();
   /// Does whatever MPI work is ready. False if another thread holds the engine
@@ -254,6 +285,11 @@ class Engine {
 
   bool progress_locked();
   void enqueue(OutEnvelope* e);
+  /// Under open_[dest].mu: dest's open frame, opened if there is none.
+  OutEnvelope* open_frame(NodeId dest);
+  /// After a send: inside an actor, the turn's end flushes; elsewhere a closed
+  /// frame leaves now, and an open one within the progress thread's next round.
+  void after_send(bool closed);
   /// Under open_[dest].mu: its open frame, if any, joins the queue.
   void close_open(NodeId dest);
   void drain_open();  // every open frame joins the queue

@@ -53,7 +53,17 @@ void EnvelopeWriter::finish(const std::uint64_t* segment_sizes, std::uint32_t co
 
 std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault,
                            std::uint64_t max_segment) noexcept {
-  fault = EnvelopeFault{};
+  // Reset field by field: a fresh EnvelopeFault per envelope (a string and a
+  // vector assigned) was a visible part of reading a frame of small envelopes.
+  fault.what.clear();
+  fault.frame_lost = false;
+  fault.have_prefix = false;
+  fault.kind = Kind{};
+  fault.source = 0;
+  fault.corr = 0;
+  fault.skip = 0;
+  fault.segment_count = 0;
+  fault.segment_sizes.clear();
   if (avail < kPrefixSize) {
     fault.what = "troupe: truncated envelope (" + std::to_string(avail) + " bytes)";
     fault.frame_lost = true;

@@ -98,7 +98,8 @@ TEST(Remote, OrderingUnderLoad) {
 TEST(Remote, OrderHoldsAcrossMessageShapesAndSendingThreads) {
   // Every rank sends to one actor on rank 0 from three threads at once (this
   // one and two actors on the workers), mixing small messages, messages with a
-  // large block and large inline ones: each sender's order and every byte hold.
+  // large block, large inline ones and plain numbers (each leaves a different
+  // way): each sender's order and every byte hold.
   Job j;
   troupe::ActorId id = 0;
   if (j.me == 0) id = j.rt.spawn<tt::Mixed>().id();

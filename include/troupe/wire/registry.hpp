@@ -111,6 +111,9 @@ struct MethodEntry {
   const TypeTag* cls = nullptr;
   bool args_zero_copy = false;
   void (*encode_args)(const CallBase& call, WireOutputArchive& ar) = nullptr;
+  /// Only when the arguments are plain numbers: appends them to out, the bytes
+  /// encode_args writes, without an archive (cannot throw but for memory).
+  void (*encode_numbers)(const CallBase& call, ByteBuffer& out) = nullptr;
   std::unique_ptr<Message> (*decode_call)(WireInputArchive& ar, RemoteCaller caller) = nullptr;
   /// Plain methods (they return neither Task nor Future) run to completion at
   /// once: the receiver may decode and run them inside its actor's turn, many
