@@ -66,7 +66,7 @@ void RemoteNode::poll(Clock::time_point last_activity) {
     unsigned idle = 0;
     while (now < slice_end && now - last_activity < kQuietSpell) {
       InlineTurns turns;
-      const bool did = engine_->progress();
+      const bool did = engine_->helper_progress();
       turns.run(core_.config().batch);
       if (!did && (++idle & 7u) != 0) continue;
       now = Clock::now();

@@ -17,9 +17,12 @@ namespace troupe::detail {
 // reply is picked up without waiting for the progress thread.
 class RemoteNode::Waiter final : public detail::Waiter {
  public:
+  /// How long a waiter keeps polling (yielding between polls) before it sleeps.
+  static constexpr auto kPoliteSpin = std::chrono::milliseconds(2);
   explicit Waiter(RemoteNode& node) : node_(node) {}
   bool wait(StateBase& s, std::optional<Clock::time_point> deadline) override {
     unsigned idle = 0;
+    const auto started = Clock::now();
     struct Helping {
       Engine& e;
       explicit Helping(Engine& en) : e(en) { e.helper_enter(); }
@@ -28,7 +31,7 @@ class RemoteNode::Waiter final : public detail::Waiter {
     while (!s.ready()) {
       if (deadline && Clock::now() >= *deadline) return s.ready();
       if (node_.closed_.load(std::memory_order_acquire)) return s.block(deadline);
-      if (node_.engine_->progress()) {
+      if (node_.engine_->helper_progress()) {
         idle = 0;
         continue;
       }
@@ -37,7 +40,12 @@ class RemoteNode::Waiter final : public detail::Waiter {
 #if defined(__x86_64__) || defined(__i386__)
         _mm_pause();
 #endif
-      } else if (idle < 256) {
+      } else if (idle < 256 || (idle % 16 != 0 ? true : Clock::now() - started < kPoliteSpin)) {
+        // Yielding: another thread that needs this core gets it, and the reply
+        // is still seen at once. A large transfer's reply takes a millisecond or
+        // two; blocking sooner cost a wake-up (hundreds of microseconds, the
+        // progress thread backing off meanwhile) per reply: measured, 1 MiB
+        // messages moved at 0.6 of raw MPI's rate.
         std::this_thread::yield();
       } else {
         // Long wait: hand the engine back to the progress thread and sleep.

@@ -966,7 +966,28 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   using clock = std::chrono::steady_clock;
   auto next_tick = clock::now() + tick_period;
   unsigned idle = 0;
+  std::uint64_t helper_rounds = helper_rounds_.load(std::memory_order_relaxed);
   while (!stop_.load(std::memory_order_acquire)) {
+    if (helpers_.load(std::memory_order_acquire) > 0 &&
+        helper_rounds_.load(std::memory_order_relaxed) != std::exchange(helper_rounds, helper_rounds_.load(std::memory_order_relaxed))) {
+      // A helper drove the engine since we last looked: leave it to them, run
+      // failure detection, look again shortly. (A helper that stopped driving,
+      // say a poll task waiting for a worker, changes nothing: we drive.)
+      const auto now = clock::now();
+      if (tick && now >= next_tick) {
+        try {
+          tick();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "troupe: node %u: failure detection tick failed: %s\n", self_, e.what());
+        }
+        next_tick = now + tick_period;
+      }
+      std::unique_lock lk(sleep_mu_);
+      sleeping_.store(true, std::memory_order_release);
+      sleep_cv_.wait_for(lk, std::chrono::microseconds(200));
+      sleeping_.store(false, std::memory_order_release);
+      continue;
+    }
     const auto frames_before = frames_in_.load(std::memory_order_relaxed);
     bool did = false;
     try {
