@@ -130,17 +130,30 @@ class CallBatch final : public Message {
  public:
   CallBatch(ReplySink& sink, NodeId from) : sink_(sink), from_(from) {}
   void add(const MethodEntry* m, std::uint64_t corr, const std::byte* payload, std::size_t size) {
-    entries_.push_back(Entry{m, corr, bytes_.size(), size});
-    bytes_.append(payload, size);
+    Entry e{m, corr, 0, size, inline_used_ + size <= kInlineBytes};
+    if (e.in_line) {
+      e.offset = inline_used_;
+      if (size != 0) std::memcpy(inline_bytes_ + inline_used_, payload, size);
+      inline_used_ += size;
+    } else {
+      e.offset = spill_bytes_.size();
+      spill_bytes_.append(payload, size);
+    }
+    if (count_ == 0) {
+      first_ = e;
+    } else {
+      more_.push_back(e);
+    }
+    ++count_;
   }
-  std::size_t size() const noexcept { return entries_.size(); }
+  std::size_t size() const noexcept { return count_; }
 
   void run(ActorCell& cell) override {
-    for (std::size_t i = 0; i < entries_.size(); ++i) {
+    for (std::size_t i = 0; i < count_; ++i) {
       if (cell.exited()) return reject_from(cell, i);  // like the rest of a mailbox
-      const Entry& e = entries_[i];
+      const Entry& e = entry(i);
       try {
-        e.method->run_bytes(bytes_.data() + e.offset, e.size, RemoteCaller{&sink_, from_, e.corr}, cell);
+        e.method->run_bytes(bytes_of(e), e.size, RemoteCaller{&sink_, from_, e.corr}, cell);
       } catch (...) {
         fail(cell, e, as_decode_error(std::current_exception()));
       }
@@ -153,7 +166,15 @@ class CallBatch final : public Message {
     const MethodEntry* method;
     std::uint64_t corr;
     std::size_t offset, size;
+    bool in_line;
   };
+  // A lone call (an ask, say) allocates nothing beyond the batch itself.
+  static constexpr std::size_t kInlineBytes = 64;
+
+  const Entry& entry(std::size_t i) const noexcept { return i == 0 ? first_ : more_[i - 1]; }
+  const std::byte* bytes_of(const Entry& e) const noexcept {
+    return e.in_line ? inline_bytes_ + e.offset : spill_bytes_.data() + e.offset;
+  }
   void fail(ActorCell& cell, const Entry& e, std::exception_ptr err) noexcept {
     try {
       if (e.corr != 0) {
@@ -165,10 +186,10 @@ class CallBatch final : public Message {
     }
   }
   void reject_from(ActorCell& cell, std::size_t first) noexcept {
-    for (std::size_t i = first; i < entries_.size(); ++i)
-      if (entries_[i].corr != 0) {
+    for (std::size_t i = first; i < count_; ++i)
+      if (entry(i).corr != 0) {
         try {
-          sink_.reply_error(from_, entries_[i].corr, std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
+          sink_.reply_error(from_, entry(i).corr, std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
         } catch (...) {
         }
       }
@@ -176,8 +197,12 @@ class CallBatch final : public Message {
 
   ReplySink& sink_;
   NodeId from_;
-  std::vector<Entry> entries_;
-  ByteBuffer bytes_;
+  std::size_t count_ = 0;
+  Entry first_{};
+  std::vector<Entry> more_;
+  std::size_t inline_used_ = 0;
+  std::byte inline_bytes_[kInlineBytes];
+  ByteBuffer spill_bytes_;
 };
 
 namespace {

@@ -265,6 +265,7 @@ class Engine {
     NodeId peer;
     FrameBuffer frame;                                      // coalesced frame, if any
     std::vector<std::shared_ptr<OutEnvelope>> envelopes;    // what the request still points into
+    OutFrame single;  // or: the one frame (without blocks) the request sends from, alone
   };
   struct Delivery {
     std::unique_ptr<Inbound> inbound;
@@ -335,6 +336,7 @@ class Engine {
   std::unique_ptr<std::atomic<std::int64_t>[]> heard_;  // steady_clock ticks, per peer
   std::vector<std::unique_ptr<Source>> sources_;
   std::vector<NodeId> dirty_;
+  std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)
   std::vector<OutEnvelope*> batch_;  // scratch for flush_outboxes
 
   std::unique_ptr<Open[]> open_;
