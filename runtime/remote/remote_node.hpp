@@ -125,6 +125,8 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // be the last one to an exited actor and free it under the engine lock.)
   const MethodEntry* frame_method_ = nullptr;
   std::unique_ptr<Inbound> on_reply(NodeId from, Envelope& env);
+  /// Fails an ask at delivery (in order), or with ConnectionLost if its node is lost first.
+  std::unique_ptr<Inbound> failed_reply(NodeId from, std::unique_ptr<PendingReply> reply, std::exception_ptr err);
   std::unique_ptr<Inbound> on_spawn(NodeId from, Envelope& env);
   std::unique_ptr<Inbound> on_notice(NodeId from, Envelope& env);
 
