@@ -3,15 +3,19 @@
 //   rtt   remote ask round trip, 8 bytes      vs MPI_Send/MPI_Recv ping-pong
 //   rate  one-way rate of small tells         vs a windowed MPI_Isend stream
 //   bw    std::vector<double>, 1 KiB..64 MiB  vs windowed MPI_Isend of the same bytes
+//   idle  CPU each rank burns while nothing happens, and while rank 0 waits
+//         1 s in get() for a reply (an idle rank must not spin)
 // Rank 0 drives, rank 1 answers. Output: one JSON object per line on rank 0.
 //   mpirun -np 2 dist_bench [--quick] [--label NAME]
 #include <mpi.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "troupe/mpi.hpp"
@@ -33,11 +37,17 @@ class Sink {
     ++count_;
   }
   std::uint64_t count() const { return count_; }
+  /// Answers after ms milliseconds (its worker sleeps: the idle benchmark).
+  std::uint64_t pause(std::uint64_t ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+  }
 
  private:
   std::uint64_t last_ = 0, count_ = 0, bytes_ = 0;
 };
-TROUPE_REMOTE(Sink, troupe::init<>, &Sink::echo, &Sink::take, &Sink::take_vec, &Sink::take_array, &Sink::count);
+TROUPE_REMOTE(Sink, troupe::init<>, &Sink::echo, &Sink::take, &Sink::take_vec, &Sink::take_array, &Sink::count,
+              &Sink::pause);
 
 }  // namespace bench
 
@@ -52,6 +62,13 @@ std::string label = "default";
 std::string only;        // rtt, rate or bw: run just that one
 std::size_t min_bytes = 1024, max_bytes = 64u << 20;
 bool want(const char* what) { return only.empty() || only == what; }
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -242,6 +259,31 @@ int main(int argc, char** argv) {
         emit("bw", what, abw, raw_bw[k], "MB/s",
              ",\"bytes\":" + std::to_string(bytes) + ",\"ratio\":" + std::to_string(abw / raw_bw[k]) +
                  ",\"mpi_distinct\":" + std::to_string(raw_bw_distinct[k]));
+      }
+    }
+    if (want("idle")) {
+      // CPU time over wall time, per rank: while every thread has nothing to
+      // do, then while rank 0's main thread waits in get() for a reply that
+      // takes 1 s (rank 1's worker sleeps in the actor meanwhile).
+      troupe::ActorRef<bench::Sink> sink(&rt.core(), 1, sink_id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the last benchmark's traffic settle
+      for (const char* what : {"quiet", "waiting in get()"}) {
+        MPI_Barrier(MPI_COMM_WORLD);  // benchmarks only
+        const double c0 = cpu_seconds();
+        const auto t0 = Clock::now();
+        if (std::strcmp(what, "quiet") == 0 || rank != 0) {
+          std::this_thread::sleep_for(std::chrono::seconds(1));
+        } else {
+          sink.ask<&bench::Sink::pause>(std::uint64_t{1000}).get();
+        }
+        const double load = (cpu_seconds() - c0) / secs(Clock::now() - t0);
+        double loads[2] = {0, 0};
+        MPI_Gather(&load, 1, MPI_DOUBLE, loads, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+        if (rank == 0)
+          std::printf("{\"bench\":\"idle\",\"transport\":\"%s\",\"case\":\"%s\",\"rank0\":%.4f,\"rank1\":%.4f,"
+                      "\"unit\":\"cores busy\"}\n",
+                      label.c_str(), what, loads[0], loads[1]);
+        std::fflush(stdout);
       }
     }
     rt.finish();
