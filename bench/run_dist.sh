@@ -29,10 +29,21 @@ md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "the memory traffic of troupe's run (its tells move distinct data; its receiver reuses pooled Arrays).", "",
       "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct |",
       "|---|---|---|--:|--:|---|--:|--:|--:|"]
+idle = [r for r in rows if r["bench"] == "idle"]
+rows = [r for r in rows if r["bench"] != "idle"]
 for r in rows:
     d = r.get("mpi_distinct")
     extra = f" {d:.4g} | {r['troupe']/d:.2f} |" if d else " | |"
     md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {r['troupe']/r['mpi']:.2f} |" + extra)
+for r in rows:
+    if r["bench"] == "rate" and "send_ns_per_tell" in r:
+        md.append("")
+        md.append(f"{r['transport']} rate: the sending thread spent {r['send_ns_per_tell']:.0f} ns per tell.")
+if idle:
+    md += ["", "Idle: CPU used over wall time, per rank (1 s each).", "",
+           "| transport | case | rank 0 | rank 1 |", "|---|---|--:|--:|"]
+    for r in idle:
+        md.append(f"| {r['transport']} | {r['case']} | {r['rank0']:.3f} | {r['rank1']:.3f} |")
 open("bench/results/dist.md", "w").write("\n".join(md) + "\n")
 rows = [json.loads(l) for l in open("bench/results/dispatch.json")]
 md = ["# Dispatchers, 1 sender + 3 worker ranks on one host", "", "| strategy | us/message | vs direct tell |", "|---|--:|--:|"]
