@@ -83,7 +83,7 @@ void ActorCell::enqueue(Message* m) noexcept {
     delete m;
     return;
   }
-  size_.fetch_add(1, std::memory_order_seq_cst);
+  size_.fetch_add(m->weight, std::memory_order_seq_cst);  // read before the push: then m is no longer ours
   mailbox_.push(m);
   schedule_if_idle();
 }

@@ -151,6 +151,7 @@ class CallBatch final : public Message {
   void run(ActorCell& cell) override {
     for (std::size_t i = 0; i < count_; ++i) {
       if (cell.exited()) return reject_from(cell, i);  // like the rest of a mailbox
+      if (i != 0) cell.calls_started(1);  // the first was counted when the batch was taken out
       const Entry& e = entry(i);
       try {
         e.method->run_bytes(bytes_of(e), e.size, RemoteCaller{&sink_, from_, e.corr}, cell);
@@ -186,6 +187,7 @@ class CallBatch final : public Message {
     }
   }
   void reject_from(ActorCell& cell, std::size_t first) noexcept {
+    if (count_ > std::max<std::size_t>(first, 1)) cell.calls_started(count_ - std::max<std::size_t>(first, 1));
     for (std::size_t i = first; i < count_; ++i)
       if (entry(i).corr != 0) {
         try {
@@ -234,6 +236,7 @@ class BatchInbound final : public Inbound {
       : cluster_(cluster), from_(from), cell_(std::move(cell)), batch_(std::move(batch)) {}
   void deliver() override {
     cluster_.count_delivered(from_, batch_->size());
+    batch_->weight = static_cast<std::uint32_t>(batch_->size());  // mailbox_size() counts its calls
     cell_->enqueue(batch_.release());
   }
 

@@ -205,6 +205,26 @@ TEST(Remote, MonitorsAndMailboxSizeAcrossRanks) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, MailboxSizeCountsEveryCallOfABatch) {
+  // Calls that arrive in one frame share one mailbox message; mailbox_size()
+  // still counts each of them.
+  Job j;
+  if (j.me == 0) {
+    auto c = j.rt.spawn_on<Counter>(1, 0).get();
+    auto busy = c.ask<&Counter::hold>(400);             // leaves at once; its turn keeps the actor busy
+    for (int i = 0; i < 50; ++i) c.tell<&Counter::add>(1);  // one frame, one batch behind it
+    std::size_t seen = 0;
+    for (int i = 0; i < 300 && seen < 50; ++i) {
+      std::this_thread::sleep_for(1ms);
+      seen = c.mailbox_size().get();
+    }
+    EXPECT_EQ(seen, 50u);
+    EXPECT_EQ(busy.get(), 400);
+    EXPECT_EQ(c.ask<&Counter::value>().get(), 50);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, LargePayloads) {
   Job j;
   auto b = j.rt.spawn_on<Bulk>((j.me + 1) % j.n).get();

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "troupe/remote.hpp"
@@ -20,12 +22,17 @@ class Counter {
   troupe::NodeId where() const { return troupe::runtime().node(); }
   void fail(std::string why) { throw std::invalid_argument(why); }
   int fail_ask(std::string why) { throw std::domain_error(why); }
+  /// Keeps its turn busy for ms milliseconds.
+  int hold(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+  }
 
  private:
   int n_;
 };
 TROUPE_REMOTE(Counter, troupe::init<int>, &Counter::add, &Counter::value, &Counter::where, &Counter::fail,
-              &Counter::fail_ask);
+              &Counter::fail_ask, &Counter::hold);
 
 /// Records (sender, sequence) pairs; counts everything it got process-wide.
 inline std::atomic<long> g_recorded{0};

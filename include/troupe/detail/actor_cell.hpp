@@ -49,6 +49,11 @@ struct Message : MpscNode {
   virtual void run(ActorCell& cell) = 0;
   /// The actor exited before handling it: fail the caller, if any.
   virtual void reject(ActorCell& cell) noexcept { (void)cell; }
+  /// The calls it carries (a batch of calls from another node carries several):
+  /// what mailbox_size() counts. Fixed before it is enqueued. Taking the message
+  /// out counts one; a message of several counts the others as it starts them
+  /// (ActorCell::calls_started).
+  std::uint32_t weight = 1;
 };
 
 using MonitorFn = UniqueFunction<void(const ExitInfo&)>;
@@ -67,6 +72,8 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   void* object() const noexcept { return obj_; }
   bool exited() const noexcept { return exited_.load(std::memory_order_seq_cst); }
   std::size_t mailbox_size() const noexcept { return size_.load(std::memory_order_relaxed); }
+  /// n more calls of the message being handled have started (or were rejected).
+  void calls_started(std::size_t n) noexcept { size_.fetch_sub(n, std::memory_order_relaxed); }
 
   /// Queues an ordinary message; takes ownership. Messages from one thread are
   /// handled in the order they were queued.
