@@ -70,9 +70,7 @@ void RemoteNode::poll(Clock::time_point last_activity) {
       turns.run(core_.config().batch);
       if (!did && (++idle & 7u) != 0) continue;
       now = Clock::now();
-      // A transfer under way counts as activity: its blocks complete here, and
-      // the turns they wake run on this worker rather than waking another.
-      if (did || engine_->transferring()) last_activity = now;
+      if (did) last_activity = now;
     }
     if (now - last_activity < kQuietSpell) {
       // Behind whatever turns that progress just queued (FIFO), then again.

@@ -443,7 +443,6 @@ bool Engine::progress_locked() {
   did |= probe_frames();
   did |= test_frame_recvs();
   did |= test_segment_recvs();
-  transfers_.store(send_reqs_.size() + seg_reqs_.size(), std::memory_order_relaxed);
   return did;
 }
 
@@ -1051,9 +1050,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       for (int i = 0; i < 16; ++i) TROUPE_CPU_RELAX();
       continue;
     }
-    if (idle < 512 || transferring()) {
-      // Transfers under way (over TCP a large one moves only while we call
-      // into MPI): poll on, yielding the core to whoever needs it.
+    if (idle < 512) {
       std::this_thread::yield();
       continue;
     }

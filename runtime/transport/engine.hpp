@@ -228,10 +228,6 @@ class Engine {
 
   /// Nothing waits to be sent or delivered locally (in-flight sends may remain).
   bool quiet() const;
-  /// MPI transfers are under way (sends not complete, blocks still arriving):
-  /// whoever polls should keep polling, a large message over TCP moves only
-  /// while both sides call into MPI.
-  bool transferring() const noexcept { return transfers_.load(std::memory_order_relaxed) != 0; }
   /// Some send has not completed yet (or not even started).
   bool sends_pending();
   EngineStats stats() const;
@@ -376,7 +372,6 @@ class Engine {
   std::condition_variable sleep_cv_;
   std::atomic<bool> sleeping_{false};
   std::atomic<int> helpers_{0};
-  std::atomic<std::size_t> transfers_{0};  // pending send and block requests, as of the last round
   std::atomic<std::uint64_t> helper_rounds_{0};  // helpers' progress calls (only "did it change" matters)
 };
 
