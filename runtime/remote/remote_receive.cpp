@@ -46,7 +46,7 @@ class CallInbound final : public Inbound {
   CallInbound(Cluster& cluster, NodeId from, std::shared_ptr<ActorCell> cell, std::unique_ptr<Message> msg)
       : cluster_(cluster), from_(from), cell_(std::move(cell)), msg_(std::move(msg)) {}
   void deliver() override {
-    cluster_.count_delivered(from_);
+    cluster_.count_delivered(from_, msg_->weight);  // a batch of calls counts each
     cell_->enqueue(msg_.release());
   }
 
@@ -145,6 +145,7 @@ class CallBatch final : public Message {
       more_.push_back(e);
     }
     ++count_;
+    weight = static_cast<std::uint32_t>(count_);  // mailbox_size() counts each call
   }
   std::size_t size() const noexcept { return count_; }
 
@@ -227,24 +228,6 @@ class ReplyInbound final : public Inbound {
   Cluster& cluster_;
   NodeId from_;
   std::unique_ptr<PendingReply> reply_;
-};
-
-/// Hands a CallBatch to its actor, once the frame it came in is read.
-class BatchInbound final : public Inbound {
- public:
-  BatchInbound(Cluster& cluster, NodeId from, std::shared_ptr<ActorCell> cell, std::unique_ptr<CallBatch> batch)
-      : cluster_(cluster), from_(from), cell_(std::move(cell)), batch_(std::move(batch)) {}
-  void deliver() override {
-    cluster_.count_delivered(from_, batch_->size());
-    batch_->weight = static_cast<std::uint32_t>(batch_->size());  // mailbox_size() counts its calls
-    cell_->enqueue(batch_.release());
-  }
-
- private:
-  Cluster& cluster_;
-  NodeId from_;
-  std::shared_ptr<ActorCell> cell_;
-  std::unique_ptr<CallBatch> batch_;
 };
 
 }  // namespace
@@ -347,7 +330,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     open_target_ = env.target;
     open_from_ = from;
     open_type_ = m->cls;
-    return std::make_unique<BatchInbound>(*cluster_, from, std::move(cell), std::move(batch));
+    return std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(batch));
   }
   if (env.segment_sizes.empty() || m->args_zero_copy) {
     try {

@@ -992,21 +992,22 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   auto next_tick = clock::now() + tick_period;
   unsigned idle = 0;
   std::uint64_t helper_rounds = helper_rounds_.load(std::memory_order_relaxed);
+  auto tick_if_due = [&](clock::time_point now) {
+    if (!tick || now < next_tick) return;
+    try {
+      tick();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "troupe: node %u: failure detection tick failed: %s\n", self_, e.what());
+    }
+    next_tick = now + tick_period;
+  };
   while (!stop_.load(std::memory_order_acquire)) {
     if (helpers_.load(std::memory_order_acquire) > 0 &&
         helper_rounds_.load(std::memory_order_relaxed) != std::exchange(helper_rounds, helper_rounds_.load(std::memory_order_relaxed))) {
       // A helper drove the engine since we last looked: leave it to them, run
       // failure detection, look again shortly. (A helper that stopped driving,
       // say a poll task waiting for a worker, changes nothing: we drive.)
-      const auto now = clock::now();
-      if (tick && now >= next_tick) {
-        try {
-          tick();
-        } catch (const std::exception& e) {
-          std::fprintf(stderr, "troupe: node %u: failure detection tick failed: %s\n", self_, e.what());
-        }
-        next_tick = now + tick_period;
-      }
+      tick_if_due(clock::now());
       std::unique_lock lk(sleep_mu_);
       sleeping_.store(true, std::memory_order_release);
       sleep_cv_.wait_for(lk, std::chrono::microseconds(200));
@@ -1021,14 +1022,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       std::fprintf(stderr, "troupe: node %u: progress failed: %s\n", self_, e.what());
     }
     const auto now = clock::now();
-    if (tick && now >= next_tick) {
-      try {
-        tick();
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "troupe: node %u: failure detection tick failed: %s\n", self_, e.what());
-      }
-      next_tick = now + tick_period;
-    }
+    tick_if_due(now);
     if (did) {
       idle = 0;
       // Traffic is arriving and nobody else polls: let the workers poll.
