@@ -1002,8 +1002,8 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     next_tick = now + tick_period;
   };
   while (!stop_.load(std::memory_order_acquire)) {
-    if (helpers_.load(std::memory_order_acquire) > 0 &&
-        helper_rounds_.load(std::memory_order_relaxed) != std::exchange(helper_rounds, helper_rounds_.load(std::memory_order_relaxed))) {
+    const std::uint64_t rounds = helper_rounds_.load(std::memory_order_relaxed);
+    if (helpers_.load(std::memory_order_acquire) > 0 && rounds != std::exchange(helper_rounds, rounds)) {
       // A helper drove the engine since we last looked: leave it to them, run
       // failure detection, look again shortly. (A helper that stopped driving,
       // say a poll task waiting for a worker, changes nothing: we drive.)

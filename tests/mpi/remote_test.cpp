@@ -211,7 +211,7 @@ TEST(Remote, MailboxSizeCountsEveryCallOfABatch) {
   Job j;
   if (j.me == 0) {
     auto c = j.rt.spawn_on<Counter>(1, 0).get();
-    auto busy = c.ask<&Counter::hold>(400);             // leaves at once; its turn keeps the actor busy
+    auto busy = c.ask<&Counter::hold>(2000);  // leaves at once; its turn keeps the actor busy far longer than the checks below
     for (int i = 0; i < 50; ++i) c.tell<&Counter::add>(1);  // one frame, one batch behind it
     std::size_t seen = 0;
     for (int i = 0; i < 300 && seen < 50; ++i) {
@@ -219,7 +219,7 @@ TEST(Remote, MailboxSizeCountsEveryCallOfABatch) {
       seen = c.mailbox_size().get();
     }
     EXPECT_EQ(seen, 50u);
-    EXPECT_EQ(busy.get(), 400);
+    EXPECT_EQ(busy.get(), 2000);
     EXPECT_EQ(c.ask<&Counter::value>().get(), 50);
   }
   EXPECT_EQ(j.rt.finish(), 0);
