@@ -26,14 +26,17 @@ rows = [json.loads(l) for l in open("bench/results/dist.json")]
 md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "bw: raw MPI sends every message from one buffer into one buffer (OSU style; at 1-4 MiB both stay in cache);",
       "raw MPI, distinct buffers: every message from a buffer of its own into one buffer per window slot,",
-      "the memory traffic of troupe's run (its tells move distinct data; its receiver reuses pooled Arrays).", "",
-      "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct |",
-      "|---|---|---|--:|--:|---|--:|--:|--:|"]
+      "the memory traffic of troupe's run (its tells move distinct data; its receiver reuses pooled Arrays);",
+      "huge pages: the same distinct buffers on transparent huge pages, which troupe asks for when it maps a block of 1 MiB or more.", "",
+      "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge |",
+      "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|"]
 idle = [r for r in rows if r["bench"] == "idle"]
 rows = [r for r in rows if r["bench"] != "idle"]
 for r in rows:
     d = r.get("mpi_distinct")
+    h = r.get("mpi_distinct_huge")
     extra = f" {d:.4g} | {r['troupe']/d:.2f} |" if d else " | |"
+    extra += f" {h:.4g} | {r['troupe']/h:.2f} |" if h else " | |"
     md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {r['troupe']/r['mpi']:.2f} |" + extra)
 for r in rows:
     if r["bench"] == "rate" and "send_ns_per_tell" in r:

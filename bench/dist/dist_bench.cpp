@@ -8,11 +8,14 @@
 // Rank 0 drives, rank 1 answers. Output: one JSON object per line on rank 0.
 //   mpirun -np 2 dist_bench [--quick] [--label NAME]
 #include <mpi.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -114,16 +117,39 @@ double mpi_rtt_us(MPI_Comm comm, int iters) {
 }
 
 // osu_mbw_mr style: windows of nonblocking sends, one ack per window.
-// distinct = false: every message leaves from and lands in one buffer (the OSU
-// way: at 1-4 MiB both stay in cache). distinct = true: the sender sends each
+// Buffers::one: every message leaves from and lands in one buffer (the OSU
+// way: at 1-4 MiB both stay in cache). Buffers::distinct: the sender sends each
 // message from a buffer of its own, as troupe's benchmark must (tells move
 // their data), and the receiver cycles through one buffer per window slot, as
 // troupe's pooled Arrays do: the same memory traffic as troupe's run.
-double mpi_stream(MPI_Comm comm, std::size_t bytes, int window, int windows, bool distinct = false) {
+// Buffers::distinct_huge: the same on transparent huge pages, which troupe
+// asks for when it maps a large block (include/troupe/detail/fresh_memory.hpp).
+enum class Buffers { one, distinct, distinct_huge };
+
+struct FreeDeleter {
+  void operator()(char* p) const noexcept { std::free(p); }
+};
+using RawBuffer = std::unique_ptr<char[], FreeDeleter>;
+
+RawBuffer raw_buffer(std::size_t bytes, bool huge) {
+  constexpr std::size_t kHuge = 2u << 20;
+  const std::size_t align = huge ? kHuge : 64;
+  const std::size_t size = (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
+  RawBuffer b(static_cast<char*>(std::aligned_alloc(align, size)));
+  if (!b) throw std::bad_alloc();
+  if (huge) ::madvise(b.get(), size, MADV_HUGEPAGE);
+  std::memset(b.get(), 1, size);
+  return b;
+}
+
+double mpi_stream(MPI_Comm comm, std::size_t bytes, int window, int windows, Buffers kind = Buffers::one) {
+  const bool distinct = kind != Buffers::one;
   const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
   const std::size_t sources = distinct && rank == 0 ? total : 1;
   const std::size_t sinks = distinct && rank == 1 ? static_cast<std::size_t>(window) : 1;
-  std::vector<std::vector<char>> bufs(std::max(sources, sinks), std::vector<char>(std::max<std::size_t>(bytes, 1), 1));
+  std::vector<RawBuffer> bufs;
+  for (std::size_t i = 0; i < std::max(sources, sinks); ++i)
+    bufs.push_back(raw_buffer(bytes, kind == Buffers::distinct_huge));
   std::vector<MPI_Request> reqs(static_cast<std::size_t>(window));
   char ack = 0;
   std::vector<double> samples;
@@ -134,13 +160,13 @@ double mpi_stream(MPI_Comm comm, std::size_t bytes, int window, int windows, boo
     for (int w = 0; w < windows; ++w) {
       if (rank == 0) {
         for (int i = 0; i < window; ++i, ++k)
-          MPI_Isend(bufs[k % bufs.size()].data(), static_cast<int>(bytes), MPI_BYTE, 1, 2, comm,
+          MPI_Isend(bufs[k % bufs.size()].get(), static_cast<int>(bytes), MPI_BYTE, 1, 2, comm,
                     &reqs[static_cast<std::size_t>(i)]);
         MPI_Waitall(window, reqs.data(), MPI_STATUSES_IGNORE);
         MPI_Recv(&ack, 1, MPI_BYTE, 1, 3, comm, MPI_STATUS_IGNORE);
       } else if (rank == 1) {
         for (int i = 0; i < window; ++i)
-          MPI_Irecv(bufs[static_cast<std::size_t>(i) % bufs.size()].data(), static_cast<int>(bytes), MPI_BYTE, 0, 2,
+          MPI_Irecv(bufs[static_cast<std::size_t>(i) % bufs.size()].get(), static_cast<int>(bytes), MPI_BYTE, 0, 2,
                     comm, &reqs[static_cast<std::size_t>(i)]);
         MPI_Waitall(window, reqs.data(), MPI_STATUSES_IGNORE);
         MPI_Send(&ack, 1, MPI_BYTE, 0, 3, comm);
@@ -183,11 +209,14 @@ int main(int argc, char** argv) {
     const int windows = static_cast<int>(std::max<std::size_t>(2, target / (bytes * static_cast<std::size_t>(window))));
     return std::make_pair(window, windows);
   };
-  std::vector<double> raw_bw_distinct;
+  std::vector<double> raw_bw_distinct, raw_bw_huge;
   for (auto s : sizes) {
     auto [window, windows] = bw_shape(s);
     raw_bw.push_back(static_cast<double>(s) * window * windows / mpi_stream(raw, s, window, windows) / 1e6);
-    raw_bw_distinct.push_back(static_cast<double>(s) * window * windows / mpi_stream(raw, s, window, windows, true) / 1e6);
+    raw_bw_distinct.push_back(static_cast<double>(s) * window * windows /
+                              mpi_stream(raw, s, window, windows, Buffers::distinct) / 1e6);
+    raw_bw_huge.push_back(static_cast<double>(s) * window * windows /
+                          mpi_stream(raw, s, window, windows, Buffers::distinct_huge) / 1e6);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 
@@ -249,7 +278,8 @@ int main(int argc, char** argv) {
         std::snprintf(what, sizeof what, "%zu B", bytes);
         emit("bw", what, bw, raw_bw[k], "MB/s",
              ",\"bytes\":" + std::to_string(bytes) + ",\"ratio\":" + std::to_string(bw / raw_bw[k]) +
-                 ",\"mpi_distinct\":" + std::to_string(raw_bw_distinct[k]));
+                 ",\"mpi_distinct\":" + std::to_string(raw_bw_distinct[k]) +
+                 ",\"mpi_distinct_huge\":" + std::to_string(raw_bw_huge[k]));
         // The same bytes as troupe::Array<double>: pooled, never zero-filled.
         runs.clear();
         for (int rep = 0; rep < 3; ++rep) {
@@ -267,7 +297,8 @@ int main(int argc, char** argv) {
         std::snprintf(what, sizeof what, "%zu B Array", bytes);
         emit("bw", what, abw, raw_bw[k], "MB/s",
              ",\"bytes\":" + std::to_string(bytes) + ",\"ratio\":" + std::to_string(abw / raw_bw[k]) +
-                 ",\"mpi_distinct\":" + std::to_string(raw_bw_distinct[k]));
+                 ",\"mpi_distinct\":" + std::to_string(raw_bw_distinct[k]) +
+                 ",\"mpi_distinct_huge\":" + std::to_string(raw_bw_huge[k]));
       }
     }
     if (want("idle")) {

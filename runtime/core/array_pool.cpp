@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "troupe/array.hpp"
+#include "troupe/detail/fresh_memory.hpp"
 
 namespace troupe::detail {
 namespace {
@@ -31,8 +32,16 @@ Pool& pool() {
   return *p;
 }
 
+// Blocks from 1 MiB on start on a huge-page boundary, so that the kernel can
+// back them with transparent huge pages (prepare_fresh_memory asks for them).
+// Over shared memory that doubles what MPI moves per second at 1-4 MiB: the
+// single-copy transfer pins the sender's pages one page at a time
+// (docs/benchmarks.md). A block of 1-2 MiB takes a whole huge page.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
 // Size classes: eight per power of two (at most 12.5 % slack), 64 KiB granules.
 std::size_t size_class(std::size_t bytes) {
+  if (bytes >= kFreshMemoryFrom && bytes <= kHugePage) return kHugePage;
   const unsigned k = static_cast<unsigned>(std::bit_width(bytes - 1));
   const std::size_t step = std::size_t{1} << std::max(16u, k > 3 ? k - 3 : 0u);
   return (bytes + step - 1) / step * step;
@@ -59,8 +68,9 @@ void* array_acquire(std::size_t bytes, std::size_t& capacity) {
       return p;
     }
   }
-  void* p = std::aligned_alloc(64, capacity);
-  if (p == nullptr) throw std::bad_alloc();
+  void* p = nullptr;
+  if (::posix_memalign(&p, capacity >= kHugePage ? kHugePage : 64, capacity) != 0) throw std::bad_alloc();
+  prepare_fresh_memory(p, capacity);  // a new block is written in full soon
   return p;
 }
 

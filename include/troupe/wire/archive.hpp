@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "troupe/detail/fresh_memory.hpp"
 #include "troupe/detail/method_traits.hpp"
 #include "troupe/fwd.hpp"
 
@@ -183,6 +184,24 @@ inline void CEREAL_SAVE_FUNCTION_NAME(troupe::detail::WireOutputArchive& ar, con
 template <class T>
 inline void CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar, BinaryData<T>& bd) {
   ar.loadBlock(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+/// std::vector of numbers: the bytes of cereal's own load (a size, then one
+/// block), but a large vector that needs new memory gets it mapped in one step
+/// before it is zero-filled and received into (no fault per page).
+template <class T, class A>
+inline std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(
+    troupe::detail::WireInputArchive& ar, std::vector<T, A>& vec) {
+  size_type n = 0;
+  ar(make_size_tag(n));  // checked against the bytes that remain
+  const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
+  if (bytes >= troupe::detail::kFreshMemoryFrom && vec.capacity() < n) {
+    vec.clear();
+    vec.reserve(static_cast<std::size_t>(n));
+    troupe::detail::prepare_fresh_memory(vec.data(), bytes);
+  }
+  vec.resize(static_cast<std::size_t>(n));
+  ar(binary_data(vec.data(), bytes));
 }
 
 }  // namespace cereal

@@ -1,0 +1,44 @@
+#include "troupe/detail/fresh_memory.hpp"
+
+#include <cstdint>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+namespace troupe::detail {
+
+void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
+#if defined(__linux__)
+  if (p == nullptr || bytes < kFreshMemoryFrom) return;
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  const auto end = begin + bytes;
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const std::uintptr_t pb = (begin + page - 1) & ~(page - 1);
+  const std::uintptr_t pe = end & ~(page - 1);
+  if (pe <= pb) return;
+  // Memory the allocator hands out again (a heap it keeps) is mapped already:
+  // leave it alone. Only new memory, whose first page is not there yet, is
+  // worth the calls below.
+  unsigned char first = 0;
+  if (::mincore(reinterpret_cast<void*>(pb), page, &first) != 0 || (first & 1) != 0) return;
+#if defined(MADV_HUGEPAGE)
+  // Only whole huge pages inside the block: its neighbours are left alone.
+  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+  const std::uintptr_t hb = (begin + huge - 1) & ~(huge - 1);
+  const std::uintptr_t he = end & ~(huge - 1);
+  if (he > hb) (void)::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_HUGEPAGE);
+#endif
+#if defined(MADV_POPULATE_WRITE)
+  // Linux 5.14 and later; an older kernel answers EINVAL and the first
+  // writes fault the pages in as before.
+  (void)::madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_POPULATE_WRITE);
+#endif
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,155 @@
+// Large blocks that are about to be written in full are mapped in one step
+// (populated, huge pages where the kernel offers them), and a received
+// std::vector of numbers gets that treatment while keeping cereal's bytes.
+#include <cereal/types/vector.hpp>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "troupe/detail/fresh_memory.hpp"
+#include "troupe/error.hpp"
+#include "troupe/wire/archive.hpp"
+
+using namespace troupe::detail;
+
+namespace {
+
+std::size_t page_size() { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }
+
+/// Pages of [p, p + bytes) that are resident, by mincore (which touches nothing).
+std::size_t resident_pages(void* p, std::size_t bytes) {
+  std::vector<unsigned char> vec((bytes + page_size() - 1) / page_size());
+  if (::mincore(p, bytes, vec.data()) != 0) return 0;
+  std::size_t n = 0;
+  for (unsigned char c : vec) n += c & 1;
+  return n;
+}
+
+bool kernel_populates() {
+  void* probe = ::mmap(nullptr, page_size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const bool ok = ::madvise(probe, page_size(), MADV_POPULATE_WRITE) == 0;
+  ::munmap(probe, page_size());
+  return ok;
+}
+
+std::string thp_mode() {
+  std::ifstream f("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+/// AnonHugePages of the mapping that holds p, in KiB (-1 if not found).
+long huge_kib_at(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  while (std::getline(f, line)) {
+    std::uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= a && a < hi;
+      continue;
+    }
+    if (inside && line.rfind("AnonHugePages:", 0) == 0) return std::stol(line.substr(14));
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST(FreshMemory, ABlockIsMappedBeforeItIsWrittenAndStaysZero) {
+  if (!kernel_populates()) GTEST_SKIP() << "kernel without MADV_POPULATE_WRITE";
+  const std::size_t bytes = 8u << 20;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  ASSERT_EQ(resident_pages(p, bytes), 0u) << "a fresh mapping has no pages yet";
+  prepare_fresh_memory(p, bytes);
+  EXPECT_EQ(resident_pages(p, bytes), bytes / page_size()) << "every page is mapped in one step";
+  const auto* b = static_cast<const unsigned char*>(p);
+  EXPECT_EQ(std::count(b, b + bytes, 0), static_cast<std::ptrdiff_t>(bytes)) << "contents unchanged";
+  // Memory whose first page is mapped already (an allocator's reused heap) is
+  // left alone: no calls, no pages mapped that nobody asked for.
+  void* used = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(used, MAP_FAILED);
+  static_cast<unsigned char*>(used)[0] = 1;
+  const std::size_t touched = resident_pages(used, bytes);  // 1, or a huge page's worth
+  ASSERT_LT(touched, bytes / page_size());
+  prepare_fresh_memory(used, bytes);
+  EXPECT_EQ(resident_pages(used, bytes), touched);
+  ::munmap(used, bytes);
+  // Small blocks are left to ordinary page faults.
+  void* q = ::mmap(nullptr, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  prepare_fresh_memory(q, 64 * 1024);
+  EXPECT_EQ(resident_pages(q, 64 * 1024), 0u);
+  ::munmap(q, 64 * 1024);
+  ::munmap(p, bytes);
+}
+
+TEST(FreshMemory, AReceivedLargeVectorKeepsCerealsBytesAndGetsHugePages) {
+  std::vector<double> src(3u << 20);  // 24 MiB: new memory from the system on any allocator
+  std::iota(src.begin(), src.end(), 0.0);
+  ByteBuffer buf;
+  std::vector<OutSegment> segs;
+  {
+    WireOutputArchive ar(buf, &segs);
+    ar(src);
+  }
+  ASSERT_EQ(segs.size(), 1u);
+  std::uint64_t size = segs[0].size;
+  std::vector<double> dst;
+  WireInputArchive in(buf.data(), buf.size(), &size, 1);
+  in(dst);
+  ASSERT_TRUE(in.complete());
+  ASSERT_EQ(dst.size(), src.size());
+  ASSERT_EQ(in.destinations().size(), 1u);
+  EXPECT_EQ(in.destinations()[0].data, dst.data()) << "received straight into the vector";
+  std::memcpy(in.destinations()[0].data, segs[0].data, size);  // what MPI does
+  EXPECT_EQ(dst, src);
+  const std::string thp = thp_mode();
+  if (thp.find("[never]") != std::string::npos || thp.empty()) GTEST_SKIP() << "no transparent huge pages";
+  EXPECT_GT(huge_kib_at(dst.data() + dst.size() / 2), 0) << "the vector's memory asked for huge pages";
+}
+
+TEST(FreshMemory, SmallAndReusedVectorsDecodeAsBeforeAndOversizedClaimsAreRefused) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{7}, std::size_t{5000}, std::size_t{200000}}) {
+    std::vector<std::int32_t> src(n);
+    std::iota(src.begin(), src.end(), 1);
+    ByteBuffer buf;
+    std::vector<OutSegment> segs;
+    {
+      WireOutputArchive ar(buf, &segs);
+      ar(src);
+    }
+    std::vector<std::uint64_t> sizes;
+    for (auto& s : segs) sizes.push_back(s.size);
+    std::vector<std::int32_t> dst(300000, -1);  // larger than any: its memory is reused
+    const auto* before = dst.data();
+    WireInputArchive in(buf.data(), buf.size(), sizes.data(), sizes.size());
+    in(dst);
+    ASSERT_TRUE(in.complete());
+    for (auto& d : in.destinations()) std::memcpy(d.data, segs[0].data, d.size);
+    EXPECT_EQ(dst, src) << n;
+    EXPECT_EQ(dst.data(), before) << "a vector with room keeps its memory";
+  }
+  // A size the remaining bytes cannot hold is refused before anything is allocated.
+  ByteBuffer buf;
+  {
+    WireOutputArchive ar(buf, nullptr);
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(1ull << 40)));
+  }
+  std::vector<double> dst;
+  WireInputArchive in(buf.data(), buf.size(), nullptr, 0);
+  EXPECT_THROW(in(dst), troupe::DecodeError);
+  EXPECT_EQ(dst.capacity(), 0u);
+}
