@@ -1,7 +1,10 @@
 // The block pool behind troupe::Array: large blocks are recycled, so memory an
 // Array is made in is usually already mapped (no page faults) and never
 // zero-filled.
+#include <sys/mman.h>
+
 #include <bit>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -32,12 +35,25 @@ Pool& pool() {
   return *p;
 }
 
-// Blocks from 1 MiB on start on a huge-page boundary, so that the kernel can
-// back them with transparent huge pages (prepare_fresh_memory asks for them).
-// Over shared memory that doubles what MPI moves per second at 1-4 MiB: the
-// single-copy transfer pins the sender's pages one page at a time
-// (docs/benchmarks.md). A block of 1-2 MiB takes a whole huge page.
+// Blocks from 1 MiB on are mapped from the system on a huge-page boundary, so
+// that the kernel can back them with transparent huge pages
+// (prepare_fresh_memory asks for them). Over shared memory that doubles what
+// MPI moves per second at 1-4 MiB: the single-copy transfer pins the sender's
+// pages one page at a time (docs/benchmarks.md). They bypass malloc, whose
+// heap would hand out memory already mapped on small pages. A block of
+// 1-2 MiB takes a whole huge page.
 constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+void* map_block(std::size_t capacity) {
+  const std::size_t span = capacity + kHugePage;
+  void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  const auto b = reinterpret_cast<std::uintptr_t>(raw);
+  const std::uintptr_t a = (b + kHugePage - 1) & ~(kHugePage - 1);
+  if (a > b) ::munmap(raw, a - b);  // trim to the boundary, and after the block
+  if (b + span > a + capacity) ::munmap(reinterpret_cast<void*>(a + capacity), b + span - (a + capacity));
+  return reinterpret_cast<void*>(a);
+}
 
 // Size classes: eight per power of two (at most 12.5 % slack), 64 KiB granules.
 std::size_t size_class(std::size_t bytes) {
@@ -68,9 +84,13 @@ void* array_acquire(std::size_t bytes, std::size_t& capacity) {
       return p;
     }
   }
-  void* p = nullptr;
-  if (::posix_memalign(&p, capacity >= kHugePage ? kHugePage : 64, capacity) != 0) throw std::bad_alloc();
-  prepare_fresh_memory(p, capacity);  // a new block is written in full soon
+  if (capacity >= kHugePage) {
+    void* p = map_block(capacity);
+    prepare_fresh_memory(p, capacity);  // a new block is written in full soon
+    return p;
+  }
+  void* p = std::aligned_alloc(64, capacity);
+  if (p == nullptr) throw std::bad_alloc();
   return p;
 }
 
@@ -87,7 +107,11 @@ void array_release(void* p, std::size_t capacity) noexcept {
       }
     }
   }
-  std::free(p);
+  if (capacity >= kHugePage) {
+    ::munmap(p, capacity);
+  } else {
+    std::free(p);
+  }
 }
 
 }  // namespace troupe::detail

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "troupe/array.hpp"
 #include "troupe/detail/fresh_memory.hpp"
 #include "troupe/error.hpp"
 #include "troupe/wire/archive.hpp"
@@ -152,4 +153,19 @@ TEST(FreshMemory, SmallAndReusedVectorsDecodeAsBeforeAndOversizedClaimsAreRefuse
   WireInputArchive in(buf.data(), buf.size(), nullptr, 0);
   EXPECT_THROW(in(dst), troupe::DecodeError);
   EXPECT_EQ(dst.capacity(), 0u);
+}
+
+TEST(FreshMemory, PooledArraysFromOneMiBSitOnHugePages) {
+  troupe::Array<double> small(1000);
+  troupe::Array<double> one_mib(std::size_t{1} << 17);
+  troupe::Array<double> five_mib(std::size_t{5} << 17);
+  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(one_mib.data()) % huge, 0u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(five_mib.data()) % huge, 0u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.data()) % 64, 0u);
+  std::fill(one_mib.begin(), one_mib.end(), 1.0);
+  const std::string thp = thp_mode();
+  if (thp.find("[never]") != std::string::npos || thp.empty()) GTEST_SKIP() << "no transparent huge pages";
+  EXPECT_GT(huge_kib_at(one_mib.data()), 0);
+  EXPECT_GT(huge_kib_at(five_mib.data() + (std::size_t{1} << 17)), 0);
 }
