@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "troupe/detail/fresh_memory.hpp"
 #include "troupe/mpi.hpp"
 #include "troupe/remote.hpp"
 #include "troupe/troupe.hpp"
@@ -123,7 +124,8 @@ double mpi_rtt_us(MPI_Comm comm, int iters) {
 // their data), and the receiver cycles through one buffer per window slot, as
 // troupe's pooled Arrays do: the same memory traffic as troupe's run.
 // Buffers::distinct_huge: the same on transparent huge pages, which troupe
-// asks for when it maps a large block (include/troupe/detail/fresh_memory.hpp).
+// asks for when it maps a block of 1 MiB or more
+// (include/troupe/detail/fresh_memory.hpp); measured from that size on.
 enum class Buffers { one, distinct, distinct_huge };
 
 struct FreeDeleter {
@@ -215,8 +217,11 @@ int main(int argc, char** argv) {
     raw_bw.push_back(static_cast<double>(s) * window * windows / mpi_stream(raw, s, window, windows) / 1e6);
     raw_bw_distinct.push_back(static_cast<double>(s) * window * windows /
                               mpi_stream(raw, s, window, windows, Buffers::distinct) / 1e6);
-    raw_bw_huge.push_back(static_cast<double>(s) * window * windows /
-                          mpi_stream(raw, s, window, windows, Buffers::distinct_huge) / 1e6);
+    // Only where troupe maps blocks on huge pages (each buffer takes whole ones).
+    raw_bw_huge.push_back(s < troupe::detail::kFreshMemoryFrom
+                              ? 0.0
+                              : static_cast<double>(s) * window * windows /
+                                    mpi_stream(raw, s, window, windows, Buffers::distinct_huge) / 1e6);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 

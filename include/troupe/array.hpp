@@ -24,9 +24,13 @@ namespace troupe {
 namespace detail {
 /// A block of at least `bytes` (its real size in `capacity`), from the pool.
 void* array_acquire(std::size_t bytes, std::size_t& capacity);
-/// Gives a block back; the pool keeps it for reuse while under its budget
-/// (TROUPE_ARRAY_POOL_MB, default 512 MiB), else frees it.
+/// Gives a block back; the pool keeps it for reuse within its budget
+/// (TROUPE_ARRAY_POOL_MB, default 512 MiB), making room by freeing the blocks
+/// of the sizes used longest ago.
 void array_release(void* p, std::size_t capacity) noexcept;
+/// For tests: free blocks the pool keeps for Arrays of `bytes`, and its budget.
+std::size_t array_pool_kept_blocks(std::size_t bytes);
+void array_pool_set_budget(std::size_t bytes);
 }  // namespace detail
 
 template <class T>

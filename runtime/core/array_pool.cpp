@@ -19,11 +19,17 @@ namespace {
 
 constexpr std::size_t kPooledFrom = 64 * 1024;
 
+struct FreeList {
+  std::vector<void*> blocks;
+  std::uint64_t last_used = 0;  // pool tick of the last acquire or release
+};
+
 struct Pool {
   std::mutex mu;
-  std::map<std::size_t, std::vector<void*>> free;  // by capacity
+  std::map<std::size_t, FreeList> free;  // by capacity
   std::size_t kept = 0;
   std::size_t budget = 512ull << 20;
+  std::uint64_t tick = 0;
   Pool() {
     if (const char* v = std::getenv("TROUPE_ARRAY_POOL_MB"); v != nullptr && *v != '\0')
       budget = std::strtoull(v, nullptr, 10) << 20;
@@ -77,9 +83,10 @@ void* array_acquire(std::size_t bytes, std::size_t& capacity) {
   {
     std::lock_guard lk(pl.mu);
     auto it = pl.free.find(capacity);
-    if (it != pl.free.end() && !it->second.empty()) {
-      void* p = it->second.back();
-      it->second.pop_back();
+    if (it != pl.free.end() && !it->second.blocks.empty()) {
+      void* p = it->second.blocks.back();
+      it->second.blocks.pop_back();
+      it->second.last_used = ++pl.tick;
       pl.kept -= capacity;
       return p;
     }
@@ -94,24 +101,69 @@ void* array_acquire(std::size_t bytes, std::size_t& capacity) {
   return p;
 }
 
+namespace {
+
+void give_back(void* p, std::size_t capacity) noexcept {
+  if (capacity >= kHugePage) {
+    ::munmap(p, capacity);
+  } else {
+    std::free(p);
+  }
+}
+
+/// Makes room for `need` more bytes by freeing the blocks of the classes used
+/// longest ago (never `keep`'s): a program that moves on from one message size
+/// to another gets its pool back for the new size, instead of a pool full of
+/// blocks nobody asks for and a fresh mapping for every new block.
+bool make_room(Pool& pl, std::size_t need, std::size_t keep) noexcept {
+  while (pl.kept + need > pl.budget) {
+    FreeList* oldest = nullptr;
+    std::size_t oldest_capacity = 0;
+    for (auto& [capacity, list] : pl.free)
+      if (capacity != keep && !list.blocks.empty() && (oldest == nullptr || list.last_used < oldest->last_used)) {
+        oldest = &list;
+        oldest_capacity = capacity;
+      }
+    if (oldest == nullptr) return false;
+    give_back(oldest->blocks.back(), oldest_capacity);
+    oldest->blocks.pop_back();
+    pl.kept -= oldest_capacity;
+  }
+  return true;
+}
+
+}  // namespace
+
 void array_release(void* p, std::size_t capacity) noexcept {
   if (capacity >= kPooledFrom) {
     auto& pl = pool();
     std::lock_guard lk(pl.mu);
-    if (pl.kept + capacity <= pl.budget) {
+    if (capacity <= pl.budget && make_room(pl, capacity, capacity)) {
       try {
-        pl.free[capacity].push_back(p);
+        auto& list = pl.free[capacity];
+        list.blocks.push_back(p);
+        list.last_used = ++pl.tick;
         pl.kept += capacity;
         return;
       } catch (...) {
       }
     }
   }
-  if (capacity >= kHugePage) {
-    ::munmap(p, capacity);
-  } else {
-    std::free(p);
-  }
+  give_back(p, capacity);
+}
+
+std::size_t array_pool_kept_blocks(std::size_t bytes) {
+  auto& pl = pool();
+  std::lock_guard lk(pl.mu);
+  auto it = pl.free.find(size_class(bytes));
+  return it == pl.free.end() ? 0 : it->second.blocks.size();
+}
+
+void array_pool_set_budget(std::size_t bytes) {
+  auto& pl = pool();
+  std::lock_guard lk(pl.mu);
+  pl.budget = bytes;
+  make_room(pl, 0, 0);
 }
 
 }  // namespace troupe::detail

@@ -58,3 +58,29 @@ TEST(Array, TravelsAsAZeroCopySegment) {
   EXPECT_EQ(dst[99999], 99999.0);
   static_assert(zero_copy_safe<std::tuple<Array<double>, int>>::value);
 }
+
+TEST(Array, AFullPoolMakesRoomForTheSizeInUseNow) {
+  array_pool_set_budget(0);  // start empty: earlier tests left blocks behind
+  array_pool_set_budget(std::size_t{8} << 20);
+  {
+    std::vector<Array<char>> small;
+    for (int i = 0; i < 40; ++i) small.emplace_back(std::size_t{256} << 10);
+  }
+  EXPECT_EQ(array_pool_kept_blocks(std::size_t{256} << 10), 32u) << "8 MiB of 256 KiB blocks kept, the rest freed";
+  { Array<char> big(std::size_t{3} << 20); }
+  EXPECT_EQ(array_pool_kept_blocks(std::size_t{3} << 20), 1u) << "the size in use now is kept";
+  EXPECT_EQ(array_pool_kept_blocks(std::size_t{256} << 10), 20u) << "by freeing 3 MiB of the older size";
+  const char* kept = nullptr;
+  {
+    Array<char> again(std::size_t{3} << 20);
+    kept = again.data();
+  }
+  {
+    Array<char> third(std::size_t{3} << 20);
+    EXPECT_EQ(third.data(), kept) << "and reused";
+  }
+  array_pool_set_budget(0);
+  EXPECT_EQ(array_pool_kept_blocks(std::size_t{3} << 20), 0u);
+  EXPECT_EQ(array_pool_kept_blocks(std::size_t{256} << 10), 0u);
+  array_pool_set_budget(std::size_t{512} << 20);
+}
