@@ -1,6 +1,8 @@
 #include "troupe/detail/fresh_memory.hpp"
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -8,6 +10,16 @@
 #endif
 
 namespace troupe::detail {
+
+bool huge_pages_wanted() noexcept {
+  // TROUPE_HUGE_PAGES=0: never ask for huge pages (blocks are still mapped in
+  // one step), for systems where transparent huge pages do more harm than good.
+  static const bool wanted = [] {
+    const char* v = std::getenv("TROUPE_HUGE_PAGES");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return wanted;
+}
 
 void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
 #if defined(__linux__)
@@ -28,7 +40,7 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
   constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
   const std::uintptr_t hb = (begin + huge - 1) & ~(huge - 1);
   const std::uintptr_t he = end & ~(huge - 1);
-  if (he > hb) (void)::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_HUGEPAGE);
+  if (he > hb && huge_pages_wanted()) (void)::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_HUGEPAGE);
 #endif
 #if defined(MADV_POPULATE_WRITE)
   // Linux 5.14 and later; an older kernel answers EINVAL and the first

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstdint>
 #include <fstream>
 #include <numeric>
@@ -118,7 +119,8 @@ TEST(FreshMemory, AReceivedLargeVectorKeepsCerealsBytesAndGetsHugePages) {
   std::memcpy(in.destinations()[0].data, segs[0].data, size);  // what MPI does
   EXPECT_EQ(dst, src);
   const std::string thp = thp_mode();
-  if (thp.find("[never]") != std::string::npos || thp.empty()) GTEST_SKIP() << "no transparent huge pages";
+  if (thp.find("[never]") != std::string::npos || thp.empty() || !huge_pages_wanted())
+    GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
   EXPECT_GT(huge_kib_at(dst.data() + dst.size() / 2), 0) << "the vector's memory asked for huge pages";
 }
 
@@ -165,7 +167,25 @@ TEST(FreshMemory, PooledArraysFromOneMiBSitOnHugePages) {
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.data()) % 64, 0u);
   std::fill(one_mib.begin(), one_mib.end(), 1.0);
   const std::string thp = thp_mode();
-  if (thp.find("[never]") != std::string::npos || thp.empty()) GTEST_SKIP() << "no transparent huge pages";
+  if (thp.find("[never]") != std::string::npos || thp.empty() || !huge_pages_wanted())
+    GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
   EXPECT_GT(huge_kib_at(one_mib.data()), 0);
   EXPECT_GT(huge_kib_at(five_mib.data() + (std::size_t{1} << 17)), 0);
+}
+
+// Run by ctest a second time with TROUPE_HUGE_PAGES=0 (unit.fresh_memory_no_huge_pages).
+TEST(FreshMemory, HugePagesCanBeTurnedOff) {
+  const char* v = std::getenv("TROUPE_HUGE_PAGES");
+  if (v == nullptr || std::string(v) != "0") GTEST_SKIP() << "runs with TROUPE_HUGE_PAGES=0";
+  EXPECT_FALSE(huge_pages_wanted());
+  if (thp_mode().find("[madvise]") == std::string::npos) GTEST_SKIP() << "huge pages not on request only";
+  constexpr std::size_t huge = std::size_t{2} << 20;
+  const std::size_t bytes = 4 * huge;
+  void* raw = ::mmap(nullptr, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(raw, MAP_FAILED);
+  auto* p = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(raw) + huge - 1) & ~(huge - 1));
+  prepare_fresh_memory(p, bytes);
+  if (kernel_populates()) EXPECT_EQ(resident_pages(p, bytes), bytes / page_size()) << "still mapped in one step";
+  EXPECT_EQ(huge_kib_at(p), 0) << "but on small pages";
+  ::munmap(raw, bytes + huge);
 }

@@ -14,6 +14,9 @@ namespace troupe::detail {
 /// Blocks from this size on are prepared; smaller ones are not worth a call.
 inline constexpr std::size_t kFreshMemoryFrom = std::size_t{1} << 20;
 
+/// False when the environment says TROUPE_HUGE_PAGES=0 (read once).
+bool huge_pages_wanted() noexcept;
+
 /// Maps [p, p + bytes) ahead of the writes that follow. Best effort: never
 /// fails, never changes the contents.
 void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
