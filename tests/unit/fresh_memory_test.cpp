@@ -155,6 +155,34 @@ TEST(FreshMemory, SmallAndReusedVectorsDecodeAsBeforeAndOversizedClaimsAreRefuse
   WireInputArchive in(buf.data(), buf.size(), nullptr, 0);
   EXPECT_THROW(in(dst), troupe::DecodeError);
   EXPECT_EQ(dst.capacity(), 0u);
+  // Claims that pass the element count (one byte each) but not the block's
+  // real size are refused before anything is allocated, too: 4096 doubles
+  // against a declared 4096-byte segment, and 100 doubles against 100 inline bytes.
+  {
+    ByteBuffer b;
+    {
+      WireOutputArchive ar(b, nullptr);
+      ar(cereal::make_size_tag(static_cast<cereal::size_type>(4096)));
+    }
+    const std::uint64_t seg = 4096;
+    std::vector<double> v;
+    WireInputArchive bad(b.data(), b.size(), &seg, 1);
+    EXPECT_THROW(bad(v), troupe::DecodeError);
+    EXPECT_EQ(v.capacity(), 0u);
+  }
+  {
+    ByteBuffer b;
+    {
+      WireOutputArchive ar(b, nullptr);
+      ar(cereal::make_size_tag(static_cast<cereal::size_type>(100)));
+      const std::vector<char> bytes(100, 1);
+      ar.saveBinary(bytes.data(), bytes.size());
+    }
+    std::vector<double> v;
+    WireInputArchive bad(b.data(), b.size(), nullptr, 0);
+    EXPECT_THROW(bad(v), troupe::DecodeError);
+    EXPECT_EQ(v.capacity(), 0u);
+  }
 }
 
 TEST(FreshMemory, PooledArraysFromOneMiBSitOnHugePages) {
@@ -185,7 +213,9 @@ TEST(FreshMemory, HugePagesCanBeTurnedOff) {
   ASSERT_NE(raw, MAP_FAILED);
   auto* p = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(raw) + huge - 1) & ~(huge - 1));
   prepare_fresh_memory(p, bytes);
-  if (kernel_populates()) EXPECT_EQ(resident_pages(p, bytes), bytes / page_size()) << "still mapped in one step";
+  if (kernel_populates()) {
+    EXPECT_EQ(resident_pages(p, bytes), bytes / page_size()) << "still mapped in one step";
+  }
   EXPECT_EQ(huge_kib_at(p), 0) << "but on small pages";
   ::munmap(raw, bytes + huge);
 }

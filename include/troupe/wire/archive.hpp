@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <string>
 #include <tuple>
@@ -110,6 +111,17 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
       throw DecodeError("troupe: oversized container (" + std::to_string(n) + " elements claimed, " +
                         std::to_string(room) + " bytes could hold them)");
   }
+  /// A block of exactly `bytes` must come next (a container of numbers):
+  /// refuse before anything is allocated for it unless the message holds it,
+  /// as the next declared segment or as inline bytes.
+  void checkBlock(std::uint64_t bytes) const {
+    const bool fits = bytes >= kSegmentThreshold
+                          ? next_seg_ < seg_count_ && seg_sizes_[next_seg_] == bytes
+                          : bytes <= size_ - pos_;
+    if (!fits)
+      throw DecodeError("troupe: message does not hold the " + std::to_string(bytes) +
+                        "-byte block its container claims");
+  }
   /// True once every inline byte and every declared segment was consumed.
   bool complete() const noexcept { return pos_ == size_ && next_seg_ == seg_count_; }
   std::size_t remaining() const noexcept { return size_ - pos_; }
@@ -194,7 +206,10 @@ inline std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CER
     troupe::detail::WireInputArchive& ar, std::vector<T, A>& vec) {
   size_type n = 0;
   ar(make_size_tag(n));  // checked against the bytes that remain
+  if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
+    throw troupe::DecodeError("troupe: oversized container (" + std::to_string(n) + " elements claimed)");
   const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
+  ar.checkBlock(bytes);  // exactly: nothing is allocated for a claim the message cannot back
   if (bytes >= troupe::detail::kFreshMemoryFrom && vec.capacity() < n) {
     vec.clear();
     vec.reserve(static_cast<std::size_t>(n));
