@@ -31,10 +31,12 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
   const std::uintptr_t pe = end & ~(page - 1);
   if (pe <= pb) return;
   // Memory the allocator hands out again (a heap it keeps) is mapped already:
-  // leave it alone. Only new memory, whose first page is not there yet, is
-  // worth the calls below.
-  unsigned char first = 0;
-  if (::mincore(reinterpret_cast<void*>(pb), page, &first) != 0 || (first & 1) != 0) return;
+  // leave it alone. Only new memory is worth the calls below; its middle page
+  // tells (an allocator may have written its first bytes: a header, or the
+  // fill pattern of a sanitizer's malloc).
+  const std::uintptr_t mid = (begin + bytes / 2) & ~(page - 1);
+  unsigned char there = 0;
+  if (::mincore(reinterpret_cast<void*>(mid), page, &there) != 0 || (there & 1) != 0) return;
 #if defined(MADV_HUGEPAGE)
   // Only whole huge pages inside the block: its neighbours are left alone.
   constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
