@@ -124,6 +124,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // lock. (The target actor is looked up every time: a cached reference could
   // be the last one to an exited actor and free it under the engine lock.)
   const MethodEntry* frame_method_ = nullptr;
+  // The latest clock of the frame being read, merged into this node's clock
+  // once, when the frame is done: before anything of it is delivered, which
+  // is all causality needs (one atomic update a frame instead of one an
+  // envelope: perf put merge at 7 % of a receiving rank). Under the engine lock.
+  std::uint64_t frame_clock_ = 0;
   std::unique_ptr<Inbound> on_reply(NodeId from, Envelope& env);
   /// Fails an ask at delivery (in order), or with ConnectionLost if its node is lost first.
   std::unique_ptr<Inbound> failed_reply(NodeId from, std::unique_ptr<PendingReply> reply, std::exception_ptr err);

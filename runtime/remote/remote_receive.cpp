@@ -241,7 +241,7 @@ class ReplyInbound final : public Inbound {
 // ---- receiving --------------------------------------------------------------
 
 std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
-  core_.clock().merge(HlcTimestamp{env.clock});
+  frame_clock_ = std::max(frame_clock_, env.clock);  // merged in on_frame_done, before any delivery
   if (env.kind != Kind::call) open_batch_ = nullptr;  // order: nothing joins a batch across it
   switch (env.kind) {
     case Kind::call: return on_call(from, env);
@@ -369,6 +369,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
 }
 
 void RemoteNode::on_frame_done() noexcept {
+  if (frame_clock_ != 0) core_.clock().merge(HlcTimestamp{std::exchange(frame_clock_, 0)});
   frame_method_ = nullptr;
   open_batch_ = nullptr;
 }

@@ -125,7 +125,8 @@ class InboundHandler {
   virtual std::unique_ptr<Inbound> on_envelope(NodeId from, Envelope& env) = 0;
   /// An envelope could not be read (bad bytes, another protocol version).
   virtual void on_bad_envelope(NodeId from, const EnvelopeFault& fault) = 0;
-  /// The frame whose envelopes on_envelope() just saw is done (engine lock held).
+  /// The frame whose envelopes on_envelope() just saw is done (engine lock
+  /// held); none of its envelopes has been delivered yet.
   virtual void on_frame_done() noexcept {}
 };
 
