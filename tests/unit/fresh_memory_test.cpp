@@ -49,8 +49,9 @@ std::string thp_mode() {
   return s;
 }
 
-/// AnonHugePages of the mapping that holds p, in KiB (-1 if not found).
-long huge_kib_at(const void* p) {
+/// The rest of the line `key` of the /proc/self/smaps entry of the mapping
+/// that holds p ("" if there is none).
+std::string smaps_field(const void* p, const std::string& key) {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   std::ifstream f("/proc/self/smaps");
   std::string line;
@@ -63,33 +64,23 @@ long huge_kib_at(const void* p) {
       inside = lo <= a && a < hi;
       continue;
     }
-    if (inside && line.rfind("AnonHugePages:", 0) == 0) return std::stol(line.substr(14));
+    if (inside && line.rfind(key, 0) == 0) return line.substr(key.size());
   }
-  return -1;
+  return "";
 }
 
-/// Whether the mapping that holds p has the given VmFlags entry in smaps.
+/// AnonHugePages of the mapping that holds p, in KiB.
+long huge_kib_at(const void* p) {
+  const std::string kib = smaps_field(p, "AnonHugePages:");
+  return kib.empty() ? -1 : std::stol(kib);
+}
+
+/// Whether the mapping that holds p has the given VmFlags entry.
 bool has_vm_flag(const void* p, const std::string& flag) {
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  std::ifstream f("/proc/self/smaps");
-  std::string line;
-  bool inside = false;
-  while (std::getline(f, line)) {
-    std::uintptr_t lo = 0, hi = 0;
-    char dash = 0;
-    std::istringstream head(line);
-    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
-      inside = lo <= a && a < hi;
-      continue;
-    }
-    if (inside && line.rfind("VmFlags:", 0) == 0) {
-      std::istringstream flags(line.substr(8));
-      std::string f1;
-      while (flags >> f1)
-        if (f1 == flag) return true;
-      return false;
-    }
-  }
+  std::istringstream flags(smaps_field(p, "VmFlags:"));
+  std::string f;
+  while (flags >> f)
+    if (f == flag) return true;
   return false;
 }
 
