@@ -144,8 +144,7 @@ MethodEntry make_method_entry(WireId class_id, const TypeTag* cls, std::string n
   };
   if constexpr (all_arithmetic<typename Traits::Args>::value) {
     e.encode_numbers = [](const CallBase& call, ByteBuffer& out) {
-      std::apply([&](const auto&... a) { (out.append(&a, sizeof a), ...); },
-                 static_cast<const CallMessage<M>&>(call).args);
+      append_numbers(out, static_cast<const CallMessage<M>&>(call).args);
     };
   }
   e.decode_call = [](WireInputArchive& ar, RemoteCaller caller) -> std::unique_ptr<Message> {

@@ -48,6 +48,9 @@ TEST(WireArgs, NumbersWriteTheBytesCerealWrites) {
   static_assert(troupe::detail::all_arithmetic<std::remove_cv_t<decltype(t)>>::value);
   EXPECT_TRUE(same(fast(t), through_cereal(t)));
   EXPECT_EQ(fast(t).size(), 8u + 4 + 8 + 1 + 1 + 4 + 2);
+  ByteBuffer in_place;  // a tell of plain numbers, written straight into its frame
+  troupe::detail::append_numbers(in_place, t);
+  EXPECT_TRUE(same(in_place, through_cereal(t)));
   const std::tuple<> none;
   EXPECT_EQ(fast(none).size(), 0u);
   // Anything else still goes through cereal.

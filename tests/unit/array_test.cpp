@@ -6,6 +6,7 @@
 
 #include "troupe/array.hpp"
 #include "troupe/wire/archive.hpp"
+#include "wire_encode.hpp"
 
 using troupe::Array;
 using namespace troupe::detail;
@@ -39,17 +40,13 @@ TEST(Array, LargeBlocksAreRecycled) {
 TEST(Array, TravelsAsAZeroCopySegment) {
   Array<double> src(100000);
   std::iota(src.begin(), src.end(), 0.0);
-  ByteBuffer buf;
-  std::vector<OutSegment> segs;
-  {
-    WireOutputArchive ar(buf, &segs);
-    ar(src);
-  }
+  const auto enc = wire_test::encode_with_segments(src);
+  const auto& segs = enc.segments;
   ASSERT_EQ(segs.size(), 1u);
   EXPECT_EQ(segs[0].data, src.data()) << "sent from the array's own memory";
   std::uint64_t size = segs[0].size;
   Array<double> dst;
-  WireInputArchive in(buf.data(), buf.size(), &size, 1);
+  WireInputArchive in(enc.bytes.data(), enc.bytes.size(), &size, 1);
   in(dst);
   ASSERT_TRUE(in.complete());
   ASSERT_EQ(in.destinations().size(), 1u);

@@ -19,6 +19,7 @@
 #include "troupe/detail/fresh_memory.hpp"
 #include "troupe/error.hpp"
 #include "troupe/wire/archive.hpp"
+#include "wire_encode.hpp"
 
 using namespace troupe::detail;
 
@@ -124,16 +125,12 @@ TEST(FreshMemory, NewMemoryIsMappedBeforeItIsWrittenAndMemoryInUseIsLeftAlone) {
 TEST(FreshMemory, AReceivedLargeVectorKeepsCerealsBytesAndGetsHugePages) {
   std::vector<double> src(3u << 20);  // 24 MiB: new memory from the system on any allocator
   std::iota(src.begin(), src.end(), 0.0);
-  ByteBuffer buf;
-  std::vector<OutSegment> segs;
-  {
-    WireOutputArchive ar(buf, &segs);
-    ar(src);
-  }
+  const auto enc = wire_test::encode_with_segments(src);
+  const auto& segs = enc.segments;
   ASSERT_EQ(segs.size(), 1u);
   std::uint64_t size = segs[0].size;
   std::vector<double> dst;
-  WireInputArchive in(buf.data(), buf.size(), &size, 1);
+  WireInputArchive in(enc.bytes.data(), enc.bytes.size(), &size, 1);
   in(dst);
   ASSERT_TRUE(in.complete());
   ASSERT_EQ(dst.size(), src.size());
@@ -151,20 +148,13 @@ TEST(FreshMemory, SmallAndReusedVectorsDecodeAsBeforeAndOversizedClaimsAreRefuse
   for (std::size_t n : {std::size_t{0}, std::size_t{7}, std::size_t{5000}, std::size_t{200000}}) {
     std::vector<std::int32_t> src(n);
     std::iota(src.begin(), src.end(), 1);
-    ByteBuffer buf;
-    std::vector<OutSegment> segs;
-    {
-      WireOutputArchive ar(buf, &segs);
-      ar(src);
-    }
-    std::vector<std::uint64_t> sizes;
-    for (auto& s : segs) sizes.push_back(s.size);
+    const auto enc = wire_test::encode_with_segments(src);
     std::vector<std::int32_t> dst(300000, -1);  // larger than any: its memory is reused
     const auto* before = dst.data();
-    WireInputArchive in(buf.data(), buf.size(), sizes.data(), sizes.size());
+    WireInputArchive in(enc.bytes.data(), enc.bytes.size(), enc.sizes.data(), enc.sizes.size());
     in(dst);
     ASSERT_TRUE(in.complete());
-    for (auto& d : in.destinations()) std::memcpy(d.data, segs[0].data, d.size);
+    for (auto& d : in.destinations()) std::memcpy(d.data, enc.segments[0].data, d.size);
     EXPECT_EQ(dst, src) << n;
     EXPECT_EQ(dst.data(), before) << "a vector with room keeps its memory";
   }

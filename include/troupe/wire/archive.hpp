@@ -241,6 +241,14 @@ void save_args(WireOutputArchive& ar, const Tuple& args) {
   }
 }
 
+/// Appends a tuple of plain numbers to out: the bytes save_args writes, without
+/// an archive (a tell of plain numbers is written straight into its frame).
+template <class Tuple>
+void append_numbers(ByteBuffer& out, const Tuple& args) {
+  static_assert(all_arithmetic<Tuple>::value);
+  std::apply([&](const auto&... a) { (out.append(&a, sizeof a), ...); }, args);
+}
+
 /// Reads a tuple of plain numbers from exactly n bytes at p, the way load_args
 /// would (the same checks and errors), without an archive.
 template <class T>
