@@ -32,12 +32,23 @@ md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|"]
 idle = [r for r in rows if r["bench"] == "idle"]
 rows = [r for r in rows if r["bench"] != "idle"]
+def ratio(r, prefix, base):
+    """The median of the rounds' own ratios, and their range."""
+    if prefix + "ratio_min" in r:
+        return f"{r[prefix + 'ratio']:.2f} ({r[prefix + 'ratio_min']:.2f}-{r[prefix + 'ratio_max']:.2f})"
+    return f"{r['troupe'] / base:.2f}"
 for r in rows:
     d = r.get("mpi_distinct")
     h = r.get("mpi_distinct_huge")
-    extra = f" {d:.4g} | {r['troupe']/d:.2f} |" if d else " | |"
-    extra += f" {h:.4g} | {r['troupe']/h:.2f} |" if h else " | |"
-    md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {r['troupe']/r['mpi']:.2f} |" + extra)
+    extra = f" {d:.4g} | {ratio(r, 'distinct_', d)} |" if d else " | |"
+    extra += f" {h:.4g} | {ratio(r, 'huge_', h)} |" if h else " | |"
+    md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {ratio(r, '', r['mpi'])} |" + extra)
+md += ["", "troupe and raw MPI: medians over rounds that alternate them (7 for rtt, 5 for rate, 3 for bw);",
+       "ratios: the median of each round's own troupe/raw ratio, with their range."]
+for r in rows:
+    if "mpi_alone" in r:
+        md.append(f"{r['transport']} {r['bench']}: raw MPI measured alone before troupe started (5 runs, median): {r['mpi_alone']:.4g} {r['unit']}"
+                  f" (beside an idle troupe runtime: {r['mpi']:.4g}).")
 for r in rows:
     if r["bench"] == "rate" and "send_ns_per_tell" in r:
         md.append("")

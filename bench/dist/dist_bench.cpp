@@ -1,5 +1,6 @@
 // Distributed benchmarks, each beside its raw-MPI baseline measured in the same
-// run (same processes, same MPI, before troupe's runtime starts):
+// run (same processes, same MPI, on a communicator of its own), in rounds that
+// alternate raw MPI and troupe; ratios are the median of the rounds' own:
 //   rtt   remote ask round trip, 8 bytes      vs MPI_Send/MPI_Recv ping-pong
 //   rate  one-way rate of small tells         vs a windowed MPI_Isend stream
 //   bw    std::vector<double>, 1 KiB..64 MiB  vs windowed MPI_Isend of the same bytes
@@ -95,26 +96,23 @@ void emit(const char* bench, const char* what, double troupe_v, double mpi_v, co
   std::fflush(stdout);
 }
 
-// ---- raw MPI baselines (run before troupe starts) -------------------------
+// ---- raw MPI baselines ----------------------------------------------------
 
+/// One run of `iters` raw ping-pongs of 8 bytes: microseconds per round trip.
 double mpi_rtt_us(MPI_Comm comm, int iters) {
   std::uint64_t x = 0;
-  std::vector<double> samples;
-  for (int rep = 0; rep < 5; ++rep) {
-    MPI_Barrier(comm);
-    auto t0 = Clock::now();
-    for (int i = 0; i < iters; ++i) {
-      if (rank == 0) {
-        MPI_Send(&x, 1, MPI_UINT64_T, 1, 1, comm);
-        MPI_Recv(&x, 1, MPI_UINT64_T, 1, 1, comm, MPI_STATUS_IGNORE);
-      } else if (rank == 1) {
-        MPI_Recv(&x, 1, MPI_UINT64_T, 0, 1, comm, MPI_STATUS_IGNORE);
-        MPI_Send(&x, 1, MPI_UINT64_T, 0, 1, comm);
-      }
+  MPI_Barrier(comm);
+  auto t0 = Clock::now();
+  for (int i = 0; i < iters; ++i) {
+    if (rank == 0) {
+      MPI_Send(&x, 1, MPI_UINT64_T, 1, 1, comm);
+      MPI_Recv(&x, 1, MPI_UINT64_T, 1, 1, comm, MPI_STATUS_IGNORE);
+    } else if (rank == 1) {
+      MPI_Recv(&x, 1, MPI_UINT64_T, 0, 1, comm, MPI_STATUS_IGNORE);
+      MPI_Send(&x, 1, MPI_UINT64_T, 0, 1, comm);
     }
-    samples.push_back(secs(Clock::now() - t0) / iters * 1e6);
   }
-  return median(samples);
+  return secs(Clock::now() - t0) / iters * 1e6;
 }
 
 // osu_mbw_mr style: windows of nonblocking sends, one ack per window.
@@ -144,39 +142,70 @@ RawBuffer raw_buffer(std::size_t bytes, bool huge) {
   return b;
 }
 
-double mpi_stream(MPI_Comm comm, std::size_t bytes, int window, int windows, Buffers kind = Buffers::one) {
-  const bool distinct = kind != Buffers::one;
-  const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
-  const std::size_t sources = distinct && rank == 0 ? total : 1;
-  const std::size_t sinks = distinct && rank == 1 ? static_cast<std::size_t>(window) : 1;
-  std::vector<RawBuffer> bufs;
-  for (std::size_t i = 0; i < std::max(sources, sinks); ++i)
-    bufs.push_back(raw_buffer(bytes, kind == Buffers::distinct_huge));
-  std::vector<MPI_Request> reqs(static_cast<std::size_t>(window));
-  char ack = 0;
-  std::vector<double> samples;
-  for (int rep = 0; rep < 3; ++rep) {
-    MPI_Barrier(comm);
+/// Its buffers are made once and kept, so that each round measures the stream alone.
+class RawStream {
+ public:
+  RawStream(MPI_Comm comm, std::size_t bytes, int window, int windows, Buffers kind = Buffers::one)
+      : comm_(comm), bytes_(bytes), window_(window), windows_(windows), reqs_(static_cast<std::size_t>(window)) {
+    const bool distinct = kind != Buffers::one;
+    const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
+    const std::size_t sources = distinct && rank == 0 ? total : 1;
+    const std::size_t sinks = distinct && rank == 1 ? static_cast<std::size_t>(window) : 1;
+    for (std::size_t i = 0; i < std::max(sources, sinks); ++i)
+      bufs_.push_back(raw_buffer(bytes, kind == Buffers::distinct_huge));
+  }
+  /// Seconds for windows * window messages.
+  double once() {
+    char ack = 0;
+    MPI_Barrier(comm_);
     auto t0 = Clock::now();
     std::size_t k = 0;
-    for (int w = 0; w < windows; ++w) {
+    for (int w = 0; w < windows_; ++w) {
       if (rank == 0) {
-        for (int i = 0; i < window; ++i, ++k)
-          MPI_Isend(bufs[k % bufs.size()].get(), static_cast<int>(bytes), MPI_BYTE, 1, 2, comm,
-                    &reqs[static_cast<std::size_t>(i)]);
-        MPI_Waitall(window, reqs.data(), MPI_STATUSES_IGNORE);
-        MPI_Recv(&ack, 1, MPI_BYTE, 1, 3, comm, MPI_STATUS_IGNORE);
+        for (int i = 0; i < window_; ++i, ++k)
+          MPI_Isend(bufs_[k % bufs_.size()].get(), static_cast<int>(bytes_), MPI_BYTE, 1, 2, comm_,
+                    &reqs_[static_cast<std::size_t>(i)]);
+        MPI_Waitall(window_, reqs_.data(), MPI_STATUSES_IGNORE);
+        MPI_Recv(&ack, 1, MPI_BYTE, 1, 3, comm_, MPI_STATUS_IGNORE);
       } else if (rank == 1) {
-        for (int i = 0; i < window; ++i)
-          MPI_Irecv(bufs[static_cast<std::size_t>(i) % bufs.size()].get(), static_cast<int>(bytes), MPI_BYTE, 0, 2,
-                    comm, &reqs[static_cast<std::size_t>(i)]);
-        MPI_Waitall(window, reqs.data(), MPI_STATUSES_IGNORE);
-        MPI_Send(&ack, 1, MPI_BYTE, 0, 3, comm);
+        for (int i = 0; i < window_; ++i)
+          MPI_Irecv(bufs_[static_cast<std::size_t>(i) % bufs_.size()].get(), static_cast<int>(bytes_), MPI_BYTE, 0, 2,
+                    comm_, &reqs_[static_cast<std::size_t>(i)]);
+        MPI_Waitall(window_, reqs_.data(), MPI_STATUSES_IGNORE);
+        MPI_Send(&ack, 1, MPI_BYTE, 0, 3, comm_);
       }
     }
-    samples.push_back(secs(Clock::now() - t0));
+    return secs(Clock::now() - t0);
   }
-  return median(samples);  // seconds for windows*window messages
+
+ private:
+  MPI_Comm comm_;
+  std::size_t bytes_;
+  int window_, windows_;
+  std::vector<RawBuffer> bufs_;
+  std::vector<MPI_Request> reqs_;
+};
+
+/// Per-round samples of one figure: raw MPI's and troupe's, measured in turn.
+struct Paired {
+  std::vector<double> raw, troupe;
+  /// troupe/raw in each round, then its median, min and max as JSON fields
+  /// (prefix_ratio, prefix_ratio_min, prefix_ratio_max).
+  std::string ratios(const std::string& prefix, const std::vector<double>& base) const {
+    std::vector<double> r;
+    for (std::size_t i = 0; i < troupe.size() && i < base.size(); ++i) r.push_back(troupe[i] / base[i]);
+    if (r.empty()) return "";
+    const auto [lo, hi] = std::minmax_element(r.begin(), r.end());
+    return ",\"" + prefix + "ratio\":" + std::to_string(median(r)) + ",\"" + prefix + "ratio_min\":" +
+           std::to_string(*lo) + ",\"" + prefix + "ratio_max\":" + std::to_string(*hi);
+  }
+};
+
+/// Waits until both ranks got here, politely (see wait_politely).
+void sync_politely(MPI_Comm comm) {
+  MPI_Request req;
+  MPI_Ibarrier(comm, &req);
+  wait_politely(req);
 }
 
 }  // namespace
@@ -195,33 +224,17 @@ int main(int argc, char** argv) {
   MPI_Comm raw;
   MPI_Comm_dup(MPI_COMM_WORLD, &raw);
 
-  // Baselines first, with nothing else running.
   const int rtt_iters = quick ? 2000 : 20000;
-  const double raw_rtt = want("rtt") ? mpi_rtt_us(raw, rtt_iters) : 0;
   const int rate_msgs = quick ? 100000 : 1000000;
   const int rate_window = 64;
-  const double raw_rate = want("rate") ? rate_msgs / mpi_stream(raw, 8, rate_window, rate_msgs / rate_window) : 0;
-  std::vector<std::size_t> sizes;
-  if (want("bw"))
-    for (std::size_t s = min_bytes; s <= max_bytes; s *= 4) sizes.push_back(s);
-  std::vector<double> raw_bw;
-  auto bw_shape = [&](std::size_t bytes) {
-    const int window = bytes >= (1u << 20) ? 4 : 32;
-    const std::size_t target = quick ? (64u << 20) : (512u << 20);  // bytes per measurement
-    const int windows = static_cast<int>(std::max<std::size_t>(2, target / (bytes * static_cast<std::size_t>(window))));
-    return std::make_pair(window, windows);
-  };
-  std::vector<double> raw_bw_distinct, raw_bw_huge;
-  for (auto s : sizes) {
-    auto [window, windows] = bw_shape(s);
-    raw_bw.push_back(static_cast<double>(s) * window * windows / mpi_stream(raw, s, window, windows) / 1e6);
-    raw_bw_distinct.push_back(static_cast<double>(s) * window * windows /
-                              mpi_stream(raw, s, window, windows, Buffers::distinct) / 1e6);
-    // Only where troupe maps blocks on huge pages (each buffer takes whole ones).
-    raw_bw_huge.push_back(s < troupe::detail::kFreshMemoryFrom
-                              ? 0.0
-                              : static_cast<double>(s) * window * windows /
-                                    mpi_stream(raw, s, window, windows, Buffers::distinct_huge) / 1e6);
+  // The raw round trip and message rate once more with nothing else in the
+  // process, before troupe starts: shows what an idle runtime beside the
+  // paired baselines costs them.
+  std::vector<double> alone_rtt, alone_rate;
+  for (int rep = 0; rep < 5 && want("rtt"); ++rep) alone_rtt.push_back(mpi_rtt_us(raw, rtt_iters));
+  if (want("rate")) {
+    RawStream s(raw, 8, rate_window, rate_msgs / rate_window);
+    for (int rep = 0; rep < 5; ++rep) alone_rate.push_back(rate_msgs / s.once());
   }
   MPI_Barrier(MPI_COMM_WORLD);
 
@@ -230,87 +243,115 @@ int main(int argc, char** argv) {
     troupe::ActorId sink_id = 0;
     if (rt.node() == 1) sink_id = rt.spawn<bench::Sink>().id();
     MPI_Bcast(&sink_id, sizeof(sink_id), MPI_BYTE, 1, MPI_COMM_WORLD);  // tests-and-benchmarks only
-    if (rt.node() == 0) {
-      troupe::ActorRef<bench::Sink> sink(&rt.core(), 1, sink_id);
-      // rtt
-      if (want("rtt")) {
-      for (int i = 0; i < 1000; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
-      std::vector<double> samples;
-      for (int rep = 0; rep < 5; ++rep) {
-        auto t0 = Clock::now();
-        for (int i = 0; i < rtt_iters; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
-        samples.push_back(secs(Clock::now() - t0) / rtt_iters * 1e6);
-      }
-      const double rtt = median(samples);
-      emit("rtt", "ask 8 B", rtt, raw_rtt, "us", ",\"goal\":\"<= 1.5x mpi\",\"ratio\":" + std::to_string(rtt / raw_rtt));
-      }
-      // rate
-      if (want("rate")) {
-      std::vector<double> samples, sending;
-      for (int rep = 0; rep < 3; ++rep) {
-        auto t0 = Clock::now();
-        for (int i = 0; i < rate_msgs; ++i) sink.tell<&bench::Sink::take>(std::uint64_t(i));
-        sending.push_back(secs(Clock::now() - t0) / rate_msgs * 1e9);  // the sender's own cost per tell
-        sink.ask<&bench::Sink::count>().get();
-        samples.push_back(rate_msgs / secs(Clock::now() - t0));
-      }
-      const double rate = median(samples);
-      emit("rate", "tell 8 B", rate, raw_rate, "msg/s",
-           ",\"goal\":\">= 1.0x mpi\",\"ratio\":" + std::to_string(rate / raw_rate) +
-               ",\"send_ns_per_tell\":" + std::to_string(median(sending)));
-      }
-      // bandwidth: vectors moved into tells, a window at a time, one ask per
-      // window. Every window's data is made before the clock starts, so the
-      // stream is continuous like raw MPI's (building it between windows left
-      // the receiver idle long enough to back off into sleeps, which the next
-      // window then waited out: that measured wake-up, not bandwidth).
-      for (std::size_t k = 0; k < sizes.size(); ++k) {
-        const std::size_t bytes = sizes[k];
-        auto [window, windows] = bw_shape(bytes);
-        const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
-        std::vector<double> runs;
+    troupe::ActorRef<bench::Sink> sink(&rt.core(), 1, sink_id);
+    // Every figure is measured in rounds: raw MPI on its own communicator (both
+    // ranks), then troupe (rank 0 drives; rank 1's main thread waits politely
+    // while its runtime answers). The machine's speed moves by up to 2x within
+    // minutes, so the ratio reported is the median of each round's own ratio.
+    auto round = [&](Paired& p, auto&& raw_once, auto&& troupe_once) {
+      p.raw.push_back(raw_once());
+      if (rank == 0) p.troupe.push_back(troupe_once());
+      sync_politely(raw);
+    };
+
+    if (want("rtt")) {
+      if (rank == 0)
+        for (int i = 0; i < 1000; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
+      Paired p;
+      for (int rep = 0; rep < 7; ++rep)
+        round(p, [&] { return mpi_rtt_us(raw, rtt_iters); },
+              [&] {
+                auto t0 = Clock::now();
+                for (int i = 0; i < rtt_iters; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
+                return secs(Clock::now() - t0) / rtt_iters * 1e6;
+              });
+      if (rank == 0)
+        emit("rtt", "ask 8 B", median(p.troupe), median(p.raw), "us",
+           ",\"goal\":\"<= 1.5x mpi\"" + p.ratios("", p.raw) + ",\"mpi_alone\":" + std::to_string(median(alone_rtt)));
+    }
+    if (want("rate")) {
+      RawStream stream(raw, 8, rate_window, rate_msgs / rate_window);
+      Paired p;
+      std::vector<double> sending;
+      for (int rep = 0; rep < 5; ++rep)
+        round(p, [&] { return rate_msgs / stream.once(); },
+              [&] {
+                auto t0 = Clock::now();
+                for (int i = 0; i < rate_msgs; ++i) sink.tell<&bench::Sink::take>(std::uint64_t(i));
+                sending.push_back(secs(Clock::now() - t0) / rate_msgs * 1e9);  // the sender's own cost per tell
+                sink.ask<&bench::Sink::count>().get();
+                return rate_msgs / secs(Clock::now() - t0);
+              });
+      if (rank == 0)
+        emit("rate", "tell 8 B", median(p.troupe), median(p.raw), "msg/s",
+           ",\"goal\":\">= 1.0x mpi\"" + p.ratios("", p.raw) + ",\"send_ns_per_tell\":" +
+               std::to_string(median(sending)) + ",\"mpi_alone\":" + std::to_string(median(alone_rate)));
+    }
+    // Bandwidth: vectors (or Arrays) moved into tells, a window at a time, one
+    // ask per window. Every window's data is made before the clock starts, so
+    // the stream is continuous, as raw MPI's is (building it between windows
+    // left the receiver idle long enough to back off into sleeps, which the
+    // next window then waited out: that measured wake-up, not bandwidth).
+    std::vector<std::size_t> sizes;
+    if (want("bw"))
+      for (std::size_t s = min_bytes; s <= max_bytes; s *= 4) sizes.push_back(s);
+    for (const std::size_t bytes : sizes) {
+      const int window = bytes >= (1u << 20) ? 4 : 32;
+      const std::size_t target = quick ? (64u << 20) : (512u << 20);  // bytes per measurement
+      const int windows = static_cast<int>(std::max<std::size_t>(2, target / (bytes * static_cast<std::size_t>(window))));
+      const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
+      const double moved = static_cast<double>(bytes) * static_cast<double>(total) / 1e6;  // MB
+      // Huge pages only where troupe maps blocks on them (each buffer takes whole ones).
+      const bool huge = bytes >= troupe::detail::kFreshMemoryFrom;
+      Paired one, distinct, distinct_huge, vec, arr;
+      {
+        RawStream s_one(raw, bytes, window, windows), s_distinct(raw, bytes, window, windows, Buffers::distinct);
+        std::unique_ptr<RawStream> s_huge;
+        if (huge) s_huge = std::make_unique<RawStream>(raw, bytes, window, windows, Buffers::distinct_huge);
         for (int rep = 0; rep < 3; ++rep) {
-          std::vector<std::vector<double>> data(total, std::vector<double>(bytes / sizeof(double), 1.0));
-          auto t0 = Clock::now();
-          for (std::size_t i = 0; i < total; ++i) {
-            sink.tell<&bench::Sink::take_vec>(std::move(data[i]));
-            if ((i + 1) % static_cast<std::size_t>(window) == 0) sink.ask<&bench::Sink::count>().get();
+          one.raw.push_back(moved / s_one.once());
+          distinct.raw.push_back(moved / s_distinct.once());
+          if (huge) distinct_huge.raw.push_back(moved / s_huge->once());
+          if (rank == 0) {
+            std::vector<std::vector<double>> data(total, std::vector<double>(bytes / sizeof(double), 1.0));
+            auto t0 = Clock::now();
+            for (std::size_t i = 0; i < total; ++i) {
+              sink.tell<&bench::Sink::take_vec>(std::move(data[i]));
+              if ((i + 1) % static_cast<std::size_t>(window) == 0) sink.ask<&bench::Sink::count>().get();
+            }
+            vec.troupe.push_back(moved / secs(Clock::now() - t0));
+            data.clear();
+            // The same bytes as troupe::Array<double>: pooled, never zero-filled.
+            std::vector<troupe::Array<double>> arrays;
+            arrays.reserve(total);
+            for (std::size_t i = 0; i < total; ++i) arrays.emplace_back(bytes / sizeof(double), 1.0);
+            t0 = Clock::now();
+            for (std::size_t i = 0; i < total; ++i) {
+              sink.tell<&bench::Sink::take_array>(std::move(arrays[i]));
+              if ((i + 1) % static_cast<std::size_t>(window) == 0) sink.ask<&bench::Sink::count>().get();
+            }
+            arr.troupe.push_back(moved / secs(Clock::now() - t0));
           }
-          runs.push_back(static_cast<double>(bytes) * static_cast<double>(total) / secs(Clock::now() - t0) / 1e6);
+          sync_politely(raw);
         }
-        const double bw = median(runs);
+      }
+      if (rank != 0) continue;
+      for (Paired* t : {&vec, &arr}) {
         char what[64];
-        std::snprintf(what, sizeof what, "%zu B", bytes);
-        emit("bw", what, bw, raw_bw[k], "MB/s",
-             ",\"bytes\":" + std::to_string(bytes) + ",\"ratio\":" + std::to_string(bw / raw_bw[k]) +
-                 ",\"mpi_distinct\":" + std::to_string(raw_bw_distinct[k]) +
-                 ",\"mpi_distinct_huge\":" + std::to_string(raw_bw_huge[k]));
-        // The same bytes as troupe::Array<double>: pooled, never zero-filled.
-        runs.clear();
-        for (int rep = 0; rep < 3; ++rep) {
-          std::vector<troupe::Array<double>> data;
-          data.reserve(total);
-          for (std::size_t i = 0; i < total; ++i) data.emplace_back(bytes / sizeof(double), 1.0);
-          auto t0 = Clock::now();
-          for (std::size_t i = 0; i < total; ++i) {
-            sink.tell<&bench::Sink::take_array>(std::move(data[i]));
-            if ((i + 1) % static_cast<std::size_t>(window) == 0) sink.ask<&bench::Sink::count>().get();
-          }
-          runs.push_back(static_cast<double>(bytes) * static_cast<double>(total) / secs(Clock::now() - t0) / 1e6);
-        }
-        const double abw = median(runs);
-        std::snprintf(what, sizeof what, "%zu B Array", bytes);
-        emit("bw", what, abw, raw_bw[k], "MB/s",
-             ",\"bytes\":" + std::to_string(bytes) + ",\"ratio\":" + std::to_string(abw / raw_bw[k]) +
-                 ",\"mpi_distinct\":" + std::to_string(raw_bw_distinct[k]) +
-                 ",\"mpi_distinct_huge\":" + std::to_string(raw_bw_huge[k]));
+        std::snprintf(what, sizeof what, t == &vec ? "%zu B" : "%zu B Array", bytes);
+        std::string extra = ",\"bytes\":" + std::to_string(bytes) + t->ratios("", one.raw) +
+                            ",\"mpi_distinct\":" + std::to_string(median(distinct.raw)) +
+                            t->ratios("distinct_", distinct.raw);
+        if (huge)
+          extra += ",\"mpi_distinct_huge\":" + std::to_string(median(distinct_huge.raw)) +
+                   t->ratios("huge_", distinct_huge.raw);
+        emit("bw", what, median(t->troupe), median(one.raw), "MB/s", extra);
       }
     }
     if (want("idle")) {
       // CPU time over wall time, per rank: while every thread has nothing to
       // do, then while rank 0's main thread waits in get() for a reply that
       // takes 1 s (rank 1's worker sleeps in the actor meanwhile).
-      troupe::ActorRef<bench::Sink> sink(&rt.core(), 1, sink_id);
       std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the last benchmark's traffic settle
       for (const char* what : {"quiet", "waiting in get()"}) {
         MPI_Request req;
