@@ -2,13 +2,16 @@
 # Distributed benchmarks beside raw MPI, measured in the same run, over shared
 # memory (btl vader,self) and TCP loopback (btl tcp,self); then the dispatchers.
 # Writes bench/results/dist.{json,md} and bench/results/dispatch.{json,md}.
-#   bench/run_dist.sh [--quick]
+#   bench/run_dist.sh [--quick | --report]   (--report: only rewrite the .md from the .json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 quick=()
+report_only=0
 [[ "${1:-}" == --quick ]] && quick=(--quick)
+[[ "${1:-}" == --report ]] && report_only=1  # only rewrite the .md files from the .json files
 build=build/bench
+if ((!report_only)); then
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTROUPE_BUILD_TESTS=OFF -DTROUPE_BUILD_APPS=OFF >/dev/null
 cmake --build $build --target bench_dist bench_dispatch -j2 >/dev/null
 out=bench/results/dist.json
@@ -20,6 +23,7 @@ for transport in shm tcp; do
     grep '^{' >>"$out"
 done
 OMPI_MCA_btl=vader,self mpirun -np 4 $build/bench/dist/bench_dispatch 2>/dev/null | grep '^{' >bench/results/dispatch.json
+fi
 python3 - <<'PY'
 import json
 rows = [json.loads(l) for l in open("bench/results/dist.json")]
@@ -48,7 +52,10 @@ md += ["", "troupe and raw MPI: medians over rounds that alternate them (7 for r
 for r in rows:
     if "mpi_alone" in r:
         md.append(f"{r['transport']} {r['bench']}: raw MPI measured alone before troupe started (5 runs, median): {r['mpi_alone']:.4g} {r['unit']}"
-                  f" (beside an idle troupe runtime: {r['mpi']:.4g}).")
+                  f" (in the paired rounds, beside an idle troupe runtime: {r['mpi']:.4g}).")
+if any("mpi_alone" in r for r in rows):
+    md.append("The machine's speed can change between the two; an idle runtime itself cost raw MPI's shm message rate"
+              " 1.5-2 % in a controlled check (docs/benchmarks.md).")
 for r in rows:
     if r["bench"] == "rate" and "send_ns_per_tell" in r:
         md.append("")
