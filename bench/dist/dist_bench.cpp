@@ -235,9 +235,10 @@ int main(int argc, char** argv) {
   const int rtt_iters = quick ? 2000 : 20000;
   const int rate_msgs = quick ? 100000 : 1000000;
   const int rate_window = 64;
-  // The raw round trip and message rate once more with nothing else in the
-  // process, before troupe starts: shows what an idle runtime beside the
-  // paired baselines costs them.
+  // The raw round trip and message rate also with nothing else in the
+  // process, before troupe starts (the paired rounds run beside an idle
+  // runtime; the machine's speed may change in between, so this is a sanity
+  // check, not a measure of that runtime's cost: docs/benchmarks.md has one).
   std::vector<double> alone_rtt, alone_rate;
   for (int rep = 0; rep < 5 && want("rtt"); ++rep) alone_rtt.push_back(mpi_rtt_us(raw, rtt_iters));
   if (want("rate")) {
@@ -254,8 +255,8 @@ int main(int argc, char** argv) {
     troupe::ActorRef<bench::Sink> sink(&rt.core(), 1, sink_id);
     // Every figure is measured in rounds: raw MPI on its own communicator (both
     // ranks), then troupe (rank 0 drives; rank 1's main thread waits politely
-    // while its runtime answers). The machine's speed moves by up to 2x within
-    // minutes, so the ratio reported is the median of each round's own ratio.
+    // while its runtime answers). Raw MPI's speed on this machine jumps by 2-3x
+    // within a run, so the ratio reported is the median of each round's own.
     auto round = [&](Paired& p, auto&& raw_once, auto&& troupe_once) {
       p.raw.push_back(raw_once());
       if (rank == 0) p.troupe.push_back(troupe_once());
