@@ -345,7 +345,7 @@ class Engine {
   MpscQueue outq_;
   std::atomic<std::size_t> outq_size_{0};
   std::atomic<std::size_t> outq_bytes_{0};
-  std::atomic<std::uint64_t> frames_in_{0};  // frames received, for the progress thread's hook
+  std::atomic<std::uint64_t> arrivals_{0};  // frames and segment chunks received, for the progress thread's hook
   std::mutex mu_;  // the engine
 
   std::vector<MPI_Request> send_reqs_;
