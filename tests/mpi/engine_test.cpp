@@ -7,7 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -58,6 +60,49 @@ bool wait_until(Pred pred, std::chrono::milliseconds limit) {
   return true;
 }
 
+/// A frame of one envelope (id told apart by the handler) declaring blocks of these sizes.
+ByteBuffer frame_of(std::uint64_t id, std::vector<std::uint64_t> blocks) {
+  ByteBuffer frame;
+  frame.extend(troupe::detail::kFrameSlot);
+  EnvelopeWriter w(frame);
+  w.begin(Kind::control, 0, 0, 0, id, 0);
+  w.finish(blocks.data(), static_cast<std::uint32_t>(blocks.size()));
+  const auto len = static_cast<std::uint32_t>(frame.size() - troupe::detail::kFrameSlot);
+  std::memcpy(frame.data(), &len, sizeof len);
+  return frame;
+}
+
+/// Records the order in which envelopes are delivered, each block in a buffer of its own.
+class OrderSink final : public InboundHandler {
+ public:
+  std::mutex mu;
+  std::vector<std::uint64_t> order;        // envelope ids, as delivered
+  std::deque<std::vector<std::byte>> blocks;  // stable addresses
+
+  std::unique_ptr<Inbound> on_envelope(NodeId, Envelope& env) override {
+    struct Recorded final : Inbound {
+      Recorded(OrderSink& s, std::uint64_t i) : sink(s), id(i) {}
+      void deliver() override {
+        std::lock_guard lk(sink.mu);
+        sink.order.push_back(id);
+      }
+      OrderSink& sink;
+      std::uint64_t id;
+    };
+    auto in = std::make_unique<Recorded>(*this, env.id);
+    for (auto size : env.segment_sizes) {
+      blocks.emplace_back(size);
+      in->segments.push_back(InSegment{blocks.back().data(), blocks.back().size()});
+    }
+    return in;
+  }
+  void on_bad_envelope(NodeId, const EnvelopeFault& fault) override { ADD_FAILURE() << fault.what; }
+  std::size_t delivered() {
+    std::lock_guard lk(mu);
+    return order.size();
+  }
+};
+
 }  // namespace
 
 TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
@@ -74,14 +119,7 @@ TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
   Engine engine(MPI_COMM_WORLD, sink);
   constexpr std::size_t kBlock = std::size_t{4} << 20;
   if (rank == 0) {
-    ByteBuffer frame;
-    frame.extend(troupe::detail::kFrameSlot);
-    EnvelopeWriter w(frame);
-    w.begin(Kind::control, 0, 0, 0, 1, 0);
-    const std::uint64_t sizes[1] = {kBlock};
-    w.finish(sizes, 1);
-    const auto len = static_cast<std::uint32_t>(frame.size() - troupe::detail::kFrameSlot);
-    std::memcpy(frame.data(), &len, sizeof len);
+    ByteBuffer frame = frame_of(1, {kBlock});
     MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
     std::this_thread::sleep_for(100ms);
     std::vector<std::byte> block(kBlock, std::byte{7});
@@ -99,6 +137,41 @@ TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
     engine.stop_progress_thread();
     ASSERT_EQ(sink.block.size(), kBlock);
     EXPECT_TRUE(std::all_of(sink.block.begin(), sink.block.end(), [](std::byte b) { return b == std::byte{7}; }));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
+  // Per source, delivery follows arrival order. Rank 0 sends, by hand: envelope
+  // 1 declaring a 2 MiB block, envelope 2 with none, envelope 3 declaring a
+  // 64 KiB block, envelope 4 with none; then, 100 ms later, the two blocks.
+  // Envelopes 2-4 are whole long before envelope 1 is, and must still wait.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  constexpr std::size_t kBig = std::size_t{2} << 20, kSmall = std::size_t{64} << 10;
+  if (rank == 0) {
+    std::vector<ByteBuffer> frames;
+    frames.push_back(frame_of(1, {kBig}));
+    frames.push_back(frame_of(2, {}));
+    frames.push_back(frame_of(3, {kSmall}));
+    frames.push_back(frame_of(4, {}));
+    for (auto& f : frames)
+      MPI_Send(f.data(), static_cast<int>(f.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+    std::this_thread::sleep_for(100ms);
+    std::vector<std::byte> big(kBig, std::byte{1}), small(kSmall, std::byte{3});
+    MPI_Send(big.data(), static_cast<int>(kBig), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+    MPI_Send(small.data(), static_cast<int>(kSmall), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == 4; }, 10s)) << "delivered " << sink.delivered();
+    engine.stop_progress_thread();
+    std::lock_guard lk(sink.mu);
+    EXPECT_EQ(sink.order, (std::vector<std::uint64_t>{1, 2, 3, 4}));
+    ASSERT_EQ(sink.blocks.size(), 2u);
+    EXPECT_TRUE(std::all_of(sink.blocks[0].begin(), sink.blocks[0].end(), [](std::byte b) { return b == std::byte{1}; }));
+    EXPECT_TRUE(std::all_of(sink.blocks[1].begin(), sink.blocks[1].end(), [](std::byte b) { return b == std::byte{3}; }));
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
