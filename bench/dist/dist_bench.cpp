@@ -190,7 +190,8 @@ class RawStream {
 struct Paired {
   std::vector<double> raw, troupe;
   /// troupe/raw in each round, then its median, min and max as JSON fields
-  /// (prefix_ratio, prefix_ratio_min, prefix_ratio_max).
+  /// (prefix_ratio, prefix_ratio_min, prefix_ratio_max); without a prefix, every
+  /// round of both as well.
   std::string ratios(const std::string& prefix, const std::vector<double>& base) const {
     std::vector<double> r;
     for (std::size_t i = 0; i < troupe.size() && i < base.size(); ++i) r.push_back(troupe[i] / base[i]);
@@ -198,14 +199,18 @@ struct Paired {
     const auto [lo, hi] = std::minmax_element(r.begin(), r.end());
     auto list = [](const std::vector<double>& v) {
       std::string out = "[";
-      for (double x : v) out += (out.size() > 1 ? "," : "") + std::to_string(x);
+      for (double x : v) {
+        if (out.size() > 1) out += ',';
+        out += std::to_string(x);
+      }
       return out + "]";
     };
+    std::string out;
     if (prefix.empty())  // every round's figures, for whoever wants to look closer
-      return ",\"troupe_rounds\":" + list(troupe) + ",\"mpi_rounds\":" + list(base) + ",\"ratio\":" +
-             std::to_string(median(r)) + ",\"ratio_min\":" + std::to_string(*lo) + ",\"ratio_max\":" + std::to_string(*hi);
-    return ",\"" + prefix + "ratio\":" + std::to_string(median(r)) + ",\"" + prefix + "ratio_min\":" +
-           std::to_string(*lo) + ",\"" + prefix + "ratio_max\":" + std::to_string(*hi);
+      out += ",\"troupe_rounds\":" + list(troupe) + ",\"mpi_rounds\":" + list(base);
+    for (const auto& [name, value] : {std::pair{"ratio", median(r)}, std::pair{"ratio_min", *lo}, std::pair{"ratio_max", *hi}})
+      out.append(",\"").append(prefix).append(name).append("\":").append(std::to_string(value));
+    return out;
   }
 };
 

@@ -30,26 +30,6 @@ using troupe::NodeId;
 
 namespace {
 
-/// Takes each envelope's one block into a buffer of its own and counts deliveries.
-class BlockSink final : public InboundHandler {
- public:
-  std::vector<std::byte> block;
-  std::atomic<int> delivered{0};
-
-  std::unique_ptr<Inbound> on_envelope(NodeId, Envelope& env) override {
-    struct Counted final : Inbound {
-      explicit Counted(BlockSink& s) : sink(s) {}
-      void deliver() override { sink.delivered.fetch_add(1); }
-      BlockSink& sink;
-    };
-    auto in = std::make_unique<Counted>(*this);
-    block.resize(env.segment_bytes);
-    in->segments.push_back(InSegment{block.data(), block.size()});
-    return in;
-  }
-  void on_bad_envelope(NodeId, const EnvelopeFault& fault) override { ADD_FAILURE() << fault.what; }
-};
-
 template <class Pred>
 bool wait_until(Pred pred, std::chrono::milliseconds limit) {
   const auto end = std::chrono::steady_clock::now() + limit;
@@ -78,6 +58,7 @@ class OrderSink final : public InboundHandler {
   std::mutex mu;
   std::vector<std::uint64_t> order;        // envelope ids, as delivered
   std::deque<std::vector<std::byte>> blocks;  // stable addresses
+  std::atomic<int> read{0};                // envelopes read (their frames are in)
 
   std::unique_ptr<Inbound> on_envelope(NodeId, Envelope& env) override {
     struct Recorded final : Inbound {
@@ -94,6 +75,7 @@ class OrderSink final : public InboundHandler {
       blocks.emplace_back(size);
       in->segments.push_back(InSegment{blocks.back().data(), blocks.back().size()});
     }
+    read.fetch_add(1);
     return in;
   }
   void on_bad_envelope(NodeId, const EnvelopeFault& fault) override { ADD_FAILURE() << fault.what; }
@@ -103,40 +85,57 @@ class OrderSink final : public InboundHandler {
   }
 };
 
+/// Rank 1 tells rank 0 that it has read what was sent so far; rank 0 waits for
+/// that before it sends the blocks, so they arrive in later rounds for sure.
+constexpr int kTagGo = 77;
+void go_ahead() {
+  char go = 1;
+  MPI_Send(&go, 1, MPI_CHAR, 0, kTagGo, MPI_COMM_WORLD);
+}
+void wait_for_go_ahead() {
+  char go = 0;
+  MPI_Recv(&go, 1, MPI_CHAR, 1, kTagGo, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+}
+
 }  // namespace
 
 TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
   // Rank 0 sends, by hand on the engine's communicator, a frame whose envelope
-  // declares a 4 MiB block, and the block itself 100 ms later: they reach rank
-  // 1 in two separate rounds of its progress thread. Nobody else drives rank
-  // 1's engine, so the block's arrival must be reported as activity too (the
-  // runtime then polls on a worker, which runs the turn the block made ready at
-  // once instead of leaving it to the scheduler).
+  // declares a 4 MiB block, and the block itself once rank 1 has read the
+  // frame: they reach rank 1 in two separate rounds of its progress thread.
+  // Nobody else drives rank 1's engine, so the block's arrival must be
+  // reported as activity too (the runtime then polls on a worker, which runs
+  // the turn the block made ready at once instead of leaving it to the
+  // scheduler).
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  BlockSink sink;
+  OrderSink sink;
   std::atomic<int> activity{0}, after_delivery{0};  // outlive the engine's thread
   Engine engine(MPI_COMM_WORLD, sink);
   constexpr std::size_t kBlock = std::size_t{4} << 20;
   if (rank == 0) {
     ByteBuffer frame = frame_of(1, {kBlock});
     MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
-    std::this_thread::sleep_for(100ms);
+    wait_for_go_ahead();
     std::vector<std::byte> block(kBlock, std::byte{7});
     MPI_Send(block.data(), static_cast<int>(kBlock), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
   } else if (rank == 1) {
     engine.start_progress_thread(nullptr, 10ms, [&] {
       activity.fetch_add(1);
-      if (sink.delivered.load() != 0) after_delivery.fetch_add(1);
+      if (sink.delivered() != 0) after_delivery.fetch_add(1);
     });
-    ASSERT_TRUE(wait_until([&] { return sink.delivered.load() == 1; }, 10s)) << "the envelope was never delivered";
+    // The frame's round reports its arrival after the frame was read.
+    ASSERT_TRUE(wait_until([&] { return activity.load() >= 1; }, 10s)) << "the frame was never read";
+    go_ahead();
+    ASSERT_TRUE(wait_until([&] { return sink.delivered() == 1; }, 10s)) << "the envelope was never delivered";
     // Delivery happens inside a progress round; the report follows it at once.
     EXPECT_TRUE(wait_until([&] { return after_delivery.load() >= 1; }, 1s))
         << "the block's arrival was not reported (activity reports: " << activity.load() << ")";
     EXPECT_GE(activity.load(), 2) << "the frame and the block arrive apart: two reports";
     engine.stop_progress_thread();
-    ASSERT_EQ(sink.block.size(), kBlock);
-    EXPECT_TRUE(std::all_of(sink.block.begin(), sink.block.end(), [](std::byte b) { return b == std::byte{7}; }));
+    ASSERT_EQ(sink.blocks.size(), 1u);
+    ASSERT_EQ(sink.blocks[0].size(), kBlock);
+    EXPECT_TRUE(std::all_of(sink.blocks[0].begin(), sink.blocks[0].end(), [](std::byte b) { return b == std::byte{7}; }));
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
@@ -144,8 +143,9 @@ TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
 TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
   // Per source, delivery follows arrival order. Rank 0 sends, by hand: envelope
   // 1 declaring a 2 MiB block, envelope 2 with none, envelope 3 declaring a
-  // 64 KiB block, envelope 4 with none; then, 100 ms later, the two blocks.
-  // Envelopes 2-4 are whole long before envelope 1 is, and must still wait.
+  // 64 KiB block, envelope 4 with none; then, once rank 1 has read all four,
+  // the two blocks. Envelopes 2-4 are whole before envelope 1 is, and must
+  // still wait.
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
@@ -159,12 +159,14 @@ TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
     frames.push_back(frame_of(4, {}));
     for (auto& f : frames)
       MPI_Send(f.data(), static_cast<int>(f.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
-    std::this_thread::sleep_for(100ms);
+    wait_for_go_ahead();
     std::vector<std::byte> big(kBig, std::byte{1}), small(kSmall, std::byte{3});
     MPI_Send(big.data(), static_cast<int>(kBig), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
     MPI_Send(small.data(), static_cast<int>(kSmall), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
   } else if (rank == 1) {
     engine.start_progress_thread(nullptr, 10ms, nullptr);
+    ASSERT_TRUE(wait_until([&] { return sink.read.load() == 4; }, 10s)) << "read " << sink.read.load();
+    go_ahead();
     EXPECT_TRUE(wait_until([&] { return sink.delivered() == 4; }, 10s)) << "delivered " << sink.delivered();
     engine.stop_progress_thread();
     std::lock_guard lk(sink.mu);
