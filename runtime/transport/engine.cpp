@@ -443,6 +443,7 @@ bool Engine::progress_locked() {
   did |= probe_frames();
   did |= test_frame_recvs();
   did |= test_segment_recvs();
+  in_flight_.store(!send_reqs_.empty() || !seg_reqs_.empty() || frames_pending_ != 0, std::memory_order_relaxed);
   return did;
 }
 
@@ -965,7 +966,10 @@ bool Engine::sends_pending() {
 
 EngineStats Engine::stats() const {
   std::lock_guard lk(const_cast<std::mutex&>(mu_));
-  return stats_;
+  EngineStats out = stats_;
+  out.idle_naps = idle_naps_.load(std::memory_order_relaxed);
+  out.idle_nap_us = idle_nap_us_.load(std::memory_order_relaxed);
+  return out;
 }
 
 void Engine::wake() {
@@ -1054,13 +1058,21 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       continue;
     }
     // Idle: sleep, longer and longer (20 us .. 1 ms), never past the next tick.
-    auto nap = std::chrono::microseconds(20 << std::min(idle - 512, 6u));
-    nap = std::min(nap, std::chrono::microseconds(1000));
+    // While a transfer is under way, only the shortest nap: MPI moves a large
+    // message's bytes inside our calls only (Open MPI's TCP transport does), so
+    // a long nap stalls the transfer; a spin would take the core from the ranks
+    // it shares with (4 ranks on 2 cores: heartbeats went missing).
+    const unsigned step = in_flight_.load(std::memory_order_relaxed) ? 0u : std::min(idle - 512, 6u);
+    auto nap = std::chrono::microseconds(std::min(kShortestNap.count() << step, kLongestNap.count()));
     auto until_tick = std::chrono::duration_cast<std::chrono::microseconds>(next_tick - now);
     if (tick && until_tick < nap) nap = std::max(until_tick, std::chrono::microseconds(1));
     std::unique_lock lk(sleep_mu_);
     sleeping_.store(true, std::memory_order_release);
-    if (outq_size_.load() == 0 && open_count_.load() == 0 && !stop_.load()) sleep_cv_.wait_for(lk, nap);
+    if (outq_size_.load() == 0 && open_count_.load() == 0 && !stop_.load()) {
+      idle_naps_.fetch_add(1, std::memory_order_relaxed);
+      idle_nap_us_.fetch_add(static_cast<std::uint64_t>(nap.count()), std::memory_order_relaxed);
+      sleep_cv_.wait_for(lk, nap);
+    }
     sleeping_.store(false, std::memory_order_release);
   }
 }

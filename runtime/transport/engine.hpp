@@ -133,6 +133,8 @@ class InboundHandler {
 struct EngineStats {
   std::uint64_t frames_sent = 0, envelopes_sent = 0, frames_received = 0, envelopes_received = 0;
   std::uint64_t bytes_sent = 0, bytes_received = 0;
+  std::uint64_t idle_naps = 0;    // times the progress thread slept for want of work
+  std::uint64_t idle_nap_us = 0;  // the time those naps asked for, in microseconds
 };
 
 class Engine {
@@ -353,6 +355,7 @@ class Engine {
   std::size_t frames_pending_ = 0;
   std::size_t next_source_ = 0;
   std::vector<MPI_Request> seg_reqs_;
+  std::atomic<bool> in_flight_{false};  // sends or receives are posted and not complete (set under mu_)
   std::vector<SegRecv> seg_meta_;
   std::vector<std::shared_ptr<void>> abandoned_;  // buffers MPI may still touch
 
@@ -372,9 +375,14 @@ class Engine {
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;
   std::atomic<bool> sleeping_{false};
+  std::atomic<std::uint64_t> idle_naps_{0}, idle_nap_us_{0};
   std::atomic<int> helpers_{0};
   std::atomic<std::uint64_t> helper_rounds_{0};  // helpers' progress calls (only "did it change" matters)
 };
+
+/// The progress thread's naps when it has nothing to do: from the shortest,
+/// doubling up to the longest; only the shortest while a transfer is in flight.
+inline constexpr std::chrono::microseconds kShortestNap{20}, kLongestNap{1000};
 
 inline constexpr int kTagFrame = 0x7e01;
 inline constexpr int kTagSegment = 0x7e02;

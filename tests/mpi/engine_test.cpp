@@ -177,3 +177,61 @@ TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
+
+TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
+  // MPI moves a message's bytes only inside MPI calls (Open MPI's TCP transport
+  // does), so an engine that naps long while a receive is posted stretches the
+  // transfer. Rank 1 reads a frame declaring a 4 MiB block and posts its
+  // receive; rank 0 holds the block back for 50 ms, far longer than the engine
+  // takes to run out of work and lengthen its naps when nothing is in flight.
+  // Every nap in that time must be the shortest.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  constexpr std::uint64_t kUnset = ~std::uint64_t{0};
+  std::atomic<std::uint64_t> naps_when_read{kUnset}, nap_us_when_read{kUnset};  // outlive the engine's thread
+  Engine engine(MPI_COMM_WORLD, sink);
+  constexpr std::size_t kBlock = std::size_t{4} << 20;
+  const auto shortest = static_cast<std::uint64_t>(troupe::detail::kShortestNap.count());
+  if (rank == 0) {
+    ByteBuffer frame = frame_of(1, {kBlock});
+    MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+    wait_for_go_ahead();
+    std::vector<std::byte> block(kBlock, std::byte{5});
+    MPI_Send(block.data(), static_cast<int>(kBlock), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+  } else if (rank == 1) {
+    // On the progress thread, right after the round that read the frame (and
+    // posted the block's receive): where the counts stood.
+    engine.start_progress_thread(nullptr, 10ms, [&] {
+      if (sink.read.load() == 1 && naps_when_read.load() == kUnset) {
+        const auto s = engine.stats();
+        nap_us_when_read.store(s.idle_nap_us);
+        naps_when_read.store(s.idle_naps);
+      }
+    });
+    ASSERT_TRUE(wait_until([&] { return naps_when_read.load() != kUnset; }, 10s)) << "the frame was never read";
+    std::this_thread::sleep_for(50ms);
+    const auto in_flight = engine.stats();
+    go_ahead();
+    ASSERT_TRUE(wait_until([&] { return sink.delivered() == 1; }, 10s)) << "the envelope was never delivered";
+    engine.stop_progress_thread();
+    const std::uint64_t naps = in_flight.idle_naps - naps_when_read.load();
+    const std::uint64_t nap_us = in_flight.idle_nap_us - nap_us_when_read.load();
+    EXPECT_GT(naps, 0u) << "the progress thread spun for 50 ms instead of napping";
+    EXPECT_EQ(nap_us, naps * shortest) << "the progress thread napped longer than " << shortest
+                                       << " us with the block's receive posted (" << naps << " naps)";
+    EXPECT_TRUE(std::all_of(sink.blocks[0].begin(), sink.blocks[0].end(), [](std::byte b) { return b == std::byte{5}; }));
+    // Once nothing is in flight, the naps lengthen again (an idle rank must cost little).
+    const auto done = engine.stats();
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until(
+        [&] {
+          const auto s = engine.stats();
+          return s.idle_nap_us - done.idle_nap_us > (s.idle_naps - done.idle_naps) * shortest;
+        },
+        5s))
+        << "an idle engine never lengthened its naps";
+    engine.stop_progress_thread();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
