@@ -92,6 +92,18 @@ int main(int argc, char** argv) {
       emit("next", per_message_us(rt, role.next<db::Sink>("sink"), n, sinks), direct);
       emit("broadcast (3 nodes)", per_message_us(rt, role.broadcast<db::Sink>("sink"), n / 3, sinks), direct);
       emit("least_busy", per_message_us(rt, role.least_busy<db::Sink>("sink"), 5000, sinks), direct);
+      {
+        // What least_busy costs besides the tell: one mailbox-size ask to each
+        // of the 3 candidates per message, in flight all at once.
+        const int asks = 15000;
+        std::vector<troupe::Future<std::size_t>> sizes;
+        sizes.reserve(asks);
+        auto t0 = Clock::now();
+        for (int i = 0; i < asks; ++i) sizes.push_back(sinks[static_cast<std::size_t>(i) % sinks.size()].mailbox_size());
+        for (auto& f : sizes) f.get();
+        const double per_three = secs(Clock::now() - t0) / (asks / 3) * 1e6;
+        emit("3 mailbox-size asks, pipelined", per_three, direct);
+      }
 
       // Skewed work: 240 tasks of 1..8 units, all submitted at once.
       for (const char* which : {"round_robin", "least_busy"}) {
