@@ -176,7 +176,7 @@ class Engine {
   void send(OutEnvelope* env, bool urgent = true);
   /// The same for a draft. A small one (the common case) is copied into its
   /// destination's open frame, which leaves whole: when something urgent joins
-  /// it, when it holds 16 KiB or a large block, or when whoever drives the
+  /// it, when it holds kCloseAt bytes or a large block, or when whoever drives the
   /// engine next comes by. No allocation, one copy, no queue node per message.
   void send(Draft draft, bool urgent);
   /// Drafts up to this size are copied into open frames; larger ones leave alone.
@@ -209,8 +209,10 @@ class Engine {
     }
     after_send(closed);
   }
-  /// An open frame leaves once it holds this much.
-  static constexpr std::size_t kCloseAt = 16 * 1024;
+  /// An open frame leaves once it holds this much: as large as it can be while
+  /// one more small envelope still keeps it within kFrameLimit (56 KiB frames
+  /// carried 1.2-1.6x the tells per second of 16 KiB ones, both transports).
+  static constexpr std::size_t kCloseAt = 56 * 1024;
   /// Hands queued envelopes to MPI now if the engine is free (no receiving).
   void flush_sends();
   /// Does whatever MPI work is ready. False if another thread holds the engine
@@ -388,6 +390,7 @@ inline constexpr int kTagFrame = 0x7e01;
 inline constexpr int kTagSegment = 0x7e02;
 /// Frames coalesce envelopes up to this size; larger envelopes travel alone.
 inline constexpr std::size_t kFrameLimit = 64 * 1024;
+static_assert(Engine::kCloseAt + Engine::kSmallEnvelope <= kFrameLimit, "a coalesced frame stays within kFrameLimit");
 /// MPI counts are int: segments travel in chunks of at most this.
 inline constexpr std::size_t kChunk = std::size_t{1} << 30;
 
