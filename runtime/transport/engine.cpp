@@ -417,7 +417,11 @@ void Engine::flush_sends() {
     drain_outq();
     flush_outboxes();
     test_sends();
+    const bool started = note_in_flight();
     lk.unlock();
+    // A transfer started here, from a sender's thread: the progress thread may
+    // be in a long nap, and MPI moves the bytes only inside MPI calls.
+    if (started && sleeping_.load(std::memory_order_seq_cst)) wake();
     if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
   }
 }
@@ -443,8 +447,14 @@ bool Engine::progress_locked() {
   did |= probe_frames();
   did |= test_frame_recvs();
   did |= test_segment_recvs();
-  in_flight_.store(!send_reqs_.empty() || !seg_reqs_.empty() || frames_pending_ != 0, std::memory_order_relaxed);
+  note_in_flight();
   return did;
+}
+
+bool Engine::note_in_flight() {
+  const bool now = !send_reqs_.empty() || !seg_reqs_.empty() || frames_pending_ != 0;
+  const bool was = in_flight_.exchange(now, std::memory_order_seq_cst);
+  return now && !was;
 }
 
 bool Engine::drain_outq() {
@@ -965,8 +975,12 @@ bool Engine::sends_pending() {
 }
 
 EngineStats Engine::stats() const {
-  std::lock_guard lk(const_cast<std::mutex&>(mu_));
-  EngineStats out = stats_;
+  EngineStats out;
+  {
+    std::lock_guard lk(const_cast<std::mutex&>(mu_));
+    out = stats_;
+  }
+  std::lock_guard lk(const_cast<std::mutex&>(sleep_mu_));  // the two nap counts move together under it
   out.idle_naps = idle_naps_.load(std::memory_order_relaxed);
   out.idle_nap_us = idle_nap_us_.load(std::memory_order_relaxed);
   return out;
@@ -1058,16 +1072,18 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       continue;
     }
     // Idle: sleep, longer and longer (20 us .. 1 ms), never past the next tick.
-    // While a transfer is under way, only the shortest nap: MPI moves a large
-    // message's bytes inside our calls only (Open MPI's TCP transport does), so
-    // a long nap stalls the transfer; a spin would take the core from the ranks
-    // it shares with (4 ranks on 2 cores: heartbeats went missing).
-    const unsigned step = in_flight_.load(std::memory_order_relaxed) ? 0u : std::min(idle - 512, 6u);
-    auto nap = std::chrono::microseconds(std::min(kShortestNap.count() << step, kLongestNap.count()));
+    auto nap = std::chrono::microseconds(std::min(kShortestNap.count() << std::min(idle - 512, 6u), kLongestNap.count()));
     auto until_tick = std::chrono::duration_cast<std::chrono::microseconds>(next_tick - now);
     if (tick && until_tick < nap) nap = std::max(until_tick, std::chrono::microseconds(1));
     std::unique_lock lk(sleep_mu_);
-    sleeping_.store(true, std::memory_order_release);
+    sleeping_.store(true, std::memory_order_seq_cst);
+    // While a transfer is under way, only the shortest nap: MPI moves a large
+    // message's bytes inside our calls only (Open MPI's TCP transport does), so
+    // a long nap stalls the transfer; a spin would take the core from the ranks
+    // it shares with (4 ranks on 2 cores: heartbeats went missing). Read after
+    // marking ourselves asleep: a sender whose flush starts a transfer either
+    // sees us asleep and wakes us, or we see its mark (seq_cst on both sides).
+    if (in_flight_.load(std::memory_order_seq_cst)) nap = std::min(nap, kShortestNap);
     if (outq_size_.load() == 0 && open_count_.load() == 0 && !stop_.load()) {
       idle_naps_.fetch_add(1, std::memory_order_relaxed);
       idle_nap_us_.fetch_add(static_cast<std::uint64_t>(nap.count()), std::memory_order_relaxed);

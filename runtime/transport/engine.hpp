@@ -18,6 +18,7 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -200,6 +201,7 @@ class Engine {
         throw;
       }
       const auto len = static_cast<std::uint32_t>(f->bytes.size() - start - kFrameSlot);
+      assert(len + kFrameSlot <= kSmallEnvelope && "in-place envelopes are small (the frame size bound rests on it)");
       std::memcpy(f->bytes.data() + start, &len, sizeof len);
       f->count++;
       if (f->bytes.size() >= kCloseAt) {
@@ -297,6 +299,8 @@ class Engine {
   };
 
   bool progress_locked();
+  /// Under mu_: records whether MPI requests are outstanding; true if that just began.
+  bool note_in_flight();
   void enqueue(OutEnvelope* e);
   /// Under open_[dest].mu: dest's open frame, opened if there is none.
   OutEnvelope* open_frame(NodeId dest);
@@ -357,7 +361,6 @@ class Engine {
   std::size_t frames_pending_ = 0;
   std::size_t next_source_ = 0;
   std::vector<MPI_Request> seg_reqs_;
-  std::atomic<bool> in_flight_{false};  // sends or receives are posted and not complete (set under mu_)
   std::vector<SegRecv> seg_meta_;
   std::vector<std::shared_ptr<void>> abandoned_;  // buffers MPI may still touch
 
@@ -377,7 +380,8 @@ class Engine {
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;
   std::atomic<bool> sleeping_{false};
-  std::atomic<std::uint64_t> idle_naps_{0}, idle_nap_us_{0};
+  std::atomic<bool> in_flight_{false};  // sends or receives are posted and not complete (set under mu_)
+  std::atomic<std::uint64_t> idle_naps_{0}, idle_nap_us_{0};  // added to under sleep_mu_
   std::atomic<int> helpers_{0};
   std::atomic<std::uint64_t> helper_rounds_{0};  // helpers' progress calls (only "did it change" matters)
 };
