@@ -453,8 +453,11 @@ bool Engine::progress_locked() {
 
 bool Engine::note_in_flight() {
   const bool now = !send_reqs_.empty() || !seg_reqs_.empty() || frames_pending_ != 0;
-  const bool was = in_flight_.exchange(now, std::memory_order_seq_cst);
-  return now && !was;
+  // Written only under mu_: a plain load tells whether anything changed, and
+  // every poll round and flush is spared a locked exchange when nothing did.
+  if (in_flight_.load(std::memory_order_relaxed) == now) return false;
+  in_flight_.store(now, std::memory_order_seq_cst);
+  return now;
 }
 
 bool Engine::drain_outq() {

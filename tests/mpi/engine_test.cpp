@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "transport/engine.hpp"
@@ -97,6 +98,27 @@ void wait_for_go_ahead() {
   MPI_Recv(&go, 1, MPI_CHAR, 1, kTagGo, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
 }
 
+/// Rank 0's side of every test, by hand on the engine's communicator: one
+/// frame per entry of `declared` (envelope ids 1, 2, ..., each declaring those
+/// blocks); then, once rank 1 says it has read them, the blocks, each filled
+/// with its byte.
+void send_frames_then_blocks(Engine& engine, const std::vector<std::vector<std::uint64_t>>& declared,
+                             const std::vector<std::pair<std::size_t, std::byte>>& blocks) {
+  for (std::size_t i = 0; i < declared.size(); ++i) {
+    const ByteBuffer f = frame_of(i + 1, declared[i]);
+    MPI_Send(f.data(), static_cast<int>(f.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+  }
+  wait_for_go_ahead();
+  for (const auto& [size, fill] : blocks) {
+    std::vector<std::byte> block(size, fill);
+    MPI_Send(block.data(), static_cast<int>(size), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+  }
+}
+
+bool filled_with(const std::vector<std::byte>& block, std::byte fill) {
+  return std::all_of(block.begin(), block.end(), [fill](std::byte b) { return b == fill; });
+}
+
 }  // namespace
 
 TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
@@ -114,11 +136,7 @@ TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
   Engine engine(MPI_COMM_WORLD, sink);
   constexpr std::size_t kBlock = std::size_t{4} << 20;
   if (rank == 0) {
-    ByteBuffer frame = frame_of(1, {kBlock});
-    MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
-    wait_for_go_ahead();
-    std::vector<std::byte> block(kBlock, std::byte{7});
-    MPI_Send(block.data(), static_cast<int>(kBlock), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+    send_frames_then_blocks(engine, {{kBlock}}, {{kBlock, std::byte{7}}});
   } else if (rank == 1) {
     engine.start_progress_thread(nullptr, 10ms, [&] {
       activity.fetch_add(1);
@@ -137,7 +155,7 @@ TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
     EXPECT_EQ(sink.blocks.size(), 1u);
     if (delivered && sink.blocks.size() == 1) {  // (no ASSERT before the barrier: rank 0 would wait there forever)
       EXPECT_EQ(sink.blocks[0].size(), kBlock);
-      EXPECT_TRUE(std::all_of(sink.blocks[0].begin(), sink.blocks[0].end(), [](std::byte b) { return b == std::byte{7}; }));
+      EXPECT_TRUE(filled_with(sink.blocks[0], std::byte{7}));
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -155,17 +173,7 @@ TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
   Engine engine(MPI_COMM_WORLD, sink);
   constexpr std::size_t kBig = std::size_t{2} << 20, kSmall = std::size_t{64} << 10;
   if (rank == 0) {
-    std::vector<ByteBuffer> frames;
-    frames.push_back(frame_of(1, {kBig}));
-    frames.push_back(frame_of(2, {}));
-    frames.push_back(frame_of(3, {kSmall}));
-    frames.push_back(frame_of(4, {}));
-    for (auto& f : frames)
-      MPI_Send(f.data(), static_cast<int>(f.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
-    wait_for_go_ahead();
-    std::vector<std::byte> big(kBig, std::byte{1}), small(kSmall, std::byte{3});
-    MPI_Send(big.data(), static_cast<int>(kBig), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
-    MPI_Send(small.data(), static_cast<int>(kSmall), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+    send_frames_then_blocks(engine, {{kBig}, {}, {kSmall}, {}}, {{kBig, std::byte{1}}, {kSmall, std::byte{3}}});
   } else if (rank == 1) {
     engine.start_progress_thread(nullptr, 10ms, nullptr);
     EXPECT_TRUE(wait_until([&] { return sink.read.load() == 4; }, 10s)) << "read " << sink.read.load();
@@ -176,8 +184,8 @@ TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
     EXPECT_EQ(sink.order, (std::vector<std::uint64_t>{1, 2, 3, 4}));
     EXPECT_EQ(sink.blocks.size(), 2u);
     if (sink.blocks.size() == 2) {  // (no ASSERT before the barrier: rank 0 would wait there forever)
-      EXPECT_TRUE(std::all_of(sink.blocks[0].begin(), sink.blocks[0].end(), [](std::byte b) { return b == std::byte{1}; }));
-      EXPECT_TRUE(std::all_of(sink.blocks[1].begin(), sink.blocks[1].end(), [](std::byte b) { return b == std::byte{3}; }));
+      EXPECT_TRUE(filled_with(sink.blocks[0], std::byte{1}));
+      EXPECT_TRUE(filled_with(sink.blocks[1], std::byte{3}));
     }
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -197,11 +205,7 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
   constexpr std::size_t kBlock = std::size_t{4} << 20;
   const auto shortest = static_cast<std::uint64_t>(troupe::detail::kShortestNap.count());
   if (rank == 0) {
-    ByteBuffer frame = frame_of(1, {kBlock});
-    MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
-    wait_for_go_ahead();
-    std::vector<std::byte> block(kBlock, std::byte{5});
-    MPI_Send(block.data(), static_cast<int>(kBlock), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+    send_frames_then_blocks(engine, {{kBlock}}, {{kBlock, std::byte{5}}});
   } else if (rank == 1) {
     engine.start_progress_thread(nullptr, 10ms, nullptr);
     // The frame is read and the block's receive posted in one round: every nap
@@ -220,7 +224,7 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
     EXPECT_TRUE(wait_until([&] { return sink.delivered() == 1; }, 10s)) << "the envelope was never delivered";
     engine.stop_progress_thread();
     if (sink.delivered() == 1) {
-      EXPECT_TRUE(std::all_of(sink.blocks[0].begin(), sink.blocks[0].end(), [](std::byte b) { return b == std::byte{5}; }));
+      EXPECT_TRUE(filled_with(sink.blocks[0], std::byte{5}));
     }
     // Once nothing is in flight, the naps lengthen again (an idle rank must cost little).
     const auto done = engine.stats();
