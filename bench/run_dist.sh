@@ -31,9 +31,11 @@ md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "bw: raw MPI sends every message from one buffer into one buffer (OSU style; at 1-4 MiB both stay in cache);",
       "raw MPI, distinct buffers: every message from a buffer of its own into one buffer per window slot,",
       "the memory traffic of troupe's run (its tells move distinct data; its receiver reuses pooled Arrays);",
-      "huge pages: the same distinct buffers on transparent huge pages, which troupe asks for when it maps a block of 1 MiB or more.", "",
-      "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge |",
-      "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|"]
+      "huge pages: the same distinct buffers on transparent huge pages, which troupe asks for when it maps a block of 1 MiB or more;",
+      "raw MPI, window buffers: one buffer per window slot on each side, reused by every window (huge pages from 1 MiB),",
+      "the memory traffic of 'Array pooled' (Arrays taken from troupe's pool as they are sent: the blocks the last window freed).", "",
+      "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge | raw MPI, window buffers | troupe/window |",
+      "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|"]
 idle = [r for r in rows if r["bench"] == "idle"]
 rows = [r for r in rows if r["bench"] != "idle"]
 def ratio(r, prefix, base):
@@ -46,8 +48,11 @@ for r in rows:
     h = r.get("mpi_distinct_huge")
     extra = f" {d:.4g} | {ratio(r, 'distinct_', d)} |" if d else " | |"
     extra += f" {h:.4g} | {ratio(r, 'huge_', h)} |" if h else " | |"
+    w = r.get("mpi_window")
+    extra += f" {w:.4g} | {ratio(r, 'window_', w)} |" if w else " | |"
     md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {ratio(r, '', r['mpi'])} |" + extra)
-md += ["", "troupe and raw MPI: medians over rounds that alternate them (7 for rtt, 5 for rate, 3 for bw);",
+md += ["", "troupe and raw MPI: medians over rounds that alternate them (7 for rtt, 5 for rate, 3 for bw;",
+       "in each bw round troupe's three payloads run in a rotating order, each between barriers);",
        "ratios: the median of each round's own troupe/raw ratio, with their range."]
 for r in rows:
     if "mpi_alone" in r:

@@ -124,7 +124,11 @@ double mpi_rtt_us(MPI_Comm comm, int iters) {
 // Buffers::distinct_huge: the same on transparent huge pages, which troupe
 // asks for when it maps a block of 1 MiB or more
 // (include/troupe/detail/fresh_memory.hpp); measured from that size on.
-enum class Buffers { one, distinct, distinct_huge };
+// Buffers::window: one buffer per window slot on each side, reused by every
+// window (on huge pages from 1 MiB): the memory traffic of a troupe producer
+// that takes its Arrays from the pool as it sends them, since the pool hands
+// the blocks the last window freed to the next.
+enum class Buffers { one, distinct, distinct_huge, window };
 
 struct FreeDeleter {
   void operator()(char* p) const noexcept { std::free(p); }
@@ -149,10 +153,11 @@ class RawStream {
       : comm_(comm), bytes_(bytes), window_(window), windows_(windows), reqs_(static_cast<std::size_t>(window)) {
     const bool distinct = kind != Buffers::one;
     const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
-    const std::size_t sources = distinct && rank == 0 ? total : 1;
+    const std::size_t sources = distinct && rank == 0 ? (kind == Buffers::window ? static_cast<std::size_t>(window) : total) : 1;
     const std::size_t sinks = distinct && rank == 1 ? static_cast<std::size_t>(window) : 1;
     for (std::size_t i = 0; i < std::max(sources, sinks); ++i)
-      bufs_.push_back(raw_buffer(bytes, kind == Buffers::distinct_huge));
+      bufs_.push_back(raw_buffer(bytes, kind == Buffers::distinct_huge ||
+                                                (kind == Buffers::window && bytes >= troupe::detail::kFreshMemoryFrom)));
   }
   /// Seconds for windows * window messages.
   double once() {
@@ -305,8 +310,9 @@ int main(int argc, char** argv) {
            ",\"goal\":\">= 1.0x mpi\"" + p.ratios("", p.raw) + ",\"send_ns_per_tell\":" +
                std::to_string(median(sending)) + ",\"mpi_alone\":" + std::to_string(median(alone_rate)));
     }
-    // Bandwidth: vectors (or Arrays) moved into tells, a window at a time, one
-    // ask per window. Every window's data is made before the clock starts, so
+    // Bandwidth: vectors or Arrays moved into tells, a window at a time, one
+    // ask per window; and Arrays taken from the pool as they are sent, the
+    // steady state of a producer. Otherwise every window's data is made before the clock starts, so
     // the stream is continuous, as raw MPI's is (building it between windows
     // left the receiver idle long enough to back off into sleeps, which the
     // next window then waited out: that measured wake-up, not bandwidth).
@@ -321,45 +327,60 @@ int main(int argc, char** argv) {
       const double moved = static_cast<double>(bytes) * static_cast<double>(total) / 1e6;  // MB
       // Huge pages only where troupe maps blocks on them (each buffer takes whole ones).
       const bool huge = bytes >= troupe::detail::kFreshMemoryFrom;
-      Paired one, distinct, distinct_huge, vec, arr;
+      Paired one, distinct, distinct_huge, windowed, vec, arr, pooled;
       {
-        RawStream s_one(raw, bytes, window, windows), s_distinct(raw, bytes, window, windows, Buffers::distinct);
+        RawStream s_one(raw, bytes, window, windows), s_distinct(raw, bytes, window, windows, Buffers::distinct),
+            s_window(raw, bytes, window, windows, Buffers::window);
         std::unique_ptr<RawStream> s_huge;
         if (huge) s_huge = std::make_unique<RawStream>(raw, bytes, window, windows, Buffers::distinct_huge);
         for (int rep = 0; rep < 3; ++rep) {
           one.raw.push_back(moved / s_one.once());
           distinct.raw.push_back(moved / s_distinct.once());
+          windowed.raw.push_back(moved / s_window.once());
           if (huge) distinct_huge.raw.push_back(moved / s_huge->once());
-          if (rank == 0) {
-            std::vector<std::vector<double>> data(total, std::vector<double>(bytes / sizeof(double), 1.0));
-            auto t0 = Clock::now();
-            for (std::size_t i = 0; i < total; ++i) {
-              sink.tell<&bench::Sink::take_vec>(std::move(data[i]));
-              if ((i + 1) % static_cast<std::size_t>(window) == 0) sink.ask<&bench::Sink::count>().get();
+          // troupe's three kinds of payload, in an order that rotates: each
+          // runs first after the raw streams once, and each alone between
+          // barriers (run back to back, the later ones measured faster).
+          for (int k = 0; k < 3; ++k) {
+            if (rank == 0) {
+              const std::size_t n = bytes / sizeof(double);
+              auto stream = [&](auto&& next, Paired& into) {
+                const auto t0 = Clock::now();
+                for (std::size_t i = 0; i < total; ++i) {
+                  next(i);
+                  if ((i + 1) % static_cast<std::size_t>(window) == 0) sink.ask<&bench::Sink::count>().get();
+                }
+                into.troupe.push_back(moved / secs(Clock::now() - t0));
+              };
+              switch ((k + rep) % 3) {
+                case 0: {  // std::vector, each made (and filled) before the clock starts
+                  std::vector<std::vector<double>> data(total, std::vector<double>(n, 1.0));
+                  stream([&](std::size_t i) { sink.tell<&bench::Sink::take_vec>(std::move(data[i])); }, vec);
+                  break;
+                }
+                case 1: {  // troupe::Array, each made (and filled) before the clock starts
+                  std::vector<troupe::Array<double>> arrays;
+                  arrays.reserve(total);
+                  for (std::size_t i = 0; i < total; ++i) arrays.emplace_back(n, 1.0);
+                  stream([&](std::size_t i) { sink.tell<&bench::Sink::take_array>(std::move(arrays[i])); }, arr);
+                  break;
+                }
+                default:  // troupe::Array taken from the pool as it is sent (a producer's steady state), not written
+                  stream([&](std::size_t) { sink.tell<&bench::Sink::take_array>(troupe::Array<double>(n)); }, pooled);
+              }
             }
-            vec.troupe.push_back(moved / secs(Clock::now() - t0));
-            data.clear();
-            // The same bytes as troupe::Array<double>: pooled, never zero-filled.
-            std::vector<troupe::Array<double>> arrays;
-            arrays.reserve(total);
-            for (std::size_t i = 0; i < total; ++i) arrays.emplace_back(bytes / sizeof(double), 1.0);
-            t0 = Clock::now();
-            for (std::size_t i = 0; i < total; ++i) {
-              sink.tell<&bench::Sink::take_array>(std::move(arrays[i]));
-              if ((i + 1) % static_cast<std::size_t>(window) == 0) sink.ask<&bench::Sink::count>().get();
-            }
-            arr.troupe.push_back(moved / secs(Clock::now() - t0));
+            sync_politely(raw);
           }
-          sync_politely(raw);
         }
       }
       if (rank != 0) continue;
-      for (Paired* t : {&vec, &arr}) {
+      for (Paired* t : {&vec, &arr, &pooled}) {
         char what[64];
-        std::snprintf(what, sizeof what, t == &vec ? "%zu B" : "%zu B Array", bytes);
+        std::snprintf(what, sizeof what, t == &vec ? "%zu B" : t == &arr ? "%zu B Array" : "%zu B Array pooled", bytes);
         std::string extra = ",\"bytes\":" + std::to_string(bytes) + t->ratios("", one.raw) +
                             ",\"mpi_distinct\":" + std::to_string(median(distinct.raw)) +
-                            t->ratios("distinct_", distinct.raw);
+                            t->ratios("distinct_", distinct.raw) +
+                            ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw);
         if (huge)
           extra += ",\"mpi_distinct_huge\":" + std::to_string(median(distinct_huge.raw)) +
                    t->ratios("huge_", distinct_huge.raw);
