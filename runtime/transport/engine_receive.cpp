@@ -1,0 +1,311 @@
+// The engine's receiving side: probing for frames, reading them, receiving
+// the blocks they declare into their destinations, and delivering envelopes in
+// each sender's order.
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include "engine_internal.hpp"
+
+namespace troupe::detail {
+namespace {
+
+/// steady_clock ticks from the coarse monotonic clock (same epoch, a few ms of
+/// resolution, a fraction of the cost): enough for "last heard" times, which
+/// failure detection compares with timeouts of hundreds of milliseconds.
+std::int64_t coarse_now() noexcept {
+#ifdef CLOCK_MONOTONIC_COARSE
+  timespec ts{};
+  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(ts.tv_sec) +
+                                                                            std::chrono::nanoseconds(ts.tv_nsec))
+        .count();
+#endif
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
+/// A bad envelope, reported to the handler when its turn to be delivered comes.
+class FaultReport final : public Inbound {
+ public:
+  FaultReport(InboundHandler& h, NodeId from, EnvelopeFault f) : h_(h), from_(from), fault_(std::move(f)) {}
+  void deliver() override { h_.on_bad_envelope(from_, fault_); }
+
+ private:
+  InboundHandler& h_;
+  NodeId from_;
+  EnvelopeFault fault_;
+};
+
+}  // namespace
+
+bool Engine::probe_frames() {
+  bool did = false;
+  for (std::size_t c = 0; c < comms_.size(); ++c)
+    for (int i = 0; i < 64; ++i) {
+    int flag = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    if (checked(MPI_Improbe(MPI_ANY_SOURCE, kTagFrame, comms_[c], &flag, &msg, &st), "MPI_Improbe") != MPI_SUCCESS ||
+        !flag)
+      break;
+    did = true;
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    const auto& ranks = rank_node_[c];
+    const NodeId from = static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size() ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
+                                                                                : kInvalidNode;
+    if (from != kInvalidNode)
+      heard_[from].store(coarse_now(), std::memory_order_relaxed);
+    auto buf = take_frame_buffer(static_cast<std::size_t>(count));
+    buf->resize(static_cast<std::size_t>(count));
+    MPI_Request req = MPI_REQUEST_NULL;
+    checked(MPI_Imrecv(buf->data(), count, MPI_BYTE, &msg, &req), "MPI_Imrecv");
+    stats_.frames_received++;
+    stats_.bytes_received += static_cast<std::uint64_t>(count);
+    arrivals_.fetch_add(1, std::memory_order_relaxed);
+    if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c)) {
+      abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(buf)));
+      MPI_Request_free(&req);
+      continue;
+    }
+    auto& frames = sources_[from]->frames;
+    if (frames.empty()) {
+      // Small frames are usually in already: read it now, and return so that
+      // what it holds is delivered before the next probe (round-trip latency).
+      int done = 0;
+      MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+      if (done) {
+        process_frame(from, *buf);
+        return true;
+      }
+    }
+    frames.push_back(FrameRecv{req, std::move(buf)});
+    ++frames_pending_;
+  }
+  return did;
+}
+
+bool Engine::test_frame_recvs() {
+  if (frames_pending_ == 0) return false;
+  bool did = false;
+  // A bounded slice of decoding per call, so whoever drives the engine (the
+  // progress thread runs failure detection too) comes back regularly; sources
+  // take turns being first.
+  // The clock is read from the 8th frame on: most calls read one or two.
+  std::chrono::steady_clock::time_point budget_end{};
+  unsigned read = 0;
+  const std::size_t n = nodes();
+  const std::size_t start = next_source_++ % n;
+  for (std::size_t k = 0; k < n; ++k) {
+    const NodeId from = static_cast<NodeId>((start + k) % n);
+    auto& frames = sources_[from]->frames;
+    while (!frames.empty()) {
+      if (++read == 8) budget_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+      if (read > 8 && std::chrono::steady_clock::now() >= budget_end) return did;
+      int done = 0;
+      MPI_Test(&frames.front().req, &done, MPI_STATUS_IGNORE);
+      if (!done) break;
+      auto buf = std::move(frames.front().buf);
+      frames.pop_front();
+      --frames_pending_;
+      did = true;
+      process_frame(from, *buf);
+    }
+  }
+  return did;
+}
+
+void Engine::process_frame(NodeId from, ByteBuffer& frame) {
+  // Envelopes ready at once wait in arrived_ for the end of the frame, then go
+  // to the ready list before anything queued behind them, on every way out.
+  try {
+    read_frame(from, frame);
+  } catch (...) {
+    handler_.on_frame_done();
+    release_arrived();
+    collect_ready(from);
+    throw;
+  }
+  handler_.on_frame_done();
+  release_arrived();
+  collect_ready(from);
+}
+
+void Engine::release_arrived() {
+  if (arrived_.empty()) return;
+  std::lock_guard lk(ready_mu_);
+  const std::size_t n = arrived_.size();
+  for (auto& in : arrived_) ready_.push_back(std::move(in));
+  ready_count_.fetch_add(n, std::memory_order_release);
+  arrived_.clear();
+}
+
+void Engine::read_frame(NodeId from, ByteBuffer& frame) {
+  std::size_t off = 0;
+  Envelope env;  // reused: their vectors keep their room
+  EnvelopeFault fault;
+  while (off < frame.size()) {
+    std::uint32_t len = 0;
+    if (frame.size() - off < kFrameSlot) break;  // our own framing is intact unless MPI broke it
+    std::memcpy(&len, frame.data() + off, sizeof len);
+    off += kFrameSlot;
+    if (len > frame.size() - off) {
+      std::fprintf(stderr, "troupe: node %u: malformed frame from node %u\n", self_, from);
+      break;
+    }
+    const std::size_t entry = off;
+    off += len;
+    std::size_t n = parse_envelope(frame.data() + entry, len, env, fault);
+    if (n != 0 && n != len) {
+      n = 0;
+      fault.what = "troupe: envelope length disagrees with its frame entry";
+      fault.frame_lost = true;
+    }
+    if (n == 0) {
+      // Reported at delivery (in order, outside the engine lock: the handler
+      // may answer, and answering sends).
+      auto report = std::make_shared<Delivery>();
+      report->inbound = std::make_unique<FaultReport>(handler_, from, fault);
+      sources_[from]->queue.push_back(std::move(report));
+      partial_.fetch_add(1, std::memory_order_relaxed);
+      if (fault.frame_lost) continue;  // unreadable: skip just this entry
+      // Another version: skip it, and its segments.
+      auto d = std::make_shared<Delivery>();
+      std::vector<InSegment> dests;
+      if (!drain_into_scratch(from, *d, fault.segment_sizes, dests)) break;
+      post_segment_recvs(from, d, std::move(dests));
+      sources_[from]->queue.push_back(std::move(d));
+      partial_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    env.source = from;  // MPI's word, not the sender's
+    stats_.envelopes_received++;
+    std::unique_ptr<Inbound> inbound;
+    try {
+      inbound = handler_.on_envelope(from, env);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
+    }
+    if (!inbound && env.segment_sizes.empty()) continue;  // nothing to deliver, nothing to drain (joined a batch, say)
+    if (env.segment_sizes.empty() && (!inbound || inbound->segments.empty()) && sources_[from]->queue.empty()) {
+      // Nothing to wait for and nothing before it: ready now (the common case).
+      arrived_.push_back(std::move(inbound));
+      partial_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto d = std::make_shared<Delivery>();
+    d->inbound = std::move(inbound);
+    std::vector<InSegment> dests;
+    if (d->inbound && d->inbound->segments.size() == env.segment_sizes.size()) {
+      dests = d->inbound->segments;
+    } else {
+      // Nobody wants the blocks (or the handler got them wrong): drain them.
+      if (d->inbound && !d->inbound->segments.empty()) {
+        std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
+        d->inbound.reset();
+      }
+      if (!drain_into_scratch(from, *d, env.segment_sizes, dests)) break;
+    }
+    post_segment_recvs(from, d, std::move(dests));
+    sources_[from]->queue.push_back(std::move(d));
+    partial_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+bool Engine::drain_into_scratch(NodeId from, Delivery& d, const std::vector<std::uint64_t>& sizes,
+                                std::vector<InSegment>& dests) {
+  try {
+    for (auto size : sizes) {
+      d.scratch.emplace_back();
+      d.scratch.back().resize(size);
+      dests.push_back({d.scratch.back().data(), size});
+    }
+    return true;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "troupe: node %u: no memory to drain an envelope's blocks from node %u; dropping the frame\n",
+                 self_, from);
+    return false;
+  }
+}
+
+void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
+  for (auto& seg : dests) {
+    auto* p = static_cast<std::byte*>(seg.data);
+    std::size_t left = seg.size;
+    for (std::size_t c = 0, n = chunks(seg.size); c < n; ++c) {
+      const std::size_t len = std::min(left, kChunk);
+      MPI_Request req = MPI_REQUEST_NULL;
+      checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, peers_[from]->rank, kTagSegment, peer_comm(from), &req),
+              "MPI_Irecv");
+      seg_reqs_.push_back(req);
+      seg_meta_.push_back(SegRecv{from, d});
+      d->pending++;
+      stats_.bytes_received += len;
+      p += len;
+      left -= len;
+    }
+  }
+}
+
+bool Engine::test_segment_recvs() {
+  if (seg_reqs_.empty()) return false;
+  int outcount = 0;
+  test_idx_.resize(seg_reqs_.size());
+  auto& idx = test_idx_;
+  checked(MPI_Testsome(static_cast<int>(seg_reqs_.size()), seg_reqs_.data(), &outcount, idx.data(),
+                       MPI_STATUSES_IGNORE),
+          "MPI_Testsome");
+  if (outcount <= 0) return false;
+  arrivals_.fetch_add(static_cast<std::uint64_t>(outcount), std::memory_order_relaxed);
+  std::vector<NodeId> touched;
+  for (int k = 0; k < outcount; ++k) {
+    auto& m = seg_meta_[static_cast<std::size_t>(idx[static_cast<std::size_t>(k)])];
+    m.owner->pending--;
+    touched.push_back(m.from);
+  }
+  compact(seg_reqs_, seg_meta_, [&](std::size_t r) { return seg_reqs_[r] != MPI_REQUEST_NULL; });
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (NodeId from : touched) collect_ready(from);
+  return true;
+}
+
+void Engine::collect_ready(NodeId from) {
+  auto& q = sources_[from]->queue;
+  if (q.empty() || q.front()->pending != 0) return;
+  std::lock_guard lk(ready_mu_);
+  while (!q.empty() && q.front()->pending == 0) {
+    ready_.push_back(std::move(q.front()->inbound));
+    q.pop_front();  // frees its drained blocks, if any (MPI is done with them: pending == 0)
+    ready_count_.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void Engine::deliver_ready() {
+  while (true) {
+    if (ready_count_.load(std::memory_order_acquire) == 0) return;
+    std::unique_lock dlk(deliver_mu_, std::try_to_lock);
+    if (!dlk.owns_lock()) return;  // the thread delivering will see ours
+    auto& batch = delivering_;
+    {
+      std::lock_guard lk(ready_mu_);
+      batch.swap(ready_);
+      ready_count_.fetch_sub(batch.size(), std::memory_order_acq_rel);
+    }
+    for (auto& in : batch) {
+      if (in) {
+        try {
+          in->deliver();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "troupe: node %u: delivery failed: %s\n", self_, e.what());
+        } catch (...) {
+          std::fprintf(stderr, "troupe: node %u: delivery failed\n", self_);
+        }
+      }
+      partial_.fetch_sub(1, std::memory_order_release);
+    }
+    batch.clear();  // keeps its capacity for the next round
+  }
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,281 @@
+// The engine's sending side: open frames that coalesce small envelopes, the
+// queue senders hand envelopes to, per-peer outboxes, and the MPI sends of
+// frames and their blocks.
+#include <algorithm>
+#include <cstring>
+
+#include "engine_internal.hpp"
+#include "troupe/detail/actor_cell.hpp"
+
+namespace troupe::detail {
+
+void Engine::enqueue(OutEnvelope* e) {
+  outq_size_.fetch_add(1, std::memory_order_seq_cst);
+  outq_bytes_.fetch_add(e->bytes.size(), std::memory_order_relaxed);
+  outq_.push(e);
+}
+
+void Engine::close_open(NodeId dest) {
+  if (OutEnvelope* f = open_[dest].frame.exchange(nullptr, std::memory_order_acq_rel)) {
+    open_count_.fetch_sub(1, std::memory_order_acq_rel);
+    if (f->count == 0) {
+      EnvelopeRecycle{}(f);  // opened, then the append ran out of memory: nothing to send
+    } else {
+      enqueue(f);
+    }
+  }
+}
+
+void Engine::send(OutEnvelope* env, bool urgent) {
+  // A lone envelope: its frame entry's length goes into its slot.
+  const auto len = static_cast<std::uint32_t>(env->bytes.size() - kFrameSlot);
+  std::memcpy(env->bytes.data(), &len, sizeof len);
+  if (env->dest < peers_.size()) {
+    // After whatever its destination's open frame holds (same lock: per
+    // destination, the queue keeps send order).
+    std::lock_guard lk(open_[env->dest].mu);
+    close_open(env->dest);
+    enqueue(env);
+  } else {
+    enqueue(env);  // nobody there: the engine drops it
+  }
+  if (current_cell() != nullptr) {
+    note_remote_send();  // the actor's turn ends with a flush
+    return;
+  }
+  if (urgent || outq_bytes_.load(std::memory_order_relaxed) >= 16 * 1024) {
+    flush_sends();
+  } else if (sleeping_.load(std::memory_order_acquire)) {
+    wake();  // a lone tell leaves within the progress thread's next round
+  }
+}
+
+void Engine::send(Draft draft, bool urgent) {
+  const NodeId dest = draft->dest;
+  if (draft->bytes.size() > kSmallEnvelope || dest >= nodes()) {
+    // Large: it leaves from its own buffer (the draft's storage goes with it).
+    auto* e = new OutEnvelope(OutEnvelope::Empty{});
+    e->dest = dest;
+    e->work = draft->work;
+    e->kind_tell = draft->kind_tell;
+    e->bytes = std::move(draft->bytes);
+    e->segments = std::move(draft->segments);
+    e->keep = std::move(draft->keep);
+    return send(e, urgent);
+  }
+  const auto len = static_cast<std::uint32_t>(draft->bytes.size() - kFrameSlot);
+  std::memcpy(draft->bytes.data(), &len, sizeof len);
+  bool closed = false;
+  {
+    std::lock_guard lk(open_[dest].mu);
+    OutEnvelope* f = open_frame(dest);
+    // Room first: past this point nothing throws, so the frame stays whole.
+    f->segments.reserve(f->segments.size() + draft->segments.size());
+    f->keep.reserve(f->keep.size() + draft->keep.size());
+    f->bytes.append(draft->bytes.data(), draft->bytes.size());
+    f->segments.insert(f->segments.end(), draft->segments.begin(), draft->segments.end());
+    for (auto& k : draft->keep) f->keep.push_back(std::move(k));
+    f->count++;
+    if (urgent || !draft->segments.empty() || f->bytes.size() >= kCloseAt) {
+      close_open(dest);
+      closed = true;
+    }
+  }
+  draft.reset();  // back to this thread's cache
+  after_send(closed);
+}
+
+OutEnvelope* Engine::open_frame(NodeId dest) {
+  auto& open = open_[dest];
+  OutEnvelope* f = open.frame.load(std::memory_order_relaxed);
+  if (f == nullptr) {
+    f = take_frame_envelope(dest);
+    open.frame.store(f, std::memory_order_release);
+    open_count_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return f;
+}
+
+void Engine::after_send(bool closed) {
+  if (current_cell() != nullptr) {
+    note_remote_send();  // the actor's turn ends with a flush
+    return;
+  }
+  if (closed) {
+    flush_sends();
+  } else if (sleeping_.load(std::memory_order_acquire)) {
+    wake();  // a lone tell leaves within the progress thread's next round
+  }
+}
+
+void Engine::drain_open() {
+  const std::size_t n = nodes();
+  for (NodeId d = 0; d < n && open_count_.load(std::memory_order_acquire) != 0; ++d) {
+    if (open_[d].frame.load(std::memory_order_acquire) == nullptr) continue;
+    std::lock_guard lk(open_[d].mu);
+    close_open(d);
+  }
+}
+
+void Engine::flush() { flush_sends(); }
+
+void Engine::flush_sends() {
+  while (true) {
+    std::unique_lock lk(mu_, std::try_to_lock);
+    if (!lk.owns_lock()) break;
+    drain_outq();
+    flush_outboxes();
+    test_sends();
+    const bool started = note_in_flight();
+    lk.unlock();
+    // A transfer started here, from a sender's thread: the progress thread may
+    // be in a long nap, and MPI moves the bytes only inside MPI calls.
+    if (started && sleeping_.load(std::memory_order_seq_cst)) wake();
+    if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
+  }
+}
+
+bool Engine::drain_outq() {
+  if (open_count_.load(std::memory_order_acquire) != 0) drain_open();
+  bool did = false;
+  while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) {
+    outq_size_.fetch_sub(1, std::memory_order_relaxed);
+    outq_bytes_.fetch_sub(e->bytes.size(), std::memory_order_relaxed);
+    did = true;
+    if (e->dest >= nodes() || !peers_[e->dest]->alive.load()) {
+      EnvelopeRecycle{}(e);  // a lost node: the caller was (or will be) failed by the cluster layer
+      continue;
+    }
+    auto& p = *peers_[e->dest];
+    p.outbox.push_back(e);
+    if (!p.dirty) {
+      p.dirty = true;
+      dirty_.push_back(e->dest);
+    }
+  }
+  return did;
+}
+
+void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
+  MPI_Request req = MPI_REQUEST_NULL;
+  checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, peers_[peer]->rank, tag, peer_comm(peer), &req), "MPI_Isend");
+  send_reqs_.push_back(req);
+  send_meta_.push_back(std::move(meta));
+}
+
+void Engine::post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep,
+                        std::size_t count) {
+  // The frame, then each envelope's segments, in envelope order.
+  std::vector<std::shared_ptr<OutEnvelope>> with_segments;
+  for (auto& e : keep)
+    if (!e->segments.empty()) with_segments.push_back(e);
+  stats_.frames_sent++;
+  stats_.envelopes_sent += count;
+  if (frame) {
+    stats_.bytes_sent += frame->size();
+    const void* data = frame->data();
+    const std::size_t size = frame->size();
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, std::move(frame), std::move(keep)});
+  } else {
+    auto& e = keep.front();
+    stats_.bytes_sent += e->bytes.size();
+    const void* data = e->bytes.data();
+    const std::size_t size = e->bytes.size();
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, std::move(keep)});
+  }
+  for (auto& e : with_segments) {
+    for (auto& seg : e->segments) {
+      const auto* p = static_cast<const std::byte*>(seg.data);
+      std::size_t left = seg.size;
+      for (std::size_t c = 0, n = chunks(seg.size); c < n; ++c) {
+        const std::size_t len = std::min(left, kChunk);
+        stats_.bytes_sent += len;
+        post_send(peer, p, len, kTagSegment, SendMeta{peer, nullptr, {e}});
+        p += len;
+        left -= len;
+      }
+    }
+  }
+}
+
+bool Engine::flush_outboxes() {
+  if (dirty_.empty()) return false;
+  auto& dirty = flushing_;
+  dirty.clear();
+  dirty.swap(dirty_);  // both keep their room
+  std::size_t next = 0;
+  try {
+    for (; next < dirty.size(); ++next) {
+      const NodeId peer = dirty[next];
+      auto& p = *peers_[peer];
+      while (!p.outbox.empty()) {
+        // Choose the batch and allocate before taking anything out: if memory
+        // runs out, the envelopes are still queued.
+        std::size_t count = 0, bytes = 0, with_segments = 0;
+        for (OutEnvelope* e : p.outbox) {
+          if (count != 0 && bytes + e->bytes.size() > kFrameLimit) break;
+          bytes += e->bytes.size();
+          ++count;
+          if (!e->segments.empty()) ++with_segments;
+          if (bytes >= kFrameLimit) break;
+        }
+        if (count == 1 && p.outbox.front()->segments.empty()) {
+          // Alone and without blocks (an ask, a reply, a closed frame): the
+          // request owns it directly.
+          OutFrame e(p.outbox.front());
+          p.outbox.pop_front();
+          stats_.frames_sent++;
+          stats_.envelopes_sent += e->count;
+          stats_.bytes_sent += e->bytes.size();
+          const void* data = e->bytes.data();
+          const std::size_t size = e->bytes.size();
+          post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, {}, std::move(e)});
+          continue;
+        }
+        std::vector<std::shared_ptr<OutEnvelope>> keep;
+        if (count == 1) {
+          keep.reserve(1);
+          OutFrame e(p.outbox.front());
+          p.outbox.pop_front();
+          const std::size_t envelopes = e->count;
+          keep.emplace_back(std::move(e));
+          post_frame(peer, nullptr, std::move(keep), envelopes);  // alone: straight from its buffer
+          continue;
+        }
+        auto frame = take_frame_buffer(bytes);
+        keep.reserve(with_segments);
+        std::size_t envelopes = 0;
+        for (std::size_t i = 0; i < count; ++i) {
+          OutFrame e(p.outbox.front());
+          p.outbox.pop_front();
+          envelopes += e->count;
+          frame->append(e->bytes.data(), e->bytes.size());  // within the reserved room: no throw
+          if (!e->segments.empty()) keep.emplace_back(std::move(e));  // its segments still leave from its arguments
+          // otherwise copied into the frame: nothing points into it any more
+        }
+        post_frame(peer, std::move(frame), std::move(keep), envelopes);
+      }
+      p.dirty = false;
+    }
+  } catch (...) {
+    // Peers not flushed yet stay marked for the next round.
+    for (; next < dirty.size(); ++next)
+      if (!peers_[dirty[next]]->outbox.empty()) dirty_.push_back(dirty[next]);
+      else peers_[dirty[next]]->dirty = false;
+    throw;
+  }
+  return true;
+}
+
+bool Engine::test_sends() {
+  if (send_reqs_.empty()) return false;
+  int count = static_cast<int>(send_reqs_.size());
+  int outcount = 0;
+  test_idx_.resize(send_reqs_.size());
+  checked(MPI_Testsome(count, send_reqs_.data(), &outcount, test_idx_.data(), MPI_STATUSES_IGNORE), "MPI_Testsome");
+  if (outcount <= 0) return false;
+  compact(send_reqs_, send_meta_, [&](std::size_t r) { return send_reqs_[r] != MPI_REQUEST_NULL; });
+  return true;
+}
+
+}  // namespace troupe::detail
