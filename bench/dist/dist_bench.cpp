@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <memory>
 #include <cstdio>
@@ -149,8 +150,18 @@ RawBuffer raw_buffer(std::size_t bytes, bool huge) {
 /// Its buffers are made once and kept, so that each round measures the stream alone.
 class RawStream {
  public:
-  RawStream(MPI_Comm comm, std::size_t bytes, int window, int windows, Buffers kind = Buffers::one)
-      : comm_(comm), bytes_(bytes), window_(window), windows_(windows), reqs_(static_cast<std::size_t>(window)) {
+  /// announced: troupe's protocol for a message with a block, in raw MPI: a
+  /// small header message first, and the receiver posts the block's receive
+  /// only once it has that header.
+  RawStream(MPI_Comm comm, std::size_t bytes, int window, int windows, Buffers kind = Buffers::one,
+            bool announced = false)
+      : comm_(comm),
+        bytes_(bytes),
+        window_(window),
+        windows_(windows),
+        announced_(announced),
+        reqs_(2 * static_cast<std::size_t>(window)),
+        headers_(static_cast<std::size_t>(window)) {
     const bool distinct = kind != Buffers::one;
     const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
     const std::size_t sources = distinct && rank == 0 ? (kind == Buffers::window ? static_cast<std::size_t>(window) : total) : 1;
@@ -166,17 +177,25 @@ class RawStream {
     auto t0 = Clock::now();
     std::size_t k = 0;
     for (int w = 0; w < windows_; ++w) {
+      int n = 0;  // requests posted
       if (rank == 0) {
-        for (int i = 0; i < window_; ++i, ++k)
+        for (int i = 0; i < window_; ++i, ++k) {
+          if (announced_)
+            MPI_Isend(headers_[static_cast<std::size_t>(i)].data(), kHeader, MPI_BYTE, 1, 4, comm_,
+                      &reqs_[static_cast<std::size_t>(n++)]);
           MPI_Isend(bufs_[k % bufs_.size()].get(), static_cast<int>(bytes_), MPI_BYTE, 1, 2, comm_,
-                    &reqs_[static_cast<std::size_t>(i)]);
-        MPI_Waitall(window_, reqs_.data(), MPI_STATUSES_IGNORE);
+                    &reqs_[static_cast<std::size_t>(n++)]);
+        }
+        MPI_Waitall(n, reqs_.data(), MPI_STATUSES_IGNORE);
         MPI_Recv(&ack, 1, MPI_BYTE, 1, 3, comm_, MPI_STATUS_IGNORE);
       } else if (rank == 1) {
-        for (int i = 0; i < window_; ++i)
+        for (int i = 0; i < window_; ++i) {
+          if (announced_)
+            MPI_Recv(headers_[static_cast<std::size_t>(i)].data(), kHeader, MPI_BYTE, 0, 4, comm_, MPI_STATUS_IGNORE);
           MPI_Irecv(bufs_[static_cast<std::size_t>(i) % bufs_.size()].get(), static_cast<int>(bytes_), MPI_BYTE, 0, 2,
-                    comm_, &reqs_[static_cast<std::size_t>(i)]);
-        MPI_Waitall(window_, reqs_.data(), MPI_STATUSES_IGNORE);
+                    comm_, &reqs_[static_cast<std::size_t>(n++)]);
+        }
+        MPI_Waitall(n, reqs_.data(), MPI_STATUSES_IGNORE);
         MPI_Send(&ack, 1, MPI_BYTE, 0, 3, comm_);
       }
     }
@@ -187,8 +206,11 @@ class RawStream {
   MPI_Comm comm_;
   std::size_t bytes_;
   int window_, windows_;
+  bool announced_;
   std::vector<RawBuffer> bufs_;
   std::vector<MPI_Request> reqs_;
+  static constexpr int kHeader = 96;  // about a troupe envelope with one block, in its frame
+  std::vector<std::array<char, kHeader>> headers_;
 };
 
 /// Per-round samples of one figure: raw MPI's and troupe's, measured in turn.
@@ -327,16 +349,18 @@ int main(int argc, char** argv) {
       const double moved = static_cast<double>(bytes) * static_cast<double>(total) / 1e6;  // MB
       // Huge pages only where troupe maps blocks on them (each buffer takes whole ones).
       const bool huge = bytes >= troupe::detail::kFreshMemoryFrom;
-      Paired one, distinct, distinct_huge, windowed, vec, arr, pooled;
+      Paired one, distinct, distinct_huge, windowed, announced, vec, arr, pooled;
       {
         RawStream s_one(raw, bytes, window, windows), s_distinct(raw, bytes, window, windows, Buffers::distinct),
-            s_window(raw, bytes, window, windows, Buffers::window);
+            s_window(raw, bytes, window, windows, Buffers::window),
+            s_announced(raw, bytes, window, windows, Buffers::window, true);
         std::unique_ptr<RawStream> s_huge;
         if (huge) s_huge = std::make_unique<RawStream>(raw, bytes, window, windows, Buffers::distinct_huge);
         for (int rep = 0; rep < 3; ++rep) {
           one.raw.push_back(moved / s_one.once());
           distinct.raw.push_back(moved / s_distinct.once());
           windowed.raw.push_back(moved / s_window.once());
+          announced.raw.push_back(moved / s_announced.once());
           if (huge) distinct_huge.raw.push_back(moved / s_huge->once());
           // troupe's three kinds of payload, in an order that rotates: each
           // runs first after the raw streams once, and each alone between
@@ -381,7 +405,9 @@ int main(int argc, char** argv) {
         std::string extra = ",\"bytes\":" + std::to_string(bytes) + t->ratios("", one.raw) +
                             ",\"mpi_distinct\":" + std::to_string(median(distinct.raw)) +
                             t->ratios("distinct_", distinct.raw) +
-                            ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw);
+                            ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw) +
+                            ",\"mpi_announced\":" + std::to_string(median(announced.raw)) +
+                            t->ratios("announced_", announced.raw);
         if (huge)
           extra += ",\"mpi_distinct_huge\":" + std::to_string(median(distinct_huge.raw)) +
                    t->ratios("huge_", distinct_huge.raw);
