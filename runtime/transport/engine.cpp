@@ -256,6 +256,7 @@ EngineStats Engine::stats() const {
   std::lock_guard lk(const_cast<std::mutex&>(sleep_mu_));  // the two nap counts move together under it
   out.idle_naps = idle_naps_.load(std::memory_order_relaxed);
   out.idle_nap_us = idle_nap_us_.load(std::memory_order_relaxed);
+  out.hot_polls = hot_polls_.load(std::memory_order_relaxed);
   return out;
 }
 
@@ -336,7 +337,14 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       continue;
     }
     ++idle;
-    if (idle < 256) {  // busy: stay hot for a few tens of microseconds
+    // Busy: stay near for a few hundred rounds. Polling in place holds the
+    // core, which pays only while a transfer is under way (MPI moves its bytes
+    // inside our calls). Otherwise poll between yields: a thread that shares
+    // the core runs first (Open MPI binds each rank to one core when there are
+    // cores enough), and a sender's windows of 1-4 KiB tells moved 1.3-1.6x
+    // the data (docs/benchmarks.md).
+    if (idle < 256 && in_flight_.load(std::memory_order_relaxed)) {
+      hot_polls_.store(hot_polls_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       for (int i = 0; i < 16; ++i) TROUPE_CPU_RELAX();
       continue;
     }

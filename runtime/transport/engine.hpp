@@ -136,6 +136,7 @@ struct EngineStats {
   std::uint64_t bytes_sent = 0, bytes_received = 0;
   std::uint64_t idle_naps = 0;    // times the progress thread slept for want of work
   std::uint64_t idle_nap_us = 0;  // the time those naps asked for, in microseconds
+  std::uint64_t hot_polls = 0;    // idle rounds the progress thread polled without giving up the core
 };
 
 class Engine {
@@ -382,6 +383,7 @@ class Engine {
   std::atomic<bool> sleeping_{false};
   std::atomic<bool> in_flight_{false};  // sends or receives are posted and not complete (set under mu_)
   std::atomic<std::uint64_t> idle_naps_{0}, idle_nap_us_{0};  // added to under sleep_mu_
+  std::atomic<std::uint64_t> hot_polls_{0};  // written by the progress thread only
   std::atomic<int> helpers_{0};
   std::atomic<std::uint64_t> helper_rounds_{0};  // helpers' progress calls (only "did it change" matters)
 };

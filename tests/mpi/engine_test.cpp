@@ -197,7 +197,9 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
   // transfer. Rank 1 reads a frame declaring a 4 MiB block and posts its
   // receive; rank 0 holds the block back until rank 1's engine has napped 50
   // more times, many more than it takes to lengthen its naps when nothing is
-  // in flight. Every one of those naps must be the shortest.
+  // in flight. Every one of those naps must be the shortest. Polling in place
+  // (without yielding the core) happens only then: an idle engine yields to
+  // the threads it shares a core with.
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
@@ -207,6 +209,7 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
   if (rank == 0) {
     send_frames_then_blocks(engine, {{kBlock}}, {{kBlock, std::byte{5}}});
   } else if (rank == 1) {
+    const auto started = engine.stats();
     engine.start_progress_thread(nullptr, 10ms, nullptr);
     // The frame is read and the block's receive posted in one round: every nap
     // counted from here on falls while the receive is posted.
@@ -221,6 +224,7 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
     const std::uint64_t nap_us = in_flight.idle_nap_us - at_read.idle_nap_us;
     EXPECT_EQ(nap_us, naps * shortest) << "the progress thread napped longer than " << shortest
                                        << " us with the block's receive posted (" << naps << " naps)";
+    EXPECT_GT(in_flight.hot_polls, started.hot_polls) << "the progress thread never polled in place with a block in flight";
     EXPECT_TRUE(wait_until([&] { return sink.delivered() == 1; }, 10s)) << "the envelope was never delivered";
     engine.stop_progress_thread();
     if (sink.delivered() == 1) {
@@ -237,6 +241,8 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
         5s))
         << "an idle engine never lengthened its naps";
     engine.stop_progress_thread();
+    EXPECT_EQ(engine.stats().hot_polls, done.hot_polls)
+        << "the progress thread polled in place with nothing in flight (holding the core from the threads that share it)";
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
