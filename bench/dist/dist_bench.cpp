@@ -130,7 +130,14 @@ double mpi_rtt_us(MPI_Comm comm, int iters) {
 // window (on huge pages from 1 MiB): the memory traffic of a troupe producer
 // that takes its Arrays from the pool as it sends them, since the pool hands
 // the blocks the last window freed to the next.
-enum class Buffers { one, distinct, distinct_huge, window };
+// Buffers::fresh_vectors: what a raw MPI program must do to move each message
+// out of a std::vector<double> of its own and hand it to its consumer as a
+// vector of its own, as a troupe tell of a vector does: the sender's vectors
+// are made before the clock starts and each is freed once its send is done;
+// the receiver makes a new vector per message (allocated and zero-filled
+// inside the timed loop) and receives into it, and a window's vectors are
+// freed as the next window's are made.
+enum class Buffers { one, distinct, distinct_huge, window, fresh_vectors };
 
 struct FreeDeleter {
   void operator()(char* p) const noexcept { std::free(p); }
@@ -164,16 +171,21 @@ class RawStream {
         reqs_(2 * static_cast<std::size_t>(window)),
         headers_(static_cast<std::size_t>(window)) {
     const bool distinct = kind != Buffers::one;
+    fresh_ = kind == Buffers::fresh_vectors;
+    if (fresh_) received_.resize(static_cast<std::size_t>(window));
     const std::size_t total = static_cast<std::size_t>(window) * static_cast<std::size_t>(windows);
     const std::size_t sources = distinct && rank == 0 ? (kind == Buffers::window ? static_cast<std::size_t>(window) : total) : 1;
     const std::size_t sinks = distinct && rank == 1 ? static_cast<std::size_t>(window) : 1;
-    for (std::size_t i = 0; i < std::max(sources, sinks); ++i)
+    for (std::size_t i = 0; i < (fresh_ ? 0 : std::max(sources, sinks)); ++i)
       bufs_.push_back(raw_buffer(bytes, kind == Buffers::distinct_huge ||
                                                 (kind == Buffers::window && bytes >= troupe::detail::kFreshMemoryFrom)));
   }
   /// Seconds for windows * window messages.
   double once() {
     char ack = 0;
+    if (fresh_ && rank == 0)
+      sent_.assign(static_cast<std::size_t>(window_) * static_cast<std::size_t>(windows_),
+                   std::vector<double>(bytes_ / sizeof(double), 1.0));
     MPI_Barrier(comm_);
     auto t0 = Clock::now();
     std::size_t k = 0;
@@ -184,17 +196,26 @@ class RawStream {
           if (announced_)
             MPI_Isend(headers_[static_cast<std::size_t>(i)].data(), kHeader, MPI_BYTE, 1, 4, comm_,
                       &reqs_[static_cast<std::size_t>(n++)]);
-          MPI_Isend(bufs_[k % bufs_.size()].get(), static_cast<int>(bytes_), MPI_BYTE, 1, 2, comm_,
-                    &reqs_[static_cast<std::size_t>(n++)]);
+          const void* from = fresh_ ? static_cast<const void*>(sent_[k].data()) : bufs_[k % bufs_.size()].get();
+          MPI_Isend(from, static_cast<int>(bytes_), MPI_BYTE, 1, 2, comm_, &reqs_[static_cast<std::size_t>(n++)]);
         }
         MPI_Waitall(n, reqs_.data(), MPI_STATUSES_IGNORE);
+        if (fresh_)
+          for (std::size_t j = k - static_cast<std::size_t>(window_); j < k; ++j) std::vector<double>().swap(sent_[j]);
         MPI_Recv(&ack, 1, MPI_BYTE, 1, 3, comm_, MPI_STATUS_IGNORE);
       } else if (rank == 1) {
         for (int i = 0; i < window_; ++i) {
           if (announced_)
             MPI_Recv(headers_[static_cast<std::size_t>(i)].data(), kHeader, MPI_BYTE, 0, 4, comm_, MPI_STATUS_IGNORE);
-          MPI_Irecv(bufs_[static_cast<std::size_t>(i) % bufs_.size()].get(), static_cast<int>(bytes_), MPI_BYTE, 0, 2,
-                    comm_, &reqs_[static_cast<std::size_t>(n++)]);
+          char* into = nullptr;
+          if (fresh_) {
+            auto& v = received_[static_cast<std::size_t>(i)];
+            v = std::vector<double>(bytes_ / sizeof(double));  // frees the last window's vector, makes a new one
+            into = reinterpret_cast<char*>(v.data());
+          } else {
+            into = bufs_[static_cast<std::size_t>(i) % bufs_.size()].get();
+          }
+          MPI_Irecv(into, static_cast<int>(bytes_), MPI_BYTE, 0, 2, comm_, &reqs_[static_cast<std::size_t>(n++)]);
         }
         MPI_Waitall(n, reqs_.data(), MPI_STATUSES_IGNORE);
         MPI_Send(&ack, 1, MPI_BYTE, 0, 3, comm_);
@@ -208,7 +229,9 @@ class RawStream {
   std::size_t bytes_;
   int window_, windows_;
   bool announced_;
+  bool fresh_ = false;
   std::vector<RawBuffer> bufs_;
+  std::vector<std::vector<double>> sent_, received_;  // fresh_vectors: the sender's, the receiver's window
   std::vector<MPI_Request> reqs_;
   static constexpr int kHeader = 96;  // about a troupe envelope with one block, in its frame
   std::vector<std::array<char, kHeader>> headers_;
@@ -350,10 +373,11 @@ int main(int argc, char** argv) {
       const double moved = static_cast<double>(bytes) * static_cast<double>(total) / 1e6;  // MB
       // Huge pages only where troupe maps blocks on them (each buffer takes whole ones).
       const bool huge = bytes >= troupe::detail::kFreshMemoryFrom;
-      Paired one, distinct, distinct_huge, windowed, announced, vec, arr, pooled;
+      Paired one, distinct, distinct_huge, windowed, announced, fresh, vec, arr, pooled;
       {
         RawStream s_one(raw, bytes, window, windows), s_distinct(raw, bytes, window, windows, Buffers::distinct),
-            s_window(raw, bytes, window, windows, Buffers::window);
+            s_window(raw, bytes, window, windows, Buffers::window),
+            s_fresh(raw, bytes, window, windows, Buffers::fresh_vectors);
         // Only sizes that troupe sends as blocks (smaller ones share frames).
         const bool blocks = bytes >= troupe::detail::kSegmentThreshold;
         std::unique_ptr<RawStream> s_announced;
@@ -364,6 +388,7 @@ int main(int argc, char** argv) {
           one.raw.push_back(moved / s_one.once());
           distinct.raw.push_back(moved / s_distinct.once());
           windowed.raw.push_back(moved / s_window.once());
+          fresh.raw.push_back(moved / s_fresh.once());
           if (blocks) announced.raw.push_back(moved / s_announced->once());
           if (huge) distinct_huge.raw.push_back(moved / s_huge->once());
           // troupe's three kinds of payload, in an order that rotates: each
@@ -409,7 +434,8 @@ int main(int argc, char** argv) {
         std::string extra = ",\"bytes\":" + std::to_string(bytes) + t->ratios("", one.raw) +
                             ",\"mpi_distinct\":" + std::to_string(median(distinct.raw)) +
                             t->ratios("distinct_", distinct.raw) +
-                            ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw);
+                            ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw) +
+                            ",\"mpi_fresh\":" + std::to_string(median(fresh.raw)) + t->ratios("fresh_", fresh.raw);
         if (!announced.raw.empty())
           extra += ",\"mpi_announced\":" + std::to_string(median(announced.raw)) + t->ratios("announced_", announced.raw);
         if (huge)
