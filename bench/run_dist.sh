@@ -35,9 +35,12 @@ md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "raw MPI, window buffers: one buffer per window slot on each side, reused by every window (huge pages from 1 MiB),",
       "the memory traffic of 'Array pooled' (Arrays taken from troupe's pool as they are sent: the blocks the last window freed);",
       "raw MPI, troupe's protocol: window buffers, but each message announced by a 96-byte header first, the block's receive",
-      "posted only once the header is in (what troupe does for a message with a block).", "",
-      "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge | raw MPI, window buffers | troupe/window | raw MPI, troupe's protocol | troupe/protocol |",
-      "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+      "posted only once the header is in (what troupe does for a message with a block);",
+      "raw MPI, fresh vectors (std::vector rows only): what a raw MPI program does to move each message out of a vector of its own",
+      "and hand it over as a vector of its own, as a tell of a vector does: each sent vector freed once its send is done, and the",
+      "receiver makes (allocates and zero-fills) a new vector for each message and receives into it.", "",
+      "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge | raw MPI, window buffers | troupe/window | raw MPI, troupe's protocol | troupe/protocol | raw MPI, fresh vectors | troupe/fresh |",
+      "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
 idle = [r for r in rows if r["bench"] == "idle"]
 rows = [r for r in rows if r["bench"] != "idle"]
 def ratio(r, prefix, base):
@@ -54,6 +57,8 @@ for r in rows:
     extra += f" {w:.4g} | {ratio(r, 'window_', w)} |" if w else " | |"
     a = r.get("mpi_announced")
     extra += f" {a:.4g} | {ratio(r, 'announced_', a)} |" if a else " | |"
+    f = r.get("mpi_fresh") if "Array" not in r["case"] else None
+    extra += f" {f:.4g} | {ratio(r, 'fresh_', f)} |" if f else " | |"
     md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {ratio(r, '', r['mpi'])} |" + extra)
 md += ["", "troupe and raw MPI: medians over rounds that alternate them (7 for rtt, 5 for rate, 3 for bw;",
        "in each bw round troupe's three payloads run in a rotating order, each between barriers);",
