@@ -8,6 +8,7 @@
 #include "scheduler.hpp"
 #include "timer_service.hpp"
 #include "troupe/detail/call_message.hpp"
+#include "troupe/detail/fresh_memory.hpp"
 #include "troupe/runtime.hpp"
 #include "troupe/timer.hpp"
 
@@ -27,6 +28,7 @@ struct ExitMessage final : Message {
 Core::Core(Runtime& rt, Config cfg, std::unique_ptr<ThreadPlacement> placement)
     : rt_(rt), cfg_(std::move(cfg)), table_(std::make_unique<ActorTable>()) {
   if (cfg_.batch == 0) cfg_.batch = 1;
+  if (cfg_.keep_freed_memory) (void)keep_freed_memory();
   if (cfg_.scheduler == SchedulerKind::deterministic) {
     auto vt = std::make_unique<VirtualTimerService>();
     auto sched = std::make_unique<DeterministicScheduler>(*vt, cfg_.batch);

@@ -17,6 +17,11 @@ inline constexpr std::size_t kFreshMemoryFrom = std::size_t{1} << 20;
 /// False when the environment says TROUPE_HUGE_PAGES=0 (read once).
 bool huge_pages_wanted() noexcept;
 
+/// Config::keep_freed_memory: tells glibc's malloc to keep freed blocks of up
+/// to 32 MiB mapped in its heap (once per process; TROUPE_KEEP_FREED_MEMORY=0
+/// turns it off). True if the allocator took the settings.
+bool keep_freed_memory() noexcept;
+
 /// Maps [p, p + bytes) ahead of the writes that follow. Best effort: never
 /// fails, never changes the contents.
 void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
