@@ -61,7 +61,8 @@ for r in rows:
     extra += f" {f:.4g} | {ratio(r, 'fresh_', f)} |" if f else " | |"
     md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {ratio(r, '', r['mpi'])} |" + extra)
 md += ["", "troupe and raw MPI: medians over rounds that alternate them (7 for rtt, 5 for rate, 3 for bw;",
-       "in each bw round troupe's three payloads run in a rotating order, each between barriers);",
+       "in each bw round troupe's three payloads run in a rotating order, each between barriers;",
+       "every bw stream, raw or troupe, sends one untimed window first, as OSU's benchmarks skip their first iterations);",
        "ratios: the median of each round's own troupe/raw ratio, with their range."]
 for r in rows:
     if "mpi_alone" in r:
