@@ -35,10 +35,10 @@ bool keep_freed_memory() noexcept {
     // when freed, and gives the heap's free top back past 128 KiB (both
     // thresholds then rise with the blocks freed, the mapping one to 32 MiB at
     // most). A receiver that makes a new vector for each message then faults
-    // in and zeroes fresh pages for every one: over TCP, 1-16 MiB vectors moved
-    // 1.4-1.9x faster with the settings below (docs/benchmarks.md). 32 MiB is
-    // the largest mapping threshold glibc takes; blocks above it are prepared
-    // by prepare_fresh_memory instead.
+    // in and zeroes fresh pages for every one. With the settings below, 16 MiB
+    // vectors over TCP moved at 0.61-0.85 of raw MPI instead of 0.31-0.47
+    // (docs/benchmarks.md). 32 MiB is the largest mapping threshold glibc
+    // takes; blocks above it are prepared by prepare_fresh_memory instead.
     return ::mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && ::mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
 #else
     return false;  // another allocator, or a sanitizer's: its own policy stands
