@@ -16,6 +16,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -136,23 +137,50 @@ double mpi_rtt_us(MPI_Comm comm, int iters) {
 // are made before the clock starts and each is freed once its send is done;
 // the receiver makes a new vector per message (allocated and zero-filled
 // inside the timed loop) and receives into it, and a window's vectors are
-// freed as the next window's are made.
+// freed as the next window's are made. They live in malloc's heap under the
+// process's settings, as troupe's vectors do (a runtime is running).
 enum class Buffers { one, distinct, distinct_huge, window, fresh_vectors };
 
-struct FreeDeleter {
-  void operator()(char* p) const noexcept { std::free(p); }
+/// A raw baseline's buffer. From 128 KiB on (where malloc's policy starts to
+/// matter) it is mapped by itself: which pages it sits on must not depend on
+/// malloc, and troupe's runtime keeps freed blocks in malloc's heap, where a
+/// later buffer could land on memory an earlier one had asked huge pages for.
+/// Smaller ones come from the heap (a mapping each would be too many).
+struct RawFree {
+  std::size_t mapped = 0;  // length of the mapping, 0 if from malloc
+  void operator()(char* p) const noexcept {
+    if (mapped != 0) ::munmap(p, mapped);
+    else std::free(p);
+  }
 };
-using RawBuffer = std::unique_ptr<char[], FreeDeleter>;
+using RawBuffer = std::unique_ptr<char[], RawFree>;
 
 RawBuffer raw_buffer(std::size_t bytes, bool huge) {
   constexpr std::size_t kHuge = 2u << 20;
-  const std::size_t align = huge ? kHuge : 64;
-  const std::size_t size = (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
-  RawBuffer b(static_cast<char*>(std::aligned_alloc(align, size)));
-  if (!b) throw std::bad_alloc();
-  if (huge) ::madvise(b.get(), size, MADV_HUGEPAGE);
-  std::memset(b.get(), 1, size);
-  return b;
+  if (!huge && bytes < (128u << 10)) {
+    RawBuffer buf(static_cast<char*>(std::aligned_alloc(64, (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64)));
+    if (!buf) throw std::bad_alloc();
+    std::memset(buf.get(), 1, bytes);
+    return buf;
+  }
+  const std::size_t align = huge ? kHuge : 4096;
+  const std::size_t size = (bytes + align - 1) / align * align;
+  // Huge: map a huge page more and give back the ends, so the buffer starts on a 2 MiB boundary.
+  const std::size_t span = huge ? size + kHuge : size;
+  void* m = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) throw std::bad_alloc();
+  auto* p = static_cast<char*>(m);
+  if (huge) {
+    const auto b = reinterpret_cast<std::uintptr_t>(m);
+    const std::uintptr_t a = (b + kHuge - 1) & ~(std::uintptr_t{kHuge} - 1);
+    if (a > b) ::munmap(m, a - b);
+    if (b + span > a + size) ::munmap(reinterpret_cast<void*>(a + size), b + span - (a + size));
+    p = reinterpret_cast<char*>(a);
+  }
+  ::madvise(p, size, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  RawBuffer buf(p, RawFree{size});
+  std::memset(buf.get(), 1, size);
+  return buf;
 }
 
 /// Its buffers are made once and kept, so that each round measures the stream alone.
@@ -188,7 +216,8 @@ class RawStream {
     MPI_Barrier(comm_);
     // One untimed window first, as OSU's benchmarks skip their first
     // iterations: what it frees, the timed windows reuse (docs/benchmarks.md,
-    // "first window"). It sends the buffers the last timed window sends again.
+    // "first window"). It sends the buffers the last timed window sends again
+    // (touched when they were made, and long out of cache by then).
     window_of(total - static_cast<std::size_t>(window_), total);
     const auto t0 = Clock::now();
     for (std::size_t k = 0; k < total; k += static_cast<std::size_t>(window_)) window_of(k, k);
@@ -201,6 +230,7 @@ class RawStream {
     char ack = 0;
     int n = 0;  // requests posted
     if (rank == 0) {
+      const std::size_t first = v;
       for (int i = 0; i < window_; ++i, ++k, ++v) {
         if (announced_)
           MPI_Isend(headers_[static_cast<std::size_t>(i)].data(), kHeader, MPI_BYTE, 1, 4, comm_,
@@ -208,9 +238,16 @@ class RawStream {
         const void* from = fresh_ ? static_cast<const void*>(sent_[v].data()) : bufs_[k % bufs_.size()].get();
         MPI_Isend(from, static_cast<int>(bytes_), MPI_BYTE, 1, 2, comm_, &reqs_[static_cast<std::size_t>(n++)]);
       }
-      MPI_Waitall(n, reqs_.data(), MPI_STATUSES_IGNORE);
-      if (fresh_)
-        for (std::size_t j = v - static_cast<std::size_t>(window_); j < v; ++j) std::vector<double>().swap(sent_[j]);
+      if (fresh_) {
+        // Each vector is freed as soon as its send is done, as troupe frees a sent vector.
+        for (int done = 0; done < n; ++done) {
+          int idx = MPI_UNDEFINED;
+          MPI_Waitany(n, reqs_.data(), &idx, MPI_STATUS_IGNORE);
+          if (idx != MPI_UNDEFINED) std::vector<double>().swap(sent_[first + static_cast<std::size_t>(idx)]);
+        }
+      } else {
+        MPI_Waitall(n, reqs_.data(), MPI_STATUSES_IGNORE);
+      }
       MPI_Recv(&ack, 1, MPI_BYTE, 1, 3, comm_, MPI_STATUS_IGNORE);
     } else if (rank == 1) {
       for (int i = 0; i < window_; ++i) {
@@ -219,7 +256,7 @@ class RawStream {
         char* into = nullptr;
         if (fresh_) {
           auto& vec = received_[static_cast<std::size_t>(i)];
-          vec = std::vector<double>(bytes_ / sizeof(double));  // frees the last window's vector, makes a new one
+          vec = std::vector<double>(bytes_ / sizeof(double));  // makes a new vector, then frees the last window's
           into = reinterpret_cast<char*>(vec.data());
         } else {
           into = bufs_[static_cast<std::size_t>(i) % bufs_.size()].get();
@@ -443,8 +480,9 @@ int main(int argc, char** argv) {
         std::string extra = ",\"bytes\":" + std::to_string(bytes) + t->ratios("", one.raw) +
                             ",\"mpi_distinct\":" + std::to_string(median(distinct.raw)) +
                             t->ratios("distinct_", distinct.raw) +
-                            ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw) +
-                            ",\"mpi_fresh\":" + std::to_string(median(fresh.raw)) + t->ratios("fresh_", fresh.raw);
+                            ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw);
+        if (t == &vec)
+          extra += ",\"mpi_fresh\":" + std::to_string(median(fresh.raw)) + t->ratios("fresh_", fresh.raw);
         if (!announced.raw.empty())
           extra += ",\"mpi_announced\":" + std::to_string(median(announced.raw)) + t->ratios("announced_", announced.raw);
         if (huge)

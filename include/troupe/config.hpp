@@ -47,8 +47,11 @@ struct Config {
   /// pages instead of faulting in and zero-filling fresh ones. Process-wide
   /// (glibc's mmap threshold is set to 32 MiB and its trim threshold to 1 GiB),
   /// so a rank's resident memory stays near its peak, as with most HPC
-  /// allocators. TROUPE_KEEP_FREED_MEMORY=0 in the environment, or false here,
-  /// leaves malloc's settings alone. No effect with other allocators or under
+  /// allocators. Set before MPI_Init when the runtime initialises MPI, so that
+  /// an MPI library that tunes malloc for itself has the last word; with
+  /// adopt(comm), after it: set this to false if your MPI library tunes malloc.
+  /// TROUPE_KEEP_FREED_MEMORY=0 in the environment, or false here, leaves
+  /// malloc's settings alone. No effect with other allocators or under
   /// sanitizers.
   bool keep_freed_memory = true;
 

@@ -10,6 +10,7 @@
 #include "registry/name_services.hpp"
 #include "remote/remote_node.hpp"
 #include "topology/placement.hpp"
+#include "troupe/detail/fresh_memory.hpp"
 #include "troupe/mpi.hpp"
 #include "troupe/runtime.hpp"
 #include "troupe/wire/registry.hpp"
@@ -62,6 +63,10 @@ void take_options(int& argc, char**& argv, Config& cfg) {
 
 Runtime::Runtime(int& argc, char**& argv, Config cfg) {
   take_options(argc, argv, cfg);
+  // Before MPI starts, so that an MPI library that sets malloc's thresholds
+  // for itself while it initialises has the last word (the core's own call,
+  // later, does nothing a second time).
+  if (cfg.keep_freed_memory) (void)detail::keep_freed_memory();
   int initialised = 0;
   MPI_Initialized(&initialised);
   bool owns = false;

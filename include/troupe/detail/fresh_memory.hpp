@@ -19,7 +19,8 @@ bool huge_pages_wanted() noexcept;
 
 /// Config::keep_freed_memory: tells glibc's malloc to keep freed blocks of up
 /// to 32 MiB mapped in its heap (once per process; TROUPE_KEEP_FREED_MEMORY=0
-/// turns it off). True if the allocator took the settings.
+/// turns it off). True if malloc accepted the settings (an allocator that
+/// replaces malloc may accept them and ignore them).
 bool keep_freed_memory() noexcept;
 
 /// Maps [p, p + bytes) ahead of the writes that follow. Best effort: never
