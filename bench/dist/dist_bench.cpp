@@ -15,11 +15,11 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <memory>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
