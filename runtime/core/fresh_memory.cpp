@@ -15,21 +15,26 @@
 #include "sanitizers.hpp"
 
 namespace troupe::detail {
+namespace {
+
+/// True when the environment sets `name` to "0".
+bool turned_off(const char* name) noexcept {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, "0") == 0;
+}
+
+}  // namespace
 
 bool huge_pages_wanted() noexcept {
   // TROUPE_HUGE_PAGES=0: never ask for huge pages (blocks are still mapped in
   // one step), for systems where transparent huge pages do more harm than good.
-  static const bool wanted = [] {
-    const char* v = std::getenv("TROUPE_HUGE_PAGES");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
+  static const bool wanted = !turned_off("TROUPE_HUGE_PAGES");
   return wanted;
 }
 
 bool keep_freed_memory() noexcept {
   static const bool kept = [] {
-    const char* v = std::getenv("TROUPE_KEEP_FREED_MEMORY");
-    if (v != nullptr && std::strcmp(v, "0") == 0) return false;
+    if (turned_off("TROUPE_KEEP_FREED_MEMORY")) return false;
 #if defined(__GLIBC__) && !defined(TROUPE_ASAN) && !defined(TROUPE_TSAN)
     // By default glibc maps each block from 128 KiB on by itself and unmaps it
     // when freed, and gives the heap's free top back past 128 KiB (both

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/sanitizers.hpp"
 #include "troupe/detail/fresh_memory.hpp"
 #include "troupe/runtime.hpp"
 
@@ -72,14 +73,8 @@ double reused_warm_across_threads(std::size_t bytes) {
 }
 
 bool sanitized() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(TROUPE_ASAN) || defined(TROUPE_TSAN)
   return true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-  return true;
-#else
-  return false;
-#endif
 #else
   return false;
 #endif
