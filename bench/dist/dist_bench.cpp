@@ -67,6 +67,7 @@ double secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 int rank = 0;
 bool quick = false;
 std::string label = "default";
+int rtt_iters_arg = 0;    // --rtt-iters N: round trips per round
 std::string only;        // rtt, rate or bw: run just that one
 std::size_t min_bytes = 1024, max_bytes = 64u << 20;
 bool want(const char* what) { return only.empty() || only == what; }
@@ -327,11 +328,12 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
     if (std::strcmp(argv[i], "--min") == 0 && i + 1 < argc) min_bytes = std::stoul(argv[++i]);
     if (std::strcmp(argv[i], "--max") == 0 && i + 1 < argc) max_bytes = std::stoul(argv[++i]);
+    if (std::strcmp(argv[i], "--rtt-iters") == 0 && i + 1 < argc) rtt_iters_arg = std::stoi(argv[++i]);
   }
   MPI_Comm raw;
   MPI_Comm_dup(MPI_COMM_WORLD, &raw);
 
-  const int rtt_iters = quick ? 2000 : 20000;
+  const int rtt_iters = rtt_iters_arg > 0 ? rtt_iters_arg : quick ? 2000 : 20000;  // more: for profiling
   const int rate_msgs = quick ? 100000 : 1000000;
   const int rate_window = 64;
   // The raw round trip and message rate also with nothing else in the

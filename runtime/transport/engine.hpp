@@ -274,6 +274,7 @@ class Engine {
     FrameBuffer frame;                                      // coalesced frame, if any
     std::vector<std::shared_ptr<OutEnvelope>> envelopes;    // what the request still points into
     OutFrame single;  // or: the one frame (without blocks) the request sends from, alone
+    Draft draft;      // or: an urgent draft handed to MPI straight from its own storage
   };
   struct Delivery {
     std::unique_ptr<Inbound> inbound;
@@ -299,6 +300,10 @@ class Engine {
     std::atomic<OutEnvelope*> frame{nullptr};  // written under mu
   };
 
+  /// An urgent draft with nothing queued before it for its destination goes
+  /// to MPI from its own storage, if the engine is free: no frame, no queue.
+  /// False (the draft untouched) when it must take the queue.
+  bool send_now(Draft& draft);
   bool progress_locked();
   /// Under mu_: records whether MPI requests are outstanding; true if that just began.
   bool note_in_flight();

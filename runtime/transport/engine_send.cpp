@@ -65,6 +65,7 @@ void Engine::send(Draft draft, bool urgent) {
   }
   const auto len = static_cast<std::uint32_t>(draft->bytes.size() - kFrameSlot);
   std::memcpy(draft->bytes.data(), &len, sizeof len);
+  if (urgent && draft->segments.empty() && send_now(draft)) return;
   bool closed = false;
   {
     std::lock_guard lk(open_[dest].mu);
@@ -83,6 +84,37 @@ void Engine::send(Draft draft, bool urgent) {
   }
   draft.reset();  // back to this thread's cache
   after_send(closed);
+}
+
+bool Engine::send_now(Draft& draft) {
+  const NodeId dest = draft->dest;
+  std::unique_lock lk(mu_, std::try_to_lock);
+  if (!lk.owns_lock()) return false;
+  {
+    // Nothing for dest may be waiting anywhere before it: not in its open
+    // frame, the queue (which any sender fills under dest's open-frame lock,
+    // held here), or its outbox (filled under mu_, held here).
+    std::lock_guard olk(open_[dest].mu);
+    auto& p = *peers_[dest];
+    if (open_[dest].frame.load(std::memory_order_relaxed) != nullptr ||
+        outq_size_.load(std::memory_order_seq_cst) != 0 || !p.outbox.empty() || !p.alive.load())
+      return false;
+    stats_.frames_sent++;
+    stats_.envelopes_sent++;
+    stats_.bytes_sent += draft->bytes.size();
+    const void* data = draft->bytes.data();
+    const std::size_t size = draft->bytes.size();
+    send_reqs_.reserve(send_reqs_.size() + 1);  // room first: past post_send nothing throws
+    send_meta_.reserve(send_meta_.size() + 1);
+    post_send(dest, data, size, kTagFrame, SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
+  }
+  // As a flush would: finished sends are reaped (the call also moves this
+  // one out), and a progress thread in a long nap learns of a transfer.
+  test_sends();
+  const bool started = note_in_flight();
+  lk.unlock();
+  if (started && sleeping_.load(std::memory_order_seq_cst)) wake();
+  return true;
 }
 
 OutEnvelope* Engine::open_frame(NodeId dest) {
