@@ -78,7 +78,10 @@ class RemoteReply {
     armed_ = false;
     if (r.error) return caller_.sink->reply_error(caller_.node, caller_.corr, r.error);
     if constexpr (std::is_void_v<R>) {
-      caller_.sink->reply_value(caller_.node, caller_.corr, std::make_unique<ValueWriter<void>>(Unit{}));
+      caller_.sink->reply_bytes(caller_.node, caller_.corr, nullptr, 0);  // what ValueWriter<void> writes
+    } else if constexpr (std::is_arithmetic_v<R>) {
+      const R v = *r.value;  // its bytes are what the archive writes (see append_numbers)
+      caller_.sink->reply_bytes(caller_.node, caller_.corr, &v, sizeof v);
     } else {
       caller_.sink->reply_value(caller_.node, caller_.corr, std::make_unique<ValueWriter<R>>(std::move(*r.value)));
     }

@@ -23,6 +23,12 @@ class SpawnReply final : public PendingReply {
   explicit SpawnReply(UniqueFunction<void(ActorId, std::exception_ptr)> done) : done_(std::move(done)) {}
   bool zero_copy() const noexcept override { return true; }
   void decode(WireInputArchive& ar) override { ar(id_); }
+  bool decode_bytes(const std::byte* p, std::size_t n) override {
+    std::tuple<ActorId> id;
+    read_numbers(p, n, id);
+    id_ = std::get<0>(id);
+    return true;
+  }
   void complete() override { done_(id_, nullptr); }
   void fail(std::exception_ptr e) noexcept override { done_(0, std::move(e)); }
 
@@ -321,6 +327,13 @@ void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<Payl
   post(std::move(e));
 }
 
+void RemoteNode::reply_bytes(NodeId to, std::uint64_t corr, const void* data, std::size_t size) {
+  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
+  if (size != 0) e->bytes.append(data, size);
+  seal(*e);
+  post(std::move(e));
+}
+
 void RemoteNode::reply_error(NodeId to, std::uint64_t corr, std::exception_ptr error) {
   auto w = WireError::from(std::move(error), engine_->self());
   auto e = envelope(to, Kind::reply_error, corr, 0, 0);
@@ -348,6 +361,7 @@ class AnyReply final : public PendingReply {
     std::vector<std::byte> skip(ar.remaining());
     if (!skip.empty()) ar.loadBinary(skip.data(), skip.size());
   }
+  bool decode_bytes(const std::byte*, std::size_t) override { return true; }  // whatever is there
   void complete() override { p_.set_value(); }
   void fail(std::exception_ptr e) noexcept override {
     if (p_.valid()) p_.set_exception(std::move(e));

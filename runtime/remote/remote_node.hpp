@@ -78,6 +78,7 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
 
   // ReplySink
   void reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) override;
+  void reply_bytes(NodeId to, std::uint64_t corr, const void* data, std::size_t size) override;
   void reply_error(NodeId to, std::uint64_t corr, std::exception_ptr error) override;
 
  private:

@@ -394,6 +394,8 @@ std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
     // The common case: decoded now, into the ask's own result.
     auto in = std::make_unique<ReplyInbound>(*cluster_, from, std::move(reply));
     try {
+      // Plain numbers, or nothing, are read without an archive.
+      if (env.segment_sizes.empty() && in->reply().decode_bytes(env.payload, env.payload_size)) return in;
       WireInputArchive ar(env.payload, env.payload_size, env.segment_sizes.data(), env.segment_sizes.size());
       DecodingScope scope(&core_);
       in->reply().decode(ar);
@@ -458,7 +460,7 @@ std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {
     core_.post([this, from, corr, job] {
       try {
         const ActorId id = job->spawn(rt_);
-        reply_value(from, corr, std::make_unique<ValueWriter<ActorId>>(id));
+        reply_bytes(from, corr, &id, sizeof id);  // what ValueWriter<ActorId> writes
       } catch (...) {
         reply_error(from, corr, std::current_exception());
       }

@@ -1,6 +1,6 @@
-// Argument tuples of plain numbers skip cereal's dispatch on both sides: the
-// bytes must be the ones cereal writes, and reading must refuse what the
-// generic path refuses.
+// Argument tuples and results of plain numbers skip cereal's dispatch on both
+// sides: the bytes must be the ones cereal writes, and reading must refuse what
+// the generic path refuses.
 #include <cereal/types/string.hpp>
 #include <cereal/types/tuple.hpp>
 #include <gtest/gtest.h>
@@ -11,7 +11,9 @@
 #include <type_traits>
 
 #include "troupe/error.hpp"
+#include "troupe/future.hpp"
 #include "troupe/wire/archive.hpp"
+#include "troupe/wire/registry.hpp"
 
 using troupe::DecodeError;
 using troupe::detail::ByteBuffer;
@@ -38,6 +40,45 @@ ByteBuffer fast(const Tuple& t) {
 
 bool same(const ByteBuffer& a, const ByteBuffer& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+/// A result as the generic reply writes it (ValueWriter through the archive).
+template <class R>
+ByteBuffer written(const R& v) {
+  ByteBuffer b;
+  WireOutputArchive ar(b, nullptr);
+  troupe::detail::ValueWriter<R>(v).write(ar);
+  return b;
+}
+
+/// A result as RemoteReply sends plain numbers: the value's own bytes.
+template <class R>
+ByteBuffer own_bytes(const R& v) {
+  ByteBuffer b;
+  b.append(&v, sizeof v);
+  return b;
+}
+
+/// Reads a reply's bytes the fast way into the ask's future.
+template <class R>
+troupe::Future<R> read_reply(const ByteBuffer& b, bool* handled = nullptr) {
+  troupe::Promise<R> p;
+  auto f = p.get_future();
+  troupe::detail::TypedReply<R> reply(std::move(p));
+  const bool ok = reply.decode_bytes(b.data(), b.size());
+  if (handled != nullptr) *handled = ok;
+  if (ok) reply.complete();
+  return f;
+}
+
+template <class R>
+std::string refusal(const ByteBuffer& b) {
+  try {
+    read_reply<R>(b);
+  } catch (const DecodeError& e) {
+    return e.what();
+  }
+  return "(accepted)";
 }
 
 }  // namespace
@@ -91,4 +132,45 @@ TEST(WireArgs, NumbersReadBackAndBadBytesAreRefused) {
   bytes.resize(bytes.size() - 1);
   bytes.data()[bytes.size() - 1] = std::byte{2};  // a bool that is neither 0 nor 1
   EXPECT_TRUE(refused(bytes.size(), "invalid bool"));
+}
+
+TEST(WireReplies, NumbersTravelAsTheBytesCerealWritesAndReadBack) {
+  const std::uint64_t big = 0x0102030405060708ull;
+  EXPECT_TRUE(same(own_bytes(big), written(big)));
+  EXPECT_TRUE(same(own_bytes(-2.5), written(-2.5)));
+  EXPECT_TRUE(same(own_bytes(true), written(true)));
+  EXPECT_TRUE(same(own_bytes(std::int16_t{-300}), written(std::int16_t{-300})));
+  EXPECT_EQ(read_reply<std::uint64_t>(written(big)).get(), big);
+  EXPECT_EQ(read_reply<double>(written(-2.5)).get(), -2.5);
+  EXPECT_EQ(read_reply<bool>(written(false)).get(), false);
+  EXPECT_EQ(read_reply<std::int16_t>(written(std::int16_t{-300})).get(), -300);
+  // A void result is no bytes at all.
+  ByteBuffer none;
+  {
+    WireOutputArchive ar(none, nullptr);
+    troupe::detail::ValueWriter<void>(troupe::detail::Unit{}).write(ar);
+  }
+  EXPECT_EQ(none.size(), 0u);
+  bool handled = false;
+  read_reply<void>(none, &handled).get();
+  EXPECT_TRUE(handled);
+  // Anything else is decoded through the archive.
+  read_reply<std::string>(written(std::string("five")), &handled);
+  EXPECT_FALSE(handled);
+}
+
+TEST(WireReplies, BadNumberBytesAreRefusedAsTheArchiveRefusesThem) {
+  auto u64 = written(std::uint64_t{7});
+  ByteBuffer short_one;
+  short_one.append(u64.data(), 5);
+  EXPECT_NE(refusal<std::uint64_t>(short_one).find("truncated"), std::string::npos);
+  EXPECT_NE(refusal<std::uint64_t>(ByteBuffer{}).find("truncated"), std::string::npos);
+  ByteBuffer longer;
+  longer.append(u64.data(), u64.size());
+  longer.append("\x00", 1);
+  EXPECT_NE(refusal<std::uint64_t>(longer).find("does not read"), std::string::npos);
+  ByteBuffer two;
+  two.append("\x02", 1);
+  EXPECT_NE(refusal<bool>(two).find("invalid bool"), std::string::npos);
+  EXPECT_NE(refusal<void>(two).find("does not read"), std::string::npos);
 }

@@ -57,6 +57,9 @@ class ReplySink {
  public:
   virtual ~ReplySink() = default;
   virtual void reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) = 0;
+  /// A result of plain numbers, or none: the bytes the archive would write
+  /// (append_numbers), sent without a writer object or an archive.
+  virtual void reply_bytes(NodeId to, std::uint64_t corr, const void* data, std::size_t size) = 0;
   virtual void reply_error(NodeId to, std::uint64_t corr, std::exception_ptr error) = 0;
 };
 
@@ -73,6 +76,10 @@ class PendingReply {
   virtual bool zero_copy() const noexcept = 0;
   /// Reads the result (segments, if any, are filled in later).
   virtual void decode(WireInputArchive& ar) = 0;
+  /// A result of plain numbers (or none) is read from exactly n bytes at p,
+  /// as decode would (the same errors), without an archive; false for other
+  /// types (decode them).
+  virtual bool decode_bytes(const std::byte* p, std::size_t n) = 0;
   /// The result (and its segments) are complete: fulfil the future.
   virtual void complete() = 0;
   virtual void fail(std::exception_ptr e) noexcept = 0;
@@ -86,6 +93,21 @@ class TypedReply final : public PendingReply {
   void decode(WireInputArchive& ar) override {
     value_.emplace();
     if constexpr (!std::is_void_v<R>) ar(*value_);
+  }
+  bool decode_bytes(const std::byte* p, std::size_t n) override {
+    if constexpr (std::is_void_v<R>) {
+      std::tuple<> none;
+      read_numbers(p, n, none);  // nothing may be there
+      value_.emplace();
+      return true;
+    } else if constexpr (std::is_arithmetic_v<R>) {
+      std::tuple<R> v;
+      read_numbers(p, n, v);
+      value_.emplace(std::get<0>(v));
+      return true;
+    } else {
+      return false;
+    }
   }
   void complete() override {
     if constexpr (std::is_void_v<R>) {
