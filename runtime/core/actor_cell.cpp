@@ -113,22 +113,31 @@ InlineTurns::InlineTurns() noexcept : prev_(tls_inline) { tls_inline = this; }
 InlineTurns::~InlineTurns() {
   if (active_) tls_inline = prev_;
   // Anything not run goes to the scheduler (run() was not called).
-  for (auto& c : cells_) c->core().scheduler().schedule(std::move(c));
+  if (first_) first_->core().scheduler().schedule(std::move(first_));
+  for (auto& c : more_) c->core().scheduler().schedule(std::move(c));
 }
 
 bool InlineTurns::offer(const std::shared_ptr<ActorCell>& cell) {
   if (tls_inline == nullptr || tls_cell != nullptr) return false;
-  tls_inline->cells_.push_back(cell);
+  auto& in = *tls_inline;
+  if (!in.first_) {
+    in.first_ = cell;
+  } else {
+    in.more_.push_back(cell);
+  }
   return true;
 }
 
 std::size_t InlineTurns::run(std::size_t batch) {
   tls_inline = prev_;  // turns schedule what they wake the normal way
   active_ = false;
-  auto cells = std::move(cells_);
-  cells_.clear();
-  for (auto& c : cells) c->run_batch(batch);
-  return cells.size();
+  auto first = std::move(first_);
+  if (!first) return 0;
+  auto more = std::move(more_);
+  more_.clear();
+  first->run_batch(batch);  // offered first: runs first
+  for (auto& c : more) c->run_batch(batch);
+  return 1 + more.size();
 }
 
 void ActorCell::request_stop() noexcept { enqueue(new StopMessage()); }

@@ -136,7 +136,14 @@ std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> repl
     std::lock_guard lk(pending_mu_);
     if (cluster_->alive(node)) {
       const auto corr = next_corr_.fetch_add(1, std::memory_order_relaxed);
-      pending_.emplace(corr, Pending{node, std::move(reply)});
+      if (spare_count_ == 0) {
+        pending_.emplace(corr, Pending{node, std::move(reply)});
+      } else {
+        auto n = std::move(spare_pending_[--spare_count_]);
+        n.key() = corr;
+        n.mapped() = Pending{node, std::move(reply)};
+        pending_.insert(std::move(n));
+      }
       return corr;
     }
   }
@@ -149,8 +156,9 @@ std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
   std::lock_guard lk(pending_mu_);
   auto it = pending_.find(corr);
   if (it == pending_.end()) return nullptr;
-  auto r = std::move(it->second.reply);
-  pending_.erase(it);
+  auto n = pending_.extract(it);
+  auto r = std::move(n.mapped().reply);
+  if (spare_count_ < kSparePending) spare_pending_[spare_count_++] = std::move(n);
   return r;
 }
 

@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -163,6 +164,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
 
   std::mutex pending_mu_;
   std::unordered_map<std::uint64_t, Pending> pending_;
+  /// Nodes of answered asks, reused by the next ones: an ask and its reply
+  /// allocate no table node (a few in hand; more asks in flight allocate).
+  static constexpr std::size_t kSparePending = 8;
+  std::array<std::unordered_map<std::uint64_t, Pending>::node_type, kSparePending> spare_pending_;
+  std::size_t spare_count_ = 0;
   std::atomic<std::uint64_t> next_corr_{1};
 
   std::mutex watch_mu_;

@@ -196,7 +196,8 @@ class InlineTurns {
   static bool offer(const std::shared_ptr<ActorCell>& cell);
 
  private:
-  std::vector<std::shared_ptr<ActorCell>> cells_;
+  std::shared_ptr<ActorCell> first_;  // the common case, one actor woken: no allocation
+  std::vector<std::shared_ptr<ActorCell>> more_;
   InlineTurns* prev_;
   bool active_ = true;
 };
