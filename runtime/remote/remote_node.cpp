@@ -459,6 +459,11 @@ void RemoteNode::finalize() {
   finalized_ = true;
   stop_polling();
   engine_->stop_progress_thread();
+  {
+    int done = 0;
+    MPI_Finalized(&done);
+    if (!done) engine_->stop_receiving();
+  }
   // Processes joined by add_nodes stay connected until their communicators
   // are released: free the merged ones, disconnect the spawn intercommunicators
   // (collective over their members, so only while none of them was lost).

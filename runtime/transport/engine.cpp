@@ -89,8 +89,18 @@ void Engine::add_nodes(MPI_Comm comm, const std::vector<NodeId>& node_of_rank, s
   count_.store(total, std::memory_order_release);
 }
 
+void Engine::stop_receiving() {
+  std::lock_guard lk(mu_);
+  stop_receiving_locked();
+}
+
 Engine::~Engine() {
   stop_progress_thread();
+  {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) stop_receiving();
+  }
   // Requests still pending belong to lost peers or to a job torn down without
   // finish(); their buffers stay alive (leaked) rather than be freed under MPI.
   std::lock_guard lk(mu_);
@@ -176,7 +186,10 @@ void Engine::mark_lost(NodeId n) {
   });
   auto& src = *sources_[n];
   for (auto& f : src.frames) {
-    MPI_Request_free(&f.req);
+    if (f.req != MPI_REQUEST_NULL) {  // a large frame's receive (complete ones wait with a null request)
+      MPI_Cancel(&f.req);
+      MPI_Request_free(&f.req);
+    }
     abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
     --frames_pending_;
   }

@@ -38,48 +38,95 @@ class FaultReport final : public Inbound {
 
 }  // namespace
 
+void Engine::post_frame_recv(std::size_t c) {
+  auto& p = posted_[c];
+  p.buf = take_frame_buffer(kFrameLimit);
+  p.buf->resize(kFrameLimit);
+  checked(MPI_Irecv(p.buf->data(), static_cast<int>(kFrameLimit), MPI_BYTE, MPI_ANY_SOURCE, kTagFrame, comms_[c],
+                    &p.req),
+          "MPI_Irecv");
+}
+
+void Engine::stop_receiving_locked() {
+  if (!receiving_) return;
+  receiving_ = false;
+  for (auto& p : posted_) {
+    if (p.req == MPI_REQUEST_NULL) continue;
+    // Cancelled, or completed by a frame that came meanwhile (dropped: we are
+    // shutting down); either way MPI is done with the buffer after the wait.
+    MPI_Cancel(&p.req);
+    MPI_Wait(&p.req, MPI_STATUS_IGNORE);
+  }
+  posted_.clear();
+}
+
 bool Engine::probe_frames() {
+  if (!receiving_) return false;
+  while (posted_.size() < comms_.size()) {  // the first round, or a communicator joined
+    posted_.emplace_back();
+    post_frame_recv(posted_.size() - 1);
+  }
   bool did = false;
   for (std::size_t c = 0; c < comms_.size(); ++c)
     for (int i = 0; i < 64; ++i) {
     int flag = 0;
-    MPI_Message msg;
     MPI_Status st;
-    if (checked(MPI_Improbe(MPI_ANY_SOURCE, kTagFrame, comms_[c], &flag, &msg, &st), "MPI_Improbe") != MPI_SUCCESS ||
-        !flag)
-      break;
+    const int rc = checked(MPI_Test(&posted_[c].req, &flag, &st), "MPI_Test (a frame's receive)");
+    if (rc != MPI_SUCCESS) {
+      // A frame larger than kFrameLimit (from a peer that breaks the
+      // protocol): dropped, and the receive posted again. (MPICH raises
+      // request errors on MPI_COMM_WORLD, whose handler is the application's.)
+      if (posted_[c].req != MPI_REQUEST_NULL) MPI_Request_free(&posted_[c].req);
+      post_frame_recv(c);
+      did = true;
+      continue;
+    }
+    if (!flag) break;
     did = true;
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
+    FrameBuffer buf = std::move(posted_[c].buf);
+    buf->resize(static_cast<std::size_t>(count));
+    post_frame_recv(c);  // the next frame lands at once
     const auto& ranks = rank_node_[c];
     const NodeId from = static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size() ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
                                                                                 : kInvalidNode;
-    if (from != kInvalidNode)
-      heard_[from].store(coarse_now(), std::memory_order_relaxed);
-    auto buf = take_frame_buffer(static_cast<std::size_t>(count));
-    buf->resize(static_cast<std::size_t>(count));
-    MPI_Request req = MPI_REQUEST_NULL;
-    checked(MPI_Imrecv(buf->data(), count, MPI_BYTE, &msg, &req), "MPI_Imrecv");
-    stats_.frames_received++;
-    stats_.bytes_received += static_cast<std::uint64_t>(count);
+    if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c))
+      continue;  // a lost node's, or nobody's: dropped (MPI is done with the buffer)
+    heard_[from].store(coarse_now(), std::memory_order_relaxed);
     arrivals_.fetch_add(1, std::memory_order_relaxed);
-    if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c)) {
-      abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(buf)));
-      MPI_Request_free(&req);
+    auto& frames = sources_[from]->frames;
+    std::uint32_t head = 0;
+    if (buf->size() == kStubBytes) std::memcpy(&head, buf->data(), sizeof head);
+    if (head == kStubMark) {
+      // A large frame follows from this peer: receive it in its turn.
+      std::uint64_t size = 0;
+      std::memcpy(&size, buf->data() + 2 * sizeof(std::uint32_t), sizeof size);
+      if (size <= kPostedFrame || size > kLargestFrame) {
+        std::fprintf(stderr, "troupe: node %u: malformed frame stub from node %u\n", self_, from);
+        continue;
+      }
+      auto large = take_frame_buffer(static_cast<std::size_t>(size));
+      large->resize(static_cast<std::size_t>(size));
+      MPI_Request req = MPI_REQUEST_NULL;
+      checked(MPI_Irecv(large->data(), static_cast<int>(size), MPI_BYTE, peers_[from]->rank, kTagLargeFrame,
+                        comms_[c], &req),
+              "MPI_Irecv");
+      stats_.frames_received++;
+      stats_.bytes_received += size;
+      frames.push_back(FrameRecv{req, std::move(large)});
+      ++frames_pending_;
       continue;
     }
-    auto& frames = sources_[from]->frames;
+    stats_.frames_received++;
+    stats_.bytes_received += static_cast<std::uint64_t>(count);
     if (frames.empty()) {
-      // Small frames are usually in already: read it now, and return so that
-      // what it holds is delivered before the next probe (round-trip latency).
-      int done = 0;
-      MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-      if (done) {
-        process_frame(from, *buf);
-        return true;
-      }
+      // Nothing of its source before it: read it now, and return so that what
+      // it holds is delivered before the next poll (round-trip latency).
+      process_frame(from, *buf);
+      return true;
     }
-    frames.push_back(FrameRecv{req, std::move(buf)});
+    frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(buf)});  // complete: read in its turn
     ++frames_pending_;
   }
   return did;

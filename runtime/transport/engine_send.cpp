@@ -104,8 +104,8 @@ bool Engine::send_now(Draft& draft) {
     stats_.bytes_sent += draft->bytes.size();
     const void* data = draft->bytes.data();
     const std::size_t size = draft->bytes.size();
-    send_reqs_.reserve(send_reqs_.size() + 1);  // room first: past post_send nothing throws
-    send_meta_.reserve(send_meta_.size() + 1);
+    send_reqs_.reserve(send_reqs_.size() + 2);  // room first (a stub and the frame): past post_send nothing throws
+    send_meta_.reserve(send_meta_.size() + 2);
     post_send(dest, data, size, kTagFrame, SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
   }
   // As a flush would: finished sends are reaped (the call also moves this
@@ -189,6 +189,21 @@ bool Engine::drain_outq() {
 }
 
 void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
+  if (tag == kTagFrame && size > kPostedFrame) {
+    FrameBuffer stub = take_frame_buffer(kStubBytes);
+    stub->resize(kStubBytes);
+    const std::uint32_t head[2] = {kStubMark, 0};
+    const std::uint64_t len = size;
+    std::memcpy(stub->data(), head, sizeof head);
+    std::memcpy(stub->data() + sizeof head, &len, sizeof len);
+    const void* stub_data = stub->data();
+    post_one(peer, stub_data, kStubBytes, kTagFrame, SendMeta{peer, std::move(stub)});
+    tag = kTagLargeFrame;
+  }
+  post_one(peer, data, size, tag, std::move(meta));
+}
+
+void Engine::post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
   MPI_Request req = MPI_REQUEST_NULL;
   checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, peers_[peer]->rank, tag, peer_comm(peer), &req), "MPI_Isend");
   send_reqs_.push_back(req);
