@@ -137,7 +137,7 @@ bool Engine::progress_locked() {
   bool did = drain_outq();
   did |= flush_outboxes();
   did |= test_sends();
-  did |= probe_frames();
+  did |= take_frames();
   did |= test_frame_recvs();
   did |= test_segment_recvs();
   note_in_flight();

@@ -332,7 +332,7 @@ class Engine {
   bool test_sends();
   /// Takes the frames that reached the posted receives (one per communicator,
   /// re-posted at once), reading each at once when nothing of its source waits.
-  bool probe_frames();
+  bool take_frames();
   void post_frame_recv(std::size_t comm);
   /// Stops the posted receives (before communicators are freed or MPI ends).
   void stop_receiving_locked();

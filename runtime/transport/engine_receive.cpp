@@ -1,5 +1,6 @@
-// The engine's receiving side: probing for frames, reading them, receiving
-// the blocks they declare into their destinations, and delivering envelopes in
+// The engine's receiving side: the receives frames land in (and the large
+// frames their stubs announce), reading them, receiving the blocks they declare
+// into their destinations, and delivering envelopes in
 // each sender's order.
 #include <algorithm>
 #include <cstring>
@@ -60,7 +61,7 @@ void Engine::stop_receiving_locked() {
   posted_.clear();
 }
 
-bool Engine::probe_frames() {
+bool Engine::take_frames() {
   if (!receiving_) return false;
   while (posted_.size() < comms_.size()) {  // the first round, or a communicator joined
     posted_.emplace_back();
