@@ -318,11 +318,11 @@ void sync_politely(MPI_Comm comm) {
   constexpr int kTag = 0x5e11;
   int size = 0;
   MPI_Comm_size(comm, &size);
-  char token = 0;
+  char token = 0, reply = 0;
   if (rank != 0) {
     MPI_Request reqs[2];
     MPI_Isend(&token, 1, MPI_CHAR, 0, kTag, comm, &reqs[0]);
-    MPI_Irecv(&token, 1, MPI_CHAR, 0, kTag, comm, &reqs[1]);
+    MPI_Irecv(&reply, 1, MPI_CHAR, 0, kTag, comm, &reqs[1]);
     wait_politely(reqs[0]);
     wait_politely(reqs[1]);
     return;

@@ -9,10 +9,13 @@
 // once. A progress thread polls with back-off; threads blocked in Future::get()
 // and actors finishing a turn progress too, which keeps round trips short.
 //
-// Order: per ordered pair of nodes, envelopes are handed to MPI in send order on
-// one tag and communicator (MPI does not overtake), segments on a second tag in
-// the same order, and the receiver delivers in arrival order per source even when
-// an earlier envelope still waits for its segments.
+// Order: per ordered pair of nodes, frames are handed to MPI in send order on
+// one tag and communicator (MPI does not overtake) and land one at a time in a
+// receive posted from any source; a large frame is announced there by a stub
+// and travels on a tag of its own, received in the stub's place; segments
+// follow on a third tag in the same order. The receiver reads each source's
+// frames in that order and delivers in arrival order per source even when an
+// earlier envelope still waits for its segments.
 #pragma once
 
 #include <mpi.h>
@@ -26,6 +29,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -286,12 +290,14 @@ class Engine {
     std::vector<ByteBuffer> scratch;
   };
   struct FrameRecv {
-    MPI_Request req;
+    MPI_Request req = MPI_REQUEST_NULL;  // null: the frame is in already
     FrameBuffer buf;
+    std::uint64_t announced = 0;  // a large frame: the size its stub announced
   };
   struct Source {
     std::deque<std::shared_ptr<Delivery>> queue;  // arrival order
     std::deque<FrameRecv> frames;                 // frames still arriving, in order
+    bool broken = false;  // a large frame could not be received: nothing more is read from it
   };
   struct SegRecv {
     NodeId from;
@@ -304,8 +310,9 @@ class Engine {
     std::atomic<OutEnvelope*> frame{nullptr};  // written under mu
   };
 
-  /// An urgent draft with nothing queued before it for its destination goes
-  /// to MPI from its own storage, if the engine is free: no frame, no queue.
+  /// An urgent draft of up to kPostedFrame bytes with nothing queued before it
+  /// for its destination goes to MPI from its own storage, if the engine is
+  /// free: no frame, no queue.
   /// False (the draft untouched) when it must take the queue.
   bool send_now(Draft& draft);
   bool progress_locked();
@@ -326,6 +333,8 @@ class Engine {
   /// preceded by a stub in the frames' order and itself sent with kTagLargeFrame.
   void post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
   void post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
+  /// Room for n more posted sends (grown geometrically), so that recording one cannot throw.
+  void room_for_sends(std::size_t n);
   /// `count` envelopes leave in `frame` (or alone, from their own buffer, when
   /// frame is null); `keep` holds those whose bytes or segments MPI still reads.
   void post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep, std::size_t count);
@@ -333,7 +342,10 @@ class Engine {
   /// Takes the frames that reached the posted receives (one per communicator,
   /// re-posted at once), reading each at once when nothing of its source waits.
   bool take_frames();
-  void post_frame_recv(std::size_t comm);
+  /// Posts comm's frame receive (its buffer taken first if it has none); false if MPI refused.
+  bool post_frame_recv(std::size_t comm);
+  /// A stub came from `from`: the large frame it announces is received in its turn.
+  void receive_large_frame(NodeId from, std::size_t comm, const ByteBuffer& stub);
   /// Stops the posted receives (before communicators are freed or MPI ends).
   void stop_receiving_locked();
   bool test_frame_recvs();
@@ -357,6 +369,8 @@ class Engine {
   struct PostedFrame {
     MPI_Request req = MPI_REQUEST_NULL;
     FrameBuffer buf;
+    bool landed = false;  // a frame is in buf (taken next)
+    int source = 0, count = 0;
   };
   std::vector<PostedFrame> posted_;  // per communicator: the receive frames land in
   bool receiving_ = true;            // false once the posted receives are stopped
@@ -434,7 +448,7 @@ inline constexpr std::size_t kPostedFrame = 3840;
 inline constexpr std::size_t kStubBytes = 16;
 inline constexpr std::uint32_t kStubMark = 0xffffffffu;
 /// The largest frame a stub may announce (a lone envelope's own bytes; blocks travel as segments).
-inline constexpr std::uint64_t kLargestFrame = std::uint64_t{1} << 31;
+inline constexpr std::uint64_t kLargestFrame = std::numeric_limits<int>::max();
 /// Frames coalesce envelopes up to this size; larger envelopes travel alone.
 inline constexpr std::size_t kFrameLimit = 64 * 1024;
 static_assert(Engine::kCloseAt + Engine::kSmallEnvelope <= kFrameLimit, "a coalesced frame stays within kFrameLimit");

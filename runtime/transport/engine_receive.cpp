@@ -39,13 +39,15 @@ class FaultReport final : public Inbound {
 
 }  // namespace
 
-void Engine::post_frame_recv(std::size_t c) {
+bool Engine::post_frame_recv(std::size_t c) {
   auto& p = posted_[c];
-  p.buf = take_frame_buffer(kFrameLimit);
+  if (!p.buf) p.buf = take_frame_buffer(kFrameLimit);  // may throw: nothing is posted yet, the next round tries again
   p.buf->resize(kFrameLimit);
-  checked(MPI_Irecv(p.buf->data(), static_cast<int>(kFrameLimit), MPI_BYTE, MPI_ANY_SOURCE, kTagFrame, comms_[c],
-                    &p.req),
-          "MPI_Irecv");
+  if (checked(MPI_Irecv(p.buf->data(), static_cast<int>(kFrameLimit), MPI_BYTE, MPI_ANY_SOURCE, kTagFrame, comms_[c],
+                        &p.req),
+              "MPI_Irecv (frames)") != MPI_SUCCESS)
+    p.req = MPI_REQUEST_NULL;
+  return p.req != MPI_REQUEST_NULL;
 }
 
 void Engine::stop_receiving_locked() {
@@ -63,74 +65,109 @@ void Engine::stop_receiving_locked() {
 
 bool Engine::take_frames() {
   if (!receiving_) return false;
-  while (posted_.size() < comms_.size()) {  // the first round, or a communicator joined
-    posted_.emplace_back();
-    post_frame_recv(posted_.size() - 1);
-  }
+  if (posted_.size() < comms_.size()) posted_.resize(comms_.size());  // the first round, or a communicator joined
   bool did = false;
   for (std::size_t c = 0; c < comms_.size(); ++c)
     for (int i = 0; i < 64; ++i) {
-    int flag = 0;
-    MPI_Status st;
-    const int rc = checked(MPI_Test(&posted_[c].req, &flag, &st), "MPI_Test (a frame's receive)");
-    if (rc != MPI_SUCCESS) {
-      // A frame larger than kFrameLimit (from a peer that breaks the
-      // protocol): dropped, and the receive posted again. (MPICH raises
-      // request errors on MPI_COMM_WORLD, whose handler is the application's.)
-      if (posted_[c].req != MPI_REQUEST_NULL) MPI_Request_free(&posted_[c].req);
-      post_frame_recv(c);
-      did = true;
-      continue;
+    auto& p = posted_[c];
+    if (!p.landed) {
+      if (p.req == MPI_REQUEST_NULL && !post_frame_recv(c)) break;  // not posted (MPI refused): next round
+      int flag = 0;
+      MPI_Status st;
+      if (checked(MPI_Test(&p.req, &flag, &st), "MPI_Test (frames)") != MPI_SUCCESS) {
+        // A frame larger than kFrameLimit, from a peer that breaks the
+        // protocol: the receive completed in error (MPICH raises that on
+        // MPI_COMM_WORLD, whose handler is the application's). Posted again
+        // next round. A receive still pending after an error is left to MPI,
+        // buffer and all: it may still take a frame.
+        if (p.req != MPI_REQUEST_NULL) break;
+        did = true;
+        continue;
+      }
+      if (!flag) break;
+      p.landed = true;
+      p.source = st.MPI_SOURCE;
+      MPI_Get_count(&st, MPI_BYTE, &p.count);
     }
-    if (!flag) break;
     did = true;
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    FrameBuffer buf = std::move(posted_[c].buf);
-    buf->resize(static_cast<std::size_t>(count));
-    post_frame_recv(c);  // the next frame lands at once
+    // The next receive is posted before this frame is read; its buffer first
+    // (if that throws, this frame stays landed for the next round).
+    FrameBuffer buf = std::exchange(p.buf, take_frame_buffer(kFrameLimit));
+    p.landed = false;
+    buf->resize(static_cast<std::size_t>(p.count));
+    post_frame_recv(c);
     const auto& ranks = rank_node_[c];
-    const NodeId from = static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size() ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
-                                                                                : kInvalidNode;
+    const NodeId from = p.source >= 0 && static_cast<std::size_t>(p.source) < ranks.size()
+                            ? ranks[static_cast<std::size_t>(p.source)]
+                            : kInvalidNode;
     if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c))
       continue;  // a lost node's, or nobody's: dropped (MPI is done with the buffer)
+    auto& src = *sources_[from];
+    if (src.broken) continue;  // its frames can no longer be read in order
     heard_[from].store(coarse_now(), std::memory_order_relaxed);
     arrivals_.fetch_add(1, std::memory_order_relaxed);
-    auto& frames = sources_[from]->frames;
     std::uint32_t head = 0;
     if (buf->size() == kStubBytes) std::memcpy(&head, buf->data(), sizeof head);
     if (head == kStubMark) {
-      // A large frame follows from this peer: receive it in its turn.
-      std::uint64_t size = 0;
-      std::memcpy(&size, buf->data() + 2 * sizeof(std::uint32_t), sizeof size);
-      if (size <= kPostedFrame || size > kLargestFrame) {
-        std::fprintf(stderr, "troupe: node %u: malformed frame stub from node %u\n", self_, from);
-        continue;
-      }
-      auto large = take_frame_buffer(static_cast<std::size_t>(size));
-      large->resize(static_cast<std::size_t>(size));
-      MPI_Request req = MPI_REQUEST_NULL;
-      checked(MPI_Irecv(large->data(), static_cast<int>(size), MPI_BYTE, peers_[from]->rank, kTagLargeFrame,
-                        comms_[c], &req),
-              "MPI_Irecv");
-      stats_.frames_received++;
-      stats_.bytes_received += size;
-      frames.push_back(FrameRecv{req, std::move(large)});
-      ++frames_pending_;
+      receive_large_frame(from, c, *buf);
       continue;
     }
     stats_.frames_received++;
-    stats_.bytes_received += static_cast<std::uint64_t>(count);
-    if (frames.empty()) {
+    stats_.bytes_received += buf->size();
+    if (src.frames.empty()) {
       // Nothing of its source before it: read it now, and return so that what
       // it holds is delivered before the next poll (round-trip latency).
       process_frame(from, *buf);
       return true;
     }
-    frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(buf)});  // complete: read in its turn
+    // Complete: read in its turn, from a buffer of its size (not the posted 64 KiB).
+    FrameBuffer exact = take_frame_buffer(buf->size());
+    exact->append(buf->data(), buf->size());
+    src.frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(exact)});
     ++frames_pending_;
   }
   return did;
+}
+
+void Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& stub) {
+  std::uint32_t zero = 1;
+  std::uint64_t size = 0;
+  std::memcpy(&zero, stub.data() + sizeof(std::uint32_t), sizeof zero);
+  std::memcpy(&size, stub.data() + 2 * sizeof(std::uint32_t), sizeof size);
+  if (zero != 0 || size <= kPostedFrame || size > kLargestFrame) {
+    // Not one of ours: nothing was sent after it.
+    std::fprintf(stderr, "troupe: node %u: malformed frame stub from node %u\n", self_, from);
+    return;
+  }
+  auto& src = *sources_[from];
+  FrameBuffer large;
+  MPI_Request req = MPI_REQUEST_NULL;
+  try {
+    large = take_frame_buffer(static_cast<std::size_t>(size));
+    large->resize(static_cast<std::size_t>(size));
+    src.frames.emplace_back();  // room first: past the receive nothing throws
+  } catch (const std::bad_alloc&) {
+    large.reset();
+  }
+  if (large && checked(MPI_Irecv(large->data(), static_cast<int>(size), MPI_BYTE, peers_[from]->rank,
+                                 kTagLargeFrame, comms_[c], &req),
+                       "MPI_Irecv (a large frame)") == MPI_SUCCESS) {
+    src.frames.back() = FrameRecv{req, std::move(large), size};
+    ++frames_pending_;
+    stats_.frames_received++;
+    stats_.bytes_received += size;
+    return;
+  }
+  if (large) src.frames.pop_back();
+  // The frame it announces can never be received in its place: what this node
+  // sends after it could only be read out of order or into the wrong
+  // receives. Nothing more from it is read (the failure detector's heartbeats
+  // included, so the cluster comes to treat it as lost).
+  std::fprintf(stderr,
+               "troupe: node %u: cannot receive a frame of %llu bytes from node %u (no memory, or MPI refused); "
+               "nothing more from that node is read\n",
+               self_, static_cast<unsigned long long>(size), from);
+  src.broken = true;
 }
 
 bool Engine::test_frame_recvs() {
@@ -151,9 +188,21 @@ bool Engine::test_frame_recvs() {
       if (++read == 8) budget_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
       if (read > 8 && std::chrono::steady_clock::now() >= budget_end) return did;
       int done = 0;
-      MPI_Test(&frames.front().req, &done, MPI_STATUS_IGNORE);
+      auto& front = frames.front();
+      const bool was_pending = front.req != MPI_REQUEST_NULL;
+      MPI_Status st;
+      MPI_Test(&front.req, &done, &st);
       if (!done) break;
-      auto buf = std::move(frames.front().buf);
+      if (was_pending) {
+        int count = 0;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        if (static_cast<std::uint64_t>(count) != front.announced) {
+          std::fprintf(stderr, "troupe: node %u: a large frame from node %u has %d bytes, its stub announced %llu\n",
+                       self_, from, count, static_cast<unsigned long long>(front.announced));
+          front.buf->resize(static_cast<std::size_t>(std::max(count, 0)));
+        }
+      }
+      auto buf = std::move(front.buf);
       frames.pop_front();
       --frames_pending_;
       did = true;

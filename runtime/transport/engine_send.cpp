@@ -88,6 +88,7 @@ void Engine::send(Draft draft, bool urgent) {
 
 bool Engine::send_now(Draft& draft) {
   const NodeId dest = draft->dest;
+  if (draft->bytes.size() > kPostedFrame) return false;  // it needs a stub: the usual way
   std::unique_lock lk(mu_, std::try_to_lock);
   if (!lk.owns_lock()) return false;
   {
@@ -104,8 +105,7 @@ bool Engine::send_now(Draft& draft) {
     stats_.bytes_sent += draft->bytes.size();
     const void* data = draft->bytes.data();
     const std::size_t size = draft->bytes.size();
-    send_reqs_.reserve(send_reqs_.size() + 2);  // room first (a stub and the frame): past post_send nothing throws
-    send_meta_.reserve(send_meta_.size() + 2);
+    room_for_sends(1);  // first: past it nothing throws, and the draft is untouched if it does
     post_send(dest, data, size, kTagFrame, SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
   }
   // As a flush would: finished sends are reaped (the call also moves this
@@ -188,8 +188,18 @@ bool Engine::drain_outq() {
   return did;
 }
 
+void Engine::room_for_sends(std::size_t n) {
+  auto grow = [n](auto& v) {
+    if (v.capacity() - v.size() < n) v.reserve(std::max(2 * v.capacity(), v.size() + n));
+  };
+  grow(send_reqs_);
+  grow(send_meta_);
+}
+
 void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
-  if (tag == kTagFrame && size > kPostedFrame) {
+  const bool stub_first = tag == kTagFrame && size > kPostedFrame;
+  room_for_sends(stub_first ? 2 : 1);  // the requests posted below always find a place
+  if (stub_first) {
     FrameBuffer stub = take_frame_buffer(kStubBytes);
     stub->resize(kStubBytes);
     const std::uint32_t head[2] = {kStubMark, 0};

@@ -12,6 +12,7 @@
 
 #include "troupe/error.hpp"
 #include "troupe/future.hpp"
+#include "troupe/remote.hpp"
 #include "troupe/wire/archive.hpp"
 #include "troupe/wire/registry.hpp"
 
@@ -51,12 +52,52 @@ ByteBuffer written(const R& v) {
   return b;
 }
 
-/// A result as RemoteReply sends plain numbers: the value's own bytes.
+/// What RemoteReply hands its sink for a result of R: the bytes it sends.
+class RecordingSink final : public troupe::detail::ReplySink {
+ public:
+  void reply_value(troupe::NodeId, std::uint64_t, std::unique_ptr<troupe::detail::PayloadWriter> value) override {
+    WireOutputArchive ar(bytes, nullptr);
+    value->write(ar);
+    ++replies;
+  }
+  void reply_bytes(troupe::NodeId, std::uint64_t, const void* data, std::size_t size) override {
+    bytes.append(data, size);
+    ++replies;
+  }
+  void reply_error(troupe::NodeId, std::uint64_t, std::exception_ptr) override { ++errors; }
+  ByteBuffer bytes;
+  int replies = 0, errors = 0;
+};
+
+/// The bytes RemoteReply<R> sends for a result (none for void).
+template <class R, class... V>
+ByteBuffer sent(V... v) {
+  RecordingSink sink;
+  {
+    troupe::detail::RemoteReply<R> reply(troupe::detail::RemoteCaller{&sink, 1, 42}, 0, 7);
+    troupe::detail::TaskResult<R> result;
+    result.value.emplace(v...);
+    reply(std::move(result));
+  }
+  EXPECT_EQ(sink.replies, 1);
+  EXPECT_EQ(sink.errors, 0);
+  return std::move(sink.bytes);
+}
+
+/// The error the archive's way gives for the same bytes (TypedReply::decode,
+/// then the receiver's check that every byte was read).
 template <class R>
-ByteBuffer own_bytes(const R& v) {
-  ByteBuffer b;
-  b.append(&v, sizeof v);
-  return b;
+std::string archive_refusal(const ByteBuffer& b) {
+  troupe::Promise<R> p;
+  troupe::detail::TypedReply<R> reply(std::move(p));
+  try {
+    WireInputArchive ar(b.data(), b.size(), nullptr, 0);
+    reply.decode(ar);
+    if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
+  } catch (const DecodeError& e) {
+    return e.what();
+  }
+  return "(accepted)";
 }
 
 /// Reads a reply's bytes the fast way into the ask's future.
@@ -136,10 +177,12 @@ TEST(WireArgs, NumbersReadBackAndBadBytesAreRefused) {
 
 TEST(WireReplies, NumbersTravelAsTheBytesCerealWritesAndReadBack) {
   const std::uint64_t big = 0x0102030405060708ull;
-  EXPECT_TRUE(same(own_bytes(big), written(big)));
-  EXPECT_TRUE(same(own_bytes(-2.5), written(-2.5)));
-  EXPECT_TRUE(same(own_bytes(true), written(true)));
-  EXPECT_TRUE(same(own_bytes(std::int16_t{-300}), written(std::int16_t{-300})));
+  EXPECT_TRUE(same(sent<std::uint64_t>(big), written(big)));
+  EXPECT_TRUE(same(sent<double>(-2.5), written(-2.5)));
+  EXPECT_TRUE(same(sent<bool>(true), written(true)));
+  EXPECT_TRUE(same(sent<bool>(false), written(false)));
+  EXPECT_TRUE(same(sent<std::int16_t>(std::int16_t{-300}), written(std::int16_t{-300})));
+  EXPECT_TRUE(same(sent<std::string>(std::string("five")), written(std::string("five"))));  // the archive's way
   EXPECT_EQ(read_reply<std::uint64_t>(written(big)).get(), big);
   EXPECT_EQ(read_reply<double>(written(-2.5)).get(), -2.5);
   EXPECT_EQ(read_reply<bool>(written(false)).get(), false);
@@ -151,6 +194,7 @@ TEST(WireReplies, NumbersTravelAsTheBytesCerealWritesAndReadBack) {
     troupe::detail::ValueWriter<void>(troupe::detail::Unit{}).write(ar);
   }
   EXPECT_EQ(none.size(), 0u);
+  EXPECT_EQ(sent<void>().size(), 0u);
   bool handled = false;
   read_reply<void>(none, &handled).get();
   EXPECT_TRUE(handled);
@@ -163,14 +207,19 @@ TEST(WireReplies, BadNumberBytesAreRefusedAsTheArchiveRefusesThem) {
   auto u64 = written(std::uint64_t{7});
   ByteBuffer short_one;
   short_one.append(u64.data(), 5);
-  EXPECT_NE(refusal<std::uint64_t>(short_one).find("truncated"), std::string::npos);
-  EXPECT_NE(refusal<std::uint64_t>(ByteBuffer{}).find("truncated"), std::string::npos);
   ByteBuffer longer;
   longer.append(u64.data(), u64.size());
   longer.append("\x00", 1);
-  EXPECT_NE(refusal<std::uint64_t>(longer).find("does not read"), std::string::npos);
   ByteBuffer two;
   two.append("\x02", 1);
+  // The same errors, word for word, as the archive's way.
+  EXPECT_NE(refusal<std::uint64_t>(short_one).find("truncated"), std::string::npos);
+  EXPECT_EQ(refusal<std::uint64_t>(short_one), archive_refusal<std::uint64_t>(short_one));
+  EXPECT_EQ(refusal<std::uint64_t>(ByteBuffer{}), archive_refusal<std::uint64_t>(ByteBuffer{}));
+  EXPECT_NE(refusal<std::uint64_t>(longer).find("does not read"), std::string::npos);
+  EXPECT_EQ(refusal<std::uint64_t>(longer), archive_refusal<std::uint64_t>(longer));
   EXPECT_NE(refusal<bool>(two).find("invalid bool"), std::string::npos);
+  EXPECT_EQ(refusal<bool>(two), archive_refusal<bool>(two));
   EXPECT_NE(refusal<void>(two).find("does not read"), std::string::npos);
+  EXPECT_EQ(refusal<void>(two), archive_refusal<void>(two));
 }
