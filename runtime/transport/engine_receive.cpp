@@ -77,9 +77,9 @@ bool Engine::take_frames() {
       if (checked(MPI_Test(&p.req, &flag, &st), "MPI_Test (frames)") != MPI_SUCCESS) {
         // A frame larger than kFrameLimit, from a peer that breaks the
         // protocol: the receive completed in error (MPICH raises that on
-        // MPI_COMM_WORLD, whose handler is the application's). Posted again
-        // next round. A receive still pending after an error is left to MPI,
-        // buffer and all: it may still take a frame.
+        // MPI_COMM_WORLD, whose handler is the application's): posted again
+        // at once, into the same buffer. A receive still pending after an
+        // error is left to MPI, buffer and all: it may still take a frame.
         if (p.req != MPI_REQUEST_NULL) break;
         did = true;
         continue;
@@ -120,10 +120,16 @@ bool Engine::take_frames() {
       process_frame(from, *buf);
       return true;
     }
-    // Complete: read in its turn, from a buffer of its size (not the posted 64 KiB).
-    FrameBuffer exact = take_frame_buffer(buf->size());
-    exact->append(buf->data(), buf->size());
-    src.frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(exact)});
+    // Complete: read in its turn, from a buffer of its size (not the posted
+    // 64 KiB) if there is memory for one.
+    FrameBuffer keep;
+    try {
+      keep = take_frame_buffer(buf->size());
+      keep->append(buf->data(), buf->size());
+    } catch (const std::bad_alloc&) {
+      keep = std::move(buf);
+    }
+    src.frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(keep)});
     ++frames_pending_;
   }
   return did;

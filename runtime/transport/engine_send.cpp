@@ -100,12 +100,12 @@ bool Engine::send_now(Draft& draft) {
     if (open_[dest].frame.load(std::memory_order_relaxed) != nullptr ||
         outq_size_.load(std::memory_order_seq_cst) != 0 || !p.outbox.empty() || !p.alive.load())
       return false;
+    room_for_sends(1);  // first: past it nothing throws, and the draft is untouched if it does
     stats_.frames_sent++;
     stats_.envelopes_sent++;
     stats_.bytes_sent += draft->bytes.size();
     const void* data = draft->bytes.data();
     const std::size_t size = draft->bytes.size();
-    room_for_sends(1);  // first: past it nothing throws, and the draft is untouched if it does
     post_send(dest, data, size, kTagFrame, SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
   }
   // As a flush would: finished sends are reaped (the call also moves this
