@@ -255,9 +255,9 @@ TEST(Engine, LargeFramesFollowTheirStubsInOrderAndBadFramesAreDropped) {
   // kPostedFrame, sent directly (as an older sender would: still read); stubs
   // announcing 2^40 bytes and 10 bytes (malformed); under Open MPI a frame too
   // large for the posted receive (MPICH raises that error on MPI_COMM_WORLD,
-  // the application's); a stub, then frame 7, then (a while later, so that
-  // frame 7 is in first) the stub's large frame of envelopes 200..299. Rank 1
-  // gets 1, 100..299, 7 in that order, and nothing else.
+  // the application's); a stub, then frame 7, then, once rank 1 has taken
+  // frame 7 in (and must hold it back), the stub's large frame of envelopes
+  // 200..299. Rank 1 gets 1, 100..299, 7 in that order, and nothing else.
   using troupe::detail::kFrameLimit;
   using troupe::detail::kPostedFrame;
   int rank = 0;
@@ -305,10 +305,18 @@ TEST(Engine, LargeFramesFollowTheirStubsInOrderAndBadFramesAreDropped) {
     }
     send(stub(announced.size()), troupe::detail::kTagFrame);
     send(frame_of(7, {}), troupe::detail::kTagFrame);
-    std::this_thread::sleep_for(200ms);  // frame 7 is in, and must wait for the frame announced before it
+    wait_for_go_ahead();  // frame 7 is in, and must wait for the frame announced before it
     send(announced, troupe::detail::kTagLargeFrame);
   } else if (rank == 1) {
     engine.start_progress_thread(nullptr, 10ms, nullptr);
+    // Frames taken in: 1, the direct one, the stub's (counted when its receive
+    // is posted) and 7; the malformed and oversized ones are not counted.
+    EXPECT_TRUE(wait_until([&] { return engine.stats().frames_received == 4; }, 10s))
+        << "frames " << engine.stats().frames_received;
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() >= 101; }, 10s)) << "delivered " << sink.delivered();
+    std::this_thread::sleep_for(20ms);  // were frame 7 read at once, it would be delivered by now
+    EXPECT_EQ(sink.delivered(), 101u) << "frame 7 went ahead of the frame announced before it";
+    go_ahead();  // whatever happened: rank 0 must not wait forever
     EXPECT_TRUE(wait_until([&] { return sink.delivered() == expected.size(); }, 10s))
         << "delivered " << sink.delivered();
     std::this_thread::sleep_for(50ms);  // anything more would show up now
