@@ -1,0 +1,64 @@
+// Wire ids: stable across builds and ranks (hashes of the names TROUPE_REMOTE
+// is given, never pointers or typeid names), and two registrations that would
+// share an id are reported, not silently merged.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "troupe/remote.hpp"
+#include "troupe/wire/registry.hpp"
+
+using troupe::detail::fnv1a64;
+using troupe::detail::WireRegistry;
+
+namespace pinned {
+
+class Pinned {
+ public:
+  int get() const { return 7; }
+  void set(int v) { v_ = v; }
+
+ private:
+  int v_ = 0;
+};
+TROUPE_REMOTE(Pinned, troupe::init<>, &Pinned::get, &Pinned::set);
+
+/// Two methods, registered by hand below under one name.
+struct Twice {
+  int a() { return 1; }
+  int b() { return 2; }
+};
+
+}  // namespace pinned
+
+TEST(WireRegistry, IdsAreHashesOfTheRegisteredNames) {
+  // FNV-1a 64's published test vectors: the hash is the standard one.
+  EXPECT_EQ(fnv1a64(""), 14695981039346656037ull);
+  EXPECT_EQ(fnv1a64("a"), 0xaf63dc4c8601ec8cull);
+  // The ids of a registered class and method are fixed numbers, the same in
+  // every build of this source and on every rank (computed outside C++).
+  const auto* m = WireRegistry::instance().method(fnv1a64("Pinned::get"));
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->id, 7309684615214666057ull);
+  EXPECT_EQ(m->name, "Pinned::get");
+  const auto* c = WireRegistry::instance().cls(fnv1a64("class Pinned"));
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->id, 7717329937214915911ull);
+  EXPECT_EQ(m->class_id, c->id);
+  EXPECT_NE(WireRegistry::instance().method(fnv1a64("Pinned::set")), nullptr);
+  for (const auto& p : WireRegistry::instance().problems()) EXPECT_EQ(p.find("Pinned"), std::string::npos) << p;
+}
+
+TEST(WireRegistry, CollisionsAreReported) {
+  auto& reg = WireRegistry::instance();
+  reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::a>(0, nullptr, "Twice::same"));
+  reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::b>(0, nullptr, "Twice::same"));
+  const auto problems = reg.problems();
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("same wire id"), std::string::npos) << problems[0];
+  // The first registration stands; the second is not merged into it.
+  const auto* m = reg.method(fnv1a64("Twice::same"));
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->tag, &troupe::detail::method_tag<&pinned::Twice::a>);
+  EXPECT_EQ(reg.method(&troupe::detail::method_tag<&pinned::Twice::b>), nullptr);
+}
