@@ -237,16 +237,14 @@ bool Engine::heard_pending(NodeId n) {
     if (sources_[n]->broken) return false;  // nothing from it is read any more
     MPI_Iprobe(peers_[n]->rank, MPI_ANY_TAG, peer_comm(n), &flag, MPI_STATUS_IGNORE);
     queued = !sources_[n]->frames.empty();
-    // A frame of its may sit in the posted receive, where a probe cannot see it.
+    // A frame of its may sit in a posted receive, where a probe cannot see it.
     const auto c = static_cast<std::size_t>(peers_[n]->comm);
     if (!flag && !queued && c < posted_.size()) {
-      auto& p = posted_[c];
-      if (p.landed) {
-        queued = p.source == peers_[n]->rank;
-      } else if (p.req != MPI_REQUEST_NULL) {
+      const auto& r = posted_[c];
+      for (unsigned k = 0; k < r.posted && !queued; ++k) {
         int done = 0;
         MPI_Status st;
-        MPI_Request_get_status(p.req, &done, &st);
+        MPI_Request_get_status(r.req[(r.head + k) % kPostedReceives], &done, &st);
         queued = done != 0 && st.MPI_SOURCE == peers_[n]->rank;
       }
     }

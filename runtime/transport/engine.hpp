@@ -10,8 +10,8 @@
 // and actors finishing a turn progress too, which keeps round trips short.
 //
 // Order: per ordered pair of nodes, frames are handed to MPI in send order on
-// one tag and communicator (MPI does not overtake) and land one at a time in a
-// receive posted from any source; a large frame is announced there by a stub
+// one tag and communicator (MPI does not overtake) and land in receives posted
+// from any source, taken in the order they were posted; a large frame is announced there by a stub
 // and travels on a tag of its own, received in the stub's place; segments
 // follow on a third tag in the same order. The receiver reads each source's
 // frames in that order and delivers in arrival order per source even when an
@@ -20,6 +20,7 @@
 
 #include <mpi.h>
 
+#include <array>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -339,11 +340,13 @@ class Engine {
   /// frame is null); `keep` holds those whose bytes or segments MPI still reads.
   void post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep, std::size_t count);
   bool test_sends();
-  /// Takes the frames that reached the posted receives (one per communicator,
-  /// re-posted at once), reading each at once when nothing of its source waits.
+  /// Posts the ring's free slots again (in ring order), then takes the frames
+  /// that reached them, reading each at once when nothing of its source waits.
   bool take_frames();
-  /// Posts comm's frame receive (its buffer taken first if it has none); false if MPI refused.
-  bool post_frame_recv(std::size_t comm);
+  struct FrameRing;
+  /// Posts the next slot of comm's ring (its buffer taken first if it has
+  /// none); false if MPI refused.
+  bool post_frame_recv(FrameRing& ring, std::size_t comm);
   /// A stub came from `from`: the large frame it announces is received in its turn.
   void receive_large_frame(NodeId from, std::size_t comm, const ByteBuffer& stub);
   /// Stops the posted receives (before communicators are freed or MPI ends).
@@ -366,13 +369,21 @@ class Engine {
   MPI_Comm peer_comm(NodeId n) const { return comms_[static_cast<std::size_t>(peers_[n]->comm)]; }
 
   std::vector<MPI_Comm> comms_;                  // [0]: the one we started with
-  struct PostedFrame {
-    MPI_Request req = MPI_REQUEST_NULL;
-    FrameBuffer buf;
-    bool landed = false;  // a frame is in buf (taken next)
-    int source = 0, count = 0;
+  /// The receives frames land in, per communicator: kPostedReceives of them,
+  /// posted in ring order. MPI matches a communicator's frames to them in the
+  /// order they were posted, so they are taken in that order (`head` first).
+  /// A taken slot is posted again only at the start of the next round, once
+  /// its frame has been read: while one is read (and the reply it asks for
+  /// sent), the others stay posted, and the repost is off that path.
+  static constexpr unsigned kPostedReceives = 4;
+  struct FrameRing {
+    FrameRing() { req.fill(MPI_REQUEST_NULL); }
+    std::array<MPI_Request, kPostedReceives> req;  // MPI_REQUEST_NULL when not posted
+    std::array<FrameBuffer, kPostedReceives> buf;
+    unsigned head = 0;    // the slot the next frame lands in
+    unsigned posted = 0;  // slots head, head + 1, ... (ring order) that are posted
   };
-  std::vector<PostedFrame> posted_;  // per communicator: the receive frames land in
+  std::vector<FrameRing> posted_;
   bool receiving_ = true;            // false once the posted receives are stopped
   std::vector<std::vector<NodeId>> rank_node_;  // per communicator: rank -> node
   std::atomic<std::size_t> count_{0};
@@ -432,16 +443,16 @@ inline constexpr std::chrono::microseconds kShortestNap{20}, kLongestNap{1000};
 inline constexpr int kTagFrame = 0x7e01;
 inline constexpr int kTagSegment = 0x7e02;
 inline constexpr int kTagLargeFrame = 0x7e03;
-/// Frames land in a receive posted ahead, from any source, one per
+/// Frames land in receives posted ahead, from any source, a ring per
 /// communicator (no probe, no unexpected-message copy: 0.38-0.43 against
 /// 0.51-0.58 us for a raw ping-pong the probing way). A sender sends a frame
 /// there directly only up to this size: small enough to travel eagerly on every
 /// transport (Open MPI's shared-memory eager limit, 4 KiB, holds its header
-/// too), so the posted receive completes as it matches, and one matched by a
+/// too), so a posted receive completes as it matches, and one matched by a
 /// peer that dies can never be left half done with every frame waiting behind
 /// it. A larger frame sends a stub there, in the frames' order, then itself
 /// with kTagLargeFrame; the receiver posts a receive of its size from that
-/// peer. The posted receive itself holds kFrameLimit bytes, so a frame sent
+/// peer. A posted receive itself holds kFrameLimit bytes, so a frame sent
 /// directly up to that size (by an older sender, say) is still read.
 inline constexpr std::size_t kPostedFrame = 3840;
 /// A stub: [u32 kStubMark][u32 0][u64 size of the frame that follows].

@@ -39,27 +39,32 @@ class FaultReport final : public Inbound {
 
 }  // namespace
 
-bool Engine::post_frame_recv(std::size_t c) {
-  auto& p = posted_[c];
-  if (!p.buf) p.buf = take_frame_buffer(kFrameLimit);  // may throw: nothing is posted yet, the next round tries again
-  p.buf->resize(kFrameLimit);
-  if (checked(MPI_Irecv(p.buf->data(), static_cast<int>(kFrameLimit), MPI_BYTE, MPI_ANY_SOURCE, kTagFrame, comms_[c],
-                        &p.req),
-              "MPI_Irecv (frames)") != MPI_SUCCESS)
-    p.req = MPI_REQUEST_NULL;
-  return p.req != MPI_REQUEST_NULL;
+bool Engine::post_frame_recv(FrameRing& r, std::size_t c) {
+  const unsigned i = (r.head + r.posted) % kPostedReceives;  // the next slot in ring order
+  auto& buf = r.buf[i];
+  if (!buf) buf = take_frame_buffer(kFrameLimit);  // may throw: nothing is posted, the next round tries again
+  buf->resize(kFrameLimit);
+  if (checked(MPI_Irecv(buf->data(), static_cast<int>(kFrameLimit), MPI_BYTE, MPI_ANY_SOURCE, kTagFrame, comms_[c],
+                        &r.req[i]),
+              "MPI_Irecv (frames)") != MPI_SUCCESS) {
+    r.req[i] = MPI_REQUEST_NULL;
+    return false;
+  }
+  ++r.posted;
+  return true;
 }
 
 void Engine::stop_receiving_locked() {
   if (!receiving_) return;
   receiving_ = false;
-  for (auto& p : posted_) {
-    if (p.req == MPI_REQUEST_NULL) continue;
-    // Cancelled, or completed by a frame that came meanwhile (dropped: we are
-    // shutting down); either way MPI is done with the buffer after the wait.
-    MPI_Cancel(&p.req);
-    MPI_Wait(&p.req, MPI_STATUS_IGNORE);
-  }
+  for (auto& r : posted_)
+    for (auto& req : r.req) {
+      if (req == MPI_REQUEST_NULL) continue;
+      // Cancelled, or completed by a frame that came meanwhile (dropped: we
+      // are shutting down); either way MPI is done with the buffer after the wait.
+      MPI_Cancel(&req);
+      MPI_Wait(&req, MPI_STATUS_IGNORE);
+    }
   posted_.clear();
 }
 
@@ -67,70 +72,75 @@ bool Engine::take_frames() {
   if (!receiving_) return false;
   if (posted_.size() < comms_.size()) posted_.resize(comms_.size());  // the first round, or a communicator joined
   bool did = false;
-  for (std::size_t c = 0; c < comms_.size(); ++c)
-    for (int i = 0; i < 64; ++i) {
-    auto& p = posted_[c];
-    if (!p.landed) {
-      if (p.req == MPI_REQUEST_NULL && !post_frame_recv(c)) break;  // not posted (MPI refused): next round
+  for (std::size_t c = 0; c < comms_.size(); ++c) {
+    auto& r = posted_[c];
+    // Slots taken last round first, in ring order. If MPI refuses one, it and
+    // the slots after it stay free (the order must hold) until the next round.
+    while (r.posted < kPostedReceives && post_frame_recv(r, c)) {
+    }
+    for (int n = 0; n < 64 && r.posted != 0; ++n) {
+      const unsigned i = r.head;
       int flag = 0;
       MPI_Status st;
-      if (checked(MPI_Test(&p.req, &flag, &st), "MPI_Test (frames)") != MPI_SUCCESS) {
+      if (checked(MPI_Test(&r.req[i], &flag, &st), "MPI_Test (frames)") != MPI_SUCCESS) {
         // A frame larger than kFrameLimit, from a peer that breaks the
         // protocol: the receive completed in error (MPICH raises that on
-        // MPI_COMM_WORLD, whose handler is the application's): posted again
-        // at once, into the same buffer. A receive still pending after an
-        // error is left to MPI, buffer and all: it may still take a frame.
-        if (p.req != MPI_REQUEST_NULL) break;
+        // MPI_COMM_WORLD, whose handler is the application's): the slot is
+        // posted again next round. A receive still pending after an error is
+        // left to MPI, buffer and all: it may still take a frame.
+        if (r.req[i] != MPI_REQUEST_NULL) break;
+        r.head = (i + 1) % kPostedReceives;
+        --r.posted;
         did = true;
         continue;
       }
       if (!flag) break;
-      p.landed = true;
-      p.source = st.MPI_SOURCE;
-      MPI_Get_count(&st, MPI_BYTE, &p.count);
+      // The slot is free: posted again next round, once this frame is read.
+      r.head = (i + 1) % kPostedReceives;
+      --r.posted;
+      did = true;
+      int count = 0;
+      MPI_Get_count(&st, MPI_BYTE, &count);
+      ByteBuffer& buf = *r.buf[i];
+      buf.resize(static_cast<std::size_t>(std::max(count, 0)));
+      const auto& ranks = rank_node_[c];
+      const NodeId from = st.MPI_SOURCE >= 0 && static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size()
+                              ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
+                              : kInvalidNode;
+      if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c))
+        continue;  // a lost node's, or nobody's: dropped
+      auto& src = *sources_[from];
+      if (src.broken) continue;  // its frames can no longer be read in order
+      heard_[from].store(coarse_now(), std::memory_order_relaxed);
+      arrivals_.fetch_add(1, std::memory_order_relaxed);
+      std::uint32_t head = 0;
+      if (buf.size() == kStubBytes) std::memcpy(&head, buf.data(), sizeof head);
+      if (head == kStubMark) {
+        receive_large_frame(from, c, buf);
+        continue;
+      }
+      stats_.frames_received++;
+      stats_.bytes_received += buf.size();
+      if (src.frames.empty()) {
+        // Nothing of its source before it: read it now, in place, and return
+        // so that what it holds is delivered before the next poll (round-trip
+        // latency).
+        process_frame(from, buf);
+        return true;
+      }
+      // Read in its turn, from a buffer of its size (the slot keeps its 64
+      // KiB), or from the slot's own if there is no memory for one (the slot
+      // gets a new one when it is posted again).
+      FrameBuffer keep;
+      try {
+        keep = take_frame_buffer(buf.size());
+        keep->append(buf.data(), buf.size());
+      } catch (const std::bad_alloc&) {
+        keep = std::move(r.buf[i]);
+      }
+      src.frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(keep)});
+      ++frames_pending_;
     }
-    did = true;
-    // The next receive is posted before this frame is read; its buffer first
-    // (if that throws, this frame stays landed for the next round).
-    FrameBuffer buf = std::exchange(p.buf, take_frame_buffer(kFrameLimit));
-    p.landed = false;
-    buf->resize(static_cast<std::size_t>(p.count));
-    post_frame_recv(c);
-    const auto& ranks = rank_node_[c];
-    const NodeId from = p.source >= 0 && static_cast<std::size_t>(p.source) < ranks.size()
-                            ? ranks[static_cast<std::size_t>(p.source)]
-                            : kInvalidNode;
-    if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c))
-      continue;  // a lost node's, or nobody's: dropped (MPI is done with the buffer)
-    auto& src = *sources_[from];
-    if (src.broken) continue;  // its frames can no longer be read in order
-    heard_[from].store(coarse_now(), std::memory_order_relaxed);
-    arrivals_.fetch_add(1, std::memory_order_relaxed);
-    std::uint32_t head = 0;
-    if (buf->size() == kStubBytes) std::memcpy(&head, buf->data(), sizeof head);
-    if (head == kStubMark) {
-      receive_large_frame(from, c, *buf);
-      continue;
-    }
-    stats_.frames_received++;
-    stats_.bytes_received += buf->size();
-    if (src.frames.empty()) {
-      // Nothing of its source before it: read it now, and return so that what
-      // it holds is delivered before the next poll (round-trip latency).
-      process_frame(from, *buf);
-      return true;
-    }
-    // Complete: read in its turn, from a buffer of its size (not the posted
-    // 64 KiB) if there is memory for one.
-    FrameBuffer keep;
-    try {
-      keep = take_frame_buffer(buf->size());
-      keep->append(buf->data(), buf->size());
-    } catch (const std::bad_alloc&) {
-      keep = std::move(buf);
-    }
-    src.frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(keep)});
-    ++frames_pending_;
   }
   return did;
 }
