@@ -228,9 +228,13 @@ Draft RemoteNode::encode_call(NodeId node, ActorId actor, const std::string* nam
   auto e = envelope(node, Kind::call, corr, actor, m.id, name != nullptr ? kFlagNamed : 0);
   e->kind_tell = corr == 0;
   try {
-    WireOutputArchive ar(e->bytes, &e->segments);
-    if (name != nullptr) ar(*name);
-    m.encode_args(call, ar);
+    if (name == nullptr && m.encode_numbers != nullptr) {
+      m.encode_numbers(call, e->bytes);  // plain numbers: the same bytes, without an archive
+    } else {
+      WireOutputArchive ar(e->bytes, &e->segments);
+      if (name != nullptr) ar(*name);
+      m.encode_args(call, ar);
+    }
     seal(*e);
   } catch (...) {
     auto err = std::current_exception();

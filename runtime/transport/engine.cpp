@@ -134,12 +134,17 @@ bool Engine::progress() {
 }
 
 bool Engine::progress_locked() {
-  bool did = drain_outq();
-  did |= flush_outboxes();
-  did |= test_sends();
+  // Each step is skipped outright when it has nothing to do: an idle round is
+  // polled over and over, and how long it takes is how late a frame is seen.
+  // (outq_size_ counts an envelope before it is queued: zero means none is.)
+  bool did = false;
+  if (outq_size_.load(std::memory_order_acquire) != 0 || open_count_.load(std::memory_order_acquire) != 0)
+    did |= drain_outq();
+  if (!dirty_.empty()) did |= flush_outboxes();
+  if (!send_reqs_.empty()) did |= test_sends();
   did |= take_frames();
-  did |= test_frame_recvs();
-  did |= test_segment_recvs();
+  if (frames_pending_ != 0) did |= test_frame_recvs();
+  if (!seg_reqs_.empty()) did |= test_segment_recvs();
   note_in_flight();
   return did;
 }
