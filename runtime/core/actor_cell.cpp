@@ -117,13 +117,13 @@ InlineTurns::~InlineTurns() {
   for (auto& c : more_) c->core().scheduler().schedule(std::move(c));
 }
 
-bool InlineTurns::offer(const std::shared_ptr<ActorCell>& cell) {
+bool InlineTurns::offer(std::shared_ptr<ActorCell>& cell) {
   if (tls_inline == nullptr || tls_cell != nullptr) return false;
   auto& in = *tls_inline;
   if (!in.first_) {
-    in.first_ = cell;
+    in.first_ = std::move(cell);
   } else {
-    in.more_.push_back(cell);
+    in.more_.push_back(std::move(cell));
   }
   return true;
 }

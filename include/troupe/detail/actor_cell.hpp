@@ -192,8 +192,9 @@ class InlineTurns {
   InlineTurns& operator=(const InlineTurns&) = delete;
   /// Stops collecting and runs one turn of each collected actor.
   std::size_t run(std::size_t batch);
-  /// Adds the cell if a collector is active on this thread.
-  static bool offer(const std::shared_ptr<ActorCell>& cell);
+  /// Takes the cell (moved from) if a collector is active on this thread;
+  /// false, the cell untouched, if none is.
+  static bool offer(std::shared_ptr<ActorCell>& cell);
 
  private:
   std::shared_ptr<ActorCell> first_;  // the common case, one actor woken: no allocation
