@@ -60,6 +60,13 @@ class ActorRef {
     auto f = p.get_future();
     if (cell_) {
       cell_->enqueue(new detail::CallMessage<M>(std::move(p), std::forward<A>(a)...));
+    } else if constexpr (detail::all_arithmetic<typename detail::Method<M>::Args>::value) {
+      detail::CallMessage<M> call(std::move(p), std::forward<A>(a)...);  // encoded before send_ask returns
+      if (remote_target()) {
+        link().send_ask(node_, id_, call);
+      } else {  // a local actor that is gone
+        call.fail(std::make_exception_ptr(ActorExited(node_, id_)));
+      }
     } else {
       send_remote(std::make_unique<detail::CallMessage<M>>(std::move(p), std::forward<A>(a)...));
     }

@@ -5,6 +5,7 @@
 #include <cereal/types/vector.hpp>
 
 #include <algorithm>
+#include <cassert>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -163,11 +164,17 @@ std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
 }
 
 void RemoteNode::send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) {
-  send_call_to(node, actor, nullptr, std::move(call));
+  CallBase& c = *call;
+  send_call_to(node, actor, nullptr, c, std::move(call));
+}
+
+void RemoteNode::send_ask(NodeId node, ActorId actor, CallBase& call) {
+  send_call_to(node, actor, nullptr, call, nullptr);
 }
 
 void RemoteNode::send_named(NodeId node, const std::string& name, std::unique_ptr<CallBase> call) {
-  send_call_to(node, 0, &name, std::move(call));
+  CallBase& c = *call;
+  send_call_to(node, 0, &name, c, std::move(call));
 }
 
 void RemoteNode::send_tell(NodeId node, ActorId actor, const CallBase& call) {
@@ -193,20 +200,26 @@ void RemoteNode::send_tell(NodeId node, ActorId actor, const CallBase& call) {
   }
 }
 
-void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call) {
-  const MethodEntry* m = method_for(*call, node, actor);
+void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* name, CallBase& call,
+                              std::unique_ptr<CallBase> owned) {
+  const MethodEntry* m = method_for(call, node, actor);
   if (m == nullptr) return;
-  if (closed_.load()) return call->fail(std::make_exception_ptr(Error("troupe: the runtime has finished")));
+  if (closed_.load()) return call.fail(std::make_exception_ptr(Error("troupe: the runtime has finished")));
   std::uint64_t corr = 0;
-  if (call->is_ask()) {
-    corr = expect(node, m->take_reply(*call));
+  if (call.is_ask()) {
+    corr = expect(node, m->take_reply(call));
     if (corr == 0) return;  // node lost: already failed
   } else if (!cluster_->alive(node)) {
     return;  // a tell to a lost node is dropped, like one to an exited actor
   }
-  Draft e = encode_call(node, actor, name, corr, *m, *call);
+  Draft e = encode_call(node, actor, name, corr, *m, call);
   if (!e) return;
-  if (!e->segments.empty()) e->keep.push_back(std::shared_ptr<CallBase>(std::move(call)));  // segments point into its arguments
+  if (!e->segments.empty()) {
+    // Segments point into the call's arguments: the envelope keeps the call.
+    // (A call on the caller's stack has plain numbers, never segments.)
+    assert(owned != nullptr);
+    e->keep.push_back(std::shared_ptr<CallBase>(std::move(owned)));
+  }
   post(std::move(e));
 }
 

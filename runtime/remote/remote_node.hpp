@@ -39,6 +39,7 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // RemoteLink
   std::size_t size() const override { return cluster_->size(); }
   void send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) override;
+  void send_ask(NodeId node, ActorId actor, CallBase& call) override;
   void send_tell(NodeId node, ActorId actor, const CallBase& call) override;
   void stop(NodeId node, ActorId actor) override;
   std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) override;
@@ -96,7 +97,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// A draft envelope with its header begun (thread-local storage: no allocation).
   Draft envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
                  std::uint32_t flags = 0);
-  void send_call_to(NodeId node, ActorId actor, const std::string* name, std::unique_ptr<CallBase> call);
+  /// `owned` holds `call` when it lives on the heap (null for a call on the
+  /// caller's stack, whose arguments are plain numbers: nothing points into it
+  /// once encoded).
+  void send_call_to(NodeId node, ActorId actor, const std::string* name, CallBase& call,
+                    std::unique_ptr<CallBase> owned);
   /// The call's wire entry; null if it has none (the caller then learns why).
   const MethodEntry* method_for(const CallBase& call, NodeId node, ActorId actor);
   /// The call's envelope, sealed; null if encoding failed (the caller then learns why).

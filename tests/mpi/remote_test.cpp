@@ -157,6 +157,29 @@ TEST(Remote, ExitedRemoteActorsFailWithActorExited) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, ARefReadOnTheNodeOfItsExitedActorFailsAsksWithActorExited) {
+  // The ref reaches the node where its actor lived, after the actor exited:
+  // it resolves to no actor there, and asks through it fail at once.
+  Job j;
+  const troupe::NodeId there = (j.me + 1) % j.n;
+  auto broker = j.rt.spawn_on<Broker>(there).get();
+  auto c = j.rt.spawn_on<Counter>(there, 0).get();
+  std::atomic<bool> exited{false};
+  j.rt.monitor(c, [&](const troupe::ExitInfo&) { exited = true; });
+  c.stop();
+  for (int i = 0; i < 5000 && !exited.load(); ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(exited.load());
+  try {
+    broker.ask<&Broker::relay>(c, 3).get();  // an ask of plain numbers, made on `there`
+    FAIL() << "expected ActorExited";
+  } catch (const troupe::ActorExited& e) {
+    EXPECT_EQ(e.actor_id(), c.id());
+    EXPECT_EQ(e.node_id(), there);
+  }
+  EXPECT_THROW(broker.ask<&Broker::where_is>(c).get(), troupe::ActorExited);  // no arguments
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, AskOfASuspendedCoroutineFailsWhenItsActorStops) {
   Job j;
   auto s = j.rt.spawn_on<tt::Stuck>((j.me + 1) % j.n).get();

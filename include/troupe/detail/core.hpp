@@ -43,6 +43,10 @@ class RemoteLink {
   /// A tell whose arguments are plain numbers: encoded before this returns, so
   /// the call may live on the caller's stack (no allocation).
   virtual void send_tell(NodeId node, ActorId actor, const CallBase& call) = 0;
+  /// An ask whose arguments are plain numbers: its promise is taken and its
+  /// arguments encoded before this returns, so the call may live on the
+  /// caller's stack (no allocation); any failure lands in the promise.
+  virtual void send_ask(NodeId node, ActorId actor, CallBase& call) = 0;
   virtual void stop(NodeId node, ActorId actor) = 0;
   virtual std::uint64_t monitor(NodeId node, ActorId actor, MonitorFn fn) = 0;
   virtual void demonitor(NodeId node, ActorId actor, std::uint64_t token) = 0;
