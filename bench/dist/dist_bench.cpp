@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "troupe/detail/fresh_memory.hpp"
+#include "troupe/detail/stage_probe.hpp"
 #include "troupe/wire/archive.hpp"
 #include "troupe/mpi.hpp"
 #include "troupe/remote.hpp"
@@ -387,16 +388,33 @@ int main(int argc, char** argv) {
       if (rank == 0)
         for (int i = 0; i < 1000; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
       Paired p;
+      troupe::detail::stage::reset();  // a build with TROUPE_STAGE_PROBES: the timed rounds only
       for (int rep = 0; rep < 7; ++rep)
         round(p, [&] { return mpi_rtt_us(raw, rtt_iters); },
               [&] {
                 auto t0 = Clock::now();
-                for (int i = 0; i < rtt_iters; ++i) sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
+                for (int i = 0; i < rtt_iters; ++i) {
+                  TROUPE_STAGE(ask_begin);
+                  sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
+                  TROUPE_STAGE(ask_end);
+                }
                 return secs(Clock::now() - t0) / rtt_iters * 1e6;
               });
       if (rank == 0)
         emit("rtt", "ask 8 B", median(p.troupe), median(p.raw), "us",
            ",\"goal\":\"<= 1.5x mpi\"" + p.ratios("", p.raw) + ",\"mpi_alone\":" + std::to_string(median(alone_rtt)));
+      if constexpr (troupe::detail::stage::enabled) {
+        // Each rank's steps between probes (bench/run_stages.sh reads them).
+        std::string steps = troupe::detail::stage::report(static_cast<std::uint64_t>(rtt_iters));
+        std::size_t from = 0;
+        while (from < steps.size()) {
+          const std::size_t end = std::min(steps.find('\n', from), steps.size());
+          std::printf("{\"bench\":\"stages\",\"transport\":\"%s\",\"rank\":%d,%s\n", label.c_str(), rank,
+                      steps.substr(from + 1, end - from - 1).c_str());
+          from = end + 1;
+        }
+        std::fflush(stdout);
+      }
     }
     if (want("rate")) {
       RawStream stream(raw, 8, rate_window, rate_msgs / rate_window);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <thread>
 
+#include "troupe/detail/stage_probe.hpp"
 #include "troupe/runtime.hpp"
 #include "core/scheduler.hpp"
 #include "remote_waiter.hpp"
@@ -124,6 +125,7 @@ void RemoteNode::seal(OutEnvelope& e) {
 }
 
 void RemoteNode::post(Draft e) {
+  TROUPE_STAGE(post);
   if (closed_.load(std::memory_order_acquire)) return;
   if (!cluster_->alive(e->dest)) return;
   if (e->work) cluster_->count_sent(e->dest);
@@ -353,6 +355,7 @@ void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<Payl
 }
 
 void RemoteNode::reply_bytes(NodeId to, std::uint64_t corr, const void* data, std::size_t size) {
+  TROUPE_STAGE(reply_begin);
   auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
   if (size != 0) e->bytes.append(data, size);
   seal(*e);

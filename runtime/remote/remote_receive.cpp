@@ -11,6 +11,7 @@
 #include <cstring>
 #include <thread>
 
+#include "troupe/detail/stage_probe.hpp"
 #include "troupe/runtime.hpp"
 #include "core/scheduler.hpp"
 #include "wire_error.hpp"
@@ -278,6 +279,7 @@ std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
 }
 
 std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
+  TROUPE_STAGE(on_call);
   const auto corr = env.corr;
   auto refuse = [&](std::exception_ptr e) {
     return at_delivery([this, from, corr, target = env.target, e] {
@@ -386,6 +388,7 @@ std::unique_ptr<Inbound> RemoteNode::failed_reply(NodeId from, std::unique_ptr<P
 }
 
 std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
+  TROUPE_STAGE(on_reply);
   auto reply = take(env.corr);
   if (!reply) {  // late (the node was declared lost meanwhile) or bogus
     return at_delivery([this, from] { cluster_->count_delivered(from); });

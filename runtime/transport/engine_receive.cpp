@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "engine_internal.hpp"
+#include "troupe/detail/stage_probe.hpp"
 
 namespace troupe::detail {
 namespace {
@@ -95,6 +96,7 @@ bool Engine::take_frames() {
         continue;
       }
       if (!flag) break;
+      TROUPE_STAGE(frame_landed);
       // The slot is free: posted again next round, once this frame is read.
       r.head = (i + 1) % kPostedReceives;
       --r.posted;
@@ -126,6 +128,7 @@ bool Engine::take_frames() {
         // so that what it holds is delivered before the next poll (round-trip
         // latency).
         process_frame(from, buf);
+        TROUPE_STAGE(frame_done);
         return true;
       }
       // Read in its turn, from a buffer of its size (the slot keeps its 64
@@ -229,6 +232,7 @@ bool Engine::test_frame_recvs() {
 }
 
 void Engine::process_frame(NodeId from, ByteBuffer& frame) {
+  TROUPE_STAGE(frame_read);
   // Envelopes ready at once wait in arrived_ for the end of the frame, then go
   // to the ready list before anything queued behind them, on every way out.
   try {

@@ -6,6 +6,7 @@
 
 #include "engine_internal.hpp"
 #include "troupe/detail/actor_cell.hpp"
+#include "troupe/detail/stage_probe.hpp"
 
 namespace troupe::detail {
 
@@ -106,7 +107,9 @@ bool Engine::send_now(Draft& draft) {
     stats_.bytes_sent += draft->bytes.size();
     const void* data = draft->bytes.data();
     const std::size_t size = draft->bytes.size();
+    TROUPE_STAGE(isend_begin);
     post_send(dest, data, size, kTagFrame, SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
+    TROUPE_STAGE(isend_end);
   }
   // As a flush would: finished sends are reaped (the call also moves this
   // one out), and a progress thread in a long nap learns of a transfer.
@@ -114,6 +117,7 @@ bool Engine::send_now(Draft& draft) {
   const bool started = note_in_flight();
   lk.unlock();
   if (started && sleeping_.load(std::memory_order_seq_cst)) wake();
+  TROUPE_STAGE(send_now_done);
   return true;
 }
 
