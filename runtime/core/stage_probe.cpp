@@ -38,11 +38,13 @@ struct Table {
   std::atomic<std::uint64_t> count[kStages][kStages];
   std::atomic<std::uint64_t> start_ticks{0};
   std::atomic<std::int64_t> start_ns{0};
+  std::atomic<std::uint64_t> generation{0};  // raised by reset(): each thread's chain starts anew
 };
 constinit Table table{};  // zero-initialised: no dynamic initialisation to order
 
 thread_local int last = -1;
 thread_local std::uint64_t last_ticks = 0;
+thread_local std::uint64_t generation = 0;
 
 std::int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -54,6 +56,10 @@ std::int64_t now_ns() noexcept {
 void at(Stage s) noexcept {
   const std::uint64_t t = ticks();
   const int to = static_cast<int>(s);
+  if (const auto g = table.generation.load(std::memory_order_relaxed); g != generation) {
+    generation = g;  // the first probe since a reset: no step spans the reset
+    last = -1;
+  }
   if (last >= 0) {
     table.sum[last][to].fetch_add(t - last_ticks, std::memory_order_relaxed);
     table.count[last][to].fetch_add(1, std::memory_order_relaxed);
@@ -69,6 +75,7 @@ void reset() noexcept {
     for (auto& v : row) v.store(0, std::memory_order_relaxed);
   table.start_ticks.store(ticks());
   table.start_ns.store(now_ns());
+  table.generation.fetch_add(1);
 }
 
 std::string report(std::uint64_t min_count) {

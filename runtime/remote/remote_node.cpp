@@ -5,7 +5,6 @@
 #include <cereal/types/vector.hpp>
 
 #include <algorithm>
-#include <cassert>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -214,15 +213,22 @@ void RemoteNode::send_call_to(NodeId node, ActorId actor, const std::string* nam
   } else if (!cluster_->alive(node)) {
     return;  // a tell to a lost node is dropped, like one to an exited actor
   }
-  Draft e = encode_call(node, actor, name, corr, *m, call);
-  if (!e) return;
-  if (!e->segments.empty()) {
-    // Segments point into the call's arguments: the envelope keeps the call.
-    // (A call on the caller's stack has plain numbers, never segments.)
-    assert(owned != nullptr);
-    e->keep.push_back(std::shared_ptr<CallBase>(std::move(owned)));
+  try {
+    Draft e = encode_call(node, actor, name, corr, *m, call);
+    if (!e) return;
+    if (!e->segments.empty()) {
+      // Segments point into the call's arguments: the envelope keeps the call.
+      // A call on the caller's stack has plain numbers and never has any.
+      if (!owned) throw Error("troupe: internal error: a call made on the stack has blocks to send");
+      e->keep.push_back(std::shared_ptr<CallBase>(std::move(owned)));
+    }
+    post(std::move(e));
+  } catch (...) {
+    // Out of memory on the way to the engine: an ask fails with it (the
+    // envelope may still have left; a reply to a forgotten ask is dropped).
+    if (corr == 0) throw;
+    if (auto r = take(corr)) r->fail(std::current_exception());
   }
-  post(std::move(e));
 }
 
 const MethodEntry* RemoteNode::method_for(const CallBase& call, NodeId node, ActorId actor) {

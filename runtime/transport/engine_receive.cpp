@@ -75,11 +75,15 @@ bool Engine::take_frames() {
   bool did = false;
   for (std::size_t c = 0; c < comms_.size(); ++c) {
     auto& r = posted_[c];
-    // Slots taken last round first, in ring order. If MPI refuses one, it and
-    // the slots after it stay free (the order must hold) until the next round.
-    while (r.posted < kPostedReceives && post_frame_recv(r, c)) {
+    // Slots taken last round first, in ring order. If MPI refuses one, or its
+    // buffer cannot be had, it and the slots after it stay free (the order
+    // must hold) until the next round; the posted ones are still read.
+    try {
+      while (r.posted < kPostedReceives && post_frame_recv(r, c)) {
+      }
+    } catch (const std::bad_alloc&) {
     }
-    for (int n = 0; n < 64 && r.posted != 0; ++n) {
+    while (r.posted != 0) {  // at most kPostedReceives frames per round: none is posted again before the next
       const unsigned i = r.head;
       int flag = 0;
       MPI_Status st;

@@ -84,6 +84,17 @@ TEST(StageProbe, ThreadsKeepChainsOfTheirOwnAndResetForgets) {
   EXPECT_EQ(find(report(1), "frame_landed", "frame_done").count, 0u);
 }
 
+TEST(StageProbe, NoStepSpansAReset) {
+  reset();
+  TROUPE_STAGE(on_call);
+  reset();
+  TROUPE_STAGE(on_reply);
+  TROUPE_STAGE(reply_begin);
+  const std::string r = report(1);
+  EXPECT_EQ(find(r, "on_call", "on_reply").count, 0u) << r;
+  EXPECT_EQ(find(r, "on_reply", "reply_begin").count, 1u) << r;
+}
+
 TEST(StageProbe, EveryStageHasAName) {
   for (int s = 0; s < static_cast<int>(Stage::count); ++s)
     EXPECT_STRNE(name(static_cast<Stage>(s)), "?") << s;

@@ -32,7 +32,8 @@ const char* name(Stage s) noexcept;
 
 #ifdef TROUPE_STAGE_PROBES
 void at(Stage s) noexcept;
-/// Forgets everything measured so far (and the calibration start).
+/// Forgets everything measured so far (and the calibration start); each
+/// thread's next probe starts a new chain.
 void reset() noexcept;
 /// One JSON object per step seen at least min_count times:
 /// {"from":..,"to":..,"count":..,"ns":..} joined by newlines.
