@@ -1,4 +1,5 @@
 #include "troupe/detail/actor_cell.hpp"
+#include "troupe/detail/stage_probe.hpp"
 
 #include <algorithm>
 
@@ -129,6 +130,7 @@ bool InlineTurns::offer(std::shared_ptr<ActorCell>& cell) {
 }
 
 std::size_t InlineTurns::run(std::size_t batch) {
+  if (first_) TROUPE_STAGE(inline_turns);
   tls_inline = prev_;  // turns schedule what they wake the normal way
   active_ = false;
   auto first = std::move(first_);

@@ -15,7 +15,8 @@ namespace troupe::detail::stage {
 const char* name(Stage s) noexcept {
   static constexpr std::array<const char*, static_cast<std::size_t>(Stage::count)> names{
       "ask_begin",  "ask_end",      "post",     "isend_begin", "isend_end", "send_now_done",
-      "frame_landed", "frame_read", "on_call",  "on_reply",    "frame_done", "reply_begin"};
+      "frame_landed", "frame_read", "on_call",  "on_reply",    "frame_done", "reply_begin",
+      "actor_found", "inbound_made", "ready_listed", "delivering", "in_mailbox", "inline_turns", "batch_runs"};
   const auto i = static_cast<std::size_t>(s);
   return i < names.size() ? names[i] : "?";
 }

@@ -49,6 +49,7 @@ class CallInbound final : public Inbound {
   void deliver() override {
     cluster_.count_delivered(from_, msg_->weight);  // a batch of calls counts each
     cell_->enqueue(msg_.release());
+    TROUPE_STAGE(in_mailbox);
   }
 
  private:
@@ -156,6 +157,7 @@ class CallBatch final : public Message {
   std::size_t size() const noexcept { return count_; }
 
   void run(ActorCell& cell) override {
+    TROUPE_STAGE(batch_runs);
     for (std::size_t i = 0; i < count_; ++i) {
       if (cell.exited()) return reject_from(cell, i);  // like the rest of a mailbox
       if (i != 0) cell.calls_started(1);  // the first was counted when the batch was taken out
@@ -324,6 +326,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
                                                          std::to_string(engine_->self()))));
   } else {
     cell = core_.find_cell(env.target);
+    TROUPE_STAGE(actor_found);
     if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
   }
   frame_method_ = m;
@@ -338,7 +341,9 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     open_target_ = env.target;
     open_from_ = from;
     open_type_ = m->cls;
-    return std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(batch));
+    auto in = std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(batch));
+    TROUPE_STAGE(inbound_made);
+    return in;
   }
   if (env.segment_sizes.empty() || m->args_zero_copy) {
     try {

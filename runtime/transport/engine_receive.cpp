@@ -254,6 +254,7 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
 
 void Engine::release_arrived() {
   if (arrived_.empty()) return;
+  TROUPE_STAGE(ready_listed);
   std::lock_guard lk(ready_mu_);
   const std::size_t n = arrived_.size();
   for (auto& in : arrived_) ready_.push_back(std::move(in));
@@ -413,6 +414,7 @@ void Engine::deliver_ready() {
       batch.swap(ready_);
       ready_count_.fetch_sub(batch.size(), std::memory_order_acq_rel);
     }
+    TROUPE_STAGE(delivering);
     for (auto& in : batch) {
       if (in) {
         try {
