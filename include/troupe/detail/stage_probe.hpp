@@ -27,7 +27,7 @@ enum class Stage : int {
   reply_begin,    // an actor's result goes back (RemoteNode::reply_bytes)
   actor_found,    // on_call found the actor (Core::find_cell)
   inbound_made,   // the call's batch and inbound record are made
-  ready_listed,   // a frame's envelopes moved to the ready list (Engine::release_arrived)
+  ready_listed,   // a frame's envelopes are being moved to the ready list (Engine::release_arrived)
   delivering,     // a delivery round starts (Engine::deliver_ready)
   in_mailbox,     // a call is in its actor's mailbox (CallInbound::deliver)
   inline_turns,   // the poller runs the turns its deliveries made ready (InlineTurns::run)
