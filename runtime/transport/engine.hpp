@@ -11,9 +11,9 @@
 //
 // Order: per ordered pair of nodes, frames are handed to MPI in send order on
 // one tag and communicator (MPI does not overtake) and land in receives posted
-// from any source, taken in the order they were posted; a large frame is announced there by a stub
-// and travels on a tag of its own, received in the stub's place; segments
-// follow on a third tag in the same order. The receiver reads each source's
+// from any source, taken in the order they were posted; a large frame is
+// announced there by a stub and travels on a tag of its own, received in the
+// stub's place; segments follow on a third tag in the same order. The receiver reads each source's
 // frames in that order and delivers in arrival order per source even when an
 // earlier envelope still waits for its segments.
 #pragma once
@@ -373,8 +373,8 @@ class Engine {
   /// posted in ring order. MPI matches a communicator's frames to them in the
   /// order they were posted, so they are taken in that order (`head` first).
   /// A taken slot is posted again only at the start of the next round, once
-  /// its frame has been read: while one is read (and the reply it asks for
-  /// sent), the others stay posted, and the repost is off that path.
+  /// its frame has been read: while one is read the others stay posted, and
+  /// the repost is off the path from a frame's landing to what it causes.
   static constexpr unsigned kPostedReceives = 4;
   struct FrameRing {
     FrameRing() { req.fill(MPI_REQUEST_NULL); }
