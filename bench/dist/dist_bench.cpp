@@ -4,6 +4,7 @@
 //   rtt   remote ask round trip, 8 bytes      vs MPI_Send/MPI_Recv ping-pong
 //   rate  one-way rate of small tells         vs a windowed MPI_Isend stream
 //   bw    std::vector<double>, 1 KiB..64 MiB  vs windowed MPI_Isend of the same bytes
+//         (to a method taking it by value, and by const&), troupe::Array, pooled Arrays
 //   idle  CPU each rank burns while nothing happens, and while rank 0 waits
 //         1 s in get() for a reply (an idle rank must not spin)
 // Rank 0 drives, rank 1 answers. Output: one JSON object per line on rank 0.
@@ -41,6 +42,12 @@ class Sink {
     bytes_ += v.size() * sizeof(double);
     ++count_;
   }
+  /// Reads its vector and leaves it whole: the runtime keeps it for the next
+  /// received vector (Config::recycled_vector_bytes).
+  void take_vec_ref(const std::vector<double>& v) {
+    bytes_ += v.size() * sizeof(double);
+    ++count_;
+  }
   void take_array(troupe::Array<double> a) {
     bytes_ += a.size() * sizeof(double);
     ++count_;
@@ -55,8 +62,8 @@ class Sink {
  private:
   std::uint64_t last_ = 0, count_ = 0, bytes_ = 0;
 };
-TROUPE_REMOTE(Sink, troupe::init<>, &Sink::echo, &Sink::take, &Sink::take_vec, &Sink::take_array, &Sink::count,
-              &Sink::pause);
+TROUPE_REMOTE(Sink, troupe::init<>, &Sink::echo, &Sink::take, &Sink::take_vec, &Sink::take_vec_ref, &Sink::take_array,
+              &Sink::count, &Sink::pause);
 
 }  // namespace bench
 
@@ -455,7 +462,7 @@ int main(int argc, char** argv) {
       const double moved = static_cast<double>(bytes) * static_cast<double>(total) / 1e6;  // MB
       // Huge pages only where troupe maps blocks on them (each buffer takes whole ones).
       const bool huge = bytes >= troupe::detail::kFreshMemoryFrom;
-      Paired one, distinct, distinct_huge, windowed, announced, fresh, vec, arr, pooled;
+      Paired one, distinct, distinct_huge, windowed, announced, fresh, vec, vec_ref, arr, pooled;
       {
         RawStream s_one(raw, bytes, window, windows), s_distinct(raw, bytes, window, windows, Buffers::distinct),
             s_window(raw, bytes, window, windows, Buffers::window),
@@ -473,11 +480,11 @@ int main(int argc, char** argv) {
           fresh.raw.push_back(moved / s_fresh.once());
           if (blocks) announced.raw.push_back(moved / s_announced->once());
           if (huge) distinct_huge.raw.push_back(moved / s_huge->once());
-          // troupe's three kinds of payload, in an order that rotates: each
-          // runs first after the raw streams once, and each alone between
+          // troupe's four kinds of payload, in an order that rotates (each
+          // starts the round in one of the three rounds but one), and each alone between
           // barriers (run back to back, a payload measured what ran
           // before it too: pooled 64 KiB over shm 6.0-6.2 GB/s, alone 7.7-8.4).
-          for (int k = 0; k < 3; ++k) {
+          for (int k = 0; k < 4; ++k) {
             if (rank == 0) {
               const std::size_t n = bytes / sizeof(double);
               // next(i) sends message i; i = total.. is the untimed warm-up window, as in RawStream::once().
@@ -491,10 +498,15 @@ int main(int argc, char** argv) {
                 }
                 into.troupe.push_back(moved / secs(Clock::now() - t0));
               };
-              switch ((k + rep) % 3) {
+              switch ((k + rep) % 4) {
                 case 0: {  // std::vector, each made (and filled) before the clock starts
                   std::vector<std::vector<double>> data(total + static_cast<std::size_t>(window), std::vector<double>(n, 1.0));
                   stream([&](std::size_t i) { sink.tell<&bench::Sink::take_vec>(std::move(data[i])); }, vec);
+                  break;
+                }
+                case 3: {  // the same, to a method that takes its vector by const&
+                  std::vector<std::vector<double>> data(total + static_cast<std::size_t>(window), std::vector<double>(n, 1.0));
+                  stream([&](std::size_t i) { sink.tell<&bench::Sink::take_vec_ref>(std::move(data[i])); }, vec_ref);
                   break;
                 }
                 case 1: {  // troupe::Array, each made (and filled) before the clock starts
@@ -513,14 +525,19 @@ int main(int argc, char** argv) {
         }
       }
       if (rank != 0) continue;
-      for (Paired* t : {&vec, &arr, &pooled}) {
+      for (Paired* t : {&vec, &vec_ref, &arr, &pooled}) {
         char what[64];
-        std::snprintf(what, sizeof what, t == &vec ? "%zu B" : t == &arr ? "%zu B Array" : "%zu B Array pooled", bytes);
+        std::snprintf(what, sizeof what,
+                      t == &vec       ? "%zu B"
+                      : t == &vec_ref ? "%zu B const&"
+                      : t == &arr     ? "%zu B Array"
+                                      : "%zu B Array pooled",
+                      bytes);
         std::string extra = ",\"bytes\":" + std::to_string(bytes) + t->ratios("", one.raw) +
                             ",\"mpi_distinct\":" + std::to_string(median(distinct.raw)) +
                             t->ratios("distinct_", distinct.raw) +
                             ",\"mpi_window\":" + std::to_string(median(windowed.raw)) + t->ratios("window_", windowed.raw);
-        if (t == &vec)
+        if (t == &vec || t == &vec_ref)
           extra += ",\"mpi_fresh\":" + std::to_string(median(fresh.raw)) + t->ratios("fresh_", fresh.raw);
         if (!announced.raw.empty())
           extra += ",\"mpi_announced\":" + std::to_string(median(announced.raw)) + t->ratios("announced_", announced.raw);

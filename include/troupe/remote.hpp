@@ -115,6 +115,11 @@ class RemoteCall final : public Message {
   using Traits = Method<M>;
   using R = typename Traits::Result;
   explicit RemoteCall(RemoteCaller caller) : caller_(caller) {}
+  RemoteCall(const RemoteCall&) = delete;
+  RemoteCall& operator=(const RemoteCall&) = delete;
+  /// Large vector arguments the method left whole (it took them by reference)
+  /// are kept for the next received vector (troupe/detail/vector_recycler.hpp).
+  ~RemoteCall() override { recycle_arguments(args); }
 
   void run(ActorCell& cell) override { run_remote_call<M>(cell, args, caller_); }
   void reject(ActorCell& cell) noexcept override {

@@ -9,6 +9,7 @@
 #include "timer_service.hpp"
 #include "troupe/detail/call_message.hpp"
 #include "troupe/detail/fresh_memory.hpp"
+#include "troupe/detail/vector_recycler.hpp"
 #include "troupe/runtime.hpp"
 #include "troupe/timer.hpp"
 
@@ -29,6 +30,7 @@ Core::Core(Runtime& rt, Config cfg, std::unique_ptr<ThreadPlacement> placement)
     : rt_(rt), cfg_(std::move(cfg)), table_(std::make_unique<ActorTable>()) {
   if (cfg_.batch == 0) cfg_.batch = 1;
   if (cfg_.keep_freed_memory) (void)keep_freed_memory();
+  set_recycle_budget(cfg_.recycled_vector_bytes);
   if (cfg_.scheduler == SchedulerKind::deterministic) {
     auto vt = std::make_unique<VirtualTimerService>();
     auto sched = std::make_unique<DeterministicScheduler>(*vt, cfg_.batch);
@@ -146,6 +148,7 @@ void Core::shutdown() noexcept {
   }
   sched_->shutdown();
   timers_->shutdown();
+  set_recycle_budget(0);  // frees the kept vectors; nothing more is kept until a runtime is made
 }
 
 void Core::track_periodic(std::weak_ptr<TimerControl> c) {

@@ -272,6 +272,42 @@ TEST(Remote, LargePayloads) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, ReceivedVectorsAreMadeFromOnesTheirMethodLeftWhole) {
+  // Each rank streams vectors of about 2 MiB to a Bulk on the next rank, which
+  // receives from this rank alone, and no vector comes back: that node's
+  // counts move with this stream only.
+  Job j;
+  auto b = j.rt.spawn_on<Bulk>((j.me + 1) % j.n).get();
+  constexpr std::size_t n = std::size_t{1} << 18;  // 2 MiB of doubles
+  auto counts = [&] { return b.ask<&Bulk::recycled>().get(); };  // also: the last call's message is gone
+  auto exact_sum = [](std::size_t len, double first) {  // of first, first + 1, ...: exact in a double
+    return static_cast<double>(len) * first + static_cast<double>(len) * static_cast<double>(len - 1) / 2;
+  };
+  const auto c0 = counts();
+  // const&: the first is new, then each is made from the one before it; a
+  // larger one does not fit a kept one, a smaller one (not half) does.
+  const std::size_t lens[] = {n, n, n, n + 8, n - 8, n};
+  const std::uint64_t reused_after[] = {0, 1, 2, 2, 3, 4};
+  const std::uint64_t kept_after[] = {1, 2, 3, 4, 5, 6};
+  for (std::size_t k = 0; k < std::size(lens); ++k) {
+    std::vector<double> v(lens[k]);
+    std::iota(v.begin(), v.end(), static_cast<double>(k + 1));
+    ASSERT_EQ(b.ask<&Bulk::sum>(std::move(v)).get(), exact_sum(lens[k], static_cast<double>(k + 1))) << k;
+    const auto c = counts();
+    EXPECT_EQ(c.second - c0.second, reused_after[k]) << k;
+    EXPECT_EQ(c.first - c0.first, kept_after[k]) << k;
+  }
+  // By value and taken away by &&: the method owns it, nothing is kept.
+  const auto c1 = counts();
+  std::vector<double> v(n, 1.0);
+  EXPECT_EQ(b.ask<&Bulk::own>(v).get(), n);
+  EXPECT_EQ(b.ask<&Bulk::keep>(std::move(v)).get(), n);
+  const auto c2 = counts();
+  EXPECT_EQ(c2.first, c1.first) << "nothing was left to keep";
+  EXPECT_EQ(c2.second - c1.second, 2u) << "but both were made from kept ones";
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, FinishDeliversEverythingSentBeforeIt) {
   // Every rank fires tells at a Recorder on every rank and calls finish() at
   // once: all of them must be handled before finish() returns anywhere.

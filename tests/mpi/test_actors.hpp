@@ -166,6 +166,19 @@ class Bulk {
     for (double x : v) s += x;
     return s;
   }
+  /// Owns its vector (by value) and drops it.
+  std::size_t own(std::vector<double> v) { return v.size(); }
+  /// Takes its vector away (nothing is left to keep).
+  std::size_t keep(std::vector<double>&& v) {
+    kept_ = std::move(v);
+    return kept_.size();
+  }
+  /// This node's count of received vectors kept after their call, and of
+  /// received vectors made from a kept one.
+  std::pair<std::uint64_t, std::uint64_t> recycled() const {
+    const auto s = troupe::detail::recycle_stats();
+    return {s.kept, s.reused};
+  }
   std::string shout(std::string s) {
     for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return s;
@@ -176,7 +189,11 @@ class Bulk {
       for (auto& x : v) x *= 2;
     return m;
   }
+
+ private:
+  std::vector<double> kept_;
 };
-TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::shout, &Bulk::double_all);
+TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::own, &Bulk::keep, &Bulk::recycled,
+              &Bulk::shout, &Bulk::double_all);
 
 }  // namespace tt

@@ -24,6 +24,7 @@
 
 #include "troupe/detail/fresh_memory.hpp"
 #include "troupe/detail/method_traits.hpp"
+#include "troupe/detail/vector_recycler.hpp"
 #include "troupe/fwd.hpp"
 
 #include "troupe/error.hpp"
@@ -199,7 +200,8 @@ inline void CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar, Bina
 }
 
 /// std::vector of numbers: the bytes of cereal's own load (a size, then one
-/// block), but a large vector that needs new memory gets it mapped in one step
+/// block), but a large vector that needs new memory is made from a kept one
+/// (troupe/detail/vector_recycler.hpp) or gets its memory mapped in one step
 /// before it is zero-filled and received into (no fault per page).
 template <class T, class A>
 inline std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(
@@ -211,9 +213,14 @@ inline std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CER
   const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
   ar.checkBlock(bytes);  // exactly: nothing is allocated for a claim the message cannot back
   if (bytes >= troupe::detail::kFreshMemoryFrom && vec.capacity() < n) {
-    vec.clear();
-    vec.reserve(static_cast<std::size_t>(n));
-    troupe::detail::prepare_fresh_memory(vec.data(), bytes);
+    bool kept = false;  // a kept vector's memory: mapped, and no fill up to the size it had
+    if constexpr (std::is_same_v<A, std::allocator<T>>)
+      kept = troupe::detail::VectorRecycler<T>::take(vec, static_cast<std::size_t>(n));
+    if (!kept) {
+      vec.clear();
+      vec.reserve(static_cast<std::size_t>(n));
+      troupe::detail::prepare_fresh_memory(vec.data(), bytes);
+    }
   }
   vec.resize(static_cast<std::size_t>(n));
   ar(binary_data(vec.data(), bytes));
