@@ -22,6 +22,13 @@ for transport in shm tcp; do
   OMPI_MCA_btl=$btl mpirun -np 2 $build/bench/dist/bench_dist --label $transport "${quick[@]}" 2>/dev/null |
     grep '^{' >>"$out"
 done
+# Large vectors over shm once more with malloc asking for transparent huge pages
+# (glibc's tunable, read at process start): the pages a sent vector sits on
+# decide how fast the kernel's single copy reads it (docs/benchmarks.md). The
+# raw baselines keep their own pages (explicit mmap, 4 KiB or huge as labelled).
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 OMPI_MCA_btl=vader,self \
+  mpirun -x GLIBC_TUNABLES -np 2 $build/bench/dist/bench_dist --label shm+thp --only bw --min 1048576 "${quick[@]}" \
+  2>/dev/null | grep '^{' >>"$out"
 OMPI_MCA_btl=vader,self mpirun -np 4 $build/bench/dist/bench_dispatch 2>/dev/null | grep '^{' >bench/results/dispatch.json
 fi
 python3 - <<'PY'
@@ -38,7 +45,11 @@ md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "posted only once the header is in (what troupe does for a message with a block);",
       "raw MPI, fresh vectors (std::vector rows only): what a raw MPI program does to move each message out of a vector of its own",
       "and hand it over as a vector of its own, as a tell of a vector does: each sent vector freed once its send is done, and the",
-      "receiver makes (allocates and zero-fills) a new vector for each message and receives into it.", "",
+      "receiver makes (allocates and zero-fills) a new vector for each message and receives into it.",
+      "const&: the same vectors to a method that takes its vector by const&; the runtime keeps it after the call and makes",
+      "the next received vector from it (Config::recycled_vector_bytes).",
+      "shm+thp: shm again from 1 MiB, with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so that malloc's memory (troupe's vectors",
+      "on both sides, raw MPI's fresh vectors) asks for transparent huge pages; the other raw baselines keep their explicit pages.", "",
       "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge | raw MPI, window buffers | troupe/window | raw MPI, troupe's protocol | troupe/protocol | raw MPI, fresh vectors | troupe/fresh |",
       "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
 idle = [r for r in rows if r["bench"] == "idle"]
@@ -61,7 +72,7 @@ for r in rows:
     extra += f" {f:.4g} | {ratio(r, 'fresh_', f)} |" if f else " | |"
     md.append(f"| {r['transport']} | {r['bench']} | {r['case']} | {r['troupe']:.4g} | {r['mpi']:.4g} | {r['unit']} | {ratio(r, '', r['mpi'])} |" + extra)
 md += ["", "troupe and raw MPI: medians over rounds that alternate them (7 for rtt, 5 for rate, 3 for bw;",
-       "in each bw round troupe's three payloads run in a rotating order, each between barriers;",
+       "in each bw round troupe's four payloads run in a rotating order, each between barriers;",
        "every bw stream, raw or troupe, sends one untimed window first, as OSU's benchmarks skip their first iterations);",
        "ratios: the median of each round's own troupe/raw ratio, with their range."]
 for r in rows:
