@@ -55,14 +55,16 @@ struct Config {
   /// sanitizers.
   bool keep_freed_memory = true;
   /// A std::vector of numbers of 1 MiB or more that arrives as an argument
-  /// from another node, and that its method took by reference (const& or &&)
-  /// and left whole, is kept after the call, up to this many bytes per process
-  /// in all. The next vector of that element type and a similar size (up to
-  /// twice smaller) that arrives is made from it: memory mapped already, and no
-  /// zero fill before MPI writes into it. 0 keeps none. A method that takes
-  /// its vector by value owns it, and nothing is kept. Process-wide: the last
-  /// runtime made sets it; a runtime that shuts down frees what is kept, and
-  /// nothing is kept again until another runtime is made.
+  /// from another node, and that its method took by reference (const&, &, or
+  /// && left alone) and left whole, is kept after the call, up to this many
+  /// bytes per process in all (when full, the vectors kept longest ago make
+  /// room). The next vector of that element type and a similar size that
+  /// arrives is made from a kept one: memory mapped already, and no zero fill
+  /// up to the kept vector's old size, before MPI writes into it; it may have
+  /// up to a quarter more capacity than it needs. 0 keeps none. A method that
+  /// takes its vector by value owns it, and nothing is kept. Process-wide:
+  /// the last runtime made sets it; a runtime that shuts down frees what is
+  /// kept, and nothing is kept again until another runtime is made.
   std::size_t recycled_vector_bytes = std::size_t{256} << 20;
 
   // ---- cluster ---------------------------------------------------------------

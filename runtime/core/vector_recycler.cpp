@@ -43,8 +43,10 @@ void add_clearer(void (*clear)() noexcept) noexcept {
 }  // namespace recycling
 
 void set_recycle_budget(std::size_t bytes) noexcept {
-  g_budget.store(bytes, std::memory_order_relaxed);
-  if (g_held.load(std::memory_order_relaxed) > bytes) clear_recycled_vectors();
+  const std::size_t before = g_budget.exchange(bytes, std::memory_order_seq_cst);
+  // Always when lowered: a give() that claimed under the old budget did so
+  // holding its type's lock, which clear() takes after this store.
+  if (bytes < before) clear_recycled_vectors();
 }
 
 std::size_t recycle_budget() noexcept { return g_budget.load(std::memory_order_relaxed); }

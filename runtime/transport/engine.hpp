@@ -303,6 +303,8 @@ class Engine {
   struct SegRecv {
     NodeId from;
     std::shared_ptr<Delivery> owner;
+    std::byte* data;  // where the chunk lands, and its length
+    std::size_t len;
   };
 
   /// Per destination, the frame that drafts are appended to.
@@ -411,6 +413,7 @@ class Engine {
   std::size_t next_source_ = 0;
   std::vector<MPI_Request> seg_reqs_;
   std::vector<SegRecv> seg_meta_;
+  std::vector<MPI_Status> seg_status_;  // test_segment_recvs' scratch
   std::vector<std::shared_ptr<void>> abandoned_;  // buffers MPI may still touch
 
   std::vector<std::unique_ptr<Inbound>> arrived_;  // under mu_: ready in the frame being read

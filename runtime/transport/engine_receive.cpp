@@ -351,6 +351,12 @@ bool Engine::drain_into_scratch(NodeId from, Delivery& d, const std::vector<std:
 }
 
 void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
+  // Room first: once a receive is posted, recording it must not fail, or the
+  // block's memory could be freed (or given to the next vector) under MPI.
+  std::size_t n = 0;
+  for (const auto& seg : dests) n += chunks(seg.size);
+  seg_reqs_.reserve(seg_reqs_.size() + n);
+  seg_meta_.reserve(seg_meta_.size() + n);
   for (auto& seg : dests) {
     auto* p = static_cast<std::byte*>(seg.data);
     std::size_t left = seg.size;
@@ -360,7 +366,7 @@ void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
       checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, peers_[from]->rank, kTagSegment, peer_comm(from), &req),
               "MPI_Irecv");
       seg_reqs_.push_back(req);
-      seg_meta_.push_back(SegRecv{from, d});
+      seg_meta_.push_back(SegRecv{from, d, p, len});
       d->pending++;
       stats_.bytes_received += len;
       p += len;
@@ -373,15 +379,25 @@ bool Engine::test_segment_recvs() {
   if (seg_reqs_.empty()) return false;
   int outcount = 0;
   test_idx_.resize(seg_reqs_.size());
+  seg_status_.resize(seg_reqs_.size());
   auto& idx = test_idx_;
   checked(MPI_Testsome(static_cast<int>(seg_reqs_.size()), seg_reqs_.data(), &outcount, idx.data(),
-                       MPI_STATUSES_IGNORE),
+                       seg_status_.data()),
           "MPI_Testsome");
   if (outcount <= 0) return false;
   arrivals_.fetch_add(static_cast<std::uint64_t>(outcount), std::memory_order_relaxed);
   std::vector<NodeId> touched;
   for (int k = 0; k < outcount; ++k) {
     auto& m = seg_meta_[static_cast<std::size_t>(idx[static_cast<std::size_t>(k)])];
+    int count = 0;
+    MPI_Get_count(&seg_status_[static_cast<std::size_t>(k)], MPI_BYTE, &count);
+    if (count >= 0 && static_cast<std::size_t>(count) < m.len) {
+      // A sender that sent less than it declared (not this code): the rest
+      // reads as zeros, never as what the memory held before (a kept vector).
+      std::memset(m.data + count, 0, m.len - static_cast<std::size_t>(count));
+      std::fprintf(stderr, "troupe: node %u: a block from node %u was %d bytes short of the %zu declared\n", self_,
+                   m.from, static_cast<int>(m.len) - count, m.len);
+    }
     m.owner->pending--;
     touched.push_back(m.from);
   }

@@ -52,6 +52,11 @@ namespace {
 
 using namespace troupe::detail;
 
+// Received vectors of 1 MiB or more are kept after their call and the next
+// ones are made from them (troupe/detail/vector_recycler.hpp): on here, so
+// decoding also runs through kept vectors of every size left behind.
+[[maybe_unused]] const bool kRecycling = (set_recycle_budget(std::size_t{8} << 20), true);
+
 const char* kMethods[] = {"Sink::ints", "Sink::doubles", "Sink::text", "Sink::nested", "Sink::points", "Sink::refs"};
 
 void decode_payload(const std::byte* p, std::size_t n, const std::vector<std::uint64_t>& segs) {
@@ -90,8 +95,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     Envelope env;
     EnvelopeFault fault;
     // A small block limit: what a decoder would allocate for a corrupt claim
-    // stays small, as kMaxSegmentBytes bounds it in production.
-    const std::size_t n = parse_envelope(p + off, size - off, env, fault, /*max_segment=*/1 << 20);
+    // stays small, as kMaxSegmentBytes bounds it in production (2 MiB: room
+    // for vectors that are kept and made from kept ones).
+    const std::size_t n = parse_envelope(p + off, size - off, env, fault, /*max_segment=*/2 << 20);
     if (n == 0) {
       if (fault.frame_lost || fault.skip == 0) break;
       off += fault.skip;
@@ -132,6 +138,19 @@ int main(int argc, char** argv) {
     ar(std::vector<fz::Point>{{1, 2, "p"}}, std::optional<fz::Point>{fz::Point{3, 4, "q"}});
     seeds.push_back(std::move(b));
   }
+  // Vectors of about 2 MiB, carried by a declared segment: kept after their
+  // call, and the next ones made from them, shrunk or grown within a kept
+  // vector's room.
+  constexpr std::uint64_t kLarge = (std::uint64_t{2} << 20) / sizeof(double);
+  constexpr std::uint64_t kShorter[] = {0, 1, 1000};
+  for (const std::uint64_t d : kShorter) {
+    const std::uint64_t n = kLarge - d;
+    ByteBuffer b;
+    WireOutputArchive ar(b, nullptr);
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(n)));
+    seeds.push_back(std::move(b));
+  }
+  const std::size_t first_large = seeds.size() - 3;
   for (long it = 0; it < iterations; ++it) {
     ByteBuffer frame;
     const int envelopes = 1 + static_cast<int>(rng() % 3);
@@ -146,7 +165,8 @@ int main(int argc, char** argv) {
       }
       EnvelopeWriter w(frame);
       w.begin(static_cast<Kind>(1 + rng() % 9), 0, rng(), rng(), rng(), rng());
-      const auto& seed = seeds[rng() % seeds.size()];
+      // The large vectors now and then (each decode as other types allocates too).
+      const auto& seed = rng() % 256 == 0 ? seeds[first_large + rng() % 3] : seeds[rng() % first_large];
       ByteBuffer payload;
       payload.append(seed.data(), seed.size());
       const int flips = static_cast<int>(rng() % 6);
@@ -155,6 +175,8 @@ int main(int argc, char** argv) {
       frame.append(payload.data(), payload.size());
       std::vector<std::uint64_t> segs;
       if (rng() % 8 == 0) segs.push_back(kSegmentThreshold + rng() % 1000);
+      if (&seed - seeds.data() >= static_cast<std::ptrdiff_t>(first_large))  // a large vector's block, of one of the three sizes
+        segs.assign(1, (kLarge - kShorter[rng() % 3]) * sizeof(double));
       w.finish(segs.data(), static_cast<std::uint32_t>(segs.size()));
       if (rng() % 10 == 0) frame.data()[rng() % frame.size()] = std::byte{byte()};  // break a header
     }

@@ -166,8 +166,11 @@ class Bulk {
     for (double x : v) s += x;
     return s;
   }
-  /// Owns its vector (by value) and drops it.
-  std::size_t own(std::vector<double> v) { return v.size(); }
+  /// Owns its vector (by value) and keeps it.
+  std::size_t own(std::vector<double> v) {
+    kept_.swap(v);
+    return kept_.size();
+  }
   /// Takes its vector away (nothing is left to keep).
   std::size_t keep(std::vector<double>&& v) {
     kept_ = std::move(v);

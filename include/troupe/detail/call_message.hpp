@@ -66,6 +66,9 @@ void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
   TaskResult<R> out;
   try {
     if constexpr (is_task<Ret>::value) {
+      static_assert(!params_have_reference<typename Traits::Params>::value,
+                    "troupe: a method returning Task<R> must take its arguments by value: its call message "
+                    "is gone once the coroutine first waits, and a reference parameter would dangle");
       auto task = invoke_method<M>(obj, args);  // first: if it throws, finish is still ours
       cell.start_task<R>(std::move(task), std::forward<Finish>(finish));
       return;

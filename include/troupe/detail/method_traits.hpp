@@ -18,6 +18,10 @@ namespace troupe::detail {
 template <class Tuple> struct all_arithmetic : std::false_type {};
 template <class... T> struct all_arithmetic<std::tuple<T...>> : std::conjunction<std::is_arithmetic<T>...> {};
 
+/// Parameter lists with a reference among them.
+template <class Tuple> struct params_have_reference : std::false_type {};
+template <class... P> struct params_have_reference<std::tuple<P...>> : std::disjunction<std::is_reference<P>...> {};
+
 template <class F> struct MemFn;
 
 #define TROUPE_DETAIL_MEMFN(QUAL, IS_CONST)                 \

@@ -13,15 +13,18 @@
 //
 // Bounded: at most kRecycleSlots vectors per element type, and in all no more
 // bytes than Config::recycled_vector_bytes (0, the default before a runtime
-// sets it, turns keeping off). A runtime's core drops what is kept when it
-// shuts down. Only vectors of plain numbers with the standard allocator, of
-// kRecycleFrom bytes or more, passed as a call's own argument (not inside
-// another type) are kept.
+// sets it, turns keeping off); to keep a new vector, the oldest of its type
+// are freed first. A runtime's core frees what is kept when it shuts down.
+// Only vectors of plain numbers with the standard allocator, of kRecycleFrom
+// bytes or more, passed as a call's own argument (not inside another type)
+// are kept. A received vector made from a kept one has at most a quarter more
+// capacity than it needs.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -36,7 +39,7 @@ inline constexpr std::size_t kRecycleFrom = kFreshMemoryFrom;
 inline constexpr std::size_t kRecycleSlots = 8;
 
 /// Sets how many bytes of vectors may be kept in all (the core applies
-/// Config::recycled_vector_bytes); lowering it drops what no longer fits.
+/// Config::recycled_vector_bytes). Lowering it frees every kept vector.
 void set_recycle_budget(std::size_t bytes) noexcept;
 std::size_t recycle_budget() noexcept;
 /// Frees every kept vector (a core shutting down; tests).
@@ -64,30 +67,42 @@ class VectorRecycler {
   static_assert(std::is_arithmetic_v<T> && !std::is_same_v<T, bool>);
 
  public:
-  /// Takes in v's storage after a call, if it is large and fits the bounds;
-  /// v is then left empty. Otherwise v is left alone (its owner frees it).
+  /// Takes in v's storage after a call, if it is large; v is then left
+  /// empty. To make room, the oldest kept vectors of this element type are
+  /// freed first (a stream whose sizes changed keeps its new size). If this
+  /// type cannot make room (other types hold the budget), v is left alone and
+  /// its owner frees it.
   static void give(std::vector<T>& v) noexcept {
     const std::size_t bytes = v.capacity() * sizeof(T);
-    if (bytes < kRecycleFrom) return;
+    if (bytes < kRecycleFrom || bytes > recycle_budget()) return;  // (larger than all: others stay)
     Store& s = store();
+    std::vector<T> evicted[kRecycleSlots];  // freed after the lock is let go
+    std::size_t n_evicted = 0;
+    bool kept = false;
     try {
       std::lock_guard lk(s.mu);
-      if (s.count == kRecycleSlots || !recycling::claim(bytes)) return;
-      s.slots[s.count++].swap(v);
-      if (!s.registered) {
-        recycling::add_clearer(&VectorRecycler::clear);
-        s.registered = true;
+      auto evict_oldest = [&] {
+        recycling::release(s.slots[0].capacity() * sizeof(T));
+        evicted[n_evicted++].swap(s.slots[0]);
+        s.remove(0);
+      };
+      if (s.count == kRecycleSlots) evict_oldest();
+      while (!recycling::claim(bytes)) {
+        if (s.count == 0) return;  // the budget is held by other element types (or is 0)
+        evict_oldest();
       }
-    } catch (...) {  // a lock that cannot be taken: v is simply freed
-      return;
+      s.slots[s.count++].swap(v);
+      kept = true;
+    } catch (...) {  // a lock that cannot be taken: v is simply freed by its owner
     }
-    recycling::count_kept();
+    if (kept) recycling::count_kept();
   }
 
-  /// Makes `into` a kept vector with room for n elements (and no more than
-  /// twice that, so a small message does not hold a huge block). Its size is
-  /// the size it had: resize(n) after this writes only elements it did not
-  /// have. False if none is kept that fits; `into` is then unchanged.
+  /// Makes `into` the smallest kept vector with room for n elements, and at
+  /// most a quarter more (a received vector may be kept for long: it should
+  /// not hold much more memory than it needs). Its size is the size it had:
+  /// resize(n) after this writes only elements it did not have. False if
+  /// none fits; `into` is then unchanged.
   static bool take(std::vector<T>& into, std::size_t n) noexcept {
     if (n * sizeof(T) < kRecycleFrom) return false;
     Store& s = store();
@@ -97,11 +112,11 @@ class VectorRecycler {
       std::size_t best = kRecycleSlots;
       for (std::size_t i = 0; i < s.count; ++i) {
         const std::size_t cap = s.slots[i].capacity();
-        if (cap >= n && cap / 2 <= n && (best == kRecycleSlots || cap < s.slots[best].capacity())) best = i;
+        if (cap >= n && cap - n <= n / 4 && (best == kRecycleSlots || cap < s.slots[best].capacity())) best = i;
       }
       if (best == kRecycleSlots) return false;
       kept.swap(s.slots[best]);
-      s.slots[best].swap(s.slots[--s.count]);  // the last one fills the gap
+      s.remove(best);
     } catch (...) {
       return false;
     }
@@ -128,16 +143,22 @@ class VectorRecycler {
 
  private:
   struct Store {
+    Store() noexcept { recycling::add_clearer(&VectorRecycler::clear); }
+    /// Closes the gap at i, keeping the others oldest first (empty at count).
+    void remove(std::size_t i) noexcept {
+      for (; i + 1 < count; ++i) slots[i].swap(slots[i + 1]);
+      --count;
+    }
     std::mutex mu;
-    std::vector<T> slots[kRecycleSlots];
+    std::vector<T> slots[kRecycleSlots];  // [0, count): oldest first
     std::size_t count = 0;
-    bool registered = false;
   };
   /// Never destroyed: a call may be destroyed during the program's exit, after
   /// static objects are gone. Its vectors are reachable (not a leak) and freed
   /// by clear() when a core shuts down.
   static Store& store() noexcept {
-    static Store* s = new Store;
+    alignas(Store) static unsigned char storage[sizeof(Store)];
+    static Store* s = ::new (static_cast<void*>(storage)) Store;
     return *s;
   }
 };
