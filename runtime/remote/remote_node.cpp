@@ -421,6 +421,23 @@ Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::ui
   return f;
 }
 
+Future<void> RemoteNode::raw_ask_with_block(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
+                                            const ByteBuffer& payload, ByteBuffer block, std::size_t sent) {
+  Promise<void> p(waiter_.get());
+  auto f = p.get_future();
+  const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
+  if (corr == 0) return f;
+  auto e = envelope(to, kind, corr, target, id);
+  e->bytes.append(payload.data(), payload.size());
+  auto owned = std::make_shared<ByteBuffer>(std::move(block));
+  e->segments.push_back({owned->data(), owned->size()});
+  e->keep.push_back(owned);
+  seal(*e);                                                     // declares the whole block
+  e->segments.back().size = std::min(sent, owned->size());  // sends only this much
+  post(std::move(e));
+  return f;
+}
+
 void RemoteNode::raw_frame(NodeId to, const ByteBuffer& bytes) {
   auto e = take_draft(to);
   e->work = false;

@@ -71,6 +71,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// waits in its destination's open frame like a tell, for what follows.
   Future<void> raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
                        std::uint8_t version = kProtocolVersion, bool coalesce = false);
+  /// The same with one block after the envelope, declared at its full size
+  /// but sent only up to `sent` bytes (a sender that breaks the protocol).
+  Future<void> raw_ask_with_block(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
+                                  const ByteBuffer& payload, ByteBuffer block, std::size_t sent);
   /// Sends bytes as a frame, unchecked.
   void raw_frame(NodeId to, const ByteBuffer& bytes);
 

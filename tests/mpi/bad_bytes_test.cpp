@@ -108,6 +108,35 @@ TEST(BadBytes, EveryBadMessageGetsAClearErrorAndNothingElseIsLost) {
   EXPECT_EQ(rt.finish(), 0);
 }
 
+TEST(BadBytes, ABlockSentShortOfItsDeclaredSizeReadsAsZerosNeverAsOldData) {
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  if (rt.node() == 0) {
+    auto& node = node_of(rt);
+    auto bulk = rt.spawn_on<tt::Bulk>(1).get();
+    constexpr std::uint64_t n = std::uint64_t{1} << 18;  // 2 MiB of doubles
+    const auto c0 = bulk.ask<&tt::Bulk::recycled>().get();
+    // Leaves a kept 2 MiB vector of sevens on node 1 (sum takes it by const&).
+    EXPECT_EQ(bulk.ask<&tt::Bulk::sum>(std::vector<double>(n, 7.0)).get(), 7.0 * static_cast<double>(n));
+    EXPECT_EQ(bulk.ask<&tt::Bulk::recycled>().get().first - c0.first, 1u);
+    // A vector of n ones declared in full, of which only the first half is sent:
+    // it is made from the kept vector, and its unsent half must read as zeros.
+    ByteBuffer size_tag;
+    size_tag.append(&n, sizeof n);
+    ByteBuffer ones;
+    const std::vector<double> all_ones(n, 1.0);
+    ones.append(all_ones.data(), n * sizeof(double));
+    auto short_one = node.raw_ask_with_block(1, Kind::call, method_id("Bulk::keep"), bulk.id(), size_tag,
+                                             std::move(ones), n * sizeof(double) / 2);
+    short_one.get();
+    EXPECT_EQ(bulk.ask<&tt::Bulk::recycled>().get().second - c0.second, 1u) << "made from the kept vector";
+    EXPECT_EQ(bulk.ask<&tt::Bulk::kept_sum>().get(), static_cast<double>(n / 2));
+    // And node 1 still works.
+    EXPECT_EQ(bulk.ask<&tt::Bulk::sum>(std::vector<double>(n, 2.0)).get(), 2.0 * static_cast<double>(n));
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
 TEST(BadBytes, ABadCallInsideABatchFailsAloneAndTheOthersRun) {
   // Plain calls of one frame to one actor run as one batch inside one turn. A
   // call in the middle of such a run that cannot be decoded fails alone (its

@@ -176,6 +176,12 @@ class Bulk {
     kept_ = std::move(v);
     return kept_.size();
   }
+  /// The sum of the vector own() or keep() took.
+  double kept_sum() const {
+    double s = 0;
+    for (double x : kept_) s += x;
+    return s;
+  }
   /// This node's count of received vectors kept after their call, and of
   /// received vectors made from a kept one.
   std::pair<std::uint64_t, std::uint64_t> recycled() const {
@@ -196,7 +202,7 @@ class Bulk {
  private:
   std::vector<double> kept_;
 };
-TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::own, &Bulk::keep, &Bulk::recycled,
+TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::own, &Bulk::keep, &Bulk::kept_sum, &Bulk::recycled,
               &Bulk::shout, &Bulk::double_all);
 
 }  // namespace tt

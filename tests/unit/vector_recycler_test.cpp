@@ -6,8 +6,10 @@
 
 #include <cstdint>
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <numeric>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -208,6 +210,38 @@ TEST_F(Recycler, AReceivedVectorIsMadeFromAKeptOneAndHoldsExactlyTheMessage) {
   in(dst);
   EXPECT_EQ(recycle_stats().reused, reused);
   EXPECT_EQ(dst.size(), src.size());
+}
+
+TEST_F(Recycler, ConcurrentGivesTakesAndBudgetChangesKeepTheAccountsRight) {
+  // Calls are destroyed on worker threads while the engine thread makes
+  // vectors, and a runtime may lower the budget meanwhile (run under TSan).
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 3; ++t)
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        const std::size_t n = kDoublesPerMiB + static_cast<std::size_t>((i + t) % 3) * 1000;
+        std::vector<double> v;
+        if (!VectorRecycler<double>::take(v, n)) v.reserve(n);
+        ASSERT_GE(v.capacity(), n);
+        v.resize(n);
+        v[n - 1] = static_cast<double>(i);
+        VectorRecycler<double>::give(v);
+      }
+    });
+  std::thread budget([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      set_recycle_budget(i % 2 == 0 ? 0 : 6 * kMiB);
+      std::this_thread::yield();
+    }
+  });
+  for (auto& w : workers) w.join();
+  stop.store(true);
+  budget.join();
+  set_recycle_budget(6 * kMiB);
+  EXPECT_LE(recycle_stats().held_bytes, 6 * kMiB);
+  set_recycle_budget(0);
+  EXPECT_EQ(recycle_stats().held_bytes, 0u) << "every byte held was accounted for";
 }
 
 TEST(RecyclerConfig, ARuntimeSetsTheBudgetAndFreesWhatIsKeptWhenItShutsDown) {
