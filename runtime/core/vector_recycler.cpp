@@ -11,7 +11,7 @@ constinit std::atomic<std::size_t> g_held{0};
 constinit std::atomic<std::uint64_t> g_kept{0};
 constinit std::atomic<std::uint64_t> g_reused{0};
 
-/// One clearer per element type that ever kept a vector (a handful at most).
+/// One clearer per element type whose store was made (a handful at most).
 constexpr std::size_t kMaxClearers = 32;
 constinit std::atomic<void (*)() noexcept> g_clearers[kMaxClearers]{};
 constinit std::atomic<std::size_t> g_clearer_count{0};

@@ -408,32 +408,32 @@ class AnyReply final : public PendingReply {
 
 Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
                                  const ByteBuffer& payload, std::uint8_t version, bool coalesce) {
-  Promise<void> p(waiter_.get());
-  auto f = p.get_future();
-  const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
-  if (corr == 0) return f;
-  auto e = envelope(to, kind, corr, target, id);
-  e->bytes.append(payload.data(), payload.size());
-  seal(*e);
-  std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
-  e->kind_tell = coalesce;
-  post(std::move(e));
-  return f;
+  return send_raw_ask(to, kind, id, target, payload, version, coalesce, nullptr, 0);
 }
 
 Future<void> RemoteNode::raw_ask_with_block(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
                                             const ByteBuffer& payload, ByteBuffer block, std::size_t sent) {
+  return send_raw_ask(to, kind, id, target, payload, kProtocolVersion, false,
+                      std::make_shared<ByteBuffer>(std::move(block)), sent);
+}
+
+Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
+                                      const ByteBuffer& payload, std::uint8_t version, bool coalesce,
+                                      std::shared_ptr<ByteBuffer> block, std::size_t sent) {
   Promise<void> p(waiter_.get());
   auto f = p.get_future();
   const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
   if (corr == 0) return f;
   auto e = envelope(to, kind, corr, target, id);
   e->bytes.append(payload.data(), payload.size());
-  auto owned = std::make_shared<ByteBuffer>(std::move(block));
-  e->segments.push_back({owned->data(), owned->size()});
-  e->keep.push_back(owned);
-  seal(*e);                                                     // declares the whole block
-  e->segments.back().size = std::min(sent, owned->size());  // sends only this much
+  if (block) {
+    e->segments.push_back({block->data(), block->size()});
+    e->keep.push_back(block);
+  }
+  seal(*e);  // declares the whole block
+  if (block) e->segments.back().size = std::min(sent, block->size());  // sends only this much
+  std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
+  e->kind_tell = coalesce;
   post(std::move(e));
   return f;
 }

@@ -112,6 +112,9 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   Draft encode_call(NodeId node, ActorId actor, const std::string* name, std::uint64_t corr, const MethodEntry& m,
                     const CallBase& call);
   void seal(OutEnvelope& e);
+  /// raw_ask and raw_ask_with_block: an optional block, declared in full, sent up to `sent` bytes.
+  Future<void> send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
+                            std::uint8_t version, bool coalesce, std::shared_ptr<ByteBuffer> block, std::size_t sent);
   void post(Draft e);
   /// Registers an ask's reply handler, unless the node is already lost.
   std::uint64_t expect(NodeId node, std::unique_ptr<PendingReply> reply);

@@ -5,11 +5,11 @@
 // and only then can MPI write the data into it. For large vectors that is one
 // or two passes over memory that raw MPI, receiving into a buffer it reuses,
 // does not make (docs/benchmarks.md). When the method took its vector by
-// reference (const& or &&) and left it where it was, the vector is still whole
-// once the call is over: it is kept here, and the next received vector of the
-// same element type and a similar size is made from it. That reuses mapped,
-// recently touched memory and skips the fill (resize() to the size a kept
-// vector already has writes nothing).
+// reference (const&, &, or && left alone), the vector is still whole once the
+// call is over: it is kept here, and the next received vector of the same
+// element type and a similar size is made from it. That reuses mapped,
+// recently touched memory and skips the fill up to the kept vector's size
+// (resize() to a size a vector already has writes nothing).
 //
 // Bounded: at most kRecycleSlots vectors per element type, and in all no more
 // bytes than Config::recycled_vector_bytes (0, the default before a runtime
