@@ -61,7 +61,8 @@ struct Config {
   /// room). The next vector of that element type and a similar size that
   /// arrives is made from a kept one: memory mapped already, and no zero fill
   /// up to the kept vector's old size, before MPI writes into it; it may have
-  /// up to a quarter more capacity than it needs. 0 keeps none. A method that
+  /// up to a quarter more capacity than it needs. 0 keeps none;
+  /// TROUPE_RECYCLED_VECTORS_MB in the environment wins over this. A method that
   /// takes its vector by value owns it, and nothing is kept. Process-wide:
   /// the last runtime made sets it; a runtime that shuts down frees what is
   /// kept, and nothing is kept again until another runtime is made.

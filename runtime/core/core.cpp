@@ -1,6 +1,7 @@
 #include "troupe/detail/core.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "actor_table.hpp"
@@ -30,6 +31,9 @@ Core::Core(Runtime& rt, Config cfg, std::unique_ptr<ThreadPlacement> placement)
     : rt_(rt), cfg_(std::move(cfg)), table_(std::make_unique<ActorTable>()) {
   if (cfg_.batch == 0) cfg_.batch = 1;
   if (cfg_.keep_freed_memory) (void)keep_freed_memory();
+  // TROUPE_RECYCLED_VECTORS_MB in the environment wins over the config.
+  if (const char* v = std::getenv("TROUPE_RECYCLED_VECTORS_MB"); v != nullptr && *v != '\0')
+    cfg_.recycled_vector_bytes = static_cast<std::size_t>(std::strtoull(v, nullptr, 10)) << 20;
   set_recycle_budget(cfg_.recycled_vector_bytes);
   if (cfg_.scheduler == SchedulerKind::deterministic) {
     auto vt = std::make_unique<VirtualTimerService>();

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -256,11 +257,22 @@ TEST(RecyclerConfig, ARuntimeSetsTheBudgetAndFreesWhatIsKeptWhenItShutsDown) {
   }
   EXPECT_EQ(recycle_stats().held_bytes, 0u);
   EXPECT_EQ(recycle_budget(), 0u);
-  troupe::Config none;
-  none.threads = 1;
-  none.recycled_vector_bytes = 0;
-  troupe::Runtime rt(none);
-  auto v = filled(kDoublesPerMiB, 0.0);
-  VectorRecycler<double>::give(v);
-  EXPECT_EQ(v.size(), kDoublesPerMiB) << "0 keeps none";
+  {
+    troupe::Config none;
+    none.threads = 1;
+    none.recycled_vector_bytes = 0;
+    troupe::Runtime rt(none);
+    auto v = filled(kDoublesPerMiB, 0.0);
+    VectorRecycler<double>::give(v);
+    EXPECT_EQ(v.size(), kDoublesPerMiB) << "0 keeps none";
+  }
+  // The environment wins over the config.
+  ::setenv("TROUPE_RECYCLED_VECTORS_MB", "3", 1);
+  {
+    troupe::Config cfg;
+    cfg.threads = 1;
+    troupe::Runtime rt(cfg);
+    EXPECT_EQ(recycle_budget(), 3 * kMiB);
+  }
+  ::unsetenv("TROUPE_RECYCLED_VECTORS_MB");
 }
