@@ -161,6 +161,12 @@ class Engine {
   std::size_t nodes() const noexcept { return count_.load(std::memory_order_acquire); }
   /// The communicator the engine started with (a duplicate).
   MPI_Comm comm() const noexcept { return comms_.front(); }
+  /// The communicator of the index-th group of nodes (0: the start; then one
+  /// per add_nodes); MPI_COMM_NULL past the last. For tests and diagnostics.
+  MPI_Comm comm_at(std::size_t index) {
+    std::lock_guard lk(mu_);
+    return index < comms_.size() ? comms_[index] : MPI_COMM_NULL;
+  }
   /// New nodes joined through `comm` (duplicated): node_of_rank maps its ranks
   /// to node ids; ids from nodes() to total-1 are the new ones. Traffic between
   /// older nodes stays on their communicator, so per pair order is kept.
@@ -386,6 +392,7 @@ class Engine {
     unsigned posted = 0;  // slots head, head + 1, ... (ring order) that are posted
   };
   std::vector<FrameRing> posted_;
+  std::size_t first_comm_ = 0;  // where take_frames starts: after the one it last read a frame from
   bool receiving_ = true;            // false once the posted receives are stopped
   std::vector<std::vector<NodeId>> rank_node_;  // per communicator: rank -> node
   std::atomic<std::size_t> count_{0};

@@ -73,7 +73,13 @@ bool Engine::take_frames() {
   if (!receiving_) return false;
   if (posted_.size() < comms_.size()) posted_.resize(comms_.size());  // the first round, or a communicator joined
   bool did = false;
-  for (std::size_t c = 0; c < comms_.size(); ++c) {
+  // A round ends at the first frame read in place (below). It starts after the
+  // communicator it ended at last time, so a busy one (a stream from the
+  // nodes the job started with) cannot hold back another (nodes that joined).
+  const std::size_t n_comms = comms_.size();
+  const std::size_t first = first_comm_ < n_comms ? first_comm_ : 0;
+  for (std::size_t k = 0; k < n_comms; ++k) {
+    const std::size_t c = (first + k) % n_comms;
     auto& r = posted_[c];
     // Slots taken last round first, in ring order. If MPI refuses one, or its
     // buffer cannot be had, it and the slots after it stay free (the order
@@ -133,6 +139,7 @@ bool Engine::take_frames() {
         // latency).
         process_frame(from, buf);
         TROUPE_STAGE(frame_done);
+        first_comm_ = c + 1 < n_comms ? c + 1 : 0;
         return true;
       }
       // Read in its turn, from a buffer of its size (the slot keeps its 64

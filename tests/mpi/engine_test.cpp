@@ -98,6 +98,15 @@ void wait_for_go_ahead() {
   char go = 0;
   MPI_Recv(&go, 1, MPI_CHAR, 1, kTagGo, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
 }
+/// The same the other way: rank 0 tells rank 1 that everything is sent.
+void tell_rank1_go() {
+  char go = 1;
+  MPI_Send(&go, 1, MPI_CHAR, 1, kTagGo, MPI_COMM_WORLD);
+}
+void wait_for_rank0() {
+  char go = 0;
+  MPI_Recv(&go, 1, MPI_CHAR, 0, kTagGo, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+}
 
 /// Rank 0's side of every test, by hand on the engine's communicator: one
 /// frame per entry of `declared` (envelope ids 1, 2, ..., each declaring those
@@ -244,6 +253,46 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
     engine.stop_progress_thread();
     EXPECT_EQ(engine.stats().hot_polls, done.hot_polls)
         << "the progress thread polled in place with nothing in flight (holding the core from the threads that share it)";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, ABusyCommunicatorDoesNotHoldBackAnother) {
+  // Nodes that join later talk over a communicator of their own. A round of
+  // the progress thread ends at the first frame it reads in place, so a round
+  // that always began with the first communicator would read a busy stream on
+  // it to its end before anything on the second. Here both ranks add a second
+  // communicator (nodes 2 and 3 are the same two processes); rank 0 sends 400
+  // frames on the first, then one on the second, all before rank 1's engine
+  // starts. The second communicator's frame must be read among the first few.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  engine.add_nodes(MPI_COMM_WORLD, {2, 3}, 4);  // collective
+  constexpr std::uint64_t kBusy = 400, kOther = 1000;
+  if (rank == 0) {
+    for (std::uint64_t id = 1; id <= kBusy; ++id) {
+      const ByteBuffer f = frame_of(id, {});
+      MPI_Send(f.data(), static_cast<int>(f.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+    }
+    const ByteBuffer f = frame_of(kOther, {});
+    MPI_Send(f.data(), static_cast<int>(f.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm_at(1));
+    tell_rank1_go();
+  } else if (rank == 1) {
+    wait_for_rank0();  // everything is on its way (sent eagerly, in order)
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == kBusy + 1; }, 20s)) << "delivered " << sink.delivered();
+    engine.stop_progress_thread();
+    std::lock_guard lk(sink.mu);
+    const auto at = std::find(sink.order.begin(), sink.order.end(), kOther);
+    ASSERT_NE(at, sink.order.end());
+    EXPECT_LT(at - sink.order.begin(), 8) << "the other communicator's frame waited behind the busy one";
+    // The busy stream itself stayed in order.
+    std::vector<std::uint64_t> busy;
+    for (auto id : sink.order)
+      if (id != kOther) busy.push_back(id);
+    for (std::uint64_t i = 0; i < busy.size(); ++i) EXPECT_EQ(busy[i], i + 1);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
