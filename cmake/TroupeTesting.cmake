@@ -11,6 +11,9 @@ set(TROUPE_MPI_ENV
   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   OMPI_MCA_rmaps_base_oversubscribe=1
   OMPI_MCA_btl_vader_single_copy_mechanism=none
+  # Blocks to ranks on this host are staged in every test (with no single copy,
+  # as here, troupe would leave them unstaged by itself).
+  TROUPE_STAGE_BLOCKS=1
   HYDRA_IFACE=lo
   # Sanitizer builds: MPI's own allocations live until exit; keep its plugins
   # loaded and unwind fully so tests/lsan.supp recognises them.

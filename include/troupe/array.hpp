@@ -19,9 +19,12 @@
 
 #include <cereal/cereal.hpp>
 
+#include "troupe/detail/fresh_memory.hpp"
+
 namespace troupe {
 
 namespace detail {
+class WireOutputArchive;
 /// A block of at least `bytes` (its real size in `capacity`), from the pool.
 void* array_acquire(std::size_t bytes, std::size_t& capacity);
 /// Gives a block back; the pool keeps it for reuse within its budget
@@ -80,7 +83,14 @@ class Array {
   template <class Archive>
   void save(Archive& ar) const {
     ar(cereal::make_size_tag(static_cast<cereal::size_type>(size_)));
-    ar(cereal::binary_data(mem_, size_ * sizeof(T)));
+    if constexpr (std::is_same_v<Archive, detail::WireOutputArchive>) {
+      // A block of 1 MiB or more is on huge pages (array_pool.cpp): MPI reads
+      // it fast as it is, and the engine does not stage it (stage_pool.hpp).
+      const bool huge = capacity_ >= detail::kFreshMemoryFrom && detail::huge_pages_wanted();
+      ar.saveBlock(mem_, size_ * sizeof(T), huge);
+    } else {
+      ar(cereal::binary_data(mem_, size_ * sizeof(T)));
+    }
   }
   template <class Archive>
   void load(Archive& ar) {

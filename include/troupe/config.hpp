@@ -67,6 +67,19 @@ struct Config {
   /// the last runtime made sets it; a runtime that shuts down frees what is
   /// kept, and nothing is kept again until another runtime is made.
   std::size_t recycled_vector_bytes = std::size_t{256} << 20;
+  /// A large block (a std::vector's or a string's data, 16 KiB or more) sent
+  /// to a node on the same host is copied, 1 MiB at a time, into staging
+  /// buffers on huge pages and sent from there while the receiver reads the
+  /// piece before: MPI's shared-memory copy reads ordinary 4 KiB pages at about
+  /// half its speed on huge pages, and the copy costs less than it saves
+  /// (docs/benchmarks.md). troupe::Array blocks of 1 MiB or more are on huge
+  /// pages already and leave from their own memory. Off by itself when the MPI
+  /// library is told to keep off shared memory (OMPI_MCA_btl without vader or
+  /// sm, MPICH's MPIR_CVAR_NOLOCAL or MPIR_CVAR_CH3_NOLOCAL, Open MPI's
+  /// single copy turned off) or malloc already
+  /// puts blocks on huge pages (glibc.malloc.hugetlb in GLIBC_TUNABLES).
+  /// TROUPE_STAGE_BLOCKS=0 or 1 in the environment wins over all of that.
+  bool stage_blocks = true;
 
   // ---- cluster ---------------------------------------------------------------
   /// This node's role. --troupe-role=NAME on the command line wins, then the

@@ -116,7 +116,11 @@ Draft RemoteNode::envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64
 void RemoteNode::seal(OutEnvelope& e) {
   std::vector<std::uint64_t> sizes;
   sizes.reserve(e.segments.size());
-  for (auto& s : e.segments) sizes.push_back(s.size);
+  const bool stage = !e.segments.empty() && engine_->stages_blocks(e.dest);
+  for (auto& s : e.segments) {
+    s.staged = stage && !s.huge_pages;
+    sizes.push_back(s.size | (s.staged ? kSegmentPieced : 0));
+  }
   // begin() wrote the header right after the engine's frame slot.
   EnvelopeWriter w(e.bytes);
   w.begin_at(kFrameSlot);
@@ -427,7 +431,8 @@ Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, st
   auto e = envelope(to, kind, corr, target, id);
   e->bytes.append(payload.data(), payload.size());
   if (block) {
-    e->segments.push_back({block->data(), block->size()});
+    // Never staged (as if on huge pages): it leaves whole, as one message cut short.
+    e->segments.push_back({block->data(), block->size(), /*huge_pages=*/true});
     e->keep.push_back(block);
   }
   seal(*e);  // declares the whole block

@@ -168,6 +168,8 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   std::size_t lost_at_last_spawn_ = 0;
   std::mutex membership_mu_;
   void join_from_parent(MPI_Comm parent);
+  /// Blocks to the nodes on this node's host are staged (Engine::set_stage_blocks).
+  void stage_blocks_to_neighbours(const std::vector<NodeInfo>& nodes);
   /// Once the cluster exists: futures drive the engine, the core routes remote
   /// calls here, the progress thread (and failure detection) starts.
   void start_services();

@@ -142,6 +142,7 @@ bool Engine::progress_locked() {
     did |= drain_outq();
   if (!dirty_.empty()) did |= flush_outboxes();
   if (!send_reqs_.empty()) did |= test_sends();
+  if (!staging_.empty()) did |= pump_blocks();
   did |= take_frames();
   if (frames_pending_ != 0) did |= test_frame_recvs();
   if (!seg_reqs_.empty()) did |= test_segment_recvs();
@@ -150,7 +151,9 @@ bool Engine::progress_locked() {
 }
 
 bool Engine::note_in_flight() {
-  const bool now = !send_reqs_.empty() || !seg_reqs_.empty() || frames_pending_ != 0;
+  if (staging_now_.load(std::memory_order_relaxed) != !staging_.empty())
+    staging_now_.store(!staging_.empty(), std::memory_order_relaxed);
+  const bool now = !send_reqs_.empty() || !seg_reqs_.empty() || frames_pending_ != 0 || !staging_.empty();
   // Written only under mu_: a plain load tells whether anything changed, and
   // every poll round and flush is spared a locked exchange when nothing did.
   if (in_flight_.load(std::memory_order_relaxed) == now) return false;
@@ -174,13 +177,24 @@ void Engine::mark_lost(NodeId n) {
       delete f;
     }
   }
+  // Blocks not yet handed to MPI are dropped.
+  p.blocks.clear();
+  if (p.staging) {
+    p.staging = false;
+    staging_.erase(std::find(staging_.begin(), staging_.end(), n));
+  }
   // Sends to it may never complete: free the requests, keep their buffers.
+  bool slot_lost = false;
   compact(send_reqs_, send_meta_, [&](std::size_t r) {
     if (send_meta_[r].peer != n) return true;
     MPI_Request_free(&send_reqs_[r]);
+    slot_lost |= static_cast<bool>(send_meta_[r].slot);
     abandoned_.push_back(std::make_shared<SendMeta>(std::move(send_meta_[r])));
     return false;
   });
+  // Staging slots MPI may still read are never given back: later blocks get a
+  // new pool (the old one lives on with those slots).
+  if (slot_lost) stage_pool_.reset();
   // Receives from it: cancel what can be cancelled, abandon the rest.
   compact(seg_reqs_, seg_meta_, [&](std::size_t r) {
     if (seg_meta_[r].from != n) return true;
@@ -274,7 +288,7 @@ bool Engine::quiet() const {
 bool Engine::sends_pending() {
   if (outq_size_.load() != 0 || open_count_.load() != 0) return true;
   std::lock_guard lk(mu_);
-  return !send_reqs_.empty() || !dirty_.empty();
+  return !send_reqs_.empty() || !dirty_.empty() || !staging_.empty();
 }
 
 EngineStats Engine::stats() const {
@@ -378,7 +392,10 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       for (int i = 0; i < 16; ++i) TROUPE_CPU_RELAX();
       continue;
     }
-    if (idle < 512) {
+    // Blocks wait for staging slots: a slot comes free when MPI says its piece
+    // was read, and the next piece is copied then. Napping between those
+    // looks stalls the copy loop: stay near, yielding, until it is done.
+    if (idle < 512 || staging_now_.load(std::memory_order_relaxed)) {
       std::this_thread::yield();
       continue;
     }

@@ -40,6 +40,7 @@
 #include "troupe/fwd.hpp"
 #include "troupe/wire/archive.hpp"
 #include "troupe/wire/buffer.hpp"
+#include "transport/stage_pool.hpp"
 #include "wire/envelope.hpp"
 
 namespace troupe::detail {
@@ -139,6 +140,7 @@ class InboundHandler {
 struct EngineStats {
   std::uint64_t frames_sent = 0, envelopes_sent = 0, frames_received = 0, envelopes_received = 0;
   std::uint64_t bytes_sent = 0, bytes_received = 0;
+  std::uint64_t pieces_staged = 0;  // pieces of blocks copied into staging slots and sent from there
   std::uint64_t idle_naps = 0;    // times the progress thread slept for want of work
   std::uint64_t idle_nap_us = 0;  // the time those naps asked for, in microseconds
   std::uint64_t hot_polls = 0;    // idle rounds the progress thread polled without giving up the core
@@ -249,6 +251,14 @@ class Engine {
   /// one is, n counts as heard now. Evidence checked before declaring n lost.
   bool heard_pending(NodeId n);
 
+  /// Blocks to n travel through the staging pool (stage_pool.hpp); the sender
+  /// marks such blocks in their envelope (kSegmentPieced). Thread-safe.
+  void set_stage_blocks(NodeId n, bool on) {
+    if (n < peers_.size()) peers_[n]->stage.store(on, std::memory_order_relaxed);
+  }
+  bool stages_blocks(NodeId n) const noexcept {
+    return n < peers_.size() && peers_[n]->stage.load(std::memory_order_relaxed);
+  }
   /// Nothing waits to be sent or delivered locally (in-flight sends may remain).
   bool quiet() const;
   /// Some send has not completed yet (or not even started).
@@ -277,12 +287,22 @@ class Engine {
   }
 
  private:
+  /// A block still to be handed to MPI, after the ones before it to the same peer.
+  struct PendingBlock {
+    std::shared_ptr<OutEnvelope> owner;  // the envelope whose arguments hold the block
+    const std::byte* data;               // what is left of it
+    std::size_t left;
+    bool staged;  // travels in kPiece pieces, copied through the staging pool
+  };
   struct Peer {
     std::atomic<bool> alive{false};
+    std::atomic<bool> stage{false};  // blocks to it are staged (set_stage_blocks)
     int comm = 0;  // index in comms_
     int rank = 0;  // rank in that communicator
     std::deque<OutEnvelope*> outbox;
     bool dirty = false;
+    std::deque<PendingBlock> blocks;  // under mu_: segments not yet handed to MPI, in order
+    bool staging = false;             // listed in staging_
   };
   struct SendMeta {
     NodeId peer;
@@ -290,6 +310,7 @@ class Engine {
     std::vector<std::shared_ptr<OutEnvelope>> envelopes;    // what the request still points into
     OutFrame single;  // or: the one frame (without blocks) the request sends from, alone
     Draft draft;      // or: an urgent draft handed to MPI straight from its own storage
+    StageSlot slot;   // or: the staging slot a piece of a block is sent from
   };
   struct Delivery {
     std::unique_ptr<Inbound> inbound;
@@ -348,6 +369,14 @@ class Engine {
   /// frame is null); `keep` holds those whose bytes or segments MPI still reads.
   void post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep, std::size_t count);
   bool test_sends();
+  /// Queues e's blocks for peer behind the ones already waiting (engine_blocks.cpp).
+  void queue_blocks(NodeId peer, const std::shared_ptr<OutEnvelope>& e);
+  /// Hands waiting blocks to MPI, in order per peer: unstaged ones whole,
+  /// staged ones a piece at a time as slots of the pool come free.
+  bool pump_blocks();
+  /// Posts a block's chunks from its own memory.
+  void post_block(NodeId peer, const std::byte* data, std::size_t size, bool pieced,
+                  const std::shared_ptr<OutEnvelope>& owner);
   /// Posts the ring's free slots again (in ring order), then takes the frames
   /// that reached them, reading each at once when nothing of its source waits.
   bool take_frames();
@@ -366,7 +395,7 @@ class Engine {
   /// Scratch buffers that receive (and drop) blocks nobody takes; false if
   /// memory ran out (the frame's remaining envelopes are then dropped).
   bool drain_into_scratch(NodeId from, Delivery& d, const std::vector<std::uint64_t>& sizes,
-                          std::vector<InSegment>& dests);
+                          const std::vector<std::uint8_t>& pieced, std::vector<InSegment>& dests);
   void release_arrived();                           // arrived_ -> ready_
   void post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
   void collect_ready(NodeId from);
@@ -416,6 +445,9 @@ class Engine {
 
   std::vector<MPI_Request> send_reqs_;
   std::vector<SendMeta> send_meta_;
+  std::vector<NodeId> staging_;              // peers with blocks waiting (Peer::blocks)
+  std::shared_ptr<StagePool> stage_pool_;    // made at the first staged block
+  bool stage_pool_failed_ = false;           // could not be mapped: staged blocks go from their own memory
   std::size_t frames_pending_ = 0;
   std::size_t next_source_ = 0;
   std::vector<MPI_Request> seg_reqs_;
@@ -440,6 +472,7 @@ class Engine {
   std::condition_variable sleep_cv_;
   std::atomic<bool> sleeping_{false};
   std::atomic<bool> in_flight_{false};  // sends or receives are posted and not complete (set under mu_)
+  std::atomic<bool> staging_now_{false};  // blocks wait for staging slots (set under mu_)
   std::atomic<std::uint64_t> idle_naps_{0}, idle_nap_us_{0};  // added to under sleep_mu_
   std::atomic<std::uint64_t> hot_polls_{0};  // written by the progress thread only
   std::atomic<int> helpers_{0};
@@ -473,7 +506,8 @@ inline constexpr std::uint64_t kLargestFrame = std::numeric_limits<int>::max();
 /// Frames coalesce envelopes up to this size; larger envelopes travel alone.
 inline constexpr std::size_t kFrameLimit = 64 * 1024;
 static_assert(Engine::kCloseAt + Engine::kSmallEnvelope <= kFrameLimit, "a coalesced frame stays within kFrameLimit");
-/// MPI counts are int: segments travel in chunks of at most this.
+/// MPI counts are int: segments travel in chunks of at most this (staged
+/// ones, marked kSegmentPieced, in pieces of kPiece).
 inline constexpr std::size_t kChunk = std::size_t{1} << 30;
 
 }  // namespace troupe::detail

@@ -36,8 +36,14 @@ void compact(std::vector<MPI_Request>& reqs, std::vector<Meta>& meta, Keep keep)
   meta.resize(w);
 }
 
-// Number of MPI messages a segment of this size travels in.
-inline std::size_t chunks(std::size_t size) { return size == 0 ? 1 : (size + kChunk - 1) / kChunk; }
+/// The largest MPI message of a segment: a piece if it travels in pieces
+/// (kSegmentPieced), else a chunk.
+inline std::size_t chunk_size(bool pieced) { return pieced ? kPiece : kChunk; }
+/// Number of MPI messages a segment of this size travels in.
+inline std::size_t chunks(std::size_t size, bool pieced) {
+  const std::size_t step = chunk_size(pieced);
+  return size == 0 ? 1 : (size + step - 1) / step;
+}
 
 /// A pooled envelope to compose a frame for dest in (engine_buffers.cpp).
 OutEnvelope* take_frame_envelope(NodeId dest);

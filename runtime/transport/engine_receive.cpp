@@ -301,7 +301,7 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
       // Another version: skip it, and its segments.
       auto d = std::make_shared<Delivery>();
       std::vector<InSegment> dests;
-      if (!drain_into_scratch(from, *d, fault.segment_sizes, dests)) break;
+      if (!drain_into_scratch(from, *d, fault.segment_sizes, fault.segment_pieced, dests)) break;
       post_segment_recvs(from, d, std::move(dests));
       sources_[from]->queue.push_back(std::move(d));
       partial_.fetch_add(1, std::memory_order_relaxed);
@@ -327,13 +327,14 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
     std::vector<InSegment> dests;
     if (d->inbound && d->inbound->segments.size() == env.segment_sizes.size()) {
       dests = d->inbound->segments;
+      for (std::size_t i = 0; i < dests.size(); ++i) dests[i].pieced = env.segment_pieced[i] != 0;
     } else {
       // Nobody wants the blocks (or the handler got them wrong): drain them.
       if (d->inbound && !d->inbound->segments.empty()) {
         std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
         d->inbound.reset();
       }
-      if (!drain_into_scratch(from, *d, env.segment_sizes, dests)) break;
+      if (!drain_into_scratch(from, *d, env.segment_sizes, env.segment_pieced, dests)) break;
     }
     post_segment_recvs(from, d, std::move(dests));
     sources_[from]->queue.push_back(std::move(d));
@@ -342,12 +343,12 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
 }
 
 bool Engine::drain_into_scratch(NodeId from, Delivery& d, const std::vector<std::uint64_t>& sizes,
-                                std::vector<InSegment>& dests) {
+                                const std::vector<std::uint8_t>& pieced, std::vector<InSegment>& dests) {
   try {
-    for (auto size : sizes) {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
       d.scratch.emplace_back();
-      d.scratch.back().resize(size);
-      dests.push_back({d.scratch.back().data(), size});
+      d.scratch.back().resize(sizes[i]);
+      dests.push_back({d.scratch.back().data(), sizes[i], i < pieced.size() && pieced[i] != 0});
     }
     return true;
   } catch (const std::bad_alloc&) {
@@ -361,14 +362,15 @@ void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
   // Room first: once a receive is posted, recording it must not fail, or the
   // block's memory could be freed (or given to the next vector) under MPI.
   std::size_t n = 0;
-  for (const auto& seg : dests) n += chunks(seg.size);
+  for (const auto& seg : dests) n += chunks(seg.size, seg.pieced);
   seg_reqs_.reserve(seg_reqs_.size() + n);
   seg_meta_.reserve(seg_meta_.size() + n);
   for (auto& seg : dests) {
     auto* p = static_cast<std::byte*>(seg.data);
     std::size_t left = seg.size;
-    for (std::size_t c = 0, n = chunks(seg.size); c < n; ++c) {
-      const std::size_t len = std::min(left, kChunk);
+    const std::size_t step = chunk_size(seg.pieced);
+    for (std::size_t c = 0, n = chunks(seg.size, seg.pieced); c < n; ++c) {
+      const std::size_t len = std::min(left, step);
       MPI_Request req = MPI_REQUEST_NULL;
       checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, peers_[from]->rank, kTagSegment, peer_comm(from), &req),
               "MPI_Irecv");

@@ -162,6 +162,7 @@ void Engine::flush_sends() {
     drain_outq();
     flush_outboxes();
     test_sends();
+    if (!staging_.empty()) pump_blocks();
     const bool started = note_in_flight();
     lk.unlock();
     // A transfer started here, from a sender's thread: the progress thread may
@@ -244,19 +245,7 @@ void Engine::post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_
     const std::size_t size = e->bytes.size();
     post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, std::move(keep)});
   }
-  for (auto& e : with_segments) {
-    for (auto& seg : e->segments) {
-      const auto* p = static_cast<const std::byte*>(seg.data);
-      std::size_t left = seg.size;
-      for (std::size_t c = 0, n = chunks(seg.size); c < n; ++c) {
-        const std::size_t len = std::min(left, kChunk);
-        stats_.bytes_sent += len;
-        post_send(peer, p, len, kTagSegment, SendMeta{peer, nullptr, {e}});
-        p += len;
-        left -= len;
-      }
-    }
-  }
+  for (auto& e : with_segments) queue_blocks(peer, e);
 }
 
 bool Engine::flush_outboxes() {

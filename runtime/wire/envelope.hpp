@@ -11,7 +11,9 @@
 //     24 u64 target (actor id)   32 u64 id (method or class)   40 u64 clock (HLC)
 //     48 u32 payload length      52 u32 flags
 // In every version the last 8 x (segment count) bytes of an envelope are its
-// segment sizes. With the prefix, that lets a receiver skip an envelope of
+// segment sizes; a size's top bit (kSegmentPieced) says that its block travels
+// in pieces of 1 MiB (transport/stage_pool.hpp), one MPI message each, rather
+// than whole. With the prefix, that lets a receiver skip an envelope of
 // another version, segments included, and tell its sender why.
 //     56 payload, then segment count x u64 segment sizes
 #pragma once
@@ -36,6 +38,8 @@ inline constexpr std::uint64_t kMaxEnvelope = (1ull << 31) - 1;  // inline bytes
 /// The largest block one message may carry; senders refuse larger ones, and a
 /// receiver treats a larger claim as corrupt (it never allocates for it).
 inline constexpr std::uint64_t kMaxSegmentBytes = 1ull << 36;
+/// Set in a segment's size word: the block travels in pieces (see above).
+inline constexpr std::uint64_t kSegmentPieced = 1ull << 63;
 
 enum class Kind : std::uint8_t {
   // actors
@@ -71,6 +75,7 @@ struct Envelope {
   const std::byte* payload = nullptr;
   std::size_t payload_size = 0;
   std::vector<std::uint64_t> segment_sizes;
+  std::vector<std::uint8_t> segment_pieced;  ///< per segment: it travels in pieces
   std::uint64_t segment_bytes = 0;
 };
 
@@ -85,6 +90,7 @@ struct EnvelopeFault {
   std::size_t skip = 0;  ///< bytes to skip when !frame_lost
   std::uint32_t segment_count = 0;
   std::vector<std::uint64_t> segment_sizes;  ///< when !frame_lost: the segments to drain
+  std::vector<std::uint8_t> segment_pieced;  ///< and whether each travels in pieces
 };
 
 /// Writes one envelope: begin(), then the payload into buf(), then finish().
@@ -96,7 +102,8 @@ class EnvelopeWriter {
   ByteBuffer& buf() noexcept { return out_; }
   /// Continues an envelope whose header begin() wrote at offset start.
   void begin_at(std::size_t start) noexcept { start_ = start; }
-  /// segment_sizes: the sizes of the segments that follow, in order.
+  /// segment_sizes: the sizes of the segments that follow, in order, each
+  /// with kSegmentPieced set if it travels in pieces.
   void finish(const std::uint64_t* segment_sizes, std::uint32_t count);
 
  private:

@@ -38,10 +38,13 @@ inline constexpr std::size_t kSegmentThreshold = 16 * 1024;
 struct OutSegment {
   const void* data;
   std::size_t size;
+  bool huge_pages = false;  ///< troupe placed it on huge pages (an Array's block): never staged
+  bool staged = false;      ///< the sender copies it through the engine's staging slots, in pieces
 };
 struct InSegment {
   void* data;
   std::size_t size;
+  bool pieced = false;  ///< it arrives in pieces (the engine sets this from the envelope)
 };
 
 class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal::AllowEmptyClassElision> {
@@ -54,9 +57,10 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
         segments_(segments) {}
 
   void saveBinary(const void* data, std::size_t size) { out_.append(data, size); }
-  void saveBlock(const void* data, std::size_t size) {
+  /// huge_pages: the block is troupe's own memory on huge pages (an Array's).
+  void saveBlock(const void* data, std::size_t size, bool huge_pages = false) {
     if (segments_ != nullptr && size >= kSegmentThreshold) {
-      segments_->push_back({data, size});
+      segments_->push_back({data, size, huge_pages});
     } else {
       out_.append(data, size);
     }

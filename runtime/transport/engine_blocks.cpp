@@ -1,0 +1,100 @@
+// The engine's blocks: the segments that follow an envelope's frame, handed to
+// MPI in envelope order per peer. A block that is not staged leaves whole from
+// its own memory (zero copy); a staged one (a std::vector's, say, sent to a
+// node on the same host) is copied a piece at a time into a slot of the
+// staging pool and sent from there (stage_pool.hpp explains why). A block
+// waits behind the ones queued before it to the same peer, since the receiver
+// takes a peer's segments in order.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "engine_internal.hpp"
+
+namespace troupe::detail {
+namespace {
+/// Pieces copied per progress round: the copies happen under the engine lock,
+/// about 0.1 ms per MiB, and frames wait meanwhile.
+constexpr unsigned kCopiesPerRound = 2;
+}  // namespace
+
+void Engine::queue_blocks(NodeId peer, const std::shared_ptr<OutEnvelope>& e) {
+  auto& p = *peers_[peer];
+  for (const auto& seg : e->segments) {
+    const auto* data = static_cast<const std::byte*>(seg.data);
+    if (!seg.staged && p.blocks.empty()) {
+      post_block(peer, data, seg.size, false, e);  // nothing before it: straight to MPI
+      continue;
+    }
+    p.blocks.push_back(PendingBlock{e, data, seg.size, seg.staged});
+  }
+  if (!p.blocks.empty() && !p.staging) {
+    staging_.push_back(peer);
+    p.staging = true;
+  }
+}
+
+void Engine::post_block(NodeId peer, const std::byte* data, std::size_t size, bool pieced,
+                        const std::shared_ptr<OutEnvelope>& owner) {
+  const std::size_t step = chunk_size(pieced);
+  std::size_t left = size;
+  for (std::size_t c = 0, n = chunks(size, pieced); c < n; ++c) {
+    const std::size_t len = std::min(left, step);
+    stats_.bytes_sent += len;
+    post_send(peer, data, len, kTagSegment, SendMeta{peer, nullptr, {owner}});
+    data += len;
+    left -= len;
+  }
+}
+
+bool Engine::pump_blocks() {
+  bool did = false;
+  unsigned copies = 0;
+  for (std::size_t i = 0; i < staging_.size();) {
+    const NodeId peer = staging_[i];
+    auto& p = *peers_[peer];
+    while (!p.blocks.empty()) {
+      auto& b = p.blocks.front();
+      if (b.staged && !stage_pool_ && !stage_pool_failed_) {
+        stage_pool_ = StagePool::make();
+        if (!stage_pool_) {
+          stage_pool_failed_ = true;
+          std::fprintf(stderr, "troupe: node %u: no memory for staging buffers; blocks leave from their own memory\n",
+                       self_);
+        }
+      }
+      if (!b.staged || stage_pool_failed_) {
+        post_block(peer, b.data, b.left, b.staged, b.owner);  // whole, or in pieces from its own memory
+        p.blocks.pop_front();
+        did = true;
+        continue;
+      }
+      if (copies == kCopiesPerRound) break;
+      StageSlot slot = stage_pool_->take();
+      if (!slot) break;  // every slot is in flight: the next round goes on
+      const std::size_t len = std::min(b.left, kPiece);
+      std::memcpy(slot.data(), b.data, len);
+      ++copies;
+      stats_.pieces_staged++;
+      const std::byte* from = slot.data();
+      stats_.bytes_sent += len;
+      SendMeta meta{peer};
+      meta.slot = std::move(slot);
+      post_send(peer, from, len, kTagSegment, std::move(meta));
+      b.data += len;
+      b.left -= len;
+      did = true;
+      if (b.left == 0) p.blocks.pop_front();
+    }
+    if (p.blocks.empty()) {
+      p.staging = false;
+      staging_[i] = staging_.back();
+      staging_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+  return did;
+}
+
+}  // namespace troupe::detail

@@ -1,0 +1,121 @@
+#include "stage_pool.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string_view>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "troupe/detail/fresh_memory.hpp"
+
+namespace troupe::detail {
+namespace {
+
+/// True when the variable is set to something other than "0" (or empty).
+bool set_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+
+/// Open MPI's btl list (OMPI_MCA_btl, "a,b" or "^a,b") leaves out shared memory.
+bool btl_list_without_shared_memory(std::string_view list) {
+  bool exclude = false;
+  if (!list.empty() && list.front() == '^') {
+    exclude = true;
+    list.remove_prefix(1);
+  }
+  bool named = false;
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    const auto name = list.substr(0, comma);
+    named |= name == "vader" || name == "sm" || name == "smcuda";
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+  }
+  return exclude ? named : !named;
+}
+
+}  // namespace
+
+bool stage_blocks_wanted(bool configured) {
+  if (const char* v = std::getenv("TROUPE_STAGE_BLOCKS"); v != nullptr && *v != '\0') return std::strcmp(v, "0") != 0;
+  if (!configured) return false;
+  if (const char* btl = std::getenv("OMPI_MCA_btl"); btl != nullptr && btl_list_without_shared_memory(btl)) return false;
+  if (set_on("MPIR_CVAR_NOLOCAL") || set_on("MPIR_CVAR_CH3_NOLOCAL")) return false;
+  // Open MPI told to copy through its shared buffers (no single copy): the
+  // sender's pages do not set the speed, and staging would add a copy.
+  for (const char* name : {"OMPI_MCA_btl_vader_single_copy_mechanism", "OMPI_MCA_btl_sm_single_copy_mechanism"})
+    if (const char* m = std::getenv(name); m != nullptr && std::strcmp(m, "none") == 0) return false;
+  if (const char* t = std::getenv("GLIBC_TUNABLES"); t != nullptr) {
+    const char* h = std::strstr(t, "glibc.malloc.hugetlb=");
+    if (h != nullptr && h[21] != '0') return false;  // malloc's blocks are on huge pages already
+  }
+  return true;
+}
+
+std::byte* StageSlot::data() const noexcept { return pool_->slots_ + std::size_t{index_} * kPiece; }
+
+void StageSlot::reset() noexcept {
+  if (!pool_) return;
+  pool_->free_.push_back(index_);  // within the room reserved at make(): no throw
+  pool_.reset();
+}
+
+std::shared_ptr<StagePool> StagePool::make() {
+  constexpr std::size_t kHuge = std::size_t{2} << 20;
+  const std::size_t bytes = std::size_t{kSlots} * kPiece;
+#if defined(__linux__)
+  // One huge page more than needed, so the slots start on a huge-page boundary.
+  const std::size_t mapped = bytes + kHuge;
+  void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  auto* base = static_cast<std::byte*>(raw);
+  const auto addr = reinterpret_cast<std::uintptr_t>(raw);
+  auto* slots = base + ((kHuge - addr % kHuge) % kHuge);
+  prepare_fresh_memory(slots, bytes);  // huge pages, mapped in one step
+#else
+  const std::size_t mapped = bytes;
+  auto* base = static_cast<std::byte*>(::operator new(bytes, std::nothrow));
+  if (base == nullptr) return nullptr;
+  auto* slots = base;
+#endif
+  std::shared_ptr<StagePool> pool;
+  try {
+    pool.reset(new StagePool(base, mapped, slots));
+    pool->free_.reserve(kSlots);
+    for (unsigned i = kSlots; i-- > 0;) pool->free_.push_back(i);
+  } catch (...) {
+    if (!pool) {
+#if defined(__linux__)
+      ::munmap(base, mapped);
+#else
+      ::operator delete(base);
+#endif
+    }
+    return nullptr;
+  }
+  return pool;
+}
+
+StagePool::StagePool(std::byte* base, std::size_t mapped, std::byte* slots) noexcept
+    : base_(base), mapped_(mapped), slots_(slots) {}
+
+StagePool::~StagePool() {
+#if defined(__linux__)
+  ::munmap(base_, mapped_);
+#else
+  ::operator delete(base_);
+#endif
+}
+
+StageSlot StagePool::take() {
+  if (free_.empty()) return {};
+  const unsigned i = free_.back();
+  free_.pop_back();
+  return StageSlot(shared_from_this(), i);
+}
+
+}  // namespace troupe::detail

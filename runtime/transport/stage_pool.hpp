@@ -1,0 +1,82 @@
+// StagePool: the engine's staging buffers for blocks sent over shared memory.
+//
+// Over shared memory Open MPI and MPICH move a large message with one copy
+// that the receiver makes out of the sender's pages (process_vm_readv), page by
+// page: from ordinary 4 KiB pages at 5.5-6.3 GB/s on the development machine,
+// from 2 MiB pages at 12-16 GB/s. A std::vector's memory is malloc's, on 4 KiB
+// pages. So the engine copies such a block, one piece of at most kPiece bytes
+// at a time, into a slot of this pool (a mapping on transparent huge pages),
+// and MPI sends the piece from there, while the receiver reads the piece
+// before it: raw MPI moved 4 KiB-page buffers that way at 9.3-11.2 GB/s
+// against 5.5-6.3 sent directly (docs/benchmarks.md).
+//
+// Only the thread that holds the engine touches a pool (slots are taken and
+// given back under the engine lock). A slot handle keeps its pool alive: when
+// a peer is lost, the slots its sends held may still be read by MPI, so the
+// engine starts a new pool and the old one lives on with them.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+namespace troupe::detail {
+
+/// Blocks that are staged travel in pieces of this size (the last one
+/// shorter), each its own MPI message; both sides derive the pieces from the
+/// block's size (a protocol constant).
+inline constexpr std::size_t kPiece = std::size_t{1} << 20;
+
+/// Whether blocks sent to nodes on this host are staged: `configured`
+/// (Config::stage_blocks), unless the environment says otherwise (see there).
+bool stage_blocks_wanted(bool configured);
+
+class StagePool;
+
+/// One slot of a pool, held by the send that reads it; given back when destroyed.
+class StageSlot {
+ public:
+  StageSlot() = default;
+  StageSlot(std::shared_ptr<StagePool> pool, unsigned index) noexcept : pool_(std::move(pool)), index_(index) {}
+  StageSlot(StageSlot&& o) noexcept = default;
+  StageSlot& operator=(StageSlot&& o) noexcept {
+    if (this != &o) {
+      reset();
+      pool_ = std::move(o.pool_);
+      index_ = o.index_;
+    }
+    return *this;
+  }
+  ~StageSlot() { reset(); }
+  explicit operator bool() const noexcept { return pool_ != nullptr; }
+  std::byte* data() const noexcept;
+  void reset() noexcept;
+
+ private:
+  std::shared_ptr<StagePool> pool_;
+  unsigned index_ = 0;
+};
+
+class StagePool : public std::enable_shared_from_this<StagePool> {
+ public:
+  /// kSlots slots of kPiece bytes; null if the memory cannot be mapped.
+  static std::shared_ptr<StagePool> make();
+  ~StagePool();
+  StagePool(const StagePool&) = delete;
+  StagePool& operator=(const StagePool&) = delete;
+
+  static constexpr unsigned kSlots = 4;
+  /// A free slot, or an empty handle when every slot is in use.
+  StageSlot take();
+  unsigned free_slots() const noexcept { return static_cast<unsigned>(free_.size()); }
+
+ private:
+  StagePool(std::byte* base, std::size_t mapped, std::byte* slots) noexcept;
+  friend class StageSlot;
+  std::byte* base_;     // the mapping
+  std::size_t mapped_;  // its length
+  std::byte* slots_;    // slot i at slots_ + i * kPiece (on a huge-page boundary)
+  std::vector<unsigned> free_;
+};
+
+}  // namespace troupe::detail

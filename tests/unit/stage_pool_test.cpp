@@ -1,0 +1,142 @@
+// The staging pool of the engine (transport/stage_pool.hpp), when staging is
+// wanted, and the envelope's mark on a block that travels in pieces.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "transport/stage_pool.hpp"
+#include "troupe/error.hpp"
+#include "wire/envelope.hpp"
+
+using troupe::detail::kPiece;
+using troupe::detail::kSegmentPieced;
+using troupe::detail::StagePool;
+using troupe::detail::StageSlot;
+
+TEST(StagePool, SlotsAreDistinctWritableAndComeBackWhenTheirSendIsDone) {
+  auto pool = StagePool::make();
+  ASSERT_TRUE(pool);
+  std::vector<StageSlot> held;
+  std::set<std::byte*> seen;
+  for (unsigned i = 0; i < StagePool::kSlots; ++i) {
+    held.push_back(pool->take());
+    ASSERT_TRUE(held.back());
+    std::memset(held.back().data(), static_cast<int>(i), kPiece);  // the whole piece is ours
+    seen.insert(held.back().data());
+  }
+  EXPECT_EQ(seen.size(), StagePool::kSlots);
+  for (auto* p : seen) EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % kPiece, 0u) << "slots start on piece boundaries";
+  EXPECT_FALSE(pool->take()) << "every slot is in use";
+  EXPECT_EQ(pool->free_slots(), 0u);
+  std::byte* freed = held[1].data();
+  held[1].reset();
+  EXPECT_EQ(pool->free_slots(), 1u);
+  auto again = pool->take();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again.data(), freed);
+  // Moving a slot moves the claim; assigning over a slot gives the old one back.
+  StageSlot moved = std::move(again);
+  EXPECT_FALSE(again);
+  EXPECT_EQ(pool->free_slots(), 0u);
+  moved = std::move(held[0]);
+  EXPECT_EQ(pool->free_slots(), 1u);
+  EXPECT_EQ(moved.data()[0], std::byte{0}) << "the slot that was moved in keeps its bytes";
+}
+
+TEST(StagePool, APoolLivesAsLongAsASlotOfItDoes) {
+  // A peer lost with sends in flight: the engine drops its pool, and the slots
+  // MPI may still read must stay mapped.
+  auto pool = StagePool::make();
+  ASSERT_TRUE(pool);
+  std::weak_ptr<StagePool> watch = pool;
+  StageSlot slot = pool->take();
+  pool.reset();
+  EXPECT_FALSE(watch.expired());
+  std::memset(slot.data(), 7, kPiece);
+  slot.reset();
+  EXPECT_TRUE(watch.expired());
+}
+
+namespace {
+/// Sets or clears an environment variable for one scope.
+class Env {
+ public:
+  Env(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    if (value) ::setenv(name, value, 1);
+    else ::unsetenv(name);
+  }
+  ~Env() {
+    if (had_) ::setenv(name_, old_.c_str(), 1);
+    else ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+}  // namespace
+
+TEST(StagePool, StagingIsWantedUnlessConfigOrEnvironmentSayOtherwise) {
+  using troupe::detail::stage_blocks_wanted;
+  Env a("TROUPE_STAGE_BLOCKS", nullptr), b("OMPI_MCA_btl", nullptr), c("MPIR_CVAR_NOLOCAL", nullptr),
+      d("MPIR_CVAR_CH3_NOLOCAL", nullptr), e("GLIBC_TUNABLES", nullptr),
+      f("OMPI_MCA_btl_vader_single_copy_mechanism", nullptr), g("OMPI_MCA_btl_sm_single_copy_mechanism", nullptr);
+  EXPECT_TRUE(stage_blocks_wanted(true));
+  EXPECT_FALSE(stage_blocks_wanted(false));
+  struct Case {
+    const char* var;
+    const char* value;
+    bool wanted;
+  };
+  const Case cases[] = {
+      {"OMPI_MCA_btl", "tcp,self", false},       {"OMPI_MCA_btl", "vader,self", true},
+      {"OMPI_MCA_btl", "self,sm", true},         {"OMPI_MCA_btl", "^vader", false},
+      {"OMPI_MCA_btl", "^tcp,openib", true},     {"OMPI_MCA_btl", "smcuda,self", true},
+      {"MPIR_CVAR_NOLOCAL", "1", false},         {"MPIR_CVAR_NOLOCAL", "0", true},
+      {"MPIR_CVAR_CH3_NOLOCAL", "1", false},     {"GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", false},
+      {"GLIBC_TUNABLES", "glibc.malloc.hugetlb=0", true},
+      {"GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2", false},
+      {"OMPI_MCA_btl_vader_single_copy_mechanism", "none", false},
+      {"OMPI_MCA_btl_sm_single_copy_mechanism", "none", false},
+      {"OMPI_MCA_btl_vader_single_copy_mechanism", "cma", true},
+  };
+  for (const auto& k : cases) {
+    Env set(k.var, k.value);
+    EXPECT_EQ(stage_blocks_wanted(true), k.wanted) << k.var << "=" << k.value;
+    {
+      Env force("TROUPE_STAGE_BLOCKS", "1");  // the variable wins over everything
+      EXPECT_TRUE(stage_blocks_wanted(false)) << k.var << "=" << k.value;
+    }
+    Env never("TROUPE_STAGE_BLOCKS", "0");
+    EXPECT_FALSE(stage_blocks_wanted(true)) << k.var << "=" << k.value;
+  }
+}
+
+TEST(StagePool, AnEnvelopeSaysWhichOfItsBlocksTravelInPieces) {
+  using namespace troupe::detail;
+  ByteBuffer buf;
+  EnvelopeWriter w(buf);
+  w.begin(Kind::call, 3, 9, 1, 2, 0);
+  const std::uint64_t sizes[] = {(std::uint64_t{5} << 20) | kSegmentPieced, 40000, 20000 | kSegmentPieced};
+  w.finish(sizes, 3);
+  Envelope env;
+  EnvelopeFault fault;
+  ASSERT_EQ(parse_envelope(buf.data(), buf.size(), env, fault), buf.size()) << fault.what;
+  EXPECT_EQ(env.segment_sizes, (std::vector<std::uint64_t>{std::uint64_t{5} << 20, 40000, 20000}));
+  EXPECT_EQ(env.segment_pieced, (std::vector<std::uint8_t>{1, 0, 1}));
+  EXPECT_EQ(env.segment_bytes, (std::uint64_t{5} << 20) + 60000);
+  // The mark does not count towards a block's size limit, and hides no oversized block.
+  ByteBuffer big;
+  EnvelopeWriter w2(big);
+  w2.begin(Kind::call, 3, 9, 1, 2, 0);
+  const std::uint64_t over[] = {(kMaxSegmentBytes + 1) | kSegmentPieced};
+  EXPECT_THROW(w2.finish(over, 1), troupe::Error);
+}
