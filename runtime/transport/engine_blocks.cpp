@@ -13,9 +13,9 @@
 
 namespace troupe::detail {
 namespace {
-/// Pieces copied per progress round: the copies happen under the engine lock,
-/// about 0.1 ms per MiB, and frames wait meanwhile.
-constexpr unsigned kCopiesPerRound = 2;
+/// Bytes copied into staging slots per progress round: the copies happen under
+/// the engine lock, about 0.1 ms per MiB, and frames wait meanwhile.
+constexpr std::size_t kCopiedPerRound = std::size_t{2} << 20;
 }  // namespace
 
 void Engine::queue_blocks(NodeId peer, const std::shared_ptr<OutEnvelope>& e) {
@@ -49,7 +49,7 @@ void Engine::post_block(NodeId peer, const std::byte* data, std::size_t size, bo
 
 bool Engine::pump_blocks() {
   bool did = false;
-  unsigned copies = 0;
+  std::size_t copied = 0;
   for (std::size_t i = 0; i < staging_.size();) {
     const NodeId peer = staging_[i];
     auto& p = *peers_[peer];
@@ -69,12 +69,12 @@ bool Engine::pump_blocks() {
         did = true;
         continue;
       }
-      if (copies == kCopiesPerRound) break;
-      StageSlot slot = stage_pool_->take();
-      if (!slot) break;  // every slot is in flight: the next round goes on
+      if (copied >= kCopiedPerRound) break;
       const std::size_t len = std::min(b.left, kPiece);
+      StageSlot slot = stage_pool_->take(len);
+      if (!slot) break;  // the slots are in flight: the next round goes on
       std::memcpy(slot.data(), b.data, len);
-      ++copies;
+      copied += len;
       stats_.pieces_staged++;
       const std::byte* from = slot.data();
       stats_.bytes_sent += len;

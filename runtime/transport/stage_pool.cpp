@@ -56,11 +56,11 @@ bool stage_blocks_wanted(bool configured) {
   return true;
 }
 
-std::byte* StageSlot::data() const noexcept { return pool_->slots_ + std::size_t{index_} * kPiece; }
+std::byte* StageSlot::data() const noexcept { return pool_->slots_ + std::size_t{index_} * kPiece + offset_; }
 
 void StageSlot::reset() noexcept {
   if (!pool_) return;
-  pool_->free_.push_back(index_);  // within the room reserved at make(): no throw
+  pool_->give(index_);
   pool_.reset();
 }
 
@@ -111,11 +111,35 @@ StagePool::~StagePool() {
 #endif
 }
 
-StageSlot StagePool::take() {
+StageSlot StagePool::take(std::size_t bytes) {
+  // Pieces start on cache lines.
+  const std::size_t need = (bytes + 63) & ~std::size_t{63};
+  if (need > kPiece) return {};
+  if (open_ >= 0 && slot_[open_].fill + need <= kPiece) {
+    auto& s = slot_[open_];
+    const std::size_t at = s.fill;
+    s.fill += need;
+    ++s.users;
+    return StageSlot(shared_from_this(), static_cast<unsigned>(open_), at);
+  }
+  // The open slot is full: it is free again once its last piece was sent.
+  if (open_ >= 0 && slot_[open_].users == 0) free_.push_back(static_cast<unsigned>(open_));
+  open_ = -1;
   if (free_.empty()) return {};
   const unsigned i = free_.back();
   free_.pop_back();
-  return StageSlot(shared_from_this(), i);
+  open_ = static_cast<int>(i);
+  slot_[i] = Slot{1, need};
+  return StageSlot(shared_from_this(), i, 0);
 }
 
+void StagePool::give(unsigned index) noexcept {
+  auto& s = slot_[index];
+  if (--s.users != 0) return;
+  if (static_cast<int>(index) == open_) {
+    s.fill = 0;  // still the open one: filled again from its start
+  } else {
+    free_.push_back(index);  // within the room reserved at make(): no throw
+  }
+}
 }  // namespace troupe::detail

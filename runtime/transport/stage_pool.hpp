@@ -33,17 +33,20 @@ bool stage_blocks_wanted(bool configured);
 
 class StagePool;
 
-/// One slot of a pool, held by the send that reads it; given back when destroyed.
+/// A piece's place in a pool, held by the send that reads it; given back when
+/// destroyed.
 class StageSlot {
  public:
   StageSlot() = default;
-  StageSlot(std::shared_ptr<StagePool> pool, unsigned index) noexcept : pool_(std::move(pool)), index_(index) {}
+  StageSlot(std::shared_ptr<StagePool> pool, unsigned index, std::size_t offset) noexcept
+      : pool_(std::move(pool)), index_(index), offset_(offset) {}
   StageSlot(StageSlot&& o) noexcept = default;
   StageSlot& operator=(StageSlot&& o) noexcept {
     if (this != &o) {
       reset();
       pool_ = std::move(o.pool_);
       index_ = o.index_;
+      offset_ = o.offset_;
     }
     return *this;
   }
@@ -55,28 +58,43 @@ class StageSlot {
  private:
   std::shared_ptr<StagePool> pool_;
   unsigned index_ = 0;
+  std::size_t offset_ = 0;
 };
 
+/// kSlots slots of kPiece bytes. Pieces smaller than a slot are packed into
+/// the slot being filled (a block of 64 KiB takes 64 KiB, not a slot), so
+/// that as many bytes are in flight for small blocks as for large ones; a
+/// slot is free again once every piece in it was sent.
 class StagePool : public std::enable_shared_from_this<StagePool> {
  public:
-  /// kSlots slots of kPiece bytes; null if the memory cannot be mapped.
+  /// Null if the memory cannot be mapped.
   static std::shared_ptr<StagePool> make();
   ~StagePool();
   StagePool(const StagePool&) = delete;
   StagePool& operator=(const StagePool&) = delete;
 
   static constexpr unsigned kSlots = 4;
-  /// A free slot, or an empty handle when every slot is in use.
-  StageSlot take();
-  unsigned free_slots() const noexcept { return static_cast<unsigned>(free_.size()); }
+  /// Room for `bytes` (at most kPiece), or an empty handle when there is none.
+  StageSlot take(std::size_t bytes);
+  /// Slots with no piece in them.
+  unsigned free_slots() const noexcept {
+    return static_cast<unsigned>(free_.size()) + (open_ >= 0 && slot_[open_].users == 0 ? 1u : 0u);
+  }
 
  private:
   StagePool(std::byte* base, std::size_t mapped, std::byte* slots) noexcept;
   friend class StageSlot;
+  void give(unsigned index) noexcept;
   std::byte* base_;     // the mapping
   std::size_t mapped_;  // its length
   std::byte* slots_;    // slot i at slots_ + i * kPiece (on a huge-page boundary)
+  struct Slot {
+    unsigned users = 0;    // pieces in it still being sent
+    std::size_t fill = 0;  // bytes handed out from its start
+  };
+  Slot slot_[kSlots];
   std::vector<unsigned> free_;
+  int open_ = -1;  // the slot small pieces are packed into, if any
 };
 
 }  // namespace troupe::detail

@@ -25,19 +25,20 @@ TEST(StagePool, SlotsAreDistinctWritableAndComeBackWhenTheirSendIsDone) {
   std::vector<StageSlot> held;
   std::set<std::byte*> seen;
   for (unsigned i = 0; i < StagePool::kSlots; ++i) {
-    held.push_back(pool->take());
+    held.push_back(pool->take(kPiece));
     ASSERT_TRUE(held.back());
     std::memset(held.back().data(), static_cast<int>(i), kPiece);  // the whole piece is ours
     seen.insert(held.back().data());
   }
   EXPECT_EQ(seen.size(), StagePool::kSlots);
   for (auto* p : seen) EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % kPiece, 0u) << "slots start on piece boundaries";
-  EXPECT_FALSE(pool->take()) << "every slot is in use";
+  EXPECT_FALSE(pool->take(kPiece)) << "every slot is in use";
+  EXPECT_FALSE(pool->take(64)) << "and full";
   EXPECT_EQ(pool->free_slots(), 0u);
   std::byte* freed = held[1].data();
   held[1].reset();
   EXPECT_EQ(pool->free_slots(), 1u);
-  auto again = pool->take();
+  auto again = pool->take(kPiece);
   ASSERT_TRUE(again);
   EXPECT_EQ(again.data(), freed);
   // Moving a slot moves the claim; assigning over a slot gives the old one back.
@@ -49,13 +50,43 @@ TEST(StagePool, SlotsAreDistinctWritableAndComeBackWhenTheirSendIsDone) {
   EXPECT_EQ(moved.data()[0], std::byte{0}) << "the slot that was moved in keeps its bytes";
 }
 
+TEST(StagePool, SmallPiecesShareASlotThatIsFreeOnceTheyAllWereSent) {
+  auto pool = StagePool::make();
+  ASSERT_TRUE(pool);
+  std::vector<StageSlot> quarter;
+  for (int i = 0; i < 4; ++i) quarter.push_back(pool->take(kPiece / 4));
+  EXPECT_EQ(pool->free_slots(), StagePool::kSlots - 1) << "four quarters fill one slot";
+  for (int i = 1; i < 4; ++i) EXPECT_EQ(quarter[i].data(), quarter[0].data() + i * (kPiece / 4));
+  auto odd = pool->take(100);  // the next slot; pieces start on cache lines
+  auto odd2 = pool->take(100);
+  EXPECT_EQ(pool->free_slots(), StagePool::kSlots - 2);
+  EXPECT_EQ(odd2.data(), odd.data() + 128);
+  std::memset(odd.data(), 1, 100);
+  std::memset(odd2.data(), 2, 100);
+  EXPECT_EQ(odd.data()[99], std::byte{1});
+  quarter[0].reset();
+  quarter[1].reset();
+  quarter[2].reset();
+  EXPECT_EQ(pool->free_slots(), StagePool::kSlots - 2) << "a slot with a piece still in flight stays taken";
+  quarter[3].reset();
+  EXPECT_EQ(pool->free_slots(), StagePool::kSlots - 1);
+  // The open slot, emptied, is filled again from its start.
+  std::byte* const open_start = odd.data();
+  odd.reset();
+  odd2.reset();
+  auto again = pool->take(4096);
+  EXPECT_EQ(again.data(), open_start);
+  EXPECT_EQ(pool->free_slots(), StagePool::kSlots - 1);
+  EXPECT_FALSE(pool->take(kPiece + 1)) << "no piece is larger than a slot";
+}
+
 TEST(StagePool, APoolLivesAsLongAsASlotOfItDoes) {
   // A peer lost with sends in flight: the engine drops its pool, and the slots
   // MPI may still read must stay mapped.
   auto pool = StagePool::make();
   ASSERT_TRUE(pool);
   std::weak_ptr<StagePool> watch = pool;
-  StageSlot slot = pool->take();
+  StageSlot slot = pool->take(kPiece);
   pool.reset();
   EXPECT_FALSE(watch.expired());
   std::memset(slot.data(), 7, kPiece);
