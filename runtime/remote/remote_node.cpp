@@ -118,7 +118,7 @@ void RemoteNode::seal(OutEnvelope& e) {
   sizes.reserve(e.segments.size());
   const bool stage = !e.segments.empty() && engine_->stages_blocks(e.dest);
   for (auto& s : e.segments) {
-    s.staged = stage && !s.huge_pages;
+    s.staged = stage && !s.huge_pages && s.size <= kStageUpTo;
     sizes.push_back(s.size | (s.staged ? kSegmentPieced : 0));
   }
   // begin() wrote the header right after the engine's frame slot.

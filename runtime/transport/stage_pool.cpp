@@ -10,7 +10,6 @@
 #include <sys/mman.h>
 #endif
 
-#include "troupe/detail/fresh_memory.hpp"
 
 namespace troupe::detail {
 namespace {
@@ -65,17 +64,22 @@ void StageSlot::reset() noexcept {
 }
 
 std::shared_ptr<StagePool> StagePool::make() {
-  constexpr std::size_t kHuge = std::size_t{2} << 20;
   const std::size_t bytes = std::size_t{kSlots} * kPiece;
 #if defined(__linux__)
-  // One huge page more than needed, so the slots start on a huge-page boundary.
-  const std::size_t mapped = bytes + kHuge;
+  // On ordinary 4 KiB pages, on purpose: with the slots on transparent huge
+  // pages, raw MPI doing the same staging moved 1 MiB messages at 15-16 GB/s
+  // in most processes and at 2.6-3.4 GB/s in others for their whole run (the
+  // copy into the slots itself slowed to about 4 GB/s); on 4 KiB pages it ran
+  // at 10.7-11.7 GB/s in every process (docs/benchmarks.md).
+  const std::size_t mapped = bytes;
   void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
   auto* base = static_cast<std::byte*>(raw);
-  const auto addr = reinterpret_cast<std::uintptr_t>(raw);
-  auto* slots = base + ((kHuge - addr % kHuge) % kHuge);
-  prepare_fresh_memory(slots, bytes);  // huge pages, mapped in one step
+#if defined(MADV_NOHUGEPAGE)
+  (void)::madvise(base, mapped, MADV_NOHUGEPAGE);  // also where THP is "always"
+#endif
+  std::memset(base, 0, mapped);  // mapped now, not at the first piece
+  auto* slots = base;
 #else
   const std::size_t mapped = bytes;
   auto* base = static_cast<std::byte*>(::operator new(bytes, std::nothrow));

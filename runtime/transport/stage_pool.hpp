@@ -2,13 +2,13 @@
 //
 // Over shared memory Open MPI and MPICH move a large message with one copy
 // that the receiver makes out of the sender's pages (process_vm_readv), page by
-// page: from ordinary 4 KiB pages at 5.5-6.3 GB/s on the development machine,
-// from 2 MiB pages at 12-16 GB/s. A std::vector's memory is malloc's, on 4 KiB
-// pages. So the engine copies such a block, one piece of at most kPiece bytes
-// at a time, into a slot of this pool (a mapping on transparent huge pages),
-// and MPI sends the piece from there, while the receiver reads the piece
-// before it: raw MPI moved 4 KiB-page buffers that way at 9.3-11.2 GB/s
-// against 5.5-6.3 sent directly (docs/benchmarks.md).
+// page: out of a std::vector's memory (malloc's, not hot in cache) at 5.5-6.3
+// GB/s on the development machine. So the engine copies such a block, one
+// piece of at most kPiece bytes at a time, into a slot of this pool, and MPI
+// sends the piece from there while the receiver reads the piece before it:
+// raw MPI moved 1 MiB messages that way at 10.7-11.7 GB/s against 5.5-6.3
+// sent directly (docs/benchmarks.md). The slots stay on 4 KiB pages
+// (stage_pool.cpp says why).
 //
 // Only the thread that holds the engine touches a pool (slots are taken and
 // given back under the engine lock). A slot handle keeps its pool alive: when
@@ -26,6 +26,11 @@ namespace troupe::detail {
 /// shorter), each its own MPI message; both sides derive the pieces from the
 /// block's size (a protocol constant).
 inline constexpr std::size_t kPiece = std::size_t{1} << 20;
+/// Blocks up to this size are staged; larger ones leave from their own memory.
+/// Measured (docs/benchmarks.md): staged, 256 KiB and 1 MiB vectors moved at
+/// 7.2-8.9 GB/s against 4.3-5.8 unstaged, in every process; from 4 MiB on the
+/// staged stream was faster in some processes and slower in others.
+inline constexpr std::size_t kStageUpTo = std::size_t{2} << 20;
 
 /// Whether blocks sent to nodes on this host are staged: `configured`
 /// (Config::stage_blocks), unless the environment says otherwise (see there).

@@ -224,7 +224,7 @@ void asks_in_flight(troupe::Runtime& rt, Outcome& out) {
   check_streams(rt, survivors, out);
 }
 
-// Rank 2 dies while rank 0 sends it 4 MiB vectors: blocks to a rank on the
+// Rank 2 dies while rank 0 sends it 2 MiB vectors: blocks to a rank on the
 // same host are staged, and the dead rank's pieces hold staging slots that MPI
 // may never release. Rank 0's later vectors to rank 1 must still be staged and
 // arrive whole.
@@ -237,13 +237,13 @@ void blocks_in_flight(troupe::Runtime& rt, Outcome& out) {
   const troupe::NodeId victim_node = 2;
   if (rt.node() == victim_node) {
     // id 2; it dies handling its 14th vector, the second of a round of twelve,
-    // while the rest of that round's 40 MiB are still on their way.
+    // while the rest of that round's 20 MiB are still on their way.
     rt.spawn<Drain>(14);
     for (;;) std::this_thread::sleep_for(1s);
   }
   stream_to_survivors(rt, survivors, 0, kStream / 2);
   if (rt.node() == 0) {
-    constexpr std::size_t kDoubles = std::size_t{1} << 19;  // 4 MiB: four pieces each
+    constexpr std::size_t kDoubles = std::size_t{1} << 18;  // 2 MiB: two pieces each
     const double sum = static_cast<double>(kDoubles) * 1.5;
     troupe::ActorRef<Drain> v(&rt.core(), victim_node, 2);
     const auto staged_before = pieces_staged(rt);
@@ -275,19 +275,19 @@ void blocks_in_flight(troupe::Runtime& rt, Outcome& out) {
     const auto staged_after_loss = pieces_staged(rt);
     std::vector<troupe::Future<double>> sums;
     for (int i = 0; i < 16; ++i) {
-      std::vector<double> vec(kDoubles + static_cast<std::size_t>(i), 0.5);
+      std::vector<double> vec(kDoubles - static_cast<std::size_t>(i), 0.5);
       sums.push_back(keeper.ask<&Drain::take>(std::move(vec)));
     }
     for (int i = 0; i < 16; ++i) {
       try {
-        out.expect(sums[static_cast<std::size_t>(i)].get_for(20s) == 0.5 * static_cast<double>(kDoubles + static_cast<std::size_t>(i)),
+        out.expect(sums[static_cast<std::size_t>(i)].get_for(20s) == 0.5 * static_cast<double>(kDoubles - static_cast<std::size_t>(i)),
                    "a vector to a survivor arrived damaged");
       } catch (const std::exception& e) {
         out.fail(std::string("a vector to a survivor failed: ") + e.what());
       }
     }
-    // 4 MiB, then 4 MiB and a few bytes: 4 + 15 x 5 pieces.
-    out.expect(pieces_staged(rt) >= staged_after_loss + 4 + 15 * 5,
+    // 2 MiB, then a few bytes less: two pieces each.
+    out.expect(pieces_staged(rt) >= staged_after_loss + 16 * 2,
                "vectors to a survivor were not staged after the loss (" +
                    std::to_string(pieces_staged(rt) - staged_after_loss) + " pieces)");
   }
