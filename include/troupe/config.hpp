@@ -67,18 +67,20 @@ struct Config {
   /// the last runtime made sets it; a runtime that shuts down frees what is
   /// kept, and nothing is kept again until another runtime is made.
   std::size_t recycled_vector_bytes = std::size_t{256} << 20;
-  /// A large block (a std::vector's or a string's data, 16 KiB or more) sent
-  /// to a node on the same host is copied, 1 MiB at a time, into staging
-  /// buffers on huge pages and sent from there while the receiver reads the
-  /// piece before: MPI's shared-memory copy reads ordinary 4 KiB pages at about
-  /// half its speed on huge pages, and the copy costs less than it saves
-  /// (docs/benchmarks.md). troupe::Array blocks of 1 MiB or more are on huge
-  /// pages already and leave from their own memory. Off by itself when the MPI
-  /// library is told to keep off shared memory (OMPI_MCA_btl without vader or
-  /// sm, MPICH's MPIR_CVAR_NOLOCAL or MPIR_CVAR_CH3_NOLOCAL, Open MPI's
-  /// single copy turned off) or malloc already
-  /// puts blocks on huge pages (glibc.malloc.hugetlb in GLIBC_TUNABLES).
-  /// TROUPE_STAGE_BLOCKS=0 or 1 in the environment wins over all of that.
+  /// A block of 16 KiB to 2 MiB of memory the program allocated (a
+  /// std::vector's or a string's data, a troupe::Array under 1 MiB) sent to a
+  /// node on the same host is copied, 1 MiB at a time, into the engine's
+  /// staging buffers and sent from there while the receiver reads the piece
+  /// before: MPI's shared-memory single copy reads the program's malloc pages
+  /// at about half the speed it reads a hot staging buffer (256 KiB-1 MiB
+  /// vectors: 7.2-8.9 against 4.3-5.8 GB/s, docs/benchmarks.md). Larger
+  /// blocks, and Array blocks of 1 MiB or more (on huge pages), leave from
+  /// their own memory. Off by itself when the MPI library is told to keep off
+  /// shared memory (OMPI_MCA_btl without vader or sm, MPICH's
+  /// MPIR_CVAR_NOLOCAL or MPIR_CVAR_CH3_NOLOCAL), when Open MPI's single copy
+  /// is turned off, or when malloc already puts blocks on huge pages
+  /// (glibc.malloc.hugetlb in GLIBC_TUNABLES). TROUPE_STAGE_BLOCKS=0 or 1 in
+  /// the environment wins over all of that.
   bool stage_blocks = true;
 
   // ---- cluster ---------------------------------------------------------------

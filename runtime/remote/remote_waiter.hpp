@@ -49,9 +49,9 @@ class RemoteNode::Waiter final : public detail::Waiter {
         idle = 0;
         // Traffic is flowing (a stream's pieces, say): polling pays, so the
         // polite spin counts from the last progress, not from the start of the
-        // wait. Measured: a receiver that waited in get() through a stream of
-        // 256 KiB staged vectors went sleepy and took them at 4.7-5.1 GB/s in
-        // most processes, against 10-12 with this (docs/benchmarks.md). The
+        // wait. Measured: a rank waiting in get() through a stream of 256 KiB
+        // staged vectors went sleepy and the stream ran at 4.7-5.1 GB/s in 4
+        // of 5 processes; with this, 10-12 in 3 of 4 (docs/benchmarks.md). The
         // clock is read at the next idle check, off a reply's path.
         progressed = true;
         continue;

@@ -482,6 +482,9 @@ class Engine {
 /// The progress thread's naps when it has nothing to do: from the shortest,
 /// doubling up to the longest; only the shortest while a transfer is in flight.
 inline constexpr std::chrono::microseconds kShortestNap{20}, kLongestNap{1000};
+/// While staged blocks wait for slots the progress thread yields instead of
+/// napping, for at most this long after it last got anything done.
+inline constexpr std::chrono::microseconds kStayNearWhileStaging{1000};
 
 inline constexpr int kTagFrame = 0x7e01;
 inline constexpr int kTagSegment = 0x7e02;

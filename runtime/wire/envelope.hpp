@@ -7,7 +7,8 @@
 //     0  u16 magic 0x5254      2  u8 version      3  u8 kind
 //     4  u32 length (whole envelope)              8  u32 source node
 //     12 u32 segment count                        16 u64 correlation id
-//   version 1
+//   version 2 (version 1, before the 2026-11-30 staging, had the same header;
+//   its blocks never travelled in pieces)
 //     24 u64 target (actor id)   32 u64 id (method or class)   40 u64 clock (HLC)
 //     48 u32 payload length      52 u32 flags
 // In every version the last 8 x (segment count) bytes of an envelope are its
@@ -30,7 +31,7 @@
 namespace troupe::detail {
 
 inline constexpr std::uint16_t kMagic = 0x5254;
-inline constexpr std::uint8_t kProtocolVersion = 1;
+inline constexpr std::uint8_t kProtocolVersion = 2;
 inline constexpr std::size_t kPrefixSize = 24;
 inline constexpr std::size_t kHeaderSize = 56;
 inline constexpr std::uint32_t kMaxSegments = 1u << 16;
