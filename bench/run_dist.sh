@@ -29,6 +29,11 @@ done
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 OMPI_MCA_btl=vader,self \
   mpirun -x GLIBC_TUNABLES -np 2 $build/bench/dist/bench_dist --label shm+thp --only bw --min 1048576 "${quick[@]}" \
   2>/dev/null | grep '^{' >>"$out"
+# Blocks of up to 2 MiB over shm once more with staging on (Config::stage_blocks,
+# off by default): copied through the engine's staging slots (docs/benchmarks.md).
+TROUPE_STAGE_BLOCKS=1 OMPI_MCA_btl=vader,self \
+  mpirun -x TROUPE_STAGE_BLOCKS -np 2 $build/bench/dist/bench_dist --label shm+staged --only bw --min 16384 --max 1048576 \
+  "${quick[@]}" 2>/dev/null | grep '^{' >>"$out"
 OMPI_MCA_btl=vader,self mpirun -np 4 $build/bench/dist/bench_dispatch 2>/dev/null | grep '^{' >bench/results/dispatch.json
 fi
 python3 - <<'PY'
@@ -48,6 +53,8 @@ md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "receiver makes (allocates and zero-fills) a new vector for each message and receives into it.",
       "const&: the same vectors to a method that takes its vector by const&; the runtime keeps it after the call and makes",
       "the next received vector from it (Config::recycled_vector_bytes).",
+      "shm+staged: shm again from 16 KiB to 1 MiB with TROUPE_STAGE_BLOCKS=1 (Config::stage_blocks, off by default): blocks",
+      "copied through the engine's staging slots on their way (docs/benchmarks.md).",
       "shm+thp: shm again from 1 MiB, with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so that malloc's memory (troupe's vectors",
       "on both sides, raw MPI's fresh vectors) asks for transparent huge pages; the other raw baselines keep their explicit pages.", "",
       "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge | raw MPI, window buffers | troupe/window | raw MPI, troupe's protocol | troupe/protocol | raw MPI, fresh vectors | troupe/fresh |",

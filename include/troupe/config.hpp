@@ -67,21 +67,23 @@ struct Config {
   /// the last runtime made sets it; a runtime that shuts down frees what is
   /// kept, and nothing is kept again until another runtime is made.
   std::size_t recycled_vector_bytes = std::size_t{256} << 20;
-  /// A block of 16 KiB to 2 MiB of memory the program allocated (a
+  /// Off by default (an experiment: measured gains, but not in every run).
+  /// When on, a block of 16 KiB to 2 MiB of memory the program allocated (a
   /// std::vector's or a string's data, a troupe::Array under 1 MiB) sent to a
   /// node on the same host is copied, 1 MiB at a time, into the engine's
   /// staging buffers and sent from there while the receiver reads the piece
   /// before: MPI's shared-memory single copy reads the program's malloc pages
-  /// at about half the speed it reads a hot staging buffer (256 KiB-1 MiB
-  /// vectors: 7.2-8.9 against 4.3-5.8 GB/s, docs/benchmarks.md). Larger
+  /// at about half the speed it reads a hot staging buffer (1 MiB vectors:
+  /// 7.3-8.2 against 5.8-7.5 GB/s in most rounds, slower in some; see
+  /// docs/benchmarks.md before turning it on). Larger
   /// blocks, and Array blocks of 1 MiB or more (on huge pages), leave from
-  /// their own memory. Off by itself when the MPI library is told to keep off
+  /// their own memory. Even when on, it stays off where the MPI library is told to keep off
   /// shared memory (OMPI_MCA_btl without vader or sm, MPICH's
   /// MPIR_CVAR_NOLOCAL or MPIR_CVAR_CH3_NOLOCAL), when Open MPI's single copy
   /// is turned off, or when malloc already puts blocks on huge pages
   /// (glibc.malloc.hugetlb in GLIBC_TUNABLES). TROUPE_STAGE_BLOCKS=0 or 1 in
   /// the environment wins over all of that.
-  bool stage_blocks = true;
+  bool stage_blocks = false;
 
   // ---- cluster ---------------------------------------------------------------
   /// This node's role. --troupe-role=NAME on the command line wins, then the

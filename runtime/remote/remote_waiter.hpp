@@ -19,22 +19,12 @@ namespace troupe::detail {
 // reply is picked up without waiting for the progress thread.
 class RemoteNode::Waiter final : public detail::Waiter {
  public:
-  /// How long a waiter keeps polling (yielding between polls) without progress before it sleeps.
+  /// How long a waiter keeps polling (yielding between polls) before it sleeps.
   static constexpr auto kPoliteSpin = std::chrono::milliseconds(2);
   explicit Waiter(RemoteNode& node) : node_(node) {}
   bool wait(StateBase& s, std::optional<Clock::time_point> deadline) override {
     unsigned idle = 0;
-    auto since = Clock::now();  // the start of the wait, then the last progress
-    bool progressed = false;     // since the last idle check
-    auto polite_spin_over = [&] {
-      const auto now = Clock::now();
-      if (progressed) {
-        progressed = false;
-        since = now;
-        return false;
-      }
-      return now - since >= kPoliteSpin;
-    };
+    const auto started = Clock::now();
     bool sleepy = false;  // polled for kPoliteSpin already: sleep between polls from now on
     std::chrono::microseconds nap{500};
     struct Helping {
@@ -47,13 +37,6 @@ class RemoteNode::Waiter final : public detail::Waiter {
       if (node_.closed_.load(std::memory_order_acquire)) return s.block(deadline);
       if (node_.engine_->helper_progress()) {
         idle = 0;
-        // Traffic is flowing (a stream's pieces, say): polling pays, so the
-        // polite spin counts from the last progress, not from the start of the
-        // wait. Measured: a rank waiting in get() through a stream of 256 KiB
-        // staged vectors went sleepy and the stream ran at 4.7-5.1 GB/s in 4
-        // of 5 processes; with this, 10-12 in 3 of 4 (docs/benchmarks.md). The
-        // clock is read at the next idle check, off a reply's path.
-        progressed = true;
         continue;
       }
       ++idle;
@@ -61,7 +44,7 @@ class RemoteNode::Waiter final : public detail::Waiter {
 #if defined(__x86_64__) || defined(__i386__)
         _mm_pause();
 #endif
-      } else if (!sleepy && (idle % 16 != 0 || !(sleepy = polite_spin_over()))) {
+      } else if (!sleepy && (idle % 16 != 0 || !(sleepy = Clock::now() - started >= kPoliteSpin))) {
         // Yielding: another thread that needs this core gets it, and the reply
         // is still seen at once. A large transfer's reply takes a millisecond or
         // two; blocking sooner cost a wake-up (hundreds of microseconds, the
