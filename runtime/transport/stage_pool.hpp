@@ -1,14 +1,15 @@
 // StagePool: the engine's staging buffers for blocks sent over shared memory.
 //
 // Over shared memory Open MPI and MPICH move a large message with one copy
-// that the receiver makes out of the sender's pages (process_vm_readv), page by
-// page: out of a std::vector's memory (malloc's, not hot in cache) at 5.5-6.3
-// GB/s on the development machine. So the engine copies such a block, one
-// piece of at most kPiece bytes at a time, into a slot of this pool, and MPI
-// sends the piece from there while the receiver reads the piece before it:
-// raw MPI moved 1 MiB messages that way at 10.7-11.7 GB/s against 5.5-6.3
-// sent directly (docs/benchmarks.md). The slots stay on 4 KiB pages
-// (stage_pool.cpp says why).
+// that the receiver makes out of the sender's pages (process_vm_readv), page
+// by page: out of a std::vector's memory (malloc's, not hot in cache) at
+// 5.5-6.3 GB/s on the development machine. With Config::stage_blocks on, the
+// engine copies such a block, one piece of at most kPiece bytes at a time,
+// into a slot of this pool, and MPI sends the piece from there while the
+// receiver reads the piece before it: raw MPI moved 1 MiB messages that way
+// at 10.7-11.7 GB/s against 5.5-6.3 sent directly. It is off by default: in
+// troupe the gain did not hold in every run (docs/benchmarks.md). The slots
+// stay on 4 KiB pages (stage_pool.cpp says why).
 //
 // Only the thread that holds the engine touches a pool (slots are taken and
 // given back under the engine lock). A slot handle keeps its pool alive: when
