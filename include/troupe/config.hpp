@@ -74,7 +74,7 @@ struct Config {
   /// staging buffers and sent from there while the receiver reads the piece
   /// before: MPI's shared-memory single copy reads the program's malloc pages
   /// at about half the speed it reads a hot staging buffer (1 MiB vectors:
-  /// 7.3-8.2 against 5.8-7.5 GB/s in most rounds, slower in some; see
+  /// 6.9-8.2 against 5.8-7.5 GB/s in most rounds, slower in some; see
   /// docs/benchmarks.md before turning it on). Larger
   /// blocks, and Array blocks of 1 MiB or more (on huge pages), leave from
   /// their own memory. Even when on, it stays off where the MPI library is told to keep off
