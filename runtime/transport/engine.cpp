@@ -399,7 +399,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     // looks stalls the copy loop: stay near, yielding, while the stream moves.
     // Not longer: ranks that share cores and all yield in place starved one
     // another's heartbeats into false node losses (MPICH, 4 ranks on 2 cores,
-    // 2 of 10 runs of a test; 0 of 10 when the stay ends 1 ms after the last
+    // 2 of 10 runs of a test; 0 of 12 when the stay ends 1 ms after the last
     // progress).
     if (idle < 512 || (staging_now_.load(std::memory_order_relaxed) && now - last_did < kStayNearWhileStaging)) {
       std::this_thread::yield();

@@ -195,16 +195,18 @@ class Bulk {
   /// Records a checksum of each block it is told, in the order told.
   void fold(std::uint64_t tag, std::vector<double> v) { folded_.emplace_back(tag, checksum(v.data(), v.size())); }
   void fold_array(std::uint64_t tag, troupe::Array<double> a) { folded_.emplace_back(tag, checksum(a.data(), a.size())); }
-  void fold_text(std::uint64_t tag, std::string s) {
-    double c = 0;
-    for (std::size_t i = 0; i < s.size(); ++i) c += static_cast<double>(static_cast<unsigned char>(s[i])) * static_cast<double>(i % 13 + 1);
-    folded_.emplace_back(tag, c + static_cast<double>(s.size()));
-  }
+  void fold_text(std::uint64_t tag, std::string s) { folded_.emplace_back(tag, text_checksum(s)); }
   std::vector<std::pair<std::uint64_t, double>> folded() const { return folded_; }
   /// Position-sensitive: a block that lands shifted or mixed up sums differently.
   static double checksum(const double* p, std::size_t n) {
     double c = static_cast<double>(n);
     for (std::size_t i = 0; i < n; ++i) c += p[i] * static_cast<double>(i % 7 + 1);
+    return c;
+  }
+  static double text_checksum(const std::string& s) {
+    double c = static_cast<double>(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i)
+      c += static_cast<double>(static_cast<unsigned char>(s[i])) * static_cast<double>(i % 13 + 1);
     return c;
   }
   // A type that is not zero-copy safe (decoded after its segments arrive).
