@@ -60,7 +60,8 @@ md = ["# troupe vs raw MPI, 2 ranks on one host (2 cores)", "",
       "| transport | benchmark | case | troupe | raw MPI | unit | troupe/MPI | raw MPI, distinct buffers | troupe/distinct | raw MPI, distinct, huge pages | troupe/huge | raw MPI, window buffers | troupe/window | raw MPI, troupe's protocol | troupe/protocol | raw MPI, fresh vectors | troupe/fresh |",
       "|---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
 idle = [r for r in rows if r["bench"] == "idle"]
-rows = [r for r in rows if r["bench"] != "idle"]
+tail = [r for r in rows if r["bench"] == "rtt_tail"]
+rows = [r for r in rows if r["bench"] not in ("idle", "rtt_tail")]
 def ratio(r, prefix, base):
     """The median of the rounds' own ratios, and their range."""
     if prefix + "ratio_min" in r:
@@ -93,6 +94,16 @@ for r in rows:
     if r["bench"] == "rate" and "send_ns_per_tell" in r:
         md.append("")
         md.append(f"{r['transport']} rate: the sending thread spent {r['send_ns_per_tell']:.0f} ns per tell.")
+if tail:
+    md += ["", "Round trips one by one: after the rtt rounds, one more round of each in which every round trip is timed on its own",
+           "(the clock reads are kept out of the rounds above). us; 'over 5 us': how many, and their share of the round's time.", "",
+           "| transport | who | mean | p10 | p50 | p90 | p99 | p99.9 | max | over 5 us | their share |",
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r in tail:
+        for who, name in (("troupe", "troupe"), ("mpi", "raw MPI")):
+            v = lambda k: r[f"{who}_{k}"]
+            md.append(f"| {r['transport']} | {name} | {v('mean'):.3f} | {v('p10'):.3f} | {v('p50'):.3f} | {v('p90'):.3f} | "
+                      f"{v('p99'):.3f} | {v('p999'):.3g} | {v('max'):.4g} | {v('over5us')} of {r['count']} | {v('over5us_share'):.3f} |")
 if idle:
     md += ["", "Idle: CPU used over wall time, per rank (1 s each).", "",
            "| transport | case | rank 0 | rank 1 |", "|---|---|--:|--:|"]

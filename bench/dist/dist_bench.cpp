@@ -89,11 +89,15 @@ double cpu_seconds() {
 
 /// Waits for a nonblocking MPI call with sleeps: a rank blocked in MPI_Barrier
 /// busy-polls, and would take a core from the other rank's benchmark (the idle
-/// benchmark's rank 1 waits there while rank 0 runs all the others).
+/// benchmark's rank 1 waits there while rank 0 runs all the others). It looks
+/// every 10 ms: rank 1's main thread waits here through troupe's rounds, and
+/// each wake-up takes a core from the threads being measured (with 1 ms, about
+/// one shm round trip in a thousand took 5-40 us more; raw MPI's rounds have no
+/// such waiter).
 void wait_politely(MPI_Request& req) {
   int done = 0;
   while (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done == 0)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
 double median(std::vector<double> v) {
@@ -125,6 +129,53 @@ double mpi_rtt_us(MPI_Comm comm, int iters) {
     }
   }
   return secs(Clock::now() - t0) / iters * 1e6;
+}
+
+/// The same ping-pong, each round trip timed on its own (rank 0's figures).
+std::vector<double> mpi_rtt_each_us(MPI_Comm comm, int iters) {
+  std::vector<double> each;
+  each.reserve(static_cast<std::size_t>(iters));
+  std::uint64_t x = 0;
+  MPI_Barrier(comm);
+  for (int i = 0; i < iters; ++i) {
+    const auto t0 = Clock::now();
+    if (rank == 0) {
+      MPI_Send(&x, 1, MPI_UINT64_T, 1, 1, comm);
+      MPI_Recv(&x, 1, MPI_UINT64_T, 1, 1, comm, MPI_STATUS_IGNORE);
+      each.push_back(secs(Clock::now() - t0) * 1e6);
+    } else if (rank == 1) {
+      MPI_Recv(&x, 1, MPI_UINT64_T, 0, 1, comm, MPI_STATUS_IGNORE);
+      MPI_Send(&x, 1, MPI_UINT64_T, 0, 1, comm);
+    }
+  }
+  return each;
+}
+
+/// Percentiles of single round trips, troupe's beside raw MPI's, and the
+/// share of the mean that round trips over 5 us make up.
+void emit_tail(std::vector<double> t, std::vector<double> m) {
+  auto stats = [](std::vector<double>& v, const char* who) {
+    std::sort(v.begin(), v.end());
+    auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))]; };
+    double sum = 0, slow = 0;
+    std::size_t n_slow = 0;
+    for (double x : v) {
+      sum += x;
+      if (x > 5.0) slow += x, ++n_slow;
+    }
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  ",\"%s_mean\":%.4g,\"%s_p10\":%.4g,\"%s_p50\":%.4g,\"%s_p90\":%.4g,\"%s_p99\":%.4g,\"%s_p999\":%.4g,"
+                  "\"%s_max\":%.4g,\"%s_over5us\":%zu,\"%s_over5us_share\":%.4g",
+                  who, sum / static_cast<double>(v.size()), who, at(0.1), who, at(0.5), who, at(0.9), who, at(0.99), who,
+                  at(0.999), who, v.back(), who, n_slow, who, slow / sum);
+    return std::string(buf);
+  };
+  if (t.empty() || m.empty()) return;
+  std::printf("{\"bench\":\"rtt_tail\",\"transport\":\"%s\",\"case\":\"ask 8 B, each round trip timed\",\"unit\":\"us\","
+              "\"count\":%zu%s%s}\n",
+              label.c_str(), t.size(), stats(t, "troupe").c_str(), stats(m, "mpi").c_str());
+  std::fflush(stdout);
 }
 
 // osu_mbw_mr style: windows of nonblocking sends, one ack per window.
@@ -410,6 +461,20 @@ int main(int argc, char** argv) {
       if (rank == 0)
         emit("rtt", "ask 8 B", median(p.troupe), median(p.raw), "us",
            ",\"goal\":\"<= 1.5x mpi\"" + p.ratios("", p.raw) + ",\"mpi_alone\":" + std::to_string(median(alone_rtt)));
+      // One more round of each, every round trip timed on its own (the two
+      // clock reads would add to the rounds above, so they are kept apart):
+      // the figures above are means, and a few slow round trips move a mean.
+      std::vector<double> raw_each = mpi_rtt_each_us(raw, rtt_iters), troupe_each;
+      if (rank == 0) {
+        troupe_each.reserve(static_cast<std::size_t>(rtt_iters));
+        for (int i = 0; i < rtt_iters; ++i) {
+          const auto t0 = Clock::now();
+          sink.ask<&bench::Sink::echo>(std::uint64_t(i)).get();
+          troupe_each.push_back(secs(Clock::now() - t0) * 1e6);
+        }
+        emit_tail(troupe_each, raw_each);
+      }
+      sync_politely(raw);
       if constexpr (troupe::detail::stage::enabled) {
         // Each rank's steps between probes (bench/run_stages.sh reads them).
         std::string steps = troupe::detail::stage::report(static_cast<std::uint64_t>(rtt_iters));

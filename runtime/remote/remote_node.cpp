@@ -85,7 +85,7 @@ void RemoteNode::poll(Clock::time_point last_activity) {
       return;
     }
   }
-  engine_->helper_leave();
+  engine_->helper_stop();
   polling_.store(false, std::memory_order_release);
 }
 

@@ -56,7 +56,7 @@ class RemoteNode::Waiter final : public detail::Waiter {
         // the future and wakes us) and sleep, longer each time up to 8 ms: each
         // wake-up costs a context switch, which on a virtual machine is dear
         // (measured: 500 us naps kept a waiting rank 18 % busy).
-        node_.engine_->helper_leave();
+        node_.engine_->helper_stop();
         auto until = Clock::now() + nap;
         nap = std::min(nap * 2, std::chrono::microseconds(8000));
         if (deadline && *deadline < until) until = *deadline;

@@ -301,6 +301,9 @@ EngineStats Engine::stats() const {
   out.idle_naps = idle_naps_.load(std::memory_order_relaxed);
   out.idle_nap_us = idle_nap_us_.load(std::memory_order_relaxed);
   out.hot_polls = hot_polls_.load(std::memory_order_relaxed);
+  out.helper_rests = helper_rests_.load(std::memory_order_relaxed);
+  out.helper_rest_us = helper_rest_us_.load(std::memory_order_relaxed);
+  out.helper_rests_cut = helper_rests_cut_.load(std::memory_order_relaxed);
   return out;
 }
 
@@ -330,6 +333,18 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   unsigned idle = 0;
   auto last_did = clock::now();
   std::uint64_t helper_rounds = helper_rounds_.load(std::memory_order_relaxed);
+  auto rest = kShortestRest;
+  auto rest_while_helped = [&](std::chrono::microseconds r) {
+    auto bump = [](std::atomic<std::uint64_t>& c, std::uint64_t by) {
+      c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+    };
+    bump(helper_rests_, 1);
+    bump(helper_rest_us_, static_cast<std::uint64_t>(r.count()));
+    std::unique_lock lk(sleep_mu_);
+    sleeping_.store(true, std::memory_order_seq_cst);
+    if (sleep_cv_.wait_for(lk, r) == std::cv_status::no_timeout) bump(helper_rests_cut_, 1);
+    sleeping_.store(false, std::memory_order_release);
+  };
   auto tick_if_due = [&](clock::time_point now) {
     if (!tick || now < next_tick) return;
     try {
@@ -345,13 +360,13 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       // A helper drove the engine since we last looked: leave it to them, run
       // failure detection, look again shortly. (A helper that stopped driving,
       // say a poll task waiting for a worker, changes nothing: we drive.)
+      // The longer it has driven, the longer we rest.
       tick_if_due(clock::now());
-      std::unique_lock lk(sleep_mu_);
-      sleeping_.store(true, std::memory_order_release);
-      sleep_cv_.wait_for(lk, std::chrono::microseconds(200));
-      sleeping_.store(false, std::memory_order_release);
+      rest_while_helped(rest);
+      rest = std::min(rest * 2, kLongestRest);
       continue;
     }
+    rest = kShortestRest;  // no helper drove since we last looked
     const auto arrived_before = arrivals_.load(std::memory_order_relaxed);
     bool did = false;
     try {
@@ -376,10 +391,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     }
     if (helpers_.load(std::memory_order_acquire) > 0) {
       // Someone blocked on a future drives the engine: rest, but stay near.
-      std::unique_lock lk(sleep_mu_);
-      sleeping_.store(true, std::memory_order_release);
-      sleep_cv_.wait_for(lk, std::chrono::microseconds(200));
-      sleeping_.store(false, std::memory_order_release);
+      rest_while_helped(kShortestRest);
       continue;
     }
     ++idle;

@@ -144,6 +144,9 @@ struct EngineStats {
   std::uint64_t idle_naps = 0;    // times the progress thread slept for want of work
   std::uint64_t idle_nap_us = 0;  // the time those naps asked for, in microseconds
   std::uint64_t hot_polls = 0;    // idle rounds the progress thread polled without giving up the core
+  std::uint64_t helper_rests = 0;     // times the progress thread rested while a helper drove
+  std::uint64_t helper_rest_us = 0;   // the time those rests asked for, in microseconds
+  std::uint64_t helper_rests_cut = 0; // rests that ended early, woken (a helper stopping, a sender)
 };
 
 class Engine {
@@ -278,6 +281,12 @@ class Engine {
   /// progress thread then rests instead of competing for the core.
   void helper_enter() noexcept { helpers_.fetch_add(1, std::memory_order_acq_rel); }
   void helper_leave() noexcept { helpers_.fetch_sub(1, std::memory_order_acq_rel); }
+  /// helper_leave() for a helper that stops driving for a while (a poll task
+  /// whose traffic went quiet, a waiter about to sleep): the last one wakes the
+  /// progress thread, which may be resting up to kLongestRest meanwhile.
+  void helper_stop() {
+    if (helpers_.fetch_sub(1, std::memory_order_acq_rel) == 1 && sleeping_.load(std::memory_order_acquire)) wake();
+  }
   /// progress() for a helper: it also shows the progress thread that a helper
   /// is driving, so that one stays out of the way (two threads polling on a
   /// busy core starve whichever does the work: measured on large transfers).
@@ -475,6 +484,7 @@ class Engine {
   std::atomic<bool> staging_now_{false};  // blocks wait for staging slots (set under mu_)
   std::atomic<std::uint64_t> idle_naps_{0}, idle_nap_us_{0};  // added to under sleep_mu_
   std::atomic<std::uint64_t> hot_polls_{0};  // written by the progress thread only
+  std::atomic<std::uint64_t> helper_rests_{0}, helper_rest_us_{0}, helper_rests_cut_{0};  // likewise
   std::atomic<int> helpers_{0};
   std::atomic<std::uint64_t> helper_rounds_{0};  // helpers' progress calls (only "did it change" matters)
 };
@@ -482,6 +492,12 @@ class Engine {
 /// The progress thread's naps when it has nothing to do: from the shortest,
 /// doubling up to the longest; only the shortest while a transfer is in flight.
 inline constexpr std::chrono::microseconds kShortestNap{20}, kLongestNap{1000};
+/// How long the progress thread rests while a helper drives the engine: from
+/// the shortest, doubling each time it finds the helper still driving, up to
+/// the longest (the longest nap's bound); back to the shortest once it finds
+/// none. Each wake-up takes a core from a polling thread, and with 200 us rests
+/// 0.5 % of the shm round trips took 5-40 us instead of 0.9 (docs/benchmarks.md).
+inline constexpr std::chrono::microseconds kShortestRest{200}, kLongestRest{1000};
 /// While staged blocks wait for slots the progress thread yields instead of
 /// napping, for at most this long after it last got anything done.
 inline constexpr std::chrono::microseconds kStayNearWhileStaging{1000};

@@ -105,15 +105,24 @@ bool Engine::send_now(Draft& draft) {
     stats_.frames_sent++;
     stats_.envelopes_sent++;
     stats_.bytes_sent += draft->bytes.size();
-    const void* data = draft->bytes.data();
-    const std::size_t size = draft->bytes.size();
     TROUPE_STAGE(isend_begin);
-    post_send(dest, data, size, kTagFrame, SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
+    // A small send is usually done as soon as it is posted (MPI copied it out):
+    // then the draft goes back to its cache here, without a record to reap.
+    MPI_Request req = MPI_REQUEST_NULL;
+    checked(MPI_Isend(draft->bytes.data(), static_cast<int>(draft->bytes.size()), MPI_BYTE, p.rank, kTagFrame,
+                      peer_comm(dest), &req),
+            "MPI_Isend");
+    int done = 0;
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (!done) {
+      send_reqs_.push_back(req);
+      send_meta_.push_back(SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
+    }
     TROUPE_STAGE(isend_end);
   }
-  // As a flush would: finished sends are reaped (the call also moves this
-  // one out), and a progress thread in a long nap learns of a transfer.
-  test_sends();
+  // As a flush would: finished sends are reaped, and a progress thread in a
+  // long nap learns of a transfer.
+  if (!send_reqs_.empty()) test_sends();
   const bool started = note_in_flight();
   lk.unlock();
   if (started && sleeping_.load(std::memory_order_seq_cst)) wake();

@@ -248,6 +248,53 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, WhileAHelperDrivesTheProgressThreadRestsLongerAndTheLastHelperToStopWakesIt) {
+  // Each time the progress thread wakes it takes a core from whoever polls;
+  // while a helper keeps driving it rests longer and longer (up to
+  // kLongestRest), and a helper that stops wakes it rather than leave the
+  // engine undriven for the rest of a rest. Rank 1 only; counts, not timings:
+  // a helper drives for 60 ms (at 200 us a rest, that would be 300 rests).
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  if (rank == 1) {
+    using troupe::detail::kLongestRest;
+    using troupe::detail::kShortestRest;
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    std::uint64_t woken = 0;
+    for (int round = 0; round < 3; ++round) {
+      const auto before = engine.stats();
+      engine.helper_enter();
+      const auto end = std::chrono::steady_clock::now() + 60ms;
+      while (std::chrono::steady_clock::now() < end) {
+        engine.helper_progress();
+        std::this_thread::yield();
+      }
+      const auto driven = engine.stats();
+      engine.helper_stop();
+      wait_until([&] { return engine.stats().helper_rests_cut > driven.helper_rests_cut; }, 200ms);
+      woken += engine.stats().helper_rests_cut - driven.helper_rests_cut;
+      const std::uint64_t rests = driven.helper_rests - before.helper_rests;
+      const std::uint64_t rest_us = driven.helper_rest_us - before.helper_rest_us;
+      EXPECT_GE(rests, 1u) << "the progress thread never rested while a helper drove";
+      // 200, 400, 800, then 1000 us each (back to 200 after a look that found
+      // the helper idle, as a loaded machine may make it): on average well
+      // above the shortest.
+      EXPECT_GE(2 * rest_us, 3 * rests * static_cast<std::uint64_t>(kShortestRest.count()))
+          << rests << " rests asked " << rest_us << " us: they did not lengthen";
+      EXPECT_LE(rest_us, rests * static_cast<std::uint64_t>(kLongestRest.count()));
+      EXPECT_LE(rests, 60000u / static_cast<std::uint64_t>(kShortestRest.count()) / 2)
+          << "the progress thread woke " << rests << " times in 60 ms of a helper driving";
+    }
+    // A helper that stops wakes a resting progress thread; it can miss one that
+    // is between two rests, so of three stops at least one must have.
+    EXPECT_GE(woken, 1u) << "no helper that stopped woke the resting progress thread";
+    engine.stop_progress_thread();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, ABusyCommunicatorDoesNotHoldBackAnother) {
   // Nodes that join later talk over a communicator of their own. A round of
   // the progress thread ends at the first frame it reads in place, so a round
