@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine and runs every test of troupe:
 #   1. default build (Open MPI): unit, multi-rank, fault and Slurm tests
-#   2. ThreadSanitizer build: the core (scheduler, mailboxes, futures) tests
+#   2. ThreadSanitizer build: the unit tests, and the engine and remote-actor
+#      multi-rank tests (Open MPI itself is not instrumented: tests/tsan.supp)
 #   3. ASan+UBSan build: unit tests and the wire decoder fuzzer (short run)
 #   4. MPICH build: the multi-rank tests against MPICH
 # TROUPE_PHASES selects phases (default: "default tsan asan mpich").
@@ -19,7 +20,8 @@ for phase in $phases; do
   stamp "phase $phase: configure and build"
   cmake --preset "$phase" >/dev/null
   target=()
-  [[ $phase == tsan ]] && target=(--target troupe_unit_tests)  # it runs only the unit tests
+  # tsan runs the unit tests and two multi-rank ones (the engine's threads)
+  [[ $phase == tsan ]] && target=(--target troupe_unit_tests mpi_engine mpi_remote)
   cmake --build --preset "$phase" -j "$jobs" "${target[@]}"
   stamp "phase $phase: test"
   ctest --preset "$phase" -j "$jobs" --timeout 300
