@@ -356,7 +356,8 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   };
   while (!stop_.load(std::memory_order_acquire)) {
     const std::uint64_t rounds = helper_rounds_.load(std::memory_order_relaxed);
-    if (helpers_.load(std::memory_order_acquire) > 0 && rounds != std::exchange(helper_rounds, rounds)) {
+    const bool helped = rounds != std::exchange(helper_rounds, rounds);  // a helper drove since we last looked
+    if (helpers_.load(std::memory_order_acquire) > 0 && helped) {
       // A helper drove the engine since we last looked: leave it to them, run
       // failure detection, look again shortly. (A helper that stopped driving,
       // say a poll task waiting for a worker, changes nothing: we drive.)
@@ -384,7 +385,11 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       // the arrivals made ready, at once; left to the scheduler, with this
       // thread still hot on a rank's one core, the reply to a window of large
       // TCP messages waited ~330 us (median) for its worker (event trace).
-      if (on_activity && helpers_.load(std::memory_order_acquire) == 0 &&
+      // Not if a helper drove since we last looked: a thread asking in a loop
+      // is between two waits, and a poll task would share its core with it
+      // (the task's worker then took a third of the asking rank's context
+      // switches in the round-trip benchmark).
+      if (on_activity && !helped && helpers_.load(std::memory_order_acquire) == 0 &&
           arrivals_.load(std::memory_order_relaxed) != arrived_before)
         on_activity();
       continue;
