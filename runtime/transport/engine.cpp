@@ -303,6 +303,7 @@ EngineStats Engine::stats() const {
   out.hot_polls = hot_polls_.load(std::memory_order_relaxed);
   out.helper_rests = helper_rests_.load(std::memory_order_relaxed);
   out.helper_rest_us = helper_rest_us_.load(std::memory_order_relaxed);
+  out.helper_rest_longest_us = helper_rest_longest_us_.load(std::memory_order_relaxed);
   out.helper_rests_cut = helper_rests_cut_.load(std::memory_order_relaxed);
   return out;
 }
@@ -334,15 +335,26 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   auto last_did = clock::now();
   std::uint64_t helper_rounds = helper_rounds_.load(std::memory_order_relaxed);
   auto rest = kShortestRest;
-  auto rest_while_helped = [&](std::chrono::microseconds r) {
+  // Rests while a helper drives; `counted`: because one drove (not merely
+  // because one is there), what the stats count.
+  auto rest_while_helped = [&](std::chrono::microseconds r, bool counted) {
     auto bump = [](std::atomic<std::uint64_t>& c, std::uint64_t by) {
       c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
     };
-    bump(helper_rests_, 1);
-    bump(helper_rest_us_, static_cast<std::uint64_t>(r.count()));
     std::unique_lock lk(sleep_mu_);
     sleeping_.store(true, std::memory_order_seq_cst);
-    if (sleep_cv_.wait_for(lk, r) == std::cv_status::no_timeout) bump(helper_rests_cut_, 1);
+    // The last helper may have stopped since we looked, and seen us awake
+    // (Engine::helper_stop): then nobody drives, and we do not rest.
+    if (helpers_.load(std::memory_order_seq_cst) > 0 && !stop_.load(std::memory_order_seq_cst)) {
+      if (counted) {
+        const auto us = static_cast<std::uint64_t>(r.count());
+        bump(helper_rests_, 1);
+        bump(helper_rest_us_, us);
+        if (us > helper_rest_longest_us_.load(std::memory_order_relaxed))
+          helper_rest_longest_us_.store(us, std::memory_order_relaxed);
+      }
+      if (sleep_cv_.wait_for(lk, r) == std::cv_status::no_timeout) bump(helper_rests_cut_, 1);
+    }
     sleeping_.store(false, std::memory_order_release);
   };
   auto tick_if_due = [&](clock::time_point now) {
@@ -363,7 +375,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       // say a poll task waiting for a worker, changes nothing: we drive.)
       // The longer it has driven, the longer we rest.
       tick_if_due(clock::now());
-      rest_while_helped(rest);
+      rest_while_helped(rest, true);
       rest = std::min(rest * 2, kLongestRest);
       continue;
     }
@@ -396,7 +408,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     }
     if (helpers_.load(std::memory_order_acquire) > 0) {
       // Someone blocked on a future drives the engine: rest, but stay near.
-      rest_while_helped(kShortestRest);
+      rest_while_helped(kShortestRest, false);
       continue;
     }
     ++idle;

@@ -144,9 +144,10 @@ struct EngineStats {
   std::uint64_t idle_naps = 0;    // times the progress thread slept for want of work
   std::uint64_t idle_nap_us = 0;  // the time those naps asked for, in microseconds
   std::uint64_t hot_polls = 0;    // idle rounds the progress thread polled without giving up the core
-  std::uint64_t helper_rests = 0;     // times the progress thread rested while a helper drove
-  std::uint64_t helper_rest_us = 0;   // the time those rests asked for, in microseconds
-  std::uint64_t helper_rests_cut = 0; // rests that ended early, woken (a helper stopping, a sender)
+  std::uint64_t helper_rests = 0;          // times the progress thread rested because a helper drove
+  std::uint64_t helper_rest_us = 0;        // the time those rests asked for, in microseconds
+  std::uint64_t helper_rest_longest_us = 0;  // the longest of them
+  std::uint64_t helper_rests_cut = 0;      // rests (of any kind) that ended early: woken, or spuriously
 };
 
 class Engine {
@@ -284,8 +285,11 @@ class Engine {
   /// helper_leave() for a helper that stops driving for a while (a poll task
   /// whose traffic went quiet, a waiter about to sleep): the last one wakes the
   /// progress thread, which may be resting up to kLongestRest meanwhile.
+  /// (Either it sees the progress thread marked asleep and wakes it, or the
+  /// progress thread, having marked itself asleep, sees no helper left and
+  /// does not rest: seq_cst on both sides.)
   void helper_stop() {
-    if (helpers_.fetch_sub(1, std::memory_order_acq_rel) == 1 && sleeping_.load(std::memory_order_acquire)) wake();
+    if (helpers_.fetch_sub(1, std::memory_order_seq_cst) == 1 && sleeping_.load(std::memory_order_seq_cst)) wake();
   }
   /// progress() for a helper: it also shows the progress thread that a helper
   /// is driving, so that one stays out of the way (two threads polling on a
@@ -484,7 +488,7 @@ class Engine {
   std::atomic<bool> staging_now_{false};  // blocks wait for staging slots (set under mu_)
   std::atomic<std::uint64_t> idle_naps_{0}, idle_nap_us_{0};  // added to under sleep_mu_
   std::atomic<std::uint64_t> hot_polls_{0};  // written by the progress thread only
-  std::atomic<std::uint64_t> helper_rests_{0}, helper_rest_us_{0}, helper_rests_cut_{0};  // likewise
+  std::atomic<std::uint64_t> helper_rests_{0}, helper_rest_us_{0}, helper_rest_longest_us_{0}, helper_rests_cut_{0};  // likewise
   std::atomic<int> helpers_{0};
   std::atomic<std::uint64_t> helper_rounds_{0};  // helpers' progress calls (only "did it change" matters)
 };
@@ -497,7 +501,7 @@ inline constexpr std::chrono::microseconds kShortestNap{20}, kLongestNap{1000};
 /// the longest (the longest nap's bound); back to the shortest once it finds
 /// none. Each wake-up takes a core from a polling thread, and with 200 us rests
 /// 0.5 % of the shm round trips took 5-40 us instead of 0.9 (docs/benchmarks.md).
-inline constexpr std::chrono::microseconds kShortestRest{200}, kLongestRest{1000};
+inline constexpr std::chrono::microseconds kShortestRest{200}, kLongestRest{kLongestNap};
 /// While staged blocks wait for slots the progress thread yields instead of
 /// napping, for at most this long after it last got anything done.
 inline constexpr std::chrono::microseconds kStayNearWhileStaging{1000};

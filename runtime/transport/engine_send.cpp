@@ -92,6 +92,7 @@ bool Engine::send_now(Draft& draft) {
   if (draft->bytes.size() > kPostedFrame) return false;  // it needs a stub: the usual way
   std::unique_lock lk(mu_, std::try_to_lock);
   if (!lk.owns_lock()) return false;
+  MPI_Request req = MPI_REQUEST_NULL;
   {
     // Nothing for dest may be waiting anywhere before it: not in its open
     // frame, the queue (which any sender fills under dest's open-frame lock,
@@ -106,23 +107,23 @@ bool Engine::send_now(Draft& draft) {
     stats_.envelopes_sent++;
     stats_.bytes_sent += draft->bytes.size();
     TROUPE_STAGE(isend_begin);
-    // A small send is usually done as soon as it is posted (MPI copied it out):
-    // then the draft goes back to its cache here, without a record to reap.
-    MPI_Request req = MPI_REQUEST_NULL;
     checked(MPI_Isend(draft->bytes.data(), static_cast<int>(draft->bytes.size()), MPI_BYTE, p.rank, kTagFrame,
                       peer_comm(dest), &req),
             "MPI_Isend");
-    int done = 0;
-    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-    if (!done) {
-      send_reqs_.push_back(req);
-      send_meta_.push_back(SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
-    }
     TROUPE_STAGE(isend_end);
+  }
+  // A small send is usually done as soon as it is posted (MPI copied it out):
+  // then the draft goes back to its cache when the caller lets go of it, with
+  // no record to reap. (A send MPI refused has a null request: done.)
+  int done = 0;
+  checked(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test (a send)");
+  if (!done) {
+    send_reqs_.push_back(req);  // room_for_sends made room: no throw
+    send_meta_.push_back(SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
   }
   // As a flush would: finished sends are reaped, and a progress thread in a
   // long nap learns of a transfer.
-  if (!send_reqs_.empty()) test_sends();
+  test_sends();
   const bool started = note_in_flight();
   lk.unlock();
   if (started && sleeping_.load(std::memory_order_seq_cst)) wake();

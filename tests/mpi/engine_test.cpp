@@ -250,17 +250,17 @@ TEST(Engine, WhileABlockIsInFlightTheProgressThreadNapsOnlyBriefly) {
 
 TEST(Engine, WhileAHelperDrivesTheProgressThreadRestsLongerAndTheLastHelperToStopWakesIt) {
   // Each time the progress thread wakes it takes a core from whoever polls;
-  // while a helper keeps driving it rests longer and longer (up to
-  // kLongestRest), and a helper that stops wakes it rather than leave the
-  // engine undriven for the rest of a rest. Rank 1 only; counts, not timings:
-  // a helper drives for 60 ms (at 200 us a rest, that would be 300 rests).
+  // while a helper keeps driving it rests longer and longer (200, 400, 800,
+  // then kLongestRest), and a helper that stops wakes it rather than leave the
+  // engine undriven for the rest of a rest. Rank 1 only. What is checked is the
+  // schedule, not totals that depend on how often the machine lets the helper
+  // run: three looks in a row that find the helper driving reach the longest.
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
   Engine engine(MPI_COMM_WORLD, sink);
   if (rank == 1) {
     using troupe::detail::kLongestRest;
-    using troupe::detail::kShortestRest;
     engine.start_progress_thread(nullptr, 10ms, nullptr);
     std::uint64_t woken = 0;
     for (int round = 0; round < 3; ++round) {
@@ -275,20 +275,15 @@ TEST(Engine, WhileAHelperDrivesTheProgressThreadRestsLongerAndTheLastHelperToSto
       engine.helper_stop();
       wait_until([&] { return engine.stats().helper_rests_cut > driven.helper_rests_cut; }, 200ms);
       woken += engine.stats().helper_rests_cut - driven.helper_rests_cut;
-      const std::uint64_t rests = driven.helper_rests - before.helper_rests;
-      const std::uint64_t rest_us = driven.helper_rest_us - before.helper_rest_us;
-      EXPECT_GE(rests, 1u) << "the progress thread never rested while a helper drove";
-      // 200, 400, 800, then 1000 us each (back to 200 after a look that found
-      // the helper idle, as a loaded machine may make it): on average well
-      // above the shortest.
-      EXPECT_GE(2 * rest_us, 3 * rests * static_cast<std::uint64_t>(kShortestRest.count()))
-          << rests << " rests asked " << rest_us << " us: they did not lengthen";
-      EXPECT_LE(rest_us, rests * static_cast<std::uint64_t>(kLongestRest.count()));
-      EXPECT_LE(rests, 60000u / static_cast<std::uint64_t>(kShortestRest.count()) / 2)
-          << "the progress thread woke " << rests << " times in 60 ms of a helper driving";
+      EXPECT_GT(driven.helper_rests, before.helper_rests) << "the progress thread never rested while a helper drove";
+      EXPECT_LE(driven.helper_rest_us - before.helper_rest_us,
+                (driven.helper_rests - before.helper_rests) * static_cast<std::uint64_t>(kLongestRest.count()))
+          << "a rest longer than the longest";
     }
-    // A helper that stops wakes a resting progress thread; it can miss one that
-    // is between two rests, so of three stops at least one must have.
+    EXPECT_EQ(engine.stats().helper_rest_longest_us, static_cast<std::uint64_t>(kLongestRest.count()))
+        << "in 180 ms of a helper driving, the rests never lengthened to the longest";
+    // A helper that stops wakes a resting progress thread; the thread may be
+    // between two rests then, so of three stops at least one must have.
     EXPECT_GE(woken, 1u) << "no helper that stopped woke the resting progress thread";
     engine.stop_progress_thread();
   }
