@@ -96,7 +96,8 @@ for r in rows:
         md.append(f"{r['transport']} rate: the sending thread spent {r['send_ns_per_tell']:.0f} ns per tell.")
 if tail:
     md += ["", "Round trips one by one: after the rtt rounds, one more round of each in which every round trip is timed on its own",
-           "(the clock reads are kept out of the rounds above). us; 'over 5 us': how many, and their share of the round's time.", "",
+           "(the clock reads are kept out of the rounds above). us; 'over 5 us': how many, and their share of the round's time",
+           "(a measure for shm; over TCP every round trip takes longer than that, and the tail shows in p99 and p99.9).", "",
            "| transport | who | mean | p10 | p50 | p90 | p99 | p99.9 | max | over 5 us | their share |",
            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in tail:
