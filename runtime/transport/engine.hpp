@@ -376,6 +376,8 @@ class Engine {
   /// preceded by a stub in the frames' order and itself sent with kTagLargeFrame.
   void post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
   void post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
+  /// MPI_Isend to peer (a null request if MPI refused, which it reports).
+  MPI_Request isend(NodeId peer, const void* data, std::size_t size, int tag);
   /// Room for n more posted sends (grown geometrically), so that recording one cannot throw.
   void room_for_sends(std::size_t n);
   /// `count` envelopes leave in `frame` (or alone, from their own buffer, when

@@ -107,9 +107,7 @@ bool Engine::send_now(Draft& draft) {
     stats_.envelopes_sent++;
     stats_.bytes_sent += draft->bytes.size();
     TROUPE_STAGE(isend_begin);
-    checked(MPI_Isend(draft->bytes.data(), static_cast<int>(draft->bytes.size()), MPI_BYTE, p.rank, kTagFrame,
-                      peer_comm(dest), &req),
-            "MPI_Isend");
+    req = isend(dest, draft->bytes.data(), draft->bytes.size(), kTagFrame);
     TROUPE_STAGE(isend_end);
   }
   // A small send is usually done as soon as it is posted (MPI copied it out):
@@ -228,9 +226,14 @@ void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag,
   post_one(peer, data, size, tag, std::move(meta));
 }
 
-void Engine::post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
+MPI_Request Engine::isend(NodeId peer, const void* data, std::size_t size, int tag) {
   MPI_Request req = MPI_REQUEST_NULL;
   checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, peers_[peer]->rank, tag, peer_comm(peer), &req), "MPI_Isend");
+  return req;
+}
+
+void Engine::post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
+  const MPI_Request req = isend(peer, data, size, tag);
   send_reqs_.push_back(req);
   send_meta_.push_back(std::move(meta));
 }

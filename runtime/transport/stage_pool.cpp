@@ -49,8 +49,9 @@ bool stage_blocks_wanted(bool configured) {
   for (const char* name : {"OMPI_MCA_btl_vader_single_copy_mechanism", "OMPI_MCA_btl_sm_single_copy_mechanism"})
     if (const char* m = std::getenv(name); m != nullptr && std::strcmp(m, "none") == 0) return false;
   if (const char* t = std::getenv("GLIBC_TUNABLES"); t != nullptr) {
-    const char* h = std::strstr(t, "glibc.malloc.hugetlb=");
-    if (h != nullptr && h[21] != '0') return false;  // malloc's blocks are on huge pages already
+    constexpr std::string_view key = "glibc.malloc.hugetlb=";
+    const char* h = std::strstr(t, key.data());
+    if (h != nullptr && h[key.size()] != '0') return false;  // malloc's blocks are on huge pages already
   }
   return true;
 }
@@ -64,39 +65,35 @@ void StageSlot::reset() noexcept {
 }
 
 std::shared_ptr<StagePool> StagePool::make() {
-  const std::size_t bytes = std::size_t{kSlots} * kPiece;
+  constexpr std::size_t bytes = std::size_t{kSlots} * kPiece;
 #if defined(__linux__)
   // On ordinary 4 KiB pages, on purpose: with the slots on transparent huge
   // pages, raw MPI doing the same staging moved 1 MiB messages at 15-16 GB/s
   // in most processes and at 2.6-3.4 GB/s in others for their whole run (the
   // copy into the slots itself slowed to about 4 GB/s); on 4 KiB pages it ran
   // at 10.7-11.7 GB/s in every process (docs/benchmarks.md).
-  const std::size_t mapped = bytes;
-  void* raw = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* raw = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
-  auto* base = static_cast<std::byte*>(raw);
+  auto* slots = static_cast<std::byte*>(raw);
 #if defined(MADV_NOHUGEPAGE)
-  (void)::madvise(base, mapped, MADV_NOHUGEPAGE);  // also where THP is "always"
+  (void)::madvise(slots, bytes, MADV_NOHUGEPAGE);  // also where THP is "always"
 #endif
-  std::memset(base, 0, mapped);  // mapped now, not at the first piece
-  auto* slots = base;
+  std::memset(slots, 0, bytes);  // mapped now, not at the first piece
 #else
-  const std::size_t mapped = bytes;
-  auto* base = static_cast<std::byte*>(::operator new(bytes, std::nothrow));
-  if (base == nullptr) return nullptr;
-  auto* slots = base;
+  auto* slots = static_cast<std::byte*>(::operator new(bytes, std::nothrow));
+  if (slots == nullptr) return nullptr;
 #endif
   std::shared_ptr<StagePool> pool;
   try {
-    pool.reset(new StagePool(base, mapped, slots));
+    pool.reset(new StagePool(slots));
     pool->free_.reserve(kSlots);
     for (unsigned i = kSlots; i-- > 0;) pool->free_.push_back(i);
   } catch (...) {
     if (!pool) {
 #if defined(__linux__)
-      ::munmap(base, mapped);
+      ::munmap(slots, bytes);
 #else
-      ::operator delete(base);
+      ::operator delete(slots);
 #endif
     }
     return nullptr;
@@ -104,14 +101,11 @@ std::shared_ptr<StagePool> StagePool::make() {
   return pool;
 }
 
-StagePool::StagePool(std::byte* base, std::size_t mapped, std::byte* slots) noexcept
-    : base_(base), mapped_(mapped), slots_(slots) {}
-
 StagePool::~StagePool() {
 #if defined(__linux__)
-  ::munmap(base_, mapped_);
+  ::munmap(slots_, std::size_t{kSlots} * kPiece);
 #else
-  ::operator delete(base_);
+  ::operator delete(slots_);
 #endif
 }
 

@@ -88,12 +88,10 @@ class StagePool : public std::enable_shared_from_this<StagePool> {
   }
 
  private:
-  StagePool(std::byte* base, std::size_t mapped, std::byte* slots) noexcept;
+  explicit StagePool(std::byte* slots) noexcept : slots_(slots) {}
   friend class StageSlot;
   void give(unsigned index) noexcept;
-  std::byte* base_;     // the mapping
-  std::size_t mapped_;  // its length
-  std::byte* slots_;    // slot i at slots_ + i * kPiece (on a huge-page boundary)
+  std::byte* slots_;  // kSlots * kPiece bytes, slot i at slots_ + i * kPiece
   struct Slot {
     unsigned users = 0;    // pieces in it still being sent
     std::size_t fill = 0;  // bytes handed out from its start

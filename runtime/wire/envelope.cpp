@@ -41,8 +41,8 @@ void EnvelopeWriter::finish(const std::uint64_t* segment_sizes, std::uint32_t co
   if (payload > kMaxEnvelope) throw Error("troupe: message too large to encode (" + std::to_string(payload) + " bytes inline)");
   if (count > kMaxSegments) throw Error("troupe: message has too many large blocks");
   for (std::uint32_t i = 0; i < count; ++i)
-    if ((segment_sizes[i] & ~kSegmentPieced) > kMaxSegmentBytes)
-      throw Error("troupe: a block of " + std::to_string(segment_sizes[i] & ~kSegmentPieced) + " bytes exceeds the " +
+    if (segment_size_of(segment_sizes[i]) > kMaxSegmentBytes)
+      throw Error("troupe: a block of " + std::to_string(segment_size_of(segment_sizes[i])) + " bytes exceeds the " +
                   std::to_string(kMaxSegmentBytes) + "-byte limit of one message; split it");
   out_.append(segment_sizes, count * sizeof(std::uint64_t));
   std::byte* h = out_.data() + start_;
@@ -100,8 +100,8 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
     fault.skip = length;  // the prefix says how to skip it, segments included
     for (std::uint32_t i = 0; i < fault.segment_count; ++i) {
       const auto word = get<std::uint64_t>(p + length - 8 * (fault.segment_count - i));
-      fault.segment_sizes.push_back(word & ~kSegmentPieced);
-      fault.segment_pieced.push_back((word & kSegmentPieced) != 0);
+      fault.segment_sizes.push_back(segment_size_of(word));
+      fault.segment_pieced.push_back(segment_pieced_of(word));
       if (fault.segment_sizes.back() > max_segment) {
         fault.what += "; and it claims an oversized block";
         fault.frame_lost = true;
@@ -136,8 +136,8 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
   env.segment_bytes = 0;
   for (std::uint32_t i = 0; i < nseg; ++i) {
     const auto word = get<std::uint64_t>(p + kHeaderSize + payload + 8 * i);
-    env.segment_sizes[i] = word & ~kSegmentPieced;
-    env.segment_pieced[i] = (word & kSegmentPieced) != 0;
+    env.segment_sizes[i] = segment_size_of(word);
+    env.segment_pieced[i] = segment_pieced_of(word);
     if (env.segment_sizes[i] > max_segment) {
       fault.what = "troupe: envelope claims a block of " + std::to_string(env.segment_sizes[i]) +
                    " bytes, over the limit of one message";

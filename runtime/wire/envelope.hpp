@@ -41,6 +41,9 @@ inline constexpr std::uint64_t kMaxEnvelope = (1ull << 31) - 1;  // inline bytes
 inline constexpr std::uint64_t kMaxSegmentBytes = 1ull << 36;
 /// Set in a segment's size word: the block travels in pieces (see above).
 inline constexpr std::uint64_t kSegmentPieced = 1ull << 63;
+/// A segment's size word, taken apart: its size, and whether it is pieced.
+inline std::uint64_t segment_size_of(std::uint64_t word) noexcept { return word & ~kSegmentPieced; }
+inline bool segment_pieced_of(std::uint64_t word) noexcept { return (word & kSegmentPieced) != 0; }
 
 enum class Kind : std::uint8_t {
   // actors

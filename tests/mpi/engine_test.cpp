@@ -262,19 +262,21 @@ TEST(Engine, WhileAHelperDrivesTheProgressThreadRestsLongerAndTheLastHelperToSto
   if (rank == 1) {
     using troupe::detail::kLongestRest;
     engine.start_progress_thread(nullptr, 10ms, nullptr);
-    std::uint64_t woken = 0;
-    for (int round = 0; round < 3; ++round) {
-      const auto before = engine.stats();
+    // Drives for `span`, then stops; the stats as the drive ended.
+    auto drive = [&](std::chrono::milliseconds span) {
       engine.helper_enter();
-      const auto end = std::chrono::steady_clock::now() + 60ms;
+      const auto end = std::chrono::steady_clock::now() + span;
       while (std::chrono::steady_clock::now() < end) {
         engine.helper_progress();
         std::this_thread::yield();
       }
       const auto driven = engine.stats();
       engine.helper_stop();
-      wait_until([&] { return engine.stats().helper_rests_cut > driven.helper_rests_cut; }, 200ms);
-      woken += engine.stats().helper_rests_cut - driven.helper_rests_cut;
+      return driven;
+    };
+    for (int round = 0; round < 3; ++round) {
+      const auto before = engine.stats();
+      const auto driven = drive(60ms);
       EXPECT_GT(driven.helper_rests, before.helper_rests) << "the progress thread never rested while a helper drove";
       EXPECT_LE(driven.helper_rest_us - before.helper_rest_us,
                 (driven.helper_rests - before.helper_rests) * static_cast<std::uint64_t>(kLongestRest.count()))
@@ -282,8 +284,16 @@ TEST(Engine, WhileAHelperDrivesTheProgressThreadRestsLongerAndTheLastHelperToSto
     }
     EXPECT_EQ(engine.stats().helper_rest_longest_us, static_cast<std::uint64_t>(kLongestRest.count()))
         << "in 180 ms of a helper driving, the rests never lengthened to the longest";
-    // A helper that stops wakes a resting progress thread; the thread may be
-    // between two rests then, so of three stops at least one must have.
+    // A helper that stops wakes a resting progress thread. The thread may be
+    // between two rests just then (awake: nothing to wake), so stops are tried
+    // until one finds it resting, 20 at most; after a 5 ms drive it rests at
+    // almost every moment.
+    std::uint64_t woken = 0;
+    for (int attempt = 0; attempt < 20 && woken == 0; ++attempt) {
+      const auto driven = drive(5ms);
+      wait_until([&] { return engine.stats().helper_rests_cut > driven.helper_rests_cut; }, 50ms);
+      woken = engine.stats().helper_rests_cut - driven.helper_rests_cut;
+    }
     EXPECT_GE(woken, 1u) << "no helper that stopped woke the resting progress thread";
     engine.stop_progress_thread();
   }
