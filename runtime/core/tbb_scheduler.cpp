@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <thread>
 
 #include "sanitizers.hpp"
 #include "scheduler.hpp"
+#include "thread_name.hpp"
 
 #ifdef TROUPE_TSAN
 extern "C" void __tsan_acquire(void* addr);
@@ -57,11 +59,18 @@ class Observer final : public oneapi::tbb::task_scheduler_observer {
     observe(true);
   }
   ~Observer() override { observe(false); }
-  void on_scheduler_entry(bool) override {
+  void on_scheduler_entry(bool worker) override {
     tsan_acquire(this);
     tls_worker_of = owner_;
     int slot = oneapi::tbb::this_task_arena::current_thread_index();
     if (placement_ && slot >= 0) placement_->on_thread_start(static_cast<std::size_t>(slot));
+    // A worker is named once (it may enter the arena many times); a thread that
+    // joins the arena from outside (a master) keeps its own name.
+    thread_local bool named = false;
+    if (!named && slot >= 0 && worker) {
+      named = true;
+      name_this_thread(("troupe-worker" + std::to_string(slot)).c_str());
+    }
     tsan_release(this);  // ... and done with them before the observer stops
   }
   void stop() {

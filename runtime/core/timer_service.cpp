@@ -1,11 +1,13 @@
 #include "timer_service.hpp"
 
+#include "thread_name.hpp"
+
 #include <cstdio>
 #include <vector>
 
 namespace troupe::detail {
 
-ThreadTimerService::ThreadTimerService() : thread_([this] { loop(); }) {}
+ThreadTimerService::ThreadTimerService() : thread_([this] { loop(); }) { name_thread(thread_, "troupe-timer"); }
 
 ThreadTimerService::~ThreadTimerService() { shutdown(); }
 

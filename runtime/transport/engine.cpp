@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "engine_internal.hpp"
+#include "core/thread_name.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -309,7 +310,11 @@ EngineStats Engine::stats() const {
 }
 
 void Engine::wake() {
-  std::lock_guard lk(sleep_mu_);
+  // Taking the lock orders us after a sleeper's last look (it holds the lock
+  // from marking itself asleep until it waits); the notify comes after we let
+  // go, so the woken thread does not block at once on the lock we hold (which
+  // cost the waking thread a second system call to hand the lock over).
+  { std::lock_guard lk(sleep_mu_); }
   sleep_cv_.notify_one();
 }
 
@@ -319,6 +324,7 @@ void Engine::start_progress_thread(std::function<void()> tick, std::chrono::micr
   thread_ = std::thread([this, tick = std::move(tick), tick_period, on_activity = std::move(on_activity)]() mutable {
     progress_loop(std::move(tick), tick_period, std::move(on_activity));
   });
+  name_thread(thread_, "troupe-progress");
 }
 
 void Engine::stop_progress_thread() {

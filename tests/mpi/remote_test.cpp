@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <filesystem>
+#include <fstream>
 #include <numeric>
+#include <string>
 
 #include "polite_mpi.hpp"
 #include "remote/remote_node.hpp"
@@ -44,6 +47,17 @@ TEST(Remote, ClusterSeesEveryRank) {
     EXPECT_EQ(st.node(i).role, "default");
   }
   EXPECT_TRUE(j.rt.wait_cluster([&](const troupe::ClusterState& s) { return s.alive_count() == j.n; }, 1s));
+  // Each rank runs an MPI progress thread, named for `top -H`, gdb and perf.
+  // (Threads inherit their creator's name: a scheduler worker that the
+  // progress thread brought up carries it too until it first enters the
+  // arena, where it takes its own.)
+  int progress_threads = 0;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(t.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name) && name == "troupe-progress") ++progress_threads;
+  }
+  EXPECT_GE(progress_threads, 1);
   EXPECT_EQ(j.rt.finish(), 0);
 }
 

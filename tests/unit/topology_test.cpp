@@ -4,9 +4,13 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <string>
 #include <thread>
 
+#include "core/thread_name.hpp"
 #include "topology/topology.hpp"
 #include "troupe/troupe.hpp"
 
@@ -165,4 +169,38 @@ TEST(Topology, ThreadCountDefaultsToTheCpuset) {
   troupe::Config cfg;
   troupe::Runtime rt(cfg);
   EXPECT_EQ(rt.threads(), Topology::system().allowed_pus().size());
+}
+
+namespace {
+struct WhoAmI {
+  std::string name() { return troupe::detail::this_thread_name(); }
+};
+
+std::vector<std::string> thread_names_of_this_process() {
+  std::vector<std::string> names;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(t.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.push_back(name);
+  }
+  return names;
+}
+}  // namespace
+
+TEST(Topology, RuntimeThreadsCarryTheirNames) {
+  troupe::Config cfg;
+  cfg.threads = 2;
+  troupe::Runtime rt(cfg);
+  auto a = rt.spawn<WhoAmI>();
+  for (int i = 0; i < 8; ++i) {
+    const auto name = a.ask<&WhoAmI::name>().get();
+    EXPECT_TRUE(name == "troupe-worker0" || name == "troupe-worker1") << "an actor ran on a thread named '" << name << "'";
+  }
+  const auto names = thread_names_of_this_process();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "troupe-timer"), 1);
+  // Longer names are cut to the kernel's 15 characters, never refused.
+  std::thread([] {
+    troupe::detail::name_this_thread("a-name-longer-than-fifteen");
+    EXPECT_EQ(troupe::detail::this_thread_name(), "a-name-longer-t");
+  }).join();
 }
