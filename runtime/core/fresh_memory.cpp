@@ -1,5 +1,7 @@
 #include "troupe/detail/fresh_memory.hpp"
 
+#include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -80,6 +82,43 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
   // writes fault the pages in as before.
   (void)::madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_POPULATE_WRITE);
 #endif
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+namespace {
+std::atomic<std::uint64_t> g_sent_gathered{0};
+}  // namespace
+
+std::uint64_t sent_bytes_gathered() noexcept { return g_sent_gathered.load(std::memory_order_relaxed); }
+
+void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
+#if defined(__linux__)
+  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+  // Up to 2 MiB a block may be staged (kStageUpTo), and holds no whole huge
+  // page unless it is exactly one, aligned: left alone.
+  if (p == nullptr || bytes <= huge || !huge_pages_wanted()) return;
+  // Only whole huge pages inside the block: its neighbours are left alone.
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t hb = (begin + huge - 1) & ~(huge - 1);
+  const std::uintptr_t he = (begin + bytes) & ~(huge - 1);
+  if (he <= hb) return;
+#if defined(MADV_COLLAPSE)
+  constexpr int collapse = MADV_COLLAPSE;
+#else
+  constexpr int collapse = 25;  // Linux's number for it; C libraries older than the call lack the name
+#endif
+  // An older kernel answers EINVAL, one short of huge pages EAGAIN or ENOMEM:
+  // the block then travels from the pages it has.
+  static std::atomic<bool> unsupported{false};
+  if (unsupported.load(std::memory_order_relaxed)) return;
+  if (::madvise(reinterpret_cast<void*>(hb), he - hb, collapse) == 0) {
+    g_sent_gathered.fetch_add(he - hb, std::memory_order_relaxed);
+  } else if (errno == EINVAL) {
+    unsupported.store(true, std::memory_order_relaxed);
+  }
 #else
   (void)p;
   (void)bytes;

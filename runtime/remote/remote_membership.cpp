@@ -114,7 +114,7 @@ RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
   roles.erase(std::unique(roles.begin(), roles.end()), roles.end());
   const int color = static_cast<int>(std::lower_bound(roles.begin(), roles.end(), core_.config().role) - roles.begin());
   MPI_Comm_split(comm, color, static_cast<int>(engine_->self()), &role_comm_);
-  stage_blocks_to_neighbours(nodes);
+  note_neighbours(nodes);
   cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
   cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
 
@@ -146,20 +146,25 @@ void RemoteNode::join_from_parent(MPI_Comm parent) {
   core_.set_node(self);
   membership_comm_ = merged;
   membership_nodes_ = info.node_of_rank;
-  stage_blocks_to_neighbours(nodes);
+  note_neighbours(nodes);
   cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
   cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
   lost_at_last_spawn_ = cluster_->lost_set().size();
   start_services();
 }
 
-void RemoteNode::stage_blocks_to_neighbours(const std::vector<NodeInfo>& nodes) {
-  const bool wanted = stage_blocks_wanted(core_.config().stage_blocks);
+void RemoteNode::note_neighbours(const std::vector<NodeInfo>& nodes) {
+  const bool stage = stage_blocks_wanted(core_.config().stage_blocks);
+  const bool gather = huge_pages_wanted() && neighbours_read_our_pages();
   const NodeId self = engine_->self();
   const auto me = std::find_if(nodes.begin(), nodes.end(), [&](const NodeInfo& n) { return n.id == self; });
   if (me == nodes.end()) return;
-  for (const auto& n : nodes)
-    if (n.id != self) engine_->set_stage_blocks(n.id, wanted && !me->host.empty() && n.host == me->host);
+  for (const auto& n : nodes) {
+    if (n.id == self) continue;
+    const bool neighbour = !me->host.empty() && n.host == me->host;
+    engine_->set_gather_blocks(n.id, gather && neighbour);
+    engine_->set_stage_blocks(n.id, stage && neighbour);
+  }
 }
 
 std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::string>& args) {
@@ -215,7 +220,7 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   // The cluster first: once the engine hears the newcomers, their messages
   // find them alive.
   cluster_->add_nodes(all);
-  stage_blocks_to_neighbours(all);
+  note_neighbours(all);
   engine_->add_nodes(merged, info.node_of_rank, info.total);
   cluster_->nodes_added(fresh);
   if (live != MPI_COMM_NULL) MPI_Comm_free(&live);

@@ -168,8 +168,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   std::size_t lost_at_last_spawn_ = 0;
   std::mutex membership_mu_;
   void join_from_parent(MPI_Comm parent);
-  /// Blocks to the nodes on this node's host are staged (Engine::set_stage_blocks).
-  void stage_blocks_to_neighbours(const std::vector<NodeInfo>& nodes);
+  /// Marks the nodes on this node's host: blocks to them are gathered onto
+  /// huge pages (Engine::set_gather_blocks), or staged if configured
+  /// (set_stage_blocks; staging takes blocks up to 2 MiB, gathering larger ones).
+  void note_neighbours(const std::vector<NodeInfo>& nodes);
   /// Once the cluster exists: futures drive the engine, the core routes remote
   /// calls here, the progress thread (and failure detection) starts.
   void start_services();

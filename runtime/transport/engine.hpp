@@ -263,6 +263,15 @@ class Engine {
   bool stages_blocks(NodeId n) const noexcept {
     return n < peers_.size() && peers_[n]->stage.load(std::memory_order_relaxed);
   }
+  /// n runs on this host and reads our blocks page by page from our memory:
+  /// blocks to it are gathered onto huge pages first (prepare_sent_memory).
+  /// Thread-safe.
+  void set_gather_blocks(NodeId n, bool on) {
+    if (n < peers_.size()) peers_[n]->gather.store(on, std::memory_order_relaxed);
+  }
+  bool gathers_blocks(NodeId n) const noexcept {
+    return n < peers_.size() && peers_[n]->gather.load(std::memory_order_relaxed);
+  }
   /// Nothing waits to be sent or delivered locally (in-flight sends may remain).
   bool quiet() const;
   /// Some send has not completed yet (or not even started).
@@ -310,6 +319,7 @@ class Engine {
   struct Peer {
     std::atomic<bool> alive{false};
     std::atomic<bool> stage{false};  // blocks to it are staged (set_stage_blocks)
+    std::atomic<bool> gather{false};  // blocks to it go on huge pages first (set_gather_blocks)
     int comm = 0;  // index in comms_
     int rank = 0;  // rank in that communicator
     std::deque<OutEnvelope*> outbox;

@@ -39,15 +39,21 @@ bool btl_list_without_shared_memory(std::string_view list) {
 
 }  // namespace
 
-bool stage_blocks_wanted(bool configured) {
-  if (const char* v = std::getenv("TROUPE_STAGE_BLOCKS"); v != nullptr && *v != '\0') return std::strcmp(v, "0") != 0;
-  if (!configured) return false;
+bool neighbours_read_our_pages() {
   if (const char* btl = std::getenv("OMPI_MCA_btl"); btl != nullptr && btl_list_without_shared_memory(btl)) return false;
   if (set_on("MPIR_CVAR_NOLOCAL") || set_on("MPIR_CVAR_CH3_NOLOCAL")) return false;
   // Open MPI told to copy through its shared buffers (no single copy): the
-  // sender's pages do not set the speed, and staging would add a copy.
+  // sender's pages do not set the speed.
   for (const char* name : {"OMPI_MCA_btl_vader_single_copy_mechanism", "OMPI_MCA_btl_sm_single_copy_mechanism"})
     if (const char* m = std::getenv(name); m != nullptr && std::strcmp(m, "none") == 0) return false;
+  return true;
+}
+
+bool stage_blocks_wanted(bool configured) {
+  if (const char* v = std::getenv("TROUPE_STAGE_BLOCKS"); v != nullptr && *v != '\0') return std::strcmp(v, "0") != 0;
+  if (!configured) return false;
+  // Without a single copy from our pages, staging would only add a copy.
+  if (!neighbours_read_our_pages()) return false;
   if (const char* t = std::getenv("GLIBC_TUNABLES"); t != nullptr) {
     constexpr std::string_view key = "glibc.malloc.hugetlb=";
     const char* h = std::strstr(t, key.data());

@@ -37,6 +37,12 @@ inline constexpr std::size_t kStageUpTo = std::size_t{2} << 20;
 /// (Config::stage_blocks), unless the environment says otherwise (see there).
 bool stage_blocks_wanted(bool configured);
 
+/// Whether, by the environment, a rank on this host reads our blocks straight
+/// from our pages (MPI's single copy over shared memory): not when Open MPI's
+/// btl list leaves out shared memory or its single copy is "none", nor when
+/// MPICH is told not to use shared memory (MPIR_CVAR_NOLOCAL).
+bool neighbours_read_our_pages();
+
 class StagePool;
 
 /// A piece's place in a pool, held by the send that reads it; given back when

@@ -1,7 +1,11 @@
 // Remote spawn, tell and ask across ranks (run on 4 ranks).
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <sys/mman.h>
 
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -10,6 +14,7 @@
 #include "polite_mpi.hpp"
 #include "remote/remote_node.hpp"
 #include "test_actors.hpp"
+#include "troupe/detail/fresh_memory.hpp"
 #include "troupe/mpi.hpp"
 
 using namespace std::chrono_literals;
@@ -329,6 +334,64 @@ TEST(Remote, StagedAndWholeBlocksToOnePeerArriveIntactAndInOrder) {
   // 3 rounds: 16 KiB, 1 MiB, 1 MiB + 8 (2 pieces), 32 KiB, a small Array after
   // each vector, a 1.5 MiB string (2); the 3.5 MiB vector is not staged.
   EXPECT_GE(staged, 3u * (1 + 1 + 2 + 1 + 5 + 2)) << "blocks to a rank on this host are staged";
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+namespace {
+/// Whether this kernel gathers pages onto huge ones on request (MADV_COLLAPSE,
+/// Linux 6.1+, transparent huge pages not off, one free).
+bool kernel_collapses() {
+  constexpr std::size_t huge = std::size_t{2} << 20;
+  void* raw = ::mmap(nullptr, 2 * huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return false;
+  auto* p = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(raw) + huge - 1) & ~(huge - 1));
+  std::memset(p, 1, huge);
+  const bool ok = ::madvise(p, huge, 25 /* MADV_COLLAPSE */) == 0;
+  ::munmap(raw, 2 * huge);
+  return ok;
+}
+}  // namespace
+
+TEST(Remote, BlocksToANeighbourAreGatheredOntoHugePagesAndArriveIntact) {
+  // Each rank tells an actor on the next rank (this host) vectors of 4 and 6
+  // MiB, and asks it to scale one: the sender gathers each block's whole huge
+  // pages before MPI reads them; what arrives is what was sent, in order.
+  // Run twice: with the tests' environment (no single copy: blocks are read
+  // from MPI's shared buffers, so nothing is gathered) and as
+  // mpi.remote_gather, with MPI's single copy (TROUPE_TEST_EXPECT_GATHER=1).
+  Job j;
+  const troupe::NodeId next = static_cast<troupe::NodeId>((j.me + 1) % j.n);
+  auto& node = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote());
+  const char* expect = std::getenv("TROUPE_TEST_EXPECT_GATHER");
+  const bool gathers = node.engine().gathers_blocks(next);
+  EXPECT_EQ(gathers, expect != nullptr && std::string(expect) == "1" && troupe::detail::huge_pages_wanted());
+  auto b = j.rt.spawn_on<Bulk>(next).get();
+  const auto before = troupe::detail::sent_bytes_gathered();
+  std::vector<std::pair<std::uint64_t, double>> expected;
+  std::uint64_t tag = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (std::size_t n : {std::size_t{524289}, std::size_t{786432}}) {  // 4 MiB + 8 bytes: 1 whole huge page at least; 6 MiB: 2
+      std::vector<double> v(n);
+      ++tag;
+      for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<double>(tag) + static_cast<double>(i % 4093);
+      expected.emplace_back(tag, Bulk::checksum(v.data(), n));
+      b.tell<&Bulk::fold>(tag, std::move(v));
+    }
+  }
+  std::vector<double> v(786432);
+  std::iota(v.begin(), v.end(), 1.0);
+  const auto scaled = b.ask<&Bulk::scale>(v, 2.0).get();  // sent as a copy; the reply is gathered on the next rank
+  ASSERT_EQ(scaled.size(), v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) ASSERT_EQ(scaled[i], 2 * v[i]) << i;
+  const auto got = b.ask<&Bulk::folded>().get();
+  ASSERT_EQ(got, expected);
+  const auto gathered = troupe::detail::sent_bytes_gathered() - before;
+  if (gathers && kernel_collapses()) {
+    // 3 rounds of at least 1 + 2 whole huge pages, and the 6 MiB ask's 2.
+    EXPECT_GE(gathered, (3 * 3 + 2) * (std::uint64_t{2} << 20));
+  } else {
+    EXPECT_EQ(gathered, 0u) << "nothing gathered for a neighbour that does not read our pages";
+  }
   EXPECT_EQ(j.rt.finish(), 0);
 }
 

@@ -85,6 +85,40 @@ bool has_vm_flag(const void* p, const std::string& flag) {
   return false;
 }
 
+constexpr std::size_t kHuge = std::size_t{2} << 20;
+
+/// A written mapping of `huges` huge pages' worth on small pages, starting
+/// `offset` bytes after a huge-page boundary (so it holds whole huge pages only
+/// when offset is 0), filled with 0, 1, 2, ... as doubles.
+struct SmallPages {
+  explicit SmallPages(std::size_t huges, std::size_t offset) : bytes(huges * kHuge) {
+    raw = ::mmap(nullptr, bytes + 2 * kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return;
+    base = reinterpret_cast<double*>(((reinterpret_cast<std::uintptr_t>(raw) + kHuge - 1) & ~(kHuge - 1)) + offset);
+    ::madvise(raw, bytes + 2 * kHuge, MADV_NOHUGEPAGE);  // written on 4 KiB pages, like most heaps
+    std::iota(base, base + count(), 0.0);
+    ::madvise(raw, bytes + 2 * kHuge, MADV_HUGEPAGE);  // a collapse may take it from here
+  }
+  ~SmallPages() {
+    if (raw != MAP_FAILED) ::munmap(raw, bytes + 2 * kHuge);
+  }
+  std::size_t count() const { return bytes / sizeof(double); }
+  bool intact() const {
+    for (std::size_t i = 0; i < count(); ++i)
+      if (base[i] != static_cast<double>(i)) return false;
+    return true;
+  }
+  std::size_t bytes;
+  void* raw = MAP_FAILED;
+  double* base = nullptr;
+};
+
+/// Whether this kernel gathers pages onto huge ones on request (MADV_COLLAPSE, 6.1+).
+bool kernel_collapses() {
+  SmallPages probe(1, 0);
+  return probe.raw != MAP_FAILED && ::madvise(probe.base, kHuge, 25 /* MADV_COLLAPSE */) == 0;
+}
+
 }  // namespace
 
 TEST(FreshMemory, NewMemoryIsMappedBeforeItIsWrittenAndMemoryInUseIsLeftAlone) {
@@ -214,6 +248,55 @@ TEST(FreshMemory, PooledArraysFromOneMiBSitOnHugePages) {
   EXPECT_GT(huge_kib_at(five_mib.data() + (std::size_t{1} << 17)), 0);
 }
 
+TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) {
+  if (thp_mode().find("[never]") != std::string::npos || thp_mode().empty() || !huge_pages_wanted())
+    GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
+  if (!kernel_collapses()) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge page free";
+  {
+    // Through the archive, as a message to a rank on this host: the whole huge
+    // pages inside the block are gathered, its contents are the same.
+    SmallPages block(4, 4096);  // 8 MiB from 4 KiB past a boundary: 3 whole huge pages inside
+    ASSERT_NE(block.raw, MAP_FAILED);
+    ASSERT_EQ(huge_kib_at(block.base), 0);
+    ByteBuffer bytes;
+    std::vector<OutSegment> segs;
+    WireOutputArchive ar(bytes, &segs);
+    ar.gather_blocks_on_huge_pages(true);
+    ar(cereal::binary_data(block.base, block.bytes));
+    ASSERT_EQ(segs.size(), 1u);
+    EXPECT_EQ(segs[0].data, block.base) << "still sent from where it is";
+    EXPECT_EQ(huge_kib_at(block.base), 3 * 2048) << "the three whole huge pages inside, and nothing around them";
+    EXPECT_TRUE(block.intact());
+  }
+  {
+    // A message to another host, or an Array's block (on huge pages already): left alone.
+    SmallPages block(2, 0);
+    ASSERT_NE(block.raw, MAP_FAILED);
+    ByteBuffer bytes;
+    std::vector<OutSegment> segs;
+    WireOutputArchive ar(bytes, &segs);
+    ar(cereal::binary_data(block.base, block.bytes));
+    ar.gather_blocks_on_huge_pages(true);
+    ar.saveBlock(block.base, block.bytes, /*huge_pages=*/true);
+    EXPECT_EQ(segs.size(), 2u);
+    EXPECT_EQ(huge_kib_at(block.base), 0);
+  }
+  {
+    // No whole huge page inside, or a block of 2 MiB at most (one that may
+    // be staged, even when it is exactly one aligned huge page): left alone.
+    SmallPages block(1, 4096);
+    ASSERT_NE(block.raw, MAP_FAILED);
+    prepare_sent_memory(block.base, block.bytes);
+    EXPECT_EQ(huge_kib_at(block.base), 0);
+    SmallPages aligned(1, 0);
+    ASSERT_NE(aligned.raw, MAP_FAILED);
+    prepare_sent_memory(aligned.base, aligned.bytes);
+    EXPECT_EQ(huge_kib_at(aligned.base), 0);
+    EXPECT_TRUE(block.intact());
+    EXPECT_TRUE(aligned.intact());
+  }
+}
+
 // Run by ctest a second time with TROUPE_HUGE_PAGES=0 (unit.fresh_memory_no_huge_pages).
 TEST(FreshMemory, HugePagesCanBeTurnedOff) {
   const char* v = std::getenv("TROUPE_HUGE_PAGES");
@@ -231,4 +314,9 @@ TEST(FreshMemory, HugePagesCanBeTurnedOff) {
   }
   EXPECT_EQ(huge_kib_at(p), 0) << "but on small pages";
   ::munmap(raw, bytes + huge);
+  SmallPages sent(2, 0);  // a block on its way to a neighbour stays on its small pages too
+  ASSERT_NE(sent.raw, MAP_FAILED);
+  prepare_sent_memory(sent.base, sent.bytes);
+  EXPECT_EQ(huge_kib_at(sent.base), 0);
+  EXPECT_TRUE(sent.intact());
 }

@@ -57,9 +57,13 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
         segments_(segments) {}
 
   void saveBinary(const void* data, std::size_t size) { out_.append(data, size); }
+  /// The message goes to a rank on this host: blocks not on huge pages are
+  /// gathered onto them first (prepare_sent_memory).
+  void gather_blocks_on_huge_pages(bool on) noexcept { gather_ = on; }
   /// huge_pages: the block is troupe's own memory on huge pages (an Array's).
   void saveBlock(const void* data, std::size_t size, bool huge_pages = false) {
     if (segments_ != nullptr && size >= kSegmentThreshold) {
+      if (gather_ && !huge_pages) prepare_sent_memory(data, size);
       segments_->push_back({data, size, huge_pages});
     } else {
       out_.append(data, size);
@@ -69,6 +73,7 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
  private:
   ByteBuffer& out_;
   std::vector<OutSegment>* segments_;
+  bool gather_ = false;
 };
 
 class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision> {
