@@ -64,11 +64,13 @@ class Observer final : public oneapi::tbb::task_scheduler_observer {
     tls_worker_of = owner_;
     int slot = oneapi::tbb::this_task_arena::current_thread_index();
     if (placement_ && slot >= 0) placement_->on_thread_start(static_cast<std::size_t>(slot));
-    // A worker is named once (it may enter the arena many times); a thread that
-    // joins the arena from outside (a master) keeps its own name.
-    thread_local bool named = false;
-    if (!named && slot >= 0 && worker) {
-      named = true;
+    // A worker is named for its slot, renamed only when that changes (oneTBB
+    // workers serve every arena of the process, a runtime's or another's, and
+    // enter them many times); a thread that joins from outside (a master)
+    // keeps its own name.
+    thread_local int named_slot = -1;
+    if (worker && slot >= 0 && slot != named_slot) {
+      named_slot = slot;
       name_this_thread(("troupe-worker" + std::to_string(slot)).c_str());
     }
     tsan_release(this);  // ... and done with them before the observer stops
