@@ -1,6 +1,7 @@
 #include "troupe/detail/fresh_memory.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -90,7 +91,16 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
 
 namespace {
 std::atomic<std::uint64_t> g_sent_gathered{0};
+/// steady_clock ticks before which nothing is gathered (after a slow collapse).
+std::atomic<std::int64_t> g_gather_resumes{0};
+/// A page gathered slower than this pauses gathering (tests change it).
+std::atomic<std::int64_t> g_slow_page_ns{1'000'000};
 }  // namespace
+
+void set_slow_gather_for_tests(std::chrono::nanoseconds slow_page, bool end_pause) noexcept {
+  g_slow_page_ns.store(slow_page.count(), std::memory_order_relaxed);
+  if (end_pause) g_gather_resumes.store(0, std::memory_order_relaxed);
+}
 
 std::uint64_t sent_bytes_gathered() noexcept { return g_sent_gathered.load(std::memory_order_relaxed); }
 
@@ -110,14 +120,33 @@ void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
 #else
   constexpr int collapse = 25;  // Linux's number for it; C libraries older than the call lack the name
 #endif
-  // An older kernel answers EINVAL, one short of huge pages EAGAIN or ENOMEM:
-  // the block then travels from the pages it has.
+  using clock = std::chrono::steady_clock;
+  // A page already huge (memory malloc hands out again after an earlier
+  // gather) costs a few microseconds; a page copied, about 0.5 ms. When the
+  // kernel has no free huge page at hand it compacts memory first, and one
+  // page took 5 ms (on the development machine, after ~60 MiB had been
+  // gathered): slower than sending from the small pages. Then nothing is
+  // gathered for a second.
+  const auto slow_page = std::chrono::nanoseconds(g_slow_page_ns.load(std::memory_order_relaxed));
+  constexpr auto kPause = std::chrono::seconds(1);
   static std::atomic<bool> unsupported{false};
   if (unsupported.load(std::memory_order_relaxed)) return;
-  if (::madvise(reinterpret_cast<void*>(hb), he - hb, collapse) == 0) {
-    g_sent_gathered.fetch_add(he - hb, std::memory_order_relaxed);
-  } else if (errno == EINVAL) {
-    unsupported.store(true, std::memory_order_relaxed);
+  auto now = clock::now();
+  if (now.time_since_epoch().count() < g_gather_resumes.load(std::memory_order_relaxed)) return;
+  for (std::uintptr_t page = hb; page < he; page += huge) {
+    const int rc = ::madvise(reinterpret_cast<void*>(page), huge, collapse);
+    const auto after = clock::now();
+    if (rc == 0) {
+      g_sent_gathered.fetch_add(huge, std::memory_order_relaxed);
+    } else if (errno == EINVAL) {  // a kernel without the call (before 6.1)
+      unsupported.store(true, std::memory_order_relaxed);
+      return;
+    }  // EAGAIN, ENOMEM: this page stays small
+    if (after - now > slow_page) {
+      g_gather_resumes.store((after + kPause).time_since_epoch().count(), std::memory_order_relaxed);
+      return;
+    }
+    now = after;
   }
 #else
   (void)p;

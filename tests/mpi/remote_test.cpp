@@ -387,8 +387,10 @@ TEST(Remote, BlocksToANeighbourAreGatheredOntoHugePagesAndArriveIntact) {
   ASSERT_EQ(got, expected);
   const auto gathered = troupe::detail::sent_bytes_gathered() - before;
   if (gathers && kernel_collapses()) {
-    // 3 rounds of at least 1 + 2 whole huge pages, and the 6 MiB ask's 2.
-    EXPECT_GE(gathered, (3 * 3 + 2) * (std::uint64_t{2} << 20));
+    // At least the first block's first page: a page that took over 1 ms (the
+    // kernel compacting, or this rank preempted on a shared core) pauses
+    // gathering for a second (unit.fresh_memory checks the pause).
+    EXPECT_GE(gathered, std::uint64_t{2} << 20);
   } else {
     EXPECT_EQ(gathered, 0u) << "nothing gathered for a neighbour that does not read our pages";
   }

@@ -13,6 +13,7 @@
 #include <numeric>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "troupe/array.hpp"
@@ -252,6 +253,7 @@ TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) 
   if (thp_mode().find("[never]") != std::string::npos || thp_mode().empty() || !huge_pages_wanted())
     GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
   if (!kernel_collapses()) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge page free";
+  set_slow_gather_for_tests(std::chrono::seconds(10));  // no pause for a slow page: this test checks what is gathered
   {
     // Through the archive, as a message to a rank on this host: the whole huge
     // pages inside the block are gathered, its contents are the same.
@@ -295,6 +297,27 @@ TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) 
     EXPECT_TRUE(block.intact());
     EXPECT_TRUE(aligned.intact());
   }
+  set_slow_gather_for_tests(std::chrono::milliseconds(1));
+}
+
+TEST(FreshMemory, ASlowGatherPausesGatheringForASecond) {
+  if (thp_mode().find("[never]") != std::string::npos || thp_mode().empty() || !huge_pages_wanted())
+    GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
+  if (!kernel_collapses()) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge page free";
+  set_slow_gather_for_tests(std::chrono::nanoseconds(0));  // every page counts as slow
+  SmallPages first(4, 0), second(4, 0), later(4, 0);
+  ASSERT_NE(later.raw, MAP_FAILED);
+  const auto before = sent_bytes_gathered();
+  prepare_sent_memory(first.base, first.bytes + 8);  // 4 whole pages inside: the first is gathered, then a pause
+  EXPECT_EQ(sent_bytes_gathered() - before, kHuge);
+  prepare_sent_memory(second.base, second.bytes + 8);  // within the second: nothing
+  EXPECT_EQ(sent_bytes_gathered() - before, kHuge);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  set_slow_gather_for_tests(std::chrono::seconds(10), /*end_pause=*/false);  // it ended by itself
+  prepare_sent_memory(later.base, later.bytes + 8);
+  EXPECT_EQ(sent_bytes_gathered() - before, 5 * kHuge) << "gathering resumed after the second";
+  EXPECT_TRUE(first.intact() && second.intact() && later.intact());
+  set_slow_gather_for_tests(std::chrono::milliseconds(1));
 }
 
 // Run by ctest a second time with TROUPE_HUGE_PAGES=0 (unit.fresh_memory_no_huge_pages).

@@ -7,6 +7,7 @@
 // heap) is left alone, and so is every block on systems without these calls.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -31,14 +32,21 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
 /// A block about to be sent to a rank on this host, which reads it page by
 /// page (Open MPI's single copy, process_vm_readv): the whole 2 MiB pages
 /// inside [p, p + bytes) are gathered onto transparent huge pages now
-/// (MADV_COLLAPSE, Linux 6.1 and later; a copy inside the kernel). Over shared
-/// memory a 16 MiB vector then moved at 6.0-7.2 GB/s instead of 4.5-5.3
-/// (docs/benchmarks.md). Best effort: never fails, never changes the
-/// contents; nothing happens for blocks without a whole huge page inside,
-/// with TROUPE_HUGE_PAGES=0, or on kernels without the call.
+/// (MADV_COLLAPSE, Linux 6.1 and later; a copy inside the kernel, paid once
+/// for memory that malloc hands out again). Over shared memory 16 MiB vectors
+/// then moved at 0.92-1.07 of raw MPI's figure instead of 0.73-0.96
+/// (docs/benchmarks.md). A page whose gathering takes over 1 ms (the kernel
+/// compacting memory to find a huge page) stops it for a second. Best effort:
+/// never fails, never changes the contents; nothing happens for blocks of 2
+/// MiB or less or without a whole huge page inside, with TROUPE_HUGE_PAGES=0,
+/// or on kernels without the call.
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept;
 
 /// Bytes prepare_sent_memory gathered onto huge pages so far (this process).
 std::uint64_t sent_bytes_gathered() noexcept;
+
+/// Tests: a page gathered slower than slow_page pauses gathering for a second
+/// (1 ms unless changed); end_pause also ends a pause under way.
+void set_slow_gather_for_tests(std::chrono::nanoseconds slow_page, bool end_pause = true) noexcept;
 
 }  // namespace troupe::detail
