@@ -14,6 +14,8 @@ set(TROUPE_MPI_ENV
   # Blocks to ranks on this host are staged in every test (with no single copy,
   # as here, troupe would leave them unstaged by itself).
   TROUPE_STAGE_BLOCKS=1
+  # Nor are blocks gathered onto huge pages (mpi.remote_gather turns it on).
+  TROUPE_GATHER_BLOCKS=0
   HYDRA_IFACE=lo
   # Sanitizer builds: MPI's own allocations live until exit; keep its plugins
   # loaded and unwind fully so tests/lsan.supp recognises them.

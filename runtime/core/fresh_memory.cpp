@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -24,6 +25,14 @@ namespace {
 bool turned_off(const char* name) noexcept {
   const char* v = std::getenv(name);
   return v != nullptr && std::strcmp(v, "0") == 0;
+}
+
+constexpr std::uintptr_t kHugePage = std::uintptr_t{2} << 20;
+
+/// [first, end) of the whole huge pages inside [p, p + bytes) (empty: end <= first).
+std::pair<std::uintptr_t, std::uintptr_t> whole_huge_pages(const void* p, std::size_t bytes) noexcept {
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  return {(begin + kHugePage - 1) & ~(kHugePage - 1), (begin + bytes) & ~(kHugePage - 1)};
 }
 
 }  // namespace
@@ -73,9 +82,7 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
   if (::mincore(reinterpret_cast<void*>(mid), page, &there) != 0 || (there & 1) != 0) return;
 #if defined(MADV_HUGEPAGE)
   // Only whole huge pages inside the block: its neighbours are left alone.
-  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
-  const std::uintptr_t hb = (begin + huge - 1) & ~(huge - 1);
-  const std::uintptr_t he = end & ~(huge - 1);
+  const auto [hb, he] = whole_huge_pages(p, bytes);
   if (he > hb && huge_pages_wanted()) (void)::madvise(reinterpret_cast<void*>(hb), he - hb, MADV_HUGEPAGE);
 #endif
 #if defined(MADV_POPULATE_WRITE)
@@ -106,42 +113,38 @@ std::uint64_t sent_bytes_gathered() noexcept { return g_sent_gathered.load(std::
 
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
 #if defined(__linux__)
-  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
   // Up to 2 MiB a block may be staged (kStageUpTo), and holds no whole huge
   // page unless it is exactly one, aligned: left alone.
-  if (p == nullptr || bytes <= huge || !huge_pages_wanted()) return;
-  // Only whole huge pages inside the block: its neighbours are left alone.
-  const auto begin = reinterpret_cast<std::uintptr_t>(p);
-  const std::uintptr_t hb = (begin + huge - 1) & ~(huge - 1);
-  const std::uintptr_t he = (begin + bytes) & ~(huge - 1);
+  if (p == nullptr || bytes <= kHugePage || !huge_pages_wanted()) return;
+  const auto [hb, he] = whole_huge_pages(p, bytes);  // its neighbours are left alone
   if (he <= hb) return;
 #if defined(MADV_COLLAPSE)
   constexpr int collapse = MADV_COLLAPSE;
 #else
   constexpr int collapse = 25;  // Linux's number for it; C libraries older than the call lack the name
 #endif
+  // Whether the kernel has the call (6.1 and later), asked once with a zero
+  // length: EINVAL from a real call may also mean memory that cannot take huge
+  // pages (a file mapping, MADV_NOHUGEPAGE), which must not turn it off.
+  static const bool supported = ::madvise(reinterpret_cast<void*>(hb), 0, collapse) == 0;
+  if (!supported) return;
   using clock = std::chrono::steady_clock;
   // A page already huge (memory malloc hands out again after an earlier
   // gather) costs a few microseconds; a page copied, about 0.5 ms. When the
   // kernel has no free huge page at hand it compacts memory first, and one
   // page took 5 ms (on the development machine, after ~60 MiB had been
   // gathered): slower than sending from the small pages. Then nothing is
-  // gathered for a second.
+  // gathered for a second. (Each call also holds the process's memory map
+  // lock while it copies: page faults wait meanwhile.)
   const auto slow_page = std::chrono::nanoseconds(g_slow_page_ns.load(std::memory_order_relaxed));
   constexpr auto kPause = std::chrono::seconds(1);
-  static std::atomic<bool> unsupported{false};
-  if (unsupported.load(std::memory_order_relaxed)) return;
   auto now = clock::now();
   if (now.time_since_epoch().count() < g_gather_resumes.load(std::memory_order_relaxed)) return;
-  for (std::uintptr_t page = hb; page < he; page += huge) {
-    const int rc = ::madvise(reinterpret_cast<void*>(page), huge, collapse);
+  for (std::uintptr_t page = hb; page < he; page += kHugePage) {
+    // EAGAIN, ENOMEM, EINVAL: this page stays small.
+    if (::madvise(reinterpret_cast<void*>(page), kHugePage, collapse) == 0)
+      g_sent_gathered.fetch_add(kHugePage, std::memory_order_relaxed);
     const auto after = clock::now();
-    if (rc == 0) {
-      g_sent_gathered.fetch_add(huge, std::memory_order_relaxed);
-    } else if (errno == EINVAL) {  // a kernel without the call (before 6.1)
-      unsupported.store(true, std::memory_order_relaxed);
-      return;
-    }  // EAGAIN, ENOMEM: this page stays small
     if (after - now > slow_page) {
       g_gather_resumes.store((after + kPause).time_since_epoch().count(), std::memory_order_relaxed);
       return;

@@ -12,8 +12,10 @@ namespace troupe::detail {
 /// Does nothing where the platform has no thread names.
 void name_this_thread(const char* name) noexcept;
 
-/// Names a thread just started, from the thread that started it (so the name
-/// is there before the new thread first runs).
+/// Names a thread just started, from the thread that started it, so the name
+/// shows at once even if the new thread has not run yet. (The new thread
+/// should also name itself first thing: a thread it starts before this call
+/// lands inherits the old name.)
 void name_thread(std::thread& t, const char* name) noexcept;
 
 /// The calling thread's name ("" where the platform has none).

@@ -155,7 +155,7 @@ void RemoteNode::join_from_parent(MPI_Comm parent) {
 
 void RemoteNode::note_neighbours(const std::vector<NodeInfo>& nodes) {
   const bool stage = stage_blocks_wanted(core_.config().stage_blocks);
-  const bool gather = huge_pages_wanted() && neighbours_read_our_pages();
+  const bool gather = huge_pages_wanted() && gather_blocks_wanted();
   const NodeId self = engine_->self();
   const auto me = std::find_if(nodes.begin(), nodes.end(), [&](const NodeInfo& n) { return n.id == self; });
   if (me == nodes.end()) return;

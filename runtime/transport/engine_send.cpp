@@ -46,7 +46,7 @@ void Engine::send(OutEnvelope* env, bool urgent) {
   }
   if (urgent || outq_bytes_.load(std::memory_order_relaxed) >= 16 * 1024) {
     flush_sends();
-  } else if (sleeping_.load(std::memory_order_acquire)) {
+  } else if (sleeping_.load(std::memory_order_seq_cst)) {  // against the sleeper's seq_cst mark, like a flush
     wake();  // a lone tell leaves within the progress thread's next round
   }
 }
@@ -147,7 +147,7 @@ void Engine::after_send(bool closed) {
   }
   if (closed) {
     flush_sends();
-  } else if (sleeping_.load(std::memory_order_acquire)) {
+  } else if (sleeping_.load(std::memory_order_seq_cst)) {  // against the sleeper's seq_cst mark, like a flush
     wake();  // a lone tell leaves within the progress thread's next round
   }
 }

@@ -49,6 +49,11 @@ bool neighbours_read_our_pages() {
   return true;
 }
 
+bool gather_blocks_wanted() {
+  if (const char* v = std::getenv("TROUPE_GATHER_BLOCKS"); v != nullptr && *v != '\0') return std::strcmp(v, "0") != 0;
+  return neighbours_read_our_pages();
+}
+
 bool stage_blocks_wanted(bool configured) {
   if (const char* v = std::getenv("TROUPE_STAGE_BLOCKS"); v != nullptr && *v != '\0') return std::strcmp(v, "0") != 0;
   if (!configured) return false;

@@ -43,6 +43,11 @@ bool stage_blocks_wanted(bool configured);
 /// MPICH is told not to use shared memory (MPIR_CVAR_NOLOCAL).
 bool neighbours_read_our_pages();
 
+/// Whether blocks sent to nodes on this host are gathered onto huge pages
+/// (prepare_sent_memory): when neighbours read our pages, unless
+/// TROUPE_GATHER_BLOCKS says otherwise (1 / 0).
+bool gather_blocks_wanted();
+
 class StagePool;
 
 /// A piece's place in a pool, held by the send that reads it; given back when

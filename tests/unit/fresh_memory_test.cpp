@@ -20,6 +20,7 @@
 #include "troupe/detail/fresh_memory.hpp"
 #include "troupe/error.hpp"
 #include "troupe/wire/archive.hpp"
+#include "common/huge_pages.hpp"
 #include "wire_encode.hpp"
 
 using namespace troupe::detail;
@@ -90,18 +91,24 @@ constexpr std::size_t kHuge = std::size_t{2} << 20;
 
 /// A written mapping of `huges` huge pages' worth on small pages, starting
 /// `offset` bytes after a huge-page boundary (so it holds whole huge pages only
-/// when offset is 0), filled with 0, 1, 2, ... as doubles.
+/// when offset is 0), filled with 0, 1, 2, ... as doubles. Inaccessible pages
+/// at both ends keep it a mapping of its own (smaps reports it alone).
 struct SmallPages {
   explicit SmallPages(std::size_t huges, std::size_t offset) : bytes(huges * kHuge) {
-    raw = ::mmap(nullptr, bytes + 2 * kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    total = bytes + 2 * kHuge + 2 * page_size();
+    raw = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) return;
-    base = reinterpret_cast<double*>(((reinterpret_cast<std::uintptr_t>(raw) + kHuge - 1) & ~(kHuge - 1)) + offset);
-    ::madvise(raw, bytes + 2 * kHuge, MADV_NOHUGEPAGE);  // written on 4 KiB pages, like most heaps
+    auto* r = static_cast<char*>(raw);
+    ::mprotect(r, page_size(), PROT_NONE);
+    ::mprotect(r + total - page_size(), page_size(), PROT_NONE);
+    base = reinterpret_cast<double*>(
+        ((reinterpret_cast<std::uintptr_t>(r + page_size()) + kHuge - 1) & ~(kHuge - 1)) + offset);
+    ::madvise(r + page_size(), total - 2 * page_size(), MADV_NOHUGEPAGE);  // written on 4 KiB pages, like most heaps
     std::iota(base, base + count(), 0.0);
-    ::madvise(raw, bytes + 2 * kHuge, MADV_HUGEPAGE);  // a collapse may take it from here
+    ::madvise(r + page_size(), total - 2 * page_size(), MADV_HUGEPAGE);  // a collapse may take it from here
   }
   ~SmallPages() {
-    if (raw != MAP_FAILED) ::munmap(raw, bytes + 2 * kHuge);
+    if (raw != MAP_FAILED) ::munmap(raw, total);
   }
   std::size_t count() const { return bytes / sizeof(double); }
   bool intact() const {
@@ -109,16 +116,12 @@ struct SmallPages {
       if (base[i] != static_cast<double>(i)) return false;
     return true;
   }
-  std::size_t bytes;
+  std::size_t bytes, total = 0;
   void* raw = MAP_FAILED;
   double* base = nullptr;
 };
 
-/// Whether this kernel gathers pages onto huge ones on request (MADV_COLLAPSE, 6.1+).
-bool kernel_collapses() {
-  SmallPages probe(1, 0);
-  return probe.raw != MAP_FAILED && ::madvise(probe.base, kHuge, 25 /* MADV_COLLAPSE */) == 0;
-}
+using test_support::kernel_collapses;
 
 }  // namespace
 
@@ -252,8 +255,8 @@ TEST(FreshMemory, PooledArraysFromOneMiBSitOnHugePages) {
 TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) {
   if (thp_mode().find("[never]") != std::string::npos || thp_mode().empty() || !huge_pages_wanted())
     GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
-  if (!kernel_collapses()) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge page free";
-  set_slow_gather_for_tests(std::chrono::seconds(10));  // no pause for a slow page: this test checks what is gathered
+  if (!kernel_collapses(4)) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge pages free";
+  test_support::SlowGatherThreshold no_pause(std::chrono::seconds(10));  // this test checks what is gathered
   {
     // Through the archive, as a message to a rank on this host: the whole huge
     // pages inside the block are gathered, its contents are the same.
@@ -297,14 +300,13 @@ TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) 
     EXPECT_TRUE(block.intact());
     EXPECT_TRUE(aligned.intact());
   }
-  set_slow_gather_for_tests(std::chrono::milliseconds(1));
 }
 
 TEST(FreshMemory, ASlowGatherPausesGatheringForASecond) {
   if (thp_mode().find("[never]") != std::string::npos || thp_mode().empty() || !huge_pages_wanted())
     GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
-  if (!kernel_collapses()) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge page free";
-  set_slow_gather_for_tests(std::chrono::nanoseconds(0));  // every page counts as slow
+  if (!kernel_collapses(5)) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge pages free";
+  test_support::SlowGatherThreshold every_page_slow(std::chrono::nanoseconds(0));
   SmallPages first(4, 0), second(4, 0), later(4, 0);
   ASSERT_NE(later.raw, MAP_FAILED);
   const auto before = sent_bytes_gathered();
@@ -317,7 +319,6 @@ TEST(FreshMemory, ASlowGatherPausesGatheringForASecond) {
   prepare_sent_memory(later.base, later.bytes + 8);
   EXPECT_EQ(sent_bytes_gathered() - before, 5 * kHuge) << "gathering resumed after the second";
   EXPECT_TRUE(first.intact() && second.intact() && later.intact());
-  set_slow_gather_for_tests(std::chrono::milliseconds(1));
 }
 
 // Run by ctest a second time with TROUPE_HUGE_PAGES=0 (unit.fresh_memory_no_huge_pages).

@@ -4,12 +4,11 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <set>
 #include <string>
 #include <thread>
 
+#include "common/thread_names.hpp"
 #include "core/thread_name.hpp"
 #include "topology/topology.hpp"
 #include "troupe/troupe.hpp"
@@ -175,16 +174,6 @@ namespace {
 struct WhoAmI {
   std::string name() { return troupe::detail::this_thread_name(); }
 };
-
-std::vector<std::string> thread_names_of_this_process() {
-  std::vector<std::string> names;
-  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(t.path() / "comm");
-    std::string name;
-    if (std::getline(comm, name)) names.push_back(name);
-  }
-  return names;
-}
 }  // namespace
 
 TEST(Topology, RuntimeThreadsCarryTheirNames) {
@@ -196,7 +185,7 @@ TEST(Topology, RuntimeThreadsCarryTheirNames) {
     const auto name = a.ask<&WhoAmI::name>().get();
     EXPECT_TRUE(name == "troupe-worker0" || name == "troupe-worker1") << "an actor ran on a thread named '" << name << "'";
   }
-  const auto names = thread_names_of_this_process();
+  const auto names = test_support::thread_names_of_this_process();
   EXPECT_EQ(std::count(names.begin(), names.end(), "troupe-timer"), 1);
   // Longer names are cut to the kernel's 15 characters, never refused.
   std::thread([] {

@@ -42,7 +42,8 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
 /// or on kernels without the call.
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept;
 
-/// Bytes prepare_sent_memory gathered onto huge pages so far (this process).
+/// Bytes prepare_sent_memory found on huge pages or moved onto them so far
+/// (this process; a page counts each time a block holding it is sent).
 std::uint64_t sent_bytes_gathered() noexcept;
 
 /// Tests: a page gathered slower than slow_page pauses gathering for a second

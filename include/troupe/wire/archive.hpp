@@ -57,8 +57,9 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
         segments_(segments) {}
 
   void saveBinary(const void* data, std::size_t size) { out_.append(data, size); }
-  /// The message goes to a rank on this host: blocks not on huge pages are
-  /// gathered onto them first (prepare_sent_memory).
+  /// The message goes to a rank on this host that reads our pages: the whole
+  /// 2 MiB pages inside each block over 2 MiB (not troupe's own huge-page
+  /// blocks) are gathered onto huge pages first (prepare_sent_memory).
   void gather_blocks_on_huge_pages(bool on) noexcept { gather_ = on; }
   /// huge_pages: the block is troupe's own memory on huge pages (an Array's).
   void saveBlock(const void* data, std::size_t size, bool huge_pages = false) {
