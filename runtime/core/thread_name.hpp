@@ -13,9 +13,9 @@ namespace troupe::detail {
 void name_this_thread(const char* name) noexcept;
 
 /// Names a thread just started, from the thread that started it, so the name
-/// shows at once even if the new thread has not run yet. (The new thread
-/// should also name itself first thing: a thread it starts before this call
-/// lands inherits the old name.)
+/// shows at once even if the new thread has not run yet. (A thread it starts
+/// before this call lands inherits the old name; troupe's threads start none
+/// themselves, and scheduler workers take their own name as they enter.)
 void name_thread(std::thread& t, const char* name) noexcept;
 
 /// The calling thread's name ("" where the platform has none).

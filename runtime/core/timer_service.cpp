@@ -7,13 +7,7 @@
 
 namespace troupe::detail {
 
-ThreadTimerService::ThreadTimerService()
-    : thread_([this] {
-        name_this_thread("troupe-timer");
-        loop();
-      }) {
-  name_thread(thread_, "troupe-timer");
-}
+ThreadTimerService::ThreadTimerService() : thread_([this] { loop(); }) { name_thread(thread_, "troupe-timer"); }
 
 ThreadTimerService::~ThreadTimerService() { shutdown(); }
 

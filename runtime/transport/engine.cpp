@@ -322,7 +322,6 @@ void Engine::start_progress_thread(std::function<void()> tick, std::chrono::micr
                                    std::function<void()> on_activity) {
   stop_.store(false);
   thread_ = std::thread([this, tick = std::move(tick), tick_period, on_activity = std::move(on_activity)]() mutable {
-    name_this_thread("troupe-progress");
     progress_loop(std::move(tick), tick_period, std::move(on_activity));
   });
   name_thread(thread_, "troupe-progress");
