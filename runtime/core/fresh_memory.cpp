@@ -35,6 +35,12 @@ std::pair<std::uintptr_t, std::uintptr_t> whole_huge_pages(const void* p, std::s
   return {(begin + kHugePage - 1) & ~(kHugePage - 1), (begin + bytes) & ~(kHugePage - 1)};
 }
 
+/// [first, end) of the huge pages that hold any byte of [p, p + bytes).
+std::pair<std::uintptr_t, std::uintptr_t> huge_pages_holding(const void* p, std::size_t bytes) noexcept {
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  return {begin & ~(kHugePage - 1), (begin + bytes + kHugePage - 1) & ~(kHugePage - 1)};
+}
+
 }  // namespace
 
 bool huge_pages_wanted() noexcept {
@@ -113,11 +119,15 @@ std::uint64_t sent_bytes_gathered() noexcept { return g_sent_gathered.load(std::
 
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
 #if defined(__linux__)
-  // Up to 2 MiB a block may be staged (kStageUpTo), and holds no whole huge
-  // page unless it is exactly one, aligned: left alone.
-  if (p == nullptr || bytes <= kHugePage || !huge_pages_wanted()) return;
-  const auto [hb, he] = whole_huge_pages(p, bytes);  // its neighbours are left alone
-  if (he <= hb) return;
+  if (p == nullptr || bytes < kFreshMemoryFrom || !huge_pages_wanted()) return;
+  // Every huge page that holds part of the block, the two at its ends
+  // included: a 1 MiB block holds no whole one, and a 4 MiB block's ends are a
+  // quarter to a half of it. The bytes around the block in those pages are
+  // copied with it, unchanged (malloc's neighbouring chunks, say): once, for
+  // memory that malloc hands out again. An end page that reaches past the
+  // block's mapping (a chunk malloc mapped on its own) cannot be gathered: the
+  // kernel refuses it, and it stays small.
+  const auto [hb, he] = huge_pages_holding(p, bytes);
 #if defined(MADV_COLLAPSE)
   constexpr int collapse = MADV_COLLAPSE;
 #else

@@ -257,7 +257,7 @@ Draft RemoteNode::encode_call(NodeId node, ActorId actor, const std::string* nam
       m.encode_numbers(call, e->bytes);  // plain numbers: the same bytes, without an archive
     } else {
       WireOutputArchive ar(e->bytes, &e->segments);
-      ar.gather_blocks_on_huge_pages(engine_->gathers_blocks(node));
+      set_gathering(ar, node);
       if (name != nullptr) ar(*name);
       m.encode_args(call, ar);
     }
@@ -356,7 +356,7 @@ void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<Payl
   auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
   try {
     WireOutputArchive ar(e->bytes, &e->segments);
-    ar.gather_blocks_on_huge_pages(engine_->gathers_blocks(to));
+    set_gathering(ar, to);
     value->write(ar);
   } catch (...) {
     return reply_error(to, corr, std::current_exception());

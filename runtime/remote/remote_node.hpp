@@ -112,6 +112,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   Draft encode_call(NodeId node, ActorId actor, const std::string* name, std::uint64_t corr, const MethodEntry& m,
                     const CallBase& call);
   void seal(OutEnvelope& e);
+  /// Blocks to `to` are gathered onto huge pages if it reads our pages, except
+  /// those the engine stages for it (seal()'s rule).
+  void set_gathering(WireOutputArchive& ar, NodeId to) const noexcept {
+    ar.gather_blocks_on_huge_pages(engine_->gathers_blocks(to), engine_->stages_blocks(to) ? kStageUpTo : 0);
+  }
   /// raw_ask and raw_ask_with_block: an optional block, declared in full, sent up to `sent` bytes.
   Future<void> send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
                             std::uint8_t version, bool coalesce, std::shared_ptr<ByteBuffer> block, std::size_t sent);

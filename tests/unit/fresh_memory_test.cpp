@@ -255,14 +255,17 @@ TEST(FreshMemory, PooledArraysFromOneMiBSitOnHugePages) {
 TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) {
   if (thp_mode().find("[never]") != std::string::npos || thp_mode().empty() || !huge_pages_wanted())
     GTEST_SKIP() << "no transparent huge pages, or TROUPE_HUGE_PAGES=0";
-  if (!kernel_collapses(4)) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge pages free";
+  if (!kernel_collapses(5)) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge pages free";
   test_support::SlowGatherThreshold no_pause(std::chrono::seconds(10));  // this test checks what is gathered
   {
-    // Through the archive, as a message to a rank on this host: the whole huge
-    // pages inside the block are gathered, its contents are the same.
-    SmallPages block(4, 4096);  // 8 MiB from 4 KiB past a boundary: 3 whole huge pages inside
+    // Through the archive, as a message to a rank on this host: every huge
+    // page that holds part of the block is gathered, the two at its ends
+    // included; its contents, and the bytes around it in those pages, are the same.
+    SmallPages block(4, 4096);  // 8 MiB from 4 KiB past a boundary: 3 whole huge pages inside, 5 touched
     ASSERT_NE(block.raw, MAP_FAILED);
     ASSERT_EQ(huge_kib_at(block.base), 0);
+    auto* before = reinterpret_cast<unsigned char*>(block.base) - 8;  // the end page's bytes before the block
+    before[0] = 0x5a;
     ByteBuffer bytes;
     std::vector<OutSegment> segs;
     WireOutputArchive ar(bytes, &segs);
@@ -270,7 +273,16 @@ TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) 
     ar(cereal::binary_data(block.base, block.bytes));
     ASSERT_EQ(segs.size(), 1u);
     EXPECT_EQ(segs[0].data, block.base) << "still sent from where it is";
-    EXPECT_EQ(huge_kib_at(block.base), 3 * 2048) << "the three whole huge pages inside, and nothing around them";
+    EXPECT_EQ(huge_kib_at(block.base), 5 * 2048) << "the huge pages that hold the block, and nothing else";
+    EXPECT_TRUE(block.intact());
+    EXPECT_EQ(before[0], 0x5a) << "a neighbour in an end page keeps its bytes";
+  }
+  {
+    // 1 MiB, inside one huge page (it holds no whole one): that page.
+    SmallPages block(1, 512 << 10);
+    ASSERT_NE(block.raw, MAP_FAILED);
+    prepare_sent_memory(block.base, std::size_t{1} << 20);
+    EXPECT_EQ(huge_kib_at(block.base), 2048);
     EXPECT_TRUE(block.intact());
   }
   {
@@ -287,18 +299,23 @@ TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) 
     EXPECT_EQ(huge_kib_at(block.base), 0);
   }
   {
-    // No whole huge page inside, or a block of 2 MiB at most (one that may
-    // be staged, even when it is exactly one aligned huge page): left alone.
-    SmallPages block(1, 4096);
-    ASSERT_NE(block.raw, MAP_FAILED);
-    prepare_sent_memory(block.base, block.bytes);
-    EXPECT_EQ(huge_kib_at(block.base), 0);
-    SmallPages aligned(1, 0);
-    ASSERT_NE(aligned.raw, MAP_FAILED);
-    prepare_sent_memory(aligned.base, aligned.bytes);
-    EXPECT_EQ(huge_kib_at(aligned.base), 0);
-    EXPECT_TRUE(block.intact());
-    EXPECT_TRUE(aligned.intact());
+    // Under 1 MiB, or up to the size a staging neighbour takes (the engine
+    // copies those into its slots): left alone.
+    SmallPages small(1, 4096);
+    ASSERT_NE(small.raw, MAP_FAILED);
+    prepare_sent_memory(small.base, (std::size_t{1} << 20) - 8);
+    EXPECT_EQ(huge_kib_at(small.base), 0);
+    SmallPages staged(1, 0);
+    ASSERT_NE(staged.raw, MAP_FAILED);
+    ByteBuffer bytes;
+    std::vector<OutSegment> segs;
+    WireOutputArchive ar(bytes, &segs);
+    ar.gather_blocks_on_huge_pages(true, /*staged_up_to=*/staged.bytes);
+    ar(cereal::binary_data(staged.base, staged.bytes));
+    EXPECT_EQ(segs.size(), 1u);
+    EXPECT_EQ(huge_kib_at(staged.base), 0);
+    EXPECT_TRUE(small.intact());
+    EXPECT_TRUE(staged.intact());
   }
 }
 
@@ -310,13 +327,13 @@ TEST(FreshMemory, ASlowGatherPausesGatheringForASecond) {
   SmallPages first(4, 0), second(4, 0), later(4, 0);
   ASSERT_NE(later.raw, MAP_FAILED);
   const auto before = sent_bytes_gathered();
-  prepare_sent_memory(first.base, first.bytes + 8);  // 4 whole pages inside: the first is gathered, then a pause
+  prepare_sent_memory(first.base, first.bytes);  // 4 huge pages: the first is gathered, then a pause
   EXPECT_EQ(sent_bytes_gathered() - before, kHuge);
-  prepare_sent_memory(second.base, second.bytes + 8);  // within the second: nothing
+  prepare_sent_memory(second.base, second.bytes);  // within the second: nothing
   EXPECT_EQ(sent_bytes_gathered() - before, kHuge);
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   set_slow_gather_for_tests(std::chrono::seconds(10), /*end_pause=*/false);  // it ended by itself
-  prepare_sent_memory(later.base, later.bytes + 8);
+  prepare_sent_memory(later.base, later.bytes);
   EXPECT_EQ(sent_bytes_gathered() - before, 5 * kHuge) << "gathering resumed after the second";
   EXPECT_TRUE(first.intact() && second.intact() && later.intact());
 }

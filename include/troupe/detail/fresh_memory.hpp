@@ -30,16 +30,17 @@ bool keep_freed_memory() noexcept;
 void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
 
 /// A block about to be sent to a rank on this host, which reads it page by
-/// page (Open MPI's single copy, process_vm_readv): the whole 2 MiB pages
-/// inside [p, p + bytes) are gathered onto transparent huge pages now
-/// (MADV_COLLAPSE, Linux 6.1 and later; a copy inside the kernel, paid once
-/// for memory that malloc hands out again). Over shared memory 16 MiB vectors
-/// then moved at 0.92-1.07 of raw MPI's figure instead of 0.73-0.96
-/// (docs/benchmarks.md). A page whose gathering takes over 1 ms (the kernel
-/// compacting memory to find a huge page) stops it for a second. Best effort:
-/// never fails, never changes the contents; nothing happens for blocks of 2
-/// MiB or less or without a whole huge page inside, with TROUPE_HUGE_PAGES=0,
-/// or on kernels without the call.
+/// page (Open MPI's single copy, process_vm_readv): the 2 MiB pages that hold
+/// [p, p + bytes), its two end pages included, are gathered onto transparent
+/// huge pages now (MADV_COLLAPSE, Linux 6.1 and later; a copy inside the
+/// kernel, paid once for memory that malloc hands out again). Over shared
+/// memory 1 and 4 MiB vectors then moved at 0.90-1.16 of raw MPI's figure
+/// instead of 0.42-0.54 (docs/benchmarks.md). A page whose gathering takes
+/// over 1 ms (the kernel compacting memory to find a huge page) stops it for a
+/// second. Best effort: never fails, never changes the contents (the
+/// block's or its neighbours' in those pages); nothing happens for blocks
+/// under 1 MiB (kFreshMemoryFrom), with TROUPE_HUGE_PAGES=0, or on kernels
+/// without the call.
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept;
 
 /// Bytes prepare_sent_memory found on huge pages or moved onto them so far

@@ -57,14 +57,18 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
         segments_(segments) {}
 
   void saveBinary(const void* data, std::size_t size) { out_.append(data, size); }
-  /// The message goes to a rank on this host that reads our pages: the whole
-  /// 2 MiB pages inside each block over 2 MiB (not troupe's own huge-page
-  /// blocks) are gathered onto huge pages first (prepare_sent_memory).
-  void gather_blocks_on_huge_pages(bool on) noexcept { gather_ = on; }
+  /// The message goes to a rank on this host that reads our pages: the huge
+  /// pages holding each block of 1 MiB or more (not troupe's own huge-page
+  /// blocks, nor blocks up to `staged_up_to` bytes, which the engine copies
+  /// into its staging slots instead) are gathered first (prepare_sent_memory).
+  void gather_blocks_on_huge_pages(bool on, std::size_t staged_up_to = 0) noexcept {
+    gather_ = on;
+    staged_up_to_ = staged_up_to;
+  }
   /// huge_pages: the block is troupe's own memory on huge pages (an Array's).
   void saveBlock(const void* data, std::size_t size, bool huge_pages = false) {
     if (segments_ != nullptr && size >= kSegmentThreshold) {
-      if (gather_ && !huge_pages) prepare_sent_memory(data, size);
+      if (gather_ && !huge_pages && size > staged_up_to_) prepare_sent_memory(data, size);
       segments_->push_back({data, size, huge_pages});
     } else {
       out_.append(data, size);
@@ -75,6 +79,7 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
   ByteBuffer& out_;
   std::vector<OutSegment>* segments_;
   bool gather_ = false;
+  std::size_t staged_up_to_ = 0;
 };
 
 class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision> {
