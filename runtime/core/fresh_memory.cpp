@@ -119,7 +119,7 @@ std::uint64_t sent_bytes_gathered() noexcept { return g_sent_gathered.load(std::
 
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
 #if defined(__linux__)
-  if (p == nullptr || bytes < kFreshMemoryFrom || !huge_pages_wanted()) return;
+  if (p == nullptr || bytes < kFreshMemoryFrom || bytes > kGatherUpTo || !huge_pages_wanted()) return;
   // Every huge page that holds part of the block, the two at its ends
   // included: a 1 MiB block holds no whole one, and a 4 MiB block's ends are a
   // quarter to a half of it. The bytes around the block in those pages are

@@ -299,12 +299,18 @@ TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) 
     EXPECT_EQ(huge_kib_at(block.base), 0);
   }
   {
-    // Under 1 MiB, or up to the size a staging neighbour takes (the engine
-    // copies those into its slots): left alone.
+    // Under 1 MiB, over 32 MiB (malloc maps those on their own, afresh each
+    // time), or up to the size a staging neighbour takes (the engine copies
+    // those into its slots): left alone.
     SmallPages small(1, 4096);
     ASSERT_NE(small.raw, MAP_FAILED);
     prepare_sent_memory(small.base, (std::size_t{1} << 20) - 8);
     EXPECT_EQ(huge_kib_at(small.base), 0);
+    SmallPages large(17, 0);
+    ASSERT_NE(large.raw, MAP_FAILED);
+    prepare_sent_memory(large.base, kGatherUpTo + 8);
+    EXPECT_EQ(huge_kib_at(large.base), 0);
+    EXPECT_TRUE(large.intact());
     SmallPages staged(1, 0);
     ASSERT_NE(staged.raw, MAP_FAILED);
     ByteBuffer bytes;

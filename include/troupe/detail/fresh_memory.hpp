@@ -29,6 +29,13 @@ bool keep_freed_memory() noexcept;
 /// fails, never changes the contents.
 void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
 
+/// Blocks larger than this are not gathered: glibc's malloc maps each on its
+/// own and unmaps it when it is freed (its largest mmap threshold, which
+/// keep_freed_memory sets), so a gather's copy would be paid again for every
+/// message, never for memory used again. At 64 MiB, gathering measured no
+/// faster by value and slower by const& (docs/benchmarks.md).
+inline constexpr std::size_t kGatherUpTo = std::size_t{32} << 20;
+
 /// A block about to be sent to a rank on this host, which reads it page by
 /// page (Open MPI's single copy, process_vm_readv): the 2 MiB pages that hold
 /// [p, p + bytes), its two end pages included, are gathered onto transparent
@@ -39,8 +46,8 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
 /// over 1 ms (the kernel compacting memory to find a huge page) stops it for a
 /// second. Best effort: never fails, never changes the contents (the
 /// block's or its neighbours' in those pages); nothing happens for blocks
-/// under 1 MiB (kFreshMemoryFrom), with TROUPE_HUGE_PAGES=0, or on kernels
-/// without the call.
+/// under 1 MiB (kFreshMemoryFrom) or over 32 MiB (kGatherUpTo), with
+/// TROUPE_HUGE_PAGES=0, or on kernels without the call.
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept;
 
 /// Bytes prepare_sent_memory found on huge pages or moved onto them so far
