@@ -140,12 +140,14 @@ void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
   if (!supported) return;
   using clock = std::chrono::steady_clock;
   // A page already huge (memory malloc hands out again after an earlier
-  // gather) costs a few microseconds; a page copied, about 0.5 ms. When the
-  // kernel has no free huge page at hand it compacts memory first, and one
-  // page took 5 ms (on the development machine, after ~60 MiB had been
-  // gathered): slower than sending from the small pages. Then nothing is
-  // gathered for a second. (Each call also holds the process's memory map
-  // lock while it copies: page faults wait meanwhile.)
+  // gather) costs about a microsecond; a page copied, 0.5-0.75 ms. Some
+  // pages take far longer: 5 ms each, for every page of a first process on
+  // the development machine (a virtual one; the kernel counted no compaction:
+  // its new huge pages were memory the guest had not used lately, it seems),
+  // 0.74 ms in the same program run again at once. That is slower than
+  // sending from the small pages, so then nothing is gathered for a second.
+  // (Each call also holds the process's memory map lock while it copies:
+  // page faults wait meanwhile.)
   const auto slow_page = std::chrono::nanoseconds(g_slow_page_ns.load(std::memory_order_relaxed));
   constexpr auto kPause = std::chrono::seconds(1);
   auto now = clock::now();

@@ -41,13 +41,13 @@ inline constexpr std::size_t kGatherUpTo = std::size_t{32} << 20;
 /// [p, p + bytes), its two end pages included, are gathered onto transparent
 /// huge pages now (MADV_COLLAPSE, Linux 6.1 and later; a copy inside the
 /// kernel, paid once for memory that malloc hands out again). Over shared
-/// memory 1 and 4 MiB vectors then moved at 0.90-1.16 of raw MPI's figure
-/// instead of 0.42-0.54 (docs/benchmarks.md). A page whose gathering takes
-/// over 1 ms (the kernel compacting memory to find a huge page) stops it for a
-/// second. Best effort: never fails, never changes the contents (the
-/// block's or its neighbours' in those pages); nothing happens for blocks
-/// under 1 MiB (kFreshMemoryFrom) or over 32 MiB (kGatherUpTo), with
-/// TROUPE_HUGE_PAGES=0, or on kernels without the call.
+/// memory 1 and 4 MiB vectors then moved at 0.79-1.16 of raw MPI's figure
+/// instead of 0.42-0.58 (docs/benchmarks.md). A page whose gathering takes
+/// over 1 ms (a huge page slow to come by) stops it for a second. Best
+/// effort: never fails, never changes the contents (the block's or its
+/// neighbours' in those pages); nothing happens for blocks under 1 MiB
+/// (kFreshMemoryFrom) or over 32 MiB (kGatherUpTo), with TROUPE_HUGE_PAGES=0,
+/// or on kernels without the call.
 void prepare_sent_memory(const void* p, std::size_t bytes) noexcept;
 
 /// Bytes prepare_sent_memory found on huge pages or moved onto them so far
