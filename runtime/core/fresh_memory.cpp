@@ -1,9 +1,12 @@
 #include "troupe/detail/fresh_memory.hpp"
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -104,6 +107,7 @@ void prepare_fresh_memory(void* p, std::size_t bytes) noexcept {
 
 namespace {
 std::atomic<std::uint64_t> g_sent_gathered{0};
+std::atomic<std::uint64_t> g_pages_asked{0};
 /// steady_clock ticks before which nothing is gathered (after a slow collapse).
 std::atomic<std::int64_t> g_gather_resumes{0};
 /// A page gathered slower than this pauses gathering (tests change it).
@@ -116,17 +120,61 @@ void set_slow_gather_for_tests(std::chrono::nanoseconds slow_page, bool end_paus
 }
 
 std::uint64_t sent_bytes_gathered() noexcept { return g_sent_gathered.load(std::memory_order_relaxed); }
+std::uint64_t sent_pages_asked() noexcept { return g_pages_asked.load(std::memory_order_relaxed); }
 
-void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
+namespace {
+
+/// Whether the system lets processes have transparent huge pages at all.
+/// MADV_COLLAPSE works even when they are "never", but a site that sets that
+/// (to keep the kernel's page work off its nodes, say) means it.
+bool thp_not_forbidden() noexcept {
+  static const bool allowed = [] {
+    std::FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f == nullptr) return true;  // no such setting: the kernel refuses the call if it cannot
+    char mode[128] = {};
+    const std::size_t n = std::fread(mode, 1, sizeof mode - 1, f);
+    std::fclose(f);
+    mode[n] = '\0';
+    return std::strstr(mode, "[never]") == nullptr;
+  }();
+  return allowed;
+}
+
+/// Huge pages this process gathered (or found huge) lately, by address,
+/// direct-mapped: a page found here is not asked about again. Every call
+/// costs the kernel's page work on other cores too (it drains their page
+/// lists), once per page per message otherwise. An entry goes stale only if
+/// its memory is unmapped and mapped again (a heap trimmed, then grown): that
+/// page is then sent from small pages, no worse than without gathering.
+constexpr std::size_t kKnownPages = 1024;
+std::array<std::atomic<std::uintptr_t>, kKnownPages> g_known_huge{};
+
+std::atomic<std::uintptr_t>& known_slot(std::uintptr_t page) noexcept {
+  return g_known_huge[(page / kHugePage) % kKnownPages];
+}
+
+}  // namespace
+
+void forget_gathered_pages_for_tests() noexcept {
+  for (auto& slot : g_known_huge) slot.store(0, std::memory_order_relaxed);
+}
+
+void prepare_sent_memory(const void* p, std::size_t bytes, std::size_t allocated) noexcept {
 #if defined(__linux__)
-  if (p == nullptr || bytes < kFreshMemoryFrom || bytes > kGatherUpTo || !huge_pages_wanted()) return;
+  // glibc's malloc maps a request on its own from its mmap threshold (32 MiB
+  // at most, what keep_freed_memory sets), counted with its 8-byte header
+  // rounded up to 16: such memory is new for every vector.
+  constexpr std::size_t kMallocHeader = 32;
+  if (p == nullptr || bytes < kFreshMemoryFrom || std::max(allocated, bytes) + kMallocHeader > kGatherUpTo ||
+      !huge_pages_wanted() || !thp_not_forbidden())
+    return;
   // Every huge page that holds part of the block, the two at its ends
   // included: a 1 MiB block holds no whole one, and a 4 MiB block's ends are a
   // quarter to a half of it. The bytes around the block in those pages are
-  // copied with it, unchanged (malloc's neighbouring chunks, say): once, for
-  // memory that malloc hands out again. An end page that reaches past the
-  // block's mapping (a chunk malloc mapped on its own) cannot be gathered: the
-  // kernel refuses it, and it stays small.
+  // copied with it, unchanged (malloc's neighbouring chunks): once, for
+  // memory that malloc hands out again. An end page that reaches into another
+  // mapping stays small: the kernel skips a huge page that two mappings
+  // share (and answers success), and refuses one with a hole (ENOMEM).
   const auto [hb, he] = huge_pages_holding(p, bytes);
 #if defined(MADV_COLLAPSE)
   constexpr int collapse = MADV_COLLAPSE;
@@ -150,12 +198,26 @@ void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
   // page faults wait meanwhile.)
   const auto slow_page = std::chrono::nanoseconds(g_slow_page_ns.load(std::memory_order_relaxed));
   constexpr auto kPause = std::chrono::seconds(1);
-  auto now = clock::now();
-  if (now.time_since_epoch().count() < g_gather_resumes.load(std::memory_order_relaxed)) return;
+  bool asked = false;
+  clock::time_point now{};
   for (std::uintptr_t page = hb; page < he; page += kHugePage) {
-    // EAGAIN, ENOMEM, EINVAL: this page stays small.
-    if (::madvise(reinterpret_cast<void*>(page), kHugePage, collapse) == 0)
+    auto& known = known_slot(page);
+    if (known.load(std::memory_order_relaxed) == page) {
       g_sent_gathered.fetch_add(kHugePage, std::memory_order_relaxed);
+      continue;
+    }
+    if (!asked) {
+      asked = true;
+      now = clock::now();
+      if (now.time_since_epoch().count() < g_gather_resumes.load(std::memory_order_relaxed)) return;
+    }
+    // Accepted (0): gathered, or huge already, or shared with another mapping
+    // (left small). EAGAIN, ENOMEM, EINVAL: this page stays small.
+    g_pages_asked.fetch_add(1, std::memory_order_relaxed);
+    if (::madvise(reinterpret_cast<void*>(page), kHugePage, collapse) == 0) {
+      g_sent_gathered.fetch_add(kHugePage, std::memory_order_relaxed);
+      known.store(page, std::memory_order_relaxed);
+    }
     const auto after = clock::now();
     if (after - now > slow_page) {
       g_gather_resumes.store((after + kPause).time_since_epoch().count(), std::memory_order_relaxed);
@@ -166,6 +228,7 @@ void prepare_sent_memory(const void* p, std::size_t bytes) noexcept {
 #else
   (void)p;
   (void)bytes;
+  (void)allocated;
 #endif
 }
 

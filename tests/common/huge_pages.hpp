@@ -27,9 +27,14 @@ inline bool kernel_collapses(std::size_t pages = 1) {
 }
 
 /// For one test: a gathered page slower than `slow` pauses gathering (the
-/// runtime's 1 ms again afterwards, whatever the test's assertions did).
+/// runtime's 1 ms again afterwards, whatever the test's assertions did), and
+/// no page is remembered as gathered from before (a test's new mappings may
+/// lie where an earlier test's were).
 struct SlowGatherThreshold {
-  explicit SlowGatherThreshold(std::chrono::nanoseconds slow) { troupe::detail::set_slow_gather_for_tests(slow); }
+  explicit SlowGatherThreshold(std::chrono::nanoseconds slow) {
+    troupe::detail::set_slow_gather_for_tests(slow);
+    troupe::detail::forget_gathered_pages_for_tests();
+  }
   ~SlowGatherThreshold() { troupe::detail::set_slow_gather_for_tests(std::chrono::milliseconds(1)); }
   SlowGatherThreshold(const SlowGatherThreshold&) = delete;
   SlowGatherThreshold& operator=(const SlowGatherThreshold&) = delete;

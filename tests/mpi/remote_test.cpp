@@ -336,9 +336,11 @@ TEST(Remote, BlocksToANeighbourAreGatheredOntoHugePagesAndArriveIntact) {
   // Each rank tells an actor on the next rank (this host) vectors of 1, 4 and
   // 6 MiB, and asks it to scale one: the sender gathers the huge pages that
   // hold each block before MPI reads them; what arrives is what was sent, in order.
-  // Run twice: with the tests' environment (TROUPE_GATHER_BLOCKS=0, and no
-  // single copy: nothing may be gathered) and as mpi.remote_gather (MPI's
-  // single copy on, TROUPE_GATHER_BLOCKS=1).
+  // Run three times: with the tests' environment (TROUPE_GATHER_BLOCKS=0, and
+  // no single copy: nothing may be gathered), as mpi.remote_gather (MPI's
+  // single copy on, TROUPE_GATHER_BLOCKS=1, no staging) and as
+  // mpi.remote_gather_staged (staging on too: blocks of 2 MiB or less are
+  // staged, not gathered).
   Job j;
   const troupe::NodeId next = static_cast<troupe::NodeId>((j.me + 1) % j.n);
   auto& node = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote());
@@ -348,11 +350,33 @@ TEST(Remote, BlocksToANeighbourAreGatheredOntoHugePagesAndArriveIntact) {
   // Every page counts here, however long it takes on a shared core (the pause
   // after a slow page has a test of its own in unit.fresh_memory).
   test_support::SlowGatherThreshold no_pause(std::chrono::seconds(10));
+  const char* staging = std::getenv("TROUPE_STAGE_BLOCKS");
+  const bool stages = node.engine().stages_blocks(next);
+  EXPECT_EQ(stages, staging != nullptr && std::string(staging) == "1");
   const bool collapses = gathers && test_support::kernel_collapses(4);
   auto b = j.rt.spawn_on<Bulk>(next).get();
-  const auto before = troupe::detail::sent_bytes_gathered();
   std::vector<std::pair<std::uint64_t, double>> expected;
   std::uint64_t tag = 0;
+  // 1 MiB vectors, each at the start of a 3 MiB allocation (so the huge page
+  // that holds it lies in malloc's heap): no whole huge page inside; staged
+  // when staging is on, and then not gathered.
+  const auto before_small = troupe::detail::sent_bytes_gathered();
+  for (int round = 0; round < 3; ++round) {
+    std::vector<double> v;
+    v.reserve(393216);
+    v.resize(131072);
+    ++tag;
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(tag) + static_cast<double>(i % 4093);
+    expected.emplace_back(tag, Bulk::checksum(v.data(), v.size()));
+    b.tell<&Bulk::fold>(tag, std::move(v));  // gathered (or not) before tell returns
+  }
+  const auto small_gathered = troupe::detail::sent_bytes_gathered() - before_small;
+  if (!gathers || stages) {
+    EXPECT_EQ(small_gathered, 0u) << "blocks of 2 MiB or less are staged, not gathered";
+  } else if (collapses) {
+    EXPECT_GE(small_gathered, std::uint64_t{2} << 20) << "a 1 MiB block's huge page is gathered";
+  }
+  const auto before = troupe::detail::sent_bytes_gathered();
   for (int round = 0; round < 3; ++round) {
     // 1 MiB: no whole huge page inside; 4 MiB + 8 bytes: 1 whole huge page at least; 6 MiB: 2
     for (std::size_t n : {std::size_t{131072}, std::size_t{524289}, std::size_t{786432}}) {

@@ -1,14 +1,17 @@
 // Large blocks that are about to be written in full are mapped in one step
 // (populated, huge pages where the kernel offers them), and a received
 // std::vector of numbers gets that treatment while keeping cereal's bytes.
+#include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <sstream>
@@ -258,71 +261,171 @@ TEST(FreshMemory, ABlockSentToANeighbourIsGatheredOntoHugePagesWithItsContents) 
   if (!kernel_collapses(5)) GTEST_SKIP() << "kernel without MADV_COLLAPSE (Linux 6.1+), or no huge pages free";
   test_support::SlowGatherThreshold no_pause(std::chrono::seconds(10));  // this test checks what is gathered
   {
-    // Through the archive, as a message to a rank on this host: every huge
-    // page that holds part of the block is gathered, the two at its ends
-    // included; its contents, and the bytes around it in those pages, are the same.
+    // Through the archive, as a vector's memory in a message to a rank on this
+    // host: every huge page that holds part of the block is gathered, the two
+    // at its ends included; its contents, and the bytes around it in those
+    // pages, are the same.
+    forget_gathered_pages_for_tests();  // each new mapping may lie where the one before it was
     SmallPages block(4, 4096);  // 8 MiB from 4 KiB past a boundary: 3 whole huge pages inside, 5 touched
     ASSERT_NE(block.raw, MAP_FAILED);
     ASSERT_EQ(huge_kib_at(block.base), 0);
-    auto* before = reinterpret_cast<unsigned char*>(block.base) - 8;  // the end page's bytes before the block
+    auto* before = reinterpret_cast<unsigned char*>(block.base) - 8;  // in the first end page
+    auto* after = reinterpret_cast<unsigned char*>(block.base + block.count()) + 8;  // in the last
     before[0] = 0x5a;
+    after[0] = 0xa5;
     ByteBuffer bytes;
     std::vector<OutSegment> segs;
     WireOutputArchive ar(bytes, &segs);
     ar.gather_blocks_on_huge_pages(true);
-    ar(cereal::binary_data(block.base, block.bytes));
+    ar.saveHeapBlock(block.base, block.bytes, block.bytes);
     ASSERT_EQ(segs.size(), 1u);
     EXPECT_EQ(segs[0].data, block.base) << "still sent from where it is";
     EXPECT_EQ(huge_kib_at(block.base), 5 * 2048) << "the huge pages that hold the block, and nothing else";
     EXPECT_TRUE(block.intact());
     EXPECT_EQ(before[0], 0x5a) << "a neighbour in an end page keeps its bytes";
+    EXPECT_EQ(after[0], 0xa5);
   }
   {
-    // 1 MiB, inside one huge page (it holds no whole one): that page.
+    // A thread writing beside the block in an end page while it is gathered
+    // loses nothing (that page may stay small: the kernel gives up on a page
+    // in use, EAGAIN).
+    forget_gathered_pages_for_tests();
+    SmallPages block(2, 4096);
+    ASSERT_NE(block.raw, MAP_FAILED);
+    auto* beside = reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<char*>(block.base) - 64);
+    std::atomic<bool> stop{false};
+    std::uint64_t written = 0, misread = 0;
+    std::thread neighbour([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        beside->store(++written, std::memory_order_relaxed);
+        if (beside->load(std::memory_order_relaxed) != written) ++misread;
+      }
+    });
+    prepare_sent_memory(block.base, block.bytes, block.bytes);
+    stop.store(true);
+    neighbour.join();
+    EXPECT_GE(huge_kib_at(block.base), 2048) << "the pages nobody writes are gathered";
+    EXPECT_TRUE(block.intact());
+    EXPECT_EQ(beside->load(), written) << "a neighbour's writes during the gather are kept";
+    EXPECT_EQ(misread, 0u);
+  }
+  {
+    // 1 MiB, inside one huge page (it holds no whole one): that page. Sent
+    // again, the page is remembered and the kernel is not asked again.
+    forget_gathered_pages_for_tests();
     SmallPages block(1, 512 << 10);
     ASSERT_NE(block.raw, MAP_FAILED);
-    prepare_sent_memory(block.base, std::size_t{1} << 20);
+    const auto asked = sent_pages_asked();
+    const auto gathered = sent_bytes_gathered();
+    prepare_sent_memory(block.base, std::size_t{1} << 20, std::size_t{1} << 20);
     EXPECT_EQ(huge_kib_at(block.base), 2048);
+    EXPECT_EQ(sent_pages_asked() - asked, 1u);
+    prepare_sent_memory(block.base, std::size_t{1} << 20, std::size_t{1} << 20);
+    EXPECT_EQ(sent_pages_asked() - asked, 1u) << "a page gathered lately is not asked about again";
+    EXPECT_EQ(sent_bytes_gathered() - gathered, 2 * kHuge) << "each send counts it";
+    forget_gathered_pages_for_tests();
+    prepare_sent_memory(block.base, std::size_t{1} << 20, std::size_t{1} << 20);
+    EXPECT_EQ(sent_pages_asked() - asked, 2u);
     EXPECT_TRUE(block.intact());
   }
+  // Left alone (nothing asked, nothing counted: khugepaged may still gather
+  // these mappings on its own, so their pages are not what is checked).
+  const auto asked = sent_pages_asked();
+  const auto gathered = sent_bytes_gathered();
   {
-    // A message to another host, or an Array's block (on huge pages already): left alone.
+    // A message to another host, an Array's block (on huge pages already),
+    // and memory of unknown kind (binary_data: any pointer, a shared mapping
+    // say) to a rank on this host.
     SmallPages block(2, 0);
     ASSERT_NE(block.raw, MAP_FAILED);
     ByteBuffer bytes;
     std::vector<OutSegment> segs;
     WireOutputArchive ar(bytes, &segs);
-    ar(cereal::binary_data(block.base, block.bytes));
+    ar.saveHeapBlock(block.base, block.bytes, block.bytes);
     ar.gather_blocks_on_huge_pages(true);
     ar.saveBlock(block.base, block.bytes, /*huge_pages=*/true);
-    EXPECT_EQ(segs.size(), 2u);
-    EXPECT_EQ(huge_kib_at(block.base), 0);
+    ar(cereal::binary_data(block.base, block.bytes));
+    EXPECT_EQ(segs.size(), 3u);
+    EXPECT_TRUE(block.intact());
   }
   {
-    // Under 1 MiB, over 32 MiB (malloc maps those on their own, afresh each
-    // time), or up to the size a staging neighbour takes (the engine copies
-    // those into its slots): left alone.
+    // Under 1 MiB; in an allocation malloc maps on its own (from 32 MiB, with
+    // its header), whatever the size sent; up to the size a staging
+    // neighbour takes (the engine copies those into its slots).
     SmallPages small(1, 4096);
     ASSERT_NE(small.raw, MAP_FAILED);
-    prepare_sent_memory(small.base, (std::size_t{1} << 20) - 8);
-    EXPECT_EQ(huge_kib_at(small.base), 0);
+    prepare_sent_memory(small.base, (std::size_t{1} << 20) - 8, std::size_t{1} << 20);
     SmallPages large(17, 0);
     ASSERT_NE(large.raw, MAP_FAILED);
-    prepare_sent_memory(large.base, kGatherUpTo + 8);
-    EXPECT_EQ(huge_kib_at(large.base), 0);
-    EXPECT_TRUE(large.intact());
+    prepare_sent_memory(large.base, kGatherUpTo, kGatherUpTo);
+    prepare_sent_memory(large.base, std::size_t{20} << 20, kGatherUpTo - 16);  // a vector grown past its size
     SmallPages staged(1, 0);
     ASSERT_NE(staged.raw, MAP_FAILED);
     ByteBuffer bytes;
     std::vector<OutSegment> segs;
     WireOutputArchive ar(bytes, &segs);
     ar.gather_blocks_on_huge_pages(true, /*staged_up_to=*/staged.bytes);
-    ar(cereal::binary_data(staged.base, staged.bytes));
+    ar.saveHeapBlock(staged.base, staged.bytes, staged.bytes);
     EXPECT_EQ(segs.size(), 1u);
-    EXPECT_EQ(huge_kib_at(staged.base), 0);
     EXPECT_TRUE(small.intact());
+    EXPECT_TRUE(large.intact());
     EXPECT_TRUE(staged.intact());
   }
+  EXPECT_EQ(sent_pages_asked(), asked);
+  EXPECT_EQ(sent_bytes_gathered(), gathered);
+  {
+    // One byte more than a staging neighbour takes: gathered.
+    forget_gathered_pages_for_tests();
+    SmallPages block(2, 0);
+    ASSERT_NE(block.raw, MAP_FAILED);
+    ByteBuffer bytes;
+    std::vector<OutSegment> segs;
+    WireOutputArchive ar(bytes, &segs);
+    ar.gather_blocks_on_huge_pages(true, /*staged_up_to=*/block.bytes - 1);
+    ar.saveHeapBlock(block.base, block.bytes, block.bytes);
+    EXPECT_EQ(sent_pages_asked() - asked, 2u);
+  }
+}
+
+TEST(FreshMemory, VectorsAndStringsAreSentAsHeapBlocksWithCerealsBytes) {
+  // The archive's own save of a std::vector of numbers and of a std::string
+  // (heap blocks, which may be gathered) writes what cereal's would.
+  std::vector<double> v(5000);
+  std::iota(v.begin(), v.end(), 0.5);
+  std::string text(70000, 'x');
+  for (std::size_t i = 0; i < text.size(); ++i) text[i] = static_cast<char>('a' + i % 26);
+  ByteBuffer ours;
+  std::vector<OutSegment> segs;
+  {
+    WireOutputArchive ar(ours, &segs);
+    ar(v, text);
+  }
+  ASSERT_EQ(segs.size(), 2u);
+  EXPECT_EQ(segs[0].data, v.data());
+  EXPECT_EQ(segs[0].size, v.size() * sizeof(double));
+  EXPECT_EQ(segs[1].data, text.data());
+  EXPECT_EQ(segs[1].size, text.size());
+  ByteBuffer theirs;
+  {
+    WireOutputArchive ar(theirs, nullptr);  // blocks inline, the way cereal writes them
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(v.size())));
+    ar(cereal::binary_data(v.data(), v.size() * sizeof(double)));
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(text.size())));
+    ar(cereal::binary_data(text.data(), text.size()));
+  }
+  ByteBuffer inline_ours;
+  {
+    WireOutputArchive ar(inline_ours, nullptr);
+    ar(v, text);
+  }
+  ASSERT_EQ(inline_ours.size(), theirs.size());
+  EXPECT_EQ(std::memcmp(inline_ours.data(), theirs.data(), theirs.size()), 0);
+  // With segments, the payload is the two sizes.
+  ASSERT_EQ(ours.size(), 2 * sizeof(std::uint64_t));
+  std::uint64_t sizes[2];
+  std::memcpy(sizes, ours.data(), sizeof sizes);
+  EXPECT_EQ(sizes[0], v.size());
+  EXPECT_EQ(sizes[1], text.size());
 }
 
 TEST(FreshMemory, ASlowGatherPausesGatheringForASecond) {
@@ -333,13 +436,13 @@ TEST(FreshMemory, ASlowGatherPausesGatheringForASecond) {
   SmallPages first(4, 0), second(4, 0), later(4, 0);
   ASSERT_NE(later.raw, MAP_FAILED);
   const auto before = sent_bytes_gathered();
-  prepare_sent_memory(first.base, first.bytes);  // 4 huge pages: the first is gathered, then a pause
+  prepare_sent_memory(first.base, first.bytes, first.bytes);  // 4 huge pages: the first is gathered, then a pause
   EXPECT_EQ(sent_bytes_gathered() - before, kHuge);
-  prepare_sent_memory(second.base, second.bytes);  // within the second: nothing
+  prepare_sent_memory(second.base, second.bytes, second.bytes);  // within the second: nothing
   EXPECT_EQ(sent_bytes_gathered() - before, kHuge);
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   set_slow_gather_for_tests(std::chrono::seconds(10), /*end_pause=*/false);  // it ended by itself
-  prepare_sent_memory(later.base, later.bytes);
+  prepare_sent_memory(later.base, later.bytes, later.bytes);
   EXPECT_EQ(sent_bytes_gathered() - before, 5 * kHuge) << "gathering resumed after the second";
   EXPECT_TRUE(first.intact() && second.intact() && later.intact());
 }
@@ -363,7 +466,9 @@ TEST(FreshMemory, HugePagesCanBeTurnedOff) {
   ::munmap(raw, bytes + huge);
   SmallPages sent(2, 0);  // a block on its way to a neighbour stays on its small pages too
   ASSERT_NE(sent.raw, MAP_FAILED);
-  prepare_sent_memory(sent.base, sent.bytes);
+  const auto asked = sent_pages_asked();
+  prepare_sent_memory(sent.base, sent.bytes, sent.bytes);
+  EXPECT_EQ(sent_pages_asked(), asked);
   EXPECT_EQ(huge_kib_at(sent.base), 0);
   EXPECT_TRUE(sent.intact());
 }

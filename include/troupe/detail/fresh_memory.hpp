@@ -29,30 +29,43 @@ bool keep_freed_memory() noexcept;
 /// fails, never changes the contents.
 void prepare_fresh_memory(void* p, std::size_t bytes) noexcept;
 
-/// Blocks larger than this are not gathered: glibc's malloc maps each on its
-/// own and unmaps it when it is freed (its largest mmap threshold, which
-/// keep_freed_memory sets), so a gather's copy would be paid again for every
-/// message, never for memory used again. At 64 MiB, gathering measured no
-/// faster by value and slower by const& (docs/benchmarks.md).
+/// Allocations of this size or more (with malloc's header) are not gathered:
+/// glibc's malloc maps each on its own and unmaps it when it is freed (its
+/// largest mmap threshold, which keep_freed_memory sets), so a gather's copy
+/// would be paid again for every message, never for memory used again. At 64
+/// MiB, gathering measured no faster by value and slower by const&
+/// (docs/benchmarks.md).
 inline constexpr std::size_t kGatherUpTo = std::size_t{32} << 20;
 
-/// A block about to be sent to a rank on this host, which reads it page by
-/// page (Open MPI's single copy, process_vm_readv): the 2 MiB pages that hold
-/// [p, p + bytes), its two end pages included, are gathered onto transparent
-/// huge pages now (MADV_COLLAPSE, Linux 6.1 and later; a copy inside the
-/// kernel, paid once for memory that malloc hands out again). Over shared
-/// memory 1 and 4 MiB vectors then moved at 0.79-1.16 of raw MPI's figure
-/// instead of 0.42-0.58 (docs/benchmarks.md). A page whose gathering takes
-/// over 1 ms (a huge page slow to come by) stops it for a second. Best
-/// effort: never fails, never changes the contents (the block's or its
-/// neighbours' in those pages); nothing happens for blocks under 1 MiB
-/// (kFreshMemoryFrom) or over 32 MiB (kGatherUpTo), with TROUPE_HUGE_PAGES=0,
-/// or on kernels without the call.
-void prepare_sent_memory(const void* p, std::size_t bytes) noexcept;
+/// A block of private heap memory (a std::vector's or std::string's, from
+/// malloc: `allocated` bytes in all) about to be sent to a rank on this host,
+/// which reads it page by page (Open MPI's single copy, process_vm_readv):
+/// the 2 MiB pages that hold [p, p + bytes), its two end pages included, are
+/// gathered onto transparent huge pages now (MADV_COLLAPSE, Linux 6.1 and
+/// later; a copy inside the kernel, paid once for memory that malloc hands
+/// out again; pages gathered lately are remembered and not asked about
+/// again). Over shared memory 1 and 4 MiB vectors then moved at 0.79-1.16 of
+/// raw MPI's figure instead of 0.42-0.58 (docs/benchmarks.md). A page whose
+/// gathering takes over 1 ms (a huge page slow to come by) stops it for a
+/// second. Best effort: never fails, never changes the contents (the
+/// block's or its neighbours' in those pages); nothing happens for blocks
+/// under 1 MiB (kFreshMemoryFrom), for allocations malloc maps on their own
+/// (kGatherUpTo), with TROUPE_HUGE_PAGES=0, where transparent huge pages are
+/// "never", or on kernels without the call.
+void prepare_sent_memory(const void* p, std::size_t bytes, std::size_t allocated) noexcept;
 
-/// Bytes prepare_sent_memory found on huge pages or moved onto them so far
-/// (this process; a page counts each time a block holding it is sent).
+/// Bytes of the huge pages prepare_sent_memory had the kernel accept, or
+/// remembered, so far (this process; a page counts each time a block holding
+/// it is sent; an end page that two mappings share is accepted and stays small).
 std::uint64_t sent_bytes_gathered() noexcept;
+
+/// Huge pages prepare_sent_memory asked the kernel about so far (this
+/// process; pages it remembers are not asked about again).
+std::uint64_t sent_pages_asked() noexcept;
+
+/// Tests: forget the pages gathered so far (a test maps new memory where an
+/// earlier test's was).
+void forget_gathered_pages_for_tests() noexcept;
 
 /// Tests: a page gathered slower than slow_page pauses gathering for a second
 /// (1 ms unless changed); end_pause also ends a pause under way.

@@ -58,21 +58,30 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
 
   void saveBinary(const void* data, std::size_t size) { out_.append(data, size); }
   /// The message goes to a rank on this host that reads our pages: the huge
-  /// pages holding each block of 1 MiB or more (not troupe's own huge-page
-  /// blocks, nor blocks up to `staged_up_to` bytes, which the engine copies
-  /// into its staging slots instead) are gathered first (prepare_sent_memory).
+  /// pages holding each heap block (saveHeapBlock) of 1 MiB or more, except
+  /// blocks up to `staged_up_to` bytes, which the engine copies into its
+  /// staging slots instead, are gathered first (prepare_sent_memory).
   void gather_blocks_on_huge_pages(bool on, std::size_t staged_up_to = 0) noexcept {
     gather_ = on;
     staged_up_to_ = staged_up_to;
   }
-  /// huge_pages: the block is troupe's own memory on huge pages (an Array's).
+  /// A block of memory of unknown kind (cereal::binary_data: any pointer, a
+  /// shared mapping say), or, with huge_pages, troupe's own memory on huge
+  /// pages (an Array's). Never gathered onto huge pages.
   void saveBlock(const void* data, std::size_t size, bool huge_pages = false) {
     if (segments_ != nullptr && size >= kSegmentThreshold) {
-      if (gather_ && !huge_pages && size > staged_up_to_) prepare_sent_memory(data, size);
       segments_->push_back({data, size, huge_pages});
     } else {
       out_.append(data, size);
     }
+  }
+  /// The contents of a std::vector or std::string with std::allocator:
+  /// private memory from malloc, `allocated` bytes of it in all (the
+  /// capacity). The same bytes as saveBlock; gathered if asked for.
+  void saveHeapBlock(const void* data, std::size_t size, std::size_t allocated) {
+    if (gather_ && segments_ != nullptr && size >= kSegmentThreshold && size > staged_up_to_)
+      prepare_sent_memory(data, size, allocated);
+    saveBlock(data, size);
   }
 
  private:
@@ -212,6 +221,31 @@ inline void CEREAL_SAVE_FUNCTION_NAME(troupe::detail::WireOutputArchive& ar, con
 template <class T>
 inline void CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar, BinaryData<T>& bd) {
   ar.loadBlock(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+/// std::vector of numbers and std::basic_string: the bytes of cereal's own
+/// save (a size, then one block); with std::allocator the block is known to
+/// be private heap memory, which may be gathered onto huge pages
+/// (WireOutputArchive::saveHeapBlock).
+template <class T, class A>
+inline std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_SAVE_FUNCTION_NAME(
+    troupe::detail::WireOutputArchive& ar, const std::vector<T, A>& vec) {
+  ar(make_size_tag(static_cast<size_type>(vec.size())));
+  if constexpr (std::is_same_v<A, std::allocator<T>>) {
+    ar.saveHeapBlock(vec.data(), vec.size() * sizeof(T), vec.capacity() * sizeof(T));
+  } else {
+    ar.saveBlock(vec.data(), vec.size() * sizeof(T));
+  }
+}
+template <class CharT, class Traits, class A>
+inline void CEREAL_SAVE_FUNCTION_NAME(troupe::detail::WireOutputArchive& ar,
+                                      const std::basic_string<CharT, Traits, A>& str) {
+  ar(make_size_tag(static_cast<size_type>(str.size())));
+  if constexpr (std::is_same_v<A, std::allocator<CharT>>) {
+    ar.saveHeapBlock(str.data(), str.size() * sizeof(CharT), (str.capacity() + 1) * sizeof(CharT));
+  } else {
+    ar.saveBlock(str.data(), str.size() * sizeof(CharT));
+  }
 }
 
 /// std::vector of numbers: the bytes of cereal's own load (a size, then one
