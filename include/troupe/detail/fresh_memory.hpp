@@ -44,7 +44,7 @@ inline constexpr std::size_t kGatherUpTo = std::size_t{32} << 20;
 /// gathered onto transparent huge pages now (MADV_COLLAPSE, Linux 6.1 and
 /// later; a copy inside the kernel, paid once for memory that malloc hands
 /// out again; pages gathered lately are remembered and not asked about
-/// again). Over shared memory 1 and 4 MiB vectors then moved at 0.79-1.16 of
+/// again). Over shared memory 1 and 4 MiB vectors then moved at 0.61-1.16 of
 /// raw MPI's figure instead of 0.42-0.58 (docs/benchmarks.md). A page whose
 /// gathering takes over 1 ms (a huge page slow to come by) stops it for a
 /// second. Best effort: never fails, never changes the contents (the
