@@ -190,9 +190,9 @@ void prepare_sent_memory(const void* p, std::size_t bytes, std::size_t allocated
   // A page already huge (memory malloc hands out again after an earlier
   // gather) costs about a microsecond; a page copied, 0.5-0.75 ms. Some
   // pages take far longer: 5 ms each, for every page of a first process on
-  // the development machine (a virtual one; the kernel counted no compaction:
-  // its new huge pages were memory the guest had not used lately, it seems),
-  // 0.74 ms in the same program run again at once. That is slower than
+  // the development machine (a virtual one whose balloon reports free memory
+  // to its host; the kernel counted no compaction), 0.74 ms in the same
+  // program run again at once. That is slower than
   // sending from the small pages, so then nothing is gathered for a second.
   // (Each call also holds the process's memory map lock while it copies:
   // page faults wait meanwhile.)
