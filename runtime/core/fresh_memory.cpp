@@ -4,7 +4,6 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -192,10 +191,9 @@ void prepare_sent_memory(const void* p, std::size_t bytes, std::size_t allocated
   // pages take far longer: 5 ms each, for every page of a first process on
   // the development machine (a virtual one whose balloon reports free memory
   // to its host; the kernel counted no compaction), 0.74 ms in the same
-  // program run again at once. That is slower than
-  // sending from the small pages, so then nothing is gathered for a second.
-  // (Each call also holds the process's memory map lock while it copies:
-  // page faults wait meanwhile.)
+  // program run again at once. That is slower than sending from the small
+  // pages, so then nothing is gathered for a second. (Each call also holds
+  // the process's memory map lock while it copies: page faults wait meanwhile.)
   const auto slow_page = std::chrono::nanoseconds(g_slow_page_ns.load(std::memory_order_relaxed));
   constexpr auto kPause = std::chrono::seconds(1);
   bool asked = false;
