@@ -41,12 +41,12 @@ class ActorRef {
   void tell(A&&... a) const {
     check_method<M, A...>();
     if (cell_) {
-      cell_->enqueue(new detail::CallMessage<M>(std::nullopt, std::forward<A>(a)...));
+      cell_->enqueue(new detail::CallMessage<M, T>(std::nullopt, std::forward<A>(a)...));
     } else if constexpr (detail::all_arithmetic<typename detail::Method<M>::Args>::value) {
-      const detail::CallMessage<M> call(std::nullopt, std::forward<A>(a)...);
+      const detail::CallMessage<M, T> call(std::nullopt, std::forward<A>(a)...);
       if (remote_target()) link().send_tell(node_, id_, call);
     } else {
-      send_remote(std::make_unique<detail::CallMessage<M>>(std::nullopt, std::forward<A>(a)...));
+      send_remote(std::make_unique<detail::CallMessage<M, T>>(std::nullopt, std::forward<A>(a)...));
     }
   }
 
@@ -59,16 +59,16 @@ class ActorRef {
     Promise<R> p(waiter());
     auto f = p.get_future();
     if (cell_) {
-      cell_->enqueue(new detail::CallMessage<M>(std::move(p), std::forward<A>(a)...));
+      cell_->enqueue(new detail::CallMessage<M, T>(std::move(p), std::forward<A>(a)...));
     } else if constexpr (detail::all_arithmetic<typename detail::Method<M>::Args>::value) {
-      detail::CallMessage<M> call(std::move(p), std::forward<A>(a)...);  // encoded before send_ask returns
+      detail::CallMessage<M, T> call(std::move(p), std::forward<A>(a)...);  // encoded before send_ask returns
       if (remote_target()) {
         link().send_ask(node_, id_, call);
       } else {  // a local actor that is gone
         call.fail(std::make_exception_ptr(ActorExited(node_, id_)));
       }
     } else {
-      send_remote(std::make_unique<detail::CallMessage<M>>(std::move(p), std::forward<A>(a)...));
+      send_remote(std::make_unique<detail::CallMessage<M, T>>(std::move(p), std::forward<A>(a)...));
     }
     return f;
   }

@@ -89,8 +89,8 @@ class Dispatcher {
     detail::resolve_dispatch(*rt_, spec_, [rt, args](std::vector<DispatchTarget> targets, std::exception_ptr err) {
       if (err) return detail::report_unhandled(detail::core_of(*rt), 0, "dispatch", err);
       for (std::size_t i = 0; i < targets.size(); ++i) {
-        auto call = i + 1 == targets.size() ? std::make_unique<detail::CallMessage<M>>(std::nullopt, std::move(*args))
-                                            : std::make_unique<detail::CallMessage<M>>(std::nullopt, *args);
+        auto call = i + 1 == targets.size() ? std::make_unique<detail::CallMessage<M, T>>(std::nullopt, std::move(*args))
+                                            : std::make_unique<detail::CallMessage<M, T>>(std::nullopt, *args);
         detail::send_to_target(*rt, targets[i], std::move(call));
       }
     });
@@ -112,7 +112,7 @@ class Dispatcher {
         for (auto& t : targets) {
           Promise<R> p(detail::core_of(*rt).waiter());
           replies.push_back(p.get_future());
-          detail::send_to_target(*rt, t, std::make_unique<detail::CallMessage<M>>(std::move(p), *args));
+          detail::send_to_target(*rt, t, std::make_unique<detail::CallMessage<M, T>>(std::move(p), *args));
         }
         when_all(std::move(replies)).on_complete([promise](auto all) { detail::settle(*promise, all); });
       } else {
@@ -122,7 +122,7 @@ class Dispatcher {
         Promise<R> p(detail::core_of(*rt).waiter());
         p.get_future().on_complete([promise](Future<R> f) { detail::settle(*promise, f); });
         detail::send_to_target(*rt, targets.front(),
-                               std::make_unique<detail::CallMessage<M>>(std::move(p), std::move(*args)));
+                               std::make_unique<detail::CallMessage<M, T>>(std::move(p), std::move(*args)));
       }
     });
     return out;

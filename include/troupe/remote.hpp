@@ -96,20 +96,20 @@ class RemoteReply {
 
 /// Runs a call that came from another node: a tell's error is reported as
 /// unhandled, an ask's result or error goes back to the caller.
-template <auto M>
+template <auto M, class C>
 void run_remote_call(ActorCell& cell, typename Method<M>::Args& args, RemoteCaller caller) {
   using R = typename Method<M>::Result;
   if (caller.corr == 0) {
-    invoke_call<M>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
-      if (r.error) report_unhandled(*core, id, method_tag<M>.debug_name, r.error);
+    invoke_call<M, C>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
+      if (r.error) report_unhandled(*core, id, method_tag<M, C>.debug_name, r.error);
     });
     return;
   }
-  invoke_call<M>(cell, args, RemoteReply<R>(caller, cell.node(), cell.id()));
+  invoke_call<M, C>(cell, args, RemoteReply<R>(caller, cell.node(), cell.id()));
 }
 
-/// A call decoded from the wire, queued to its target actor.
-template <auto M>
+/// A call decoded from the wire, queued to its target actor (of class C).
+template <auto M, class C>
 class RemoteCall final : public Message {
  public:
   using Traits = Method<M>;
@@ -121,7 +121,7 @@ class RemoteCall final : public Message {
   /// are kept for the next received vector (troupe/detail/vector_recycler.hpp).
   ~RemoteCall() override { recycle_arguments(args); }
 
-  void run(ActorCell& cell) override { run_remote_call<M>(cell, args, caller_); }
+  void run(ActorCell& cell) override { run_remote_call<M, C>(cell, args, caller_); }
   void reject(ActorCell& cell) noexcept override {
     if (caller_.corr == 0) return;
     try {
@@ -137,26 +137,27 @@ class RemoteCall final : public Message {
   RemoteCaller caller_;
 };
 
-template <auto M>
-MethodEntry make_method_entry(WireId class_id, const TypeTag* cls, std::string name) {
+/// The entry of method M of actor class C (M may belong to a base of C).
+template <auto M, class C>
+MethodEntry make_method_entry(WireId class_id, std::string name) {
   using Traits = Method<M>;
   MethodEntry e;
   e.id = fnv1a64(name);
   e.class_id = class_id;
   e.name = std::move(name);
-  e.tag = &method_tag<M>;
-  e.cls = cls;
+  e.tag = &method_tag<M, C>;
+  e.cls = &type_tag<C>;
   e.args_zero_copy = zero_copy_safe<typename Traits::Args>::value;
   e.encode_args = [](const CallBase& call, WireOutputArchive& ar) {
-    save_args(ar, static_cast<const CallMessage<M>&>(call).args);
+    save_args(ar, static_cast<const CallMessage<M, C>&>(call).args);
   };
   if constexpr (all_arithmetic<typename Traits::Args>::value) {
     e.encode_numbers = [](const CallBase& call, ByteBuffer& out) {
-      append_numbers(out, static_cast<const CallMessage<M>&>(call).args);
+      append_numbers(out, static_cast<const CallMessage<M, C>&>(call).args);
     };
   }
   e.decode_call = [](WireInputArchive& ar, RemoteCaller caller) -> std::unique_ptr<Message> {
-    auto msg = std::make_unique<RemoteCall<M>>(caller);
+    auto msg = std::make_unique<RemoteCall<M, C>>(caller);
     load_args(ar, msg->args);
     return msg;
   };
@@ -172,10 +173,10 @@ MethodEntry make_method_entry(WireId class_id, const TypeTag* cls, std::string n
       load_args(ar, args);
       if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
     }
-    run_remote_call<M>(cell, args, caller);
+    run_remote_call<M, C>(cell, args, caller);
   };
   e.take_reply = [](CallBase& call) -> std::unique_ptr<PendingReply> {
-    auto& c = static_cast<CallMessage<M>&>(call);
+    auto& c = static_cast<CallMessage<M, C>&>(call);
     if (!c.promise) return nullptr;
     auto reply = std::make_unique<TypedReply<typename Traits::Result>>(std::move(*c.promise));
     c.promise.reset();
@@ -221,9 +222,9 @@ bool register_remote(const char* class_name, const char* registration_text) {
   auto cls = make_class_entry<C, Init>(class_name);
   const auto class_id = cls.id;
   reg.add_class(std::move(cls));
-  auto names = split_method_names(registration_text);
+  auto names = method_wire_names(class_name, registration_text);
   std::size_t i = 0;
-  (reg.add_method(make_method_entry<M>(class_id, &type_tag<C>, i < names.size() ? names[i++] : std::string("?"))), ...);
+  (reg.add_method(make_method_entry<M, C>(class_id, i < names.size() ? names[i++] : std::string("?"))), ...);
   return true;
 }
 

@@ -74,8 +74,16 @@ class Runtime {
     auto& core = *core_;
     auto cell = std::make_shared<detail::TypedCell<T>>(core, core.next_id(), &detail::type_tag<T>,
                                                        !detail::NonReentrant<T>);
-    cell->template construct<T>(std::forward<A>(a)...);
+    // Listed before its constructor runs: a reference it hands out works at
+    // once (messages wait for the object), and an actor that stops itself
+    // there is unlisted by its exit like any other.
     core.add_cell(cell);
+    try {
+      cell->template construct<T>(std::forward<A>(a)...);
+    } catch (...) {
+      core.remove_cell(cell->id());
+      throw;
+    }
     return ActorRef<T>(std::move(cell));
   }
 

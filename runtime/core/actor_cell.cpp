@@ -80,6 +80,10 @@ ActorCell::Extras& ActorCell::extras() {
 
 void ActorCell::enqueue(Message* m) noexcept {
   if (exited()) {
+    // reject() counts the message as one taken out of the mailbox (a batch
+    // counts its other calls as it rejects them): count it in as if it had
+    // been queued and taken out, or the count would fall below zero.
+    if (m->weight > 1) size_.fetch_add(m->weight - 1, std::memory_order_seq_cst);
     m->reject(*this);
     delete m;
     return;

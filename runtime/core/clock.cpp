@@ -20,7 +20,14 @@ std::uint64_t wall_ms() noexcept {
   return ms & ((std::uint64_t{1} << 48) - 1);
 }
 
+constexpr std::uint64_t kMaxPhysical = (std::uint64_t{1} << 48) - 1;
+
 std::uint64_t pack(std::uint64_t l, std::uint64_t c) noexcept { return (l << 16) | (c & 0xffff); }
+
+/// The next timestamp after (l, c) when the counter is full: a millisecond
+/// borrowed, or, at the very end of the 48-bit range (a remote clock that
+/// merged in an absurd value), the last timestamp there is. Never a wrap to 0.
+std::uint64_t after_full(std::uint64_t l) noexcept { return l < kMaxPhysical ? pack(l + 1, 0) : pack(kMaxPhysical, 0xffff); }
 
 }  // namespace
 
@@ -30,7 +37,7 @@ HlcTimestamp HybridClock::now() noexcept {
   while (true) {
     const std::uint64_t l = cur >> 16, c = cur & 0xffff;
     // The counter saturating (65536 events in one millisecond) borrows a millisecond.
-    const std::uint64_t next = pt > l ? pack(pt, 0) : (c == 0xffff ? pack(l + 1, 0) : pack(l, c + 1));
+    const std::uint64_t next = pt > l ? pack(pt, 0) : (c == 0xffff ? after_full(l) : pack(l, c + 1));
     if (state_.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) return HlcTimestamp{next};
   }
 }
@@ -47,7 +54,7 @@ HlcTimestamp HybridClock::merge(HlcTimestamp remote) noexcept {
     else if (nl == l) nc = c + 1;
     else if (nl == rl) nc = rc + 1;
     else nc = 0;
-    const std::uint64_t next = nc > 0xffff ? pack(nl + 1, 0) : pack(nl, nc);
+    const std::uint64_t next = nc > 0xffff ? after_full(nl) : pack(nl, nc);
     if (state_.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) return HlcTimestamp{next};
   }
 }

@@ -87,10 +87,14 @@ void Core::post(UniqueFunction<void()> f) {
   work_started();
   sched_->post([this, f = std::move(f)]() mutable {
     try {
-      f();
+      auto run = std::move(f);
+      run();
     } catch (...) {
       on_unhandled(0, "posted task", std::current_exception());
     }
+    // The callable and what it captured are gone before the work counts as
+    // done: a destructor may still make work (a promise it abandons wakes a
+    // waiting coroutine), and quiescence must not be seen before it.
     work_done();
   });
 }

@@ -66,13 +66,24 @@ std::size_t DeterministicScheduler::pending() const {
 }
 
 bool DeterministicScheduler::wait(StateBase& s, std::optional<Clock::time_point> deadline) {
+  // A deadline is virtual time here: as far ahead of the virtual clock as it
+  // is ahead of the real one. Timers past it do not fire, and the clock
+  // stops there. (The real deadline bounds turns that keep making turns.)
+  std::optional<Clock::time_point> until;
+  if (deadline) until = timers_.now() + std::max(Clock::duration::zero(), *deadline - Clock::now());
+  std::size_t steps = 0;
   while (!s.ready()) {
+    if (deadline && (++steps & 1023u) == 0 && Clock::now() >= *deadline) return false;
     if (step()) continue;
-    if (auto next = timers_.next_deadline()) {
+    const auto next = timers_.next_deadline();
+    if (until && (!next || *next > *until)) {
+      if (*until > timers_.now()) timers_.advance(*until - timers_.now());
+      return s.ready();
+    }
+    if (next) {
       timers_.advance(*next - timers_.now());
       continue;
     }
-    if (deadline) return false;
     throw Error("troupe: deterministic scheduler has no work left and the future is not ready (deadlock)");
   }
   return true;

@@ -358,10 +358,10 @@ void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<Payl
     WireOutputArchive ar(e->bytes, &e->segments);
     set_gathering(ar, to);
     value->write(ar);
+    seal(*e);  // may refuse it: too large, or too many blocks
   } catch (...) {
     return reply_error(to, corr, std::current_exception());
   }
-  seal(*e);
   if (!e->segments.empty()) e->keep.push_back(std::shared_ptr<PayloadWriter>(std::move(value)));
   post(std::move(e));
 }
@@ -443,6 +443,13 @@ Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, st
   e->kind_tell = coalesce;
   post(std::move(e));
   return f;
+}
+
+void RemoteNode::raw_reply(NodeId to, std::uint64_t corr, std::uint8_t version) {
+  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
+  seal(*e);
+  std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
+  post(std::move(e));
 }
 
 void RemoteNode::raw_frame(NodeId to, const ByteBuffer& bytes) {

@@ -77,6 +77,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
                                   const ByteBuffer& payload, ByteBuffer block, std::size_t sent);
   /// Sends bytes as a frame, unchecked.
   void raw_frame(NodeId to, const ByteBuffer& bytes);
+  /// Sends an empty reply to `corr` in the given protocol version.
+  void raw_reply(NodeId to, std::uint64_t corr, std::uint8_t version);
+  /// The correlation id of the latest ask this node sent (or spawn, or raw ask).
+  std::uint64_t last_corr() const noexcept { return next_corr_.load(std::memory_order_relaxed) - 1; }
 
   // InboundHandler
   std::unique_ptr<Inbound> on_envelope(NodeId from, Envelope& env) override;

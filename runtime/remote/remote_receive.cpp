@@ -337,11 +337,14 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
   if (batchable) {
     auto batch = std::make_unique<CallBatch>(*this, from);
     batch->add(m, corr, env.payload, env.payload_size);
-    open_batch_ = batch.get();
+    CallBatch* open = batch.get();
+    auto in = std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(batch));
+    // Open only once its record owns it: if that allocation throws, the
+    // batch is gone and must not be joined.
+    open_batch_ = open;
     open_target_ = env.target;
     open_from_ = from;
     open_type_ = m->cls;
-    auto in = std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(batch));
     TROUPE_STAGE(inbound_made);
     return in;
   }
@@ -569,6 +572,11 @@ void RemoteNode::on_bad_envelope(NodeId from, const EnvelopeFault& fault) {
   if (counts_as_work(fault.kind)) cluster_->count_delivered(from);
   const bool asks = fault.kind == Kind::call || fault.kind == Kind::spawn || fault.kind == Kind::mailbox;
   if (asks && fault.corr != 0) reply_error(from, fault.corr, std::make_exception_ptr(DecodeError(fault.what)));
+  // A reply that cannot be read (another protocol version, say) still ends
+  // its ask: with the reason, rather than never.
+  const bool replies = fault.kind == Kind::reply_ok || fault.kind == Kind::reply_error;
+  if (replies && fault.corr != 0)
+    if (auto r = take(fault.corr)) r->fail(std::make_exception_ptr(DecodeError(fault.what)));
 }
 
 }  // namespace troupe::detail

@@ -103,4 +103,15 @@ std::vector<std::string> split_method_names(std::string_view text) {
   return names;
 }
 
+std::vector<std::string> method_wire_names(std::string_view class_name, std::string_view registration_text) {
+  std::string cls;
+  for (char c : class_name)
+    if (!std::isspace(static_cast<unsigned char>(c))) cls.push_back(c);
+  const std::string prefix = cls + "::";
+  auto names = split_method_names(registration_text);
+  for (auto& n : names)
+    if (n.compare(0, prefix.size(), prefix) != 0) n = prefix + n;
+  return names;
+}
+
 }  // namespace troupe::detail

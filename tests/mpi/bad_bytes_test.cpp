@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <optional>
+
+#include "polite_mpi.hpp"
 #include "remote/remote_node.hpp"
 #include "test_actors.hpp"
 #include "troupe/mpi.hpp"
@@ -104,6 +107,45 @@ TEST(BadBytes, EveryBadMessageGetsAClearErrorAndNothingElseIsLost) {
     // Nothing else was lost, and the actors on rank 1 are still there.
     EXPECT_TRUE(rec.ask<&tt::Recorder::in_order>(0, seq).get());
     EXPECT_EQ(counter.ask<&tt::Counter::add>(5).get(), 5);
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(BadBytes, AReplyInAnotherVersionEndsItsAskWithDecodeError) {
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  auto& node = node_of(rt);
+  std::uint64_t corr = 0;
+  std::optional<troupe::Future<void>> pending;
+  if (rt.node() == 0) {
+    auto stuck = rt.spawn_on<tt::Stuck>(1).get();
+    pending = node.raw_ask(1, Kind::call, method_id("Stuck::hang"), stuck.id(), {});  // never answered
+    corr = node.last_corr();
+    EXPECT_EQ(stuck.ask<&tt::Stuck::ping>().get(), 1);  // hang() has started
+  }
+  tt::bcast(&corr, sizeof corr, 0);
+  if (rt.node() == 1) node.raw_reply(0, corr, /*version=*/9);
+  if (rt.node() == 0) {
+    auto msg = expect_error<troupe::DecodeError>(std::move(*pending));
+    EXPECT_NE(msg.find("version"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(BadBytes, AResultTooLargeToSendFailsItsAskAndTheRankKeepsRunning) {
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  if (rt.node() == 0) {
+    auto s = rt.spawn_on<tt::Sprawl>(1).get();
+    try {
+      s.ask<&tt::Sprawl::many>().get_for(10s);
+      ADD_FAILURE() << "no error";
+    } catch (const troupe::RemoteError& e) {
+      EXPECT_NE(std::string(e.what()).find("too many large blocks"), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "wrong error: " << e.what();
+    }
+    EXPECT_EQ(s.ask<&tt::Sprawl::ping>().get_for(10s), 1);
   }
   EXPECT_EQ(rt.finish(), 0);
 }

@@ -77,6 +77,25 @@ TEST(Remote, SpawnOnEveryRankAndAsk) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, MethodsOfBaseClassesRunOnTheirSubobjectForEachRegisteredClass) {
+  Job j;
+  const auto next = static_cast<troupe::NodeId>((j.me + 1) % j.n);
+  auto meter = j.rt.spawn_on<tt::Meter>(next).get_for(10s);
+  auto gauge = j.rt.spawn_on<tt::Gauge>(next).get_for(10s);
+  // Stats::hit is one method of two classes: each actor counts its own.
+  EXPECT_EQ(meter.ask<&tt::Stats::hit>().get_for(10s), 1);
+  EXPECT_EQ(gauge.ask<&tt::Stats::hit>().get_for(10s), 1);
+  meter.tell<&tt::Stats::hit>();
+  EXPECT_EQ(meter.ask<&tt::Stats::hit>().get_for(10s), 3);
+  EXPECT_EQ(gauge.ask<&tt::Stats::hit>().get_for(10s), 2);
+  // The other base and the vptr were left alone.
+  EXPECT_EQ(meter.ask<&tt::Named::ident>().get_for(10s), 7);
+  EXPECT_EQ(gauge.ask<&tt::Gauge::level>().get_for(10s), 3);
+  // A reference seen as the wrong class gets an error, not the call.
+  EXPECT_THROW(meter.as<tt::Gauge>().ask<&tt::Gauge::level>().get_for(10s), troupe::UnknownType);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, RefsTravelInsideMessages) {
   // Rank 0 spawns a Counter on rank 2 and a Broker on rank 1, then hands the
   // Broker the Counter's ref: rank 1 asks rank 2 on rank 0's behalf.

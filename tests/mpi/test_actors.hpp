@@ -143,6 +143,51 @@ class Stuck {
 };
 TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::ping);
 
+/// Classes whose remote methods belong to their bases: Stats sits at an
+/// offset inside both (after a vptr, and after another base), and its hit()
+/// is registered for two classes.
+struct Stats {
+  long hits = 0;
+  long hit() { return ++hits; }
+};
+struct Named {
+  int ident_ = 7;
+  int ident() const { return ident_; }
+};
+class Meter : public Named, public Stats {
+ public:
+  virtual ~Meter() = default;
+};
+TROUPE_REMOTE(Meter, troupe::init<>, &Stats::hit, &Named::ident);
+class Gauge : public Stats {
+ public:
+  virtual ~Gauge() = default;
+  int level() const { return 3; }
+};
+TROUPE_REMOTE(Gauge, troupe::init<>, &Stats::hit, &Gauge::level);
+
+/// A result with more large blocks than one message may carry, all from one
+/// static buffer (it costs no memory).
+struct ManyBlocks {
+  static constexpr std::size_t kBlocks = (std::size_t{1} << 16) + 1;
+  template <class Archive>
+  void save(Archive& ar) const {
+    static const std::vector<char> block(16 * 1024, 'x');
+    for (std::size_t i = 0; i < kBlocks; ++i) ar(cereal::binary_data(block.data(), block.size()));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::vector<char> block(16 * 1024);
+    for (std::size_t i = 0; i < kBlocks; ++i) ar(cereal::binary_data(block.data(), block.size()));
+  }
+};
+class Sprawl {
+ public:
+  ManyBlocks many() { return {}; }
+  int ping() { return 1; }
+};
+TROUPE_REMOTE(Sprawl, troupe::init<>, &Sprawl::many, &Sprawl::ping);
+
 /// Reads its node's hybrid logical clock while handling a message.
 class ClockReader {
  public:

@@ -300,3 +300,106 @@ TEST(Actors, GetOnASchedulerThreadIsRefused) {
   });
   EXPECT_NE(f.get().find("scheduler thread"), std::string::npos);
 }
+
+namespace {
+// A method of a base that does not start where the actor does: after a vptr,
+// and after another base.
+struct Stats {
+  long hits = 0;
+  long hit() { return ++hits; }
+};
+struct Tagged {
+  int tag = 7;
+  int get_tag() const { return tag; }
+};
+class Service : public Tagged, public Stats {
+ public:
+  virtual ~Service() = default;
+};
+}  // namespace
+
+TEST(Actors, MethodsOfABaseClassRunOnTheirSubobject) {
+  troupe::Runtime rt(threads(2));
+  auto s = rt.spawn<Service>();
+  EXPECT_EQ(s.ask<&Stats::hit>().get(), 1);
+  s.tell<&Stats::hit>();
+  EXPECT_EQ(s.ask<&Stats::hit>().get(), 3);
+  EXPECT_EQ(s.ask<&Tagged::get_tag>().get(), 7) << "a call of one base wrote into the other";
+  // A reference seen as the wrong class gets an error, not the call.
+  auto c = rt.spawn<Counter>(5);
+  EXPECT_THROW(c.as<Service>().ask<&Stats::hit>().get(), troupe::UnknownType);
+  EXPECT_EQ(c.ask<&Counter::value>().get(), 5);
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+namespace {
+// Counts as a batch of remote calls does: taking it out of the mailbox counts
+// one call, and rejecting it counts the others.
+struct Batch3 final : troupe::detail::Message {
+  explicit Batch3(std::atomic<int>& rejected) : rejected_(rejected) { weight = 3; }
+  void run(troupe::detail::ActorCell& cell) override { cell.calls_started(2); }
+  void reject(troupe::detail::ActorCell& cell) noexcept override {
+    cell.calls_started(2);
+    rejected_.fetch_add(1);
+  }
+  std::atomic<int>& rejected_;
+};
+}  // namespace
+
+TEST(Actors, AMessageOfSeveralCallsRejectedByAnExitedActorLeavesItsMailboxEmpty) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto c = rt.spawn<Counter>(0);
+  auto cell = c.cell();
+  std::atomic<int> rejected{0};
+  cell->enqueue(new Batch3(rejected));  // queued, then rejected as the actor exits
+  c.stop();
+  cell->enqueue(new Batch3(rejected));
+  sched.run();
+  EXPECT_TRUE(cell->exited());
+  cell->enqueue(new Batch3(rejected));  // rejected at once
+  EXPECT_EQ(rejected.load(), 2);
+  EXPECT_EQ(cell->mailbox_size(), 0u);
+  EXPECT_EQ(sched.pending(), 0u) << "the exited actor was scheduled again";
+  EXPECT_EQ(rt.core().outstanding(), 0u);
+}
+
+TEST(Actors, AnActorIsListedFromItsConstructorOnAndUnlistedWhenItStopsThere) {
+  struct Listed {
+    Listed() : found(troupe::runtime().core().find_cell(troupe::self<Listed>().id()) != nullptr) {}
+    bool was_found() const { return found; }
+    bool found;
+  };
+  struct Quits {
+    Quits() { troupe::self<Quits>().stop(); }
+  };
+  struct Throws {
+    Throws() { throw std::runtime_error("no"); }
+  };
+  troupe::Runtime rt(threads(2));
+  EXPECT_TRUE(rt.spawn<Listed>().ask<&Listed::was_found>().get()) << "a reference made in the constructor found nothing";
+  for (int i = 0; i < 2000; ++i) rt.spawn<Quits>();
+  EXPECT_THROW(rt.spawn<Throws>(), std::runtime_error);
+  ASSERT_TRUE(rt.core().wait_quiescent(std::chrono::steady_clock::now() + 10s));
+  EXPECT_EQ(rt.core().actor_count(), 1u) << "actors that stopped in their constructor stayed listed";
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, QuiescenceWaitsForWhatAPostedTaskCaptured) {
+  struct SlowToGo {
+    std::atomic<bool>* gone;
+    explicit SlowToGo(std::atomic<bool>* g) : gone(g) {}
+    SlowToGo(SlowToGo&& o) noexcept : gone(std::exchange(o.gone, nullptr)) {}
+    ~SlowToGo() {
+      if (gone == nullptr) return;
+      std::this_thread::sleep_for(50ms);
+      gone->store(true);
+    }
+  };
+  troupe::Runtime rt(threads(2));
+  std::atomic<bool> gone{false};
+  rt.core().post([s = SlowToGo(&gone)] { (void)s; });
+  ASSERT_TRUE(rt.core().wait_quiescent(std::chrono::steady_clock::now() + 10s));
+  EXPECT_TRUE(gone.load()) << "quiescence was seen before the posted task's captures were destroyed";
+  EXPECT_EQ(rt.finish(), 0);
+}

@@ -89,3 +89,17 @@ TEST(HybridClock, SaturatedCounterBorrowsAMillisecond) {
   EXPECT_GT(c.peek(), r);
   EXPECT_EQ(c.peek().physical_ms(), ahead + 2) << "70000 events past one saturation borrow one more millisecond";
 }
+
+TEST(HybridClock, TheEndOfItsRangeIsKeptNeverWrappedToZero) {
+  // Only an absurd remote timestamp (a corrupt envelope) gets a clock there.
+  const HlcTimestamp last{~std::uint64_t{0}};
+  HybridClock c;
+  EXPECT_EQ(c.merge(last), last);
+  EXPECT_EQ(c.now(), last);
+  EXPECT_EQ(c.merge(last), last);
+  HybridClock d;
+  const auto near_end = d.merge(HlcTimestamp{0xFFFF'FFFF'FFFF'0000ull});
+  EXPECT_GT(near_end, HlcTimestamp{0xFFFF'FFFF'FFFF'0000ull});
+  for (int i = 0; i < 70000; ++i) d.now();  // more than the counter holds
+  EXPECT_EQ(d.peek(), last);
+}

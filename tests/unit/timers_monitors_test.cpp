@@ -192,3 +192,22 @@ TEST(Deterministic, GetReportsADeadlockInsteadOfHanging) {
   EXPECT_THROW(f.get(), troupe::Error);
   EXPECT_FALSE(f.wait_for(10ms));
 }
+
+TEST(Deterministic, DeadlinesAreVirtualTime) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  troupe::Promise<int> p(rt.core().waiter());
+  auto f = p.get_future();
+  int ticks = 0;
+  auto tick = rt.every(1s, [&] { return ++ticks < 1000000; });  // a timer that keeps coming back
+  EXPECT_FALSE(f.wait_for(10ms)) << "nothing sets it";
+  EXPECT_EQ(ticks, 0) << "a timer past the deadline fired";
+  EXPECT_LT(sched.now(), 1s);
+  tick.cancel();
+  auto later = rt.after(1h, [p = std::move(p)]() mutable { p.set_value(1); });
+  const auto before = sched.now();
+  EXPECT_FALSE(f.wait_for(1ms));
+  EXPECT_LE(sched.now() - before, std::chrono::nanoseconds(1ms)) << "the virtual clock ran past the deadline";
+  EXPECT_EQ(f.get(), 1);  // no deadline: time moves to the timer
+  EXPECT_GE(sched.now() - before, std::chrono::nanoseconds(1h));
+}

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "troupe/remote.hpp"
 #include "troupe/wire/registry.hpp"
@@ -51,14 +52,24 @@ TEST(WireRegistry, IdsAreHashesOfTheRegisteredNames) {
 
 TEST(WireRegistry, CollisionsAreReported) {
   auto& reg = WireRegistry::instance();
-  reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::a>(0, nullptr, "Twice::same"));
-  reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::b>(0, nullptr, "Twice::same"));
+  reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::a, pinned::Twice>(0, "Twice::same"));
+  reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::b, pinned::Twice>(0, "Twice::same"));
   const auto problems = reg.problems();
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_NE(problems[0].find("same wire id"), std::string::npos) << problems[0];
   // The first registration stands; the second is not merged into it.
   const auto* m = reg.method(fnv1a64("Twice::same"));
   ASSERT_NE(m, nullptr);
-  EXPECT_EQ(m->tag, &troupe::detail::method_tag<&pinned::Twice::a>);
-  EXPECT_EQ(reg.method(&troupe::detail::method_tag<&pinned::Twice::b>), nullptr);
+  EXPECT_EQ(m->tag, (&troupe::detail::method_tag<&pinned::Twice::a, pinned::Twice>));
+  EXPECT_EQ(reg.method((&troupe::detail::method_tag<&pinned::Twice::b, pinned::Twice>)), nullptr);
+}
+
+TEST(WireRegistry, AMethodOfABaseIsNamedForTheClassItIsRegisteredWith) {
+  using troupe::detail::method_wire_names;
+  EXPECT_EQ(method_wire_names("Pinned", "troupe::init<int>, &Pinned::get, & Pinned :: set"),
+            (std::vector<std::string>{"Pinned::get", "Pinned::set"}));
+  EXPECT_EQ(method_wire_names("ns::Meter", "troupe::init<>, &Stats::hit, &ns::Meter::level"),
+            (std::vector<std::string>{"ns::Meter::Stats::hit", "ns::Meter::level"}));
+  // A class whose name begins another's is not mistaken for it.
+  EXPECT_EQ(method_wire_names("Pin", "troupe::init<>, &Pinned::get"), (std::vector<std::string>{"Pin::Pinned::get"}));
 }

@@ -1,5 +1,6 @@
-// CallMessage<M>: a call of the method M with its arguments, and for an ask the
-// promise of its result.
+// CallMessage<M, C>: a call of the method M on an actor of class C (M may
+// belong to a base of C) with its arguments, and for an ask the promise of
+// its result.
 #pragma once
 
 #include <exception>
@@ -53,17 +54,27 @@ class AskCompletion {
   ActorId actor_;
 };
 
-/// Runs M on the cell's object and hands the result to `finish(TaskResult<R>&&)`.
-/// Plain values finish at once, Task<R> when the coroutine completes, Future<R>
-/// when it resolves.
-template <auto M, class Args, class Finish>
+/// Runs M on the cell's object, an actor of class C, and hands the result to
+/// `finish(TaskResult<R>&&)`. Plain values finish at once, Task<R> when the
+/// coroutine completes, Future<R> when it resolves. A cell of another class
+/// (a reference seen as the wrong class) gets an error, never the call.
+template <auto M, class C, class Args, class Finish>
 void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
   using Traits = Method<M>;
   using Ret = typename Traits::Return;
   using R = typename Traits::Result;
   using Class = typename Traits::Class;
-  auto& obj = *static_cast<Class*>(cell.object());
+  static_assert(std::is_base_of_v<Class, C>, "troupe: the method does not belong to this actor's class");
   TaskResult<R> out;
+  if (cell.type() != &type_tag<C>) {
+    out.error = std::make_exception_ptr(UnknownType(std::string("troupe: ") + method_tag<M, C>.debug_name +
+                                                    " called on an actor of class " + cell.type()->debug_name));
+    finish(std::move(out));
+    return;
+  }
+  // Through the actor's own class: a base's subobject may not start where
+  // the object does (a polymorphic derived class, a second base).
+  auto& obj = static_cast<Class&>(*static_cast<C*>(cell.object()));
   try {
     if constexpr (is_task<Ret>::value) {
       static_assert(!params_have_reference<typename Traits::Params>::value,
@@ -101,7 +112,7 @@ void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
   finish(std::move(out));
 }
 
-template <auto M>
+template <auto M, class C>
 class CallMessage final : public CallBase {
  public:
   using Traits = Method<M>;
@@ -111,15 +122,15 @@ class CallMessage final : public CallBase {
   template <class... A>
   explicit CallMessage(std::optional<Promise<R>> p, A&&... a)
       : args(std::forward<A>(a)...), promise(std::move(p)) {
-    tag = &method_tag<M>;
+    tag = &method_tag<M, C>;
   }
 
   void run(ActorCell& cell) override {
     if (promise) {
-      invoke_call<M>(cell, args, AskCompletion<R>(std::move(*promise), cell.node(), cell.id()));
+      invoke_call<M, C>(cell, args, AskCompletion<R>(std::move(*promise), cell.node(), cell.id()));
     } else {
-      invoke_call<M>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
-        if (r.error) report_unhandled(*core, id, method_tag<M>.debug_name, r.error);
+      invoke_call<M, C>(cell, args, [core = &cell.core(), id = cell.id()](TaskResult<R>&& r) {
+        if (r.error) report_unhandled(*core, id, method_tag<M, C>.debug_name, r.error);
       });
     }
   }

@@ -81,15 +81,17 @@ inline constexpr auto method_name_storage = to_char_array<pretty_method_name<M>(
 template <class T>
 inline constexpr auto type_name_storage = to_char_array<pretty_type_name<T>().size()>(pretty_type_name<T>());
 
-/// A unique address per method, used as a key in this process's method table
-/// (never sent over the wire: wire ids come from TROUPE_REMOTE's names).
+/// A unique address per method of an actor class, used as a key in this
+/// process's method table (never sent over the wire: wire ids come from
+/// TROUPE_REMOTE's names). A base class's method called on two derived
+/// classes is two methods: C is the actor's class, M may belong to a base.
 struct MethodTag {
   const char* debug_name;
   /// The wire registry's entry for this method, remembered once the registry
   /// is frozen (entries never move or change after that).
   mutable std::atomic<const void*> entry{nullptr};
 };
-template <auto M>
+template <auto M, class C>
 inline const MethodTag method_tag{method_name_storage<M>.data()};
 
 /// A unique address per actor class, same purpose as MethodTag.

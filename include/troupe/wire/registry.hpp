@@ -196,4 +196,12 @@ class WireRegistry {
 /// "troupe::init<int, double>, &Counter::add, &Counter :: value" -> {"Counter::add", "Counter::value"}
 std::vector<std::string> split_method_names(std::string_view registration_text);
 
+/// The names TROUPE_REMOTE(class_name, registration_text) gives its methods,
+/// which their wire ids hash: as written ("Counter::add"), except that a
+/// method written with another class's name (a base's, "Stats::hit"
+/// registered for class Service) is named for the class it is registered
+/// with too ("Service::Stats::hit"), so that the same base method registered
+/// for two classes is two methods.
+std::vector<std::string> method_wire_names(std::string_view class_name, std::string_view registration_text);
+
 }  // namespace troupe::detail
