@@ -162,6 +162,18 @@ bool Engine::note_in_flight() {
   return now;
 }
 
+void Engine::drop_queued_frames(Source& src) {
+  for (auto& f : src.frames) {
+    if (f.req != MPI_REQUEST_NULL) {  // a large frame's receive (complete ones wait with a null request)
+      MPI_Cancel(&f.req);
+      MPI_Request_free(&f.req);
+      abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));  // MPI may still write it
+    }
+    --frames_pending_;
+  }
+  src.frames.clear();
+}
+
 void Engine::mark_lost(NodeId n) {
   if (n >= nodes()) return;
   std::vector<std::shared_ptr<Delivery>> undelivered;
@@ -188,7 +200,7 @@ void Engine::mark_lost(NodeId n) {
   bool slot_lost = false;
   compact(send_reqs_, send_meta_, [&](std::size_t r) {
     if (send_meta_[r].peer != n) return true;
-    MPI_Request_free(&send_reqs_[r]);
+    if (send_reqs_[r] != MPI_REQUEST_NULL) MPI_Request_free(&send_reqs_[r]);  // null: MPI refused the send
     slot_lost |= static_cast<bool>(send_meta_[r].slot);
     abandoned_.push_back(std::make_shared<SendMeta>(std::move(send_meta_[r])));
     return false;
@@ -199,21 +211,15 @@ void Engine::mark_lost(NodeId n) {
   // Receives from it: cancel what can be cancelled, abandon the rest.
   compact(seg_reqs_, seg_meta_, [&](std::size_t r) {
     if (seg_meta_[r].from != n) return true;
-    MPI_Cancel(&seg_reqs_[r]);
-    MPI_Request_free(&seg_reqs_[r]);
+    if (seg_reqs_[r] != MPI_REQUEST_NULL) {  // null: MPI refused the receive
+      MPI_Cancel(&seg_reqs_[r]);
+      MPI_Request_free(&seg_reqs_[r]);
+    }
     abandoned_.push_back(seg_meta_[r].owner);
     return false;
   });
   auto& src = *sources_[n];
-  for (auto& f : src.frames) {
-    if (f.req != MPI_REQUEST_NULL) {  // a large frame's receive (complete ones wait with a null request)
-      MPI_Cancel(&f.req);
-      MPI_Request_free(&f.req);
-    }
-    abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
-    --frames_pending_;
-  }
-  src.frames.clear();
+  drop_queued_frames(src);
   partial_.fetch_sub(src.queue.size(), std::memory_order_relaxed);
   for (auto& d : src.queue) {
     abandoned_.push_back(d);

@@ -348,7 +348,9 @@ class Engine {
   struct Source {
     std::deque<std::shared_ptr<Delivery>> queue;  // arrival order
     std::deque<FrameRecv> frames;                 // frames still arriving, in order
-    bool broken = false;  // a large frame could not be received: nothing more is read from it
+    // A large frame, or an envelope's blocks, could not be received: what it
+    // sends after them would be read out of order, so nothing more is read.
+    bool broken = false;
   };
   struct SegRecv {
     NodeId from;
@@ -417,11 +419,17 @@ class Engine {
   bool test_segment_recvs();
   void process_frame(NodeId from, ByteBuffer& frame);
   void read_frame(NodeId from, ByteBuffer& frame);  // process_frame's loop
-  /// Scratch buffers that receive (and drop) blocks nobody takes; false if
-  /// memory ran out (the frame's remaining envelopes are then dropped).
-  bool drain_into_scratch(NodeId from, Delivery& d, const std::vector<std::uint64_t>& sizes,
+  /// Scratch buffers that receive (and drop) blocks nobody takes; false, with
+  /// nothing kept, if memory ran out (the caller then stops reading the source).
+  bool drain_into_scratch(Delivery& d, const std::vector<std::uint64_t>& sizes,
                           const std::vector<std::uint8_t>& pieced, std::vector<InSegment>& dests);
   void release_arrived();                           // arrived_ -> ready_
+  /// The blocks of an envelope from `from` cannot be received: d (its
+  /// delivery, no receive posted) is queued, and the source is broken.
+  void stop_reading(NodeId from, std::shared_ptr<Delivery> d);
+  /// Frames of a source that will never be read: their receives cancelled,
+  /// their buffers kept (MPI may still write them).
+  void drop_queued_frames(Source& src);
   void post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
   void collect_ready(NodeId from);
   void deliver_ready();
@@ -538,6 +546,7 @@ inline constexpr std::size_t kStubBytes = 16;
 inline constexpr std::uint32_t kStubMark = 0xffffffffu;
 /// The largest frame a stub may announce (a lone envelope's own bytes; blocks travel as segments).
 inline constexpr std::uint64_t kLargestFrame = std::numeric_limits<int>::max();
+static_assert(kFrameSlot + kMaxEnvelope <= kLargestFrame, "the largest envelope, in a frame of its own, fits an int count");
 /// Frames coalesce envelopes up to this size; larger envelopes travel alone.
 inline constexpr std::size_t kFrameLimit = 64 * 1024;
 static_assert(Engine::kCloseAt + Engine::kSmallEnvelope <= kFrameLimit, "a coalesced frame stays within kFrameLimit");

@@ -301,7 +301,10 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
       // Another version: skip it, and its segments.
       auto d = std::make_shared<Delivery>();
       std::vector<InSegment> dests;
-      if (!drain_into_scratch(from, *d, fault.segment_sizes, fault.segment_pieced, dests)) break;
+      if (!drain_into_scratch(*d, fault.segment_sizes, fault.segment_pieced, dests)) {
+        stop_reading(from, std::move(d));
+        break;
+      }
       post_segment_recvs(from, d, std::move(dests));
       sources_[from]->queue.push_back(std::move(d));
       partial_.fetch_add(1, std::memory_order_relaxed);
@@ -334,7 +337,10 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
         std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
         d->inbound.reset();
       }
-      if (!drain_into_scratch(from, *d, env.segment_sizes, env.segment_pieced, dests)) break;
+      if (!drain_into_scratch(*d, env.segment_sizes, env.segment_pieced, dests)) {
+        stop_reading(from, std::move(d));  // its refusal, if any, still reaches the asker
+        break;
+      }
     }
     post_segment_recvs(from, d, std::move(dests));
     sources_[from]->queue.push_back(std::move(d));
@@ -342,7 +348,7 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
   }
 }
 
-bool Engine::drain_into_scratch(NodeId from, Delivery& d, const std::vector<std::uint64_t>& sizes,
+bool Engine::drain_into_scratch(Delivery& d, const std::vector<std::uint64_t>& sizes,
                                 const std::vector<std::uint8_t>& pieced, std::vector<InSegment>& dests) {
   try {
     for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -352,9 +358,27 @@ bool Engine::drain_into_scratch(NodeId from, Delivery& d, const std::vector<std:
     }
     return true;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "troupe: node %u: no memory to drain an envelope's blocks from node %u; dropping the frame\n",
-                 self_, from);
+    d.scratch.clear();
     return false;
+  }
+}
+
+void Engine::stop_reading(NodeId from, std::shared_ptr<Delivery> d) {
+  // The blocks it declares can be received nowhere, and the blocks this node
+  // sends after them would land in the wrong receives: nothing more from it
+  // is read (as for a frame that cannot be received), so the cluster comes to
+  // treat it as lost. What was read of it so far is still delivered, in order.
+  std::fprintf(stderr,
+               "troupe: node %u: no memory to receive (or drain) the blocks of an envelope from node %u; "
+               "the rest of its frame is dropped and nothing more from that node is read\n",
+               self_, from);
+  auto& src = *sources_[from];
+  src.broken = true;
+  drop_queued_frames(src);  // frames that came after this one
+  try {
+    src.queue.push_back(std::move(d));  // no receive posted: ready in its turn
+    partial_.fetch_add(1, std::memory_order_relaxed);
+  } catch (const std::bad_alloc&) {
   }
 }
 
@@ -372,11 +396,20 @@ void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
     for (std::size_t c = 0, n = chunks(seg.size, seg.pieced); c < n; ++c) {
       const std::size_t len = std::min(left, step);
       MPI_Request req = MPI_REQUEST_NULL;
-      checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, peers_[from]->rank, kTagSegment, peer_comm(from), &req),
-              "MPI_Irecv");
+      d->pending++;
+      if (checked(MPI_Irecv(p, static_cast<int>(len), MPI_BYTE, peers_[from]->rank, kTagSegment, peer_comm(from),
+                            &req),
+                  "MPI_Irecv") != MPI_SUCCESS) {
+        // MPI refused it: this delivery never completes (its block would be
+        // missing a piece), and the source's later blocks would land in the
+        // wrong receives, so nothing more is read from it.
+        sources_[from]->broken = true;
+        p += len;
+        left -= len;
+        continue;
+      }
       seg_reqs_.push_back(req);
       seg_meta_.push_back(SegRecv{from, d, p, len});
-      d->pending++;
       stats_.bytes_received += len;
       p += len;
       left -= len;

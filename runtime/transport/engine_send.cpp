@@ -125,6 +125,8 @@ bool Engine::send_now(Draft& draft) {
   const bool started = note_in_flight();
   lk.unlock();
   if (started && sleeping_.load(std::memory_order_seq_cst)) wake();
+  // Another sender may have queued while we held the engine and found it busy.
+  if (outq_size_.load(std::memory_order_seq_cst) != 0) flush_sends();
   TROUPE_STAGE(send_now_done);
   return true;
 }
@@ -166,7 +168,12 @@ void Engine::flush() { flush_sends(); }
 void Engine::flush_sends() {
   while (true) {
     std::unique_lock lk(mu_, std::try_to_lock);
-    if (!lk.owns_lock()) break;
+    if (!lk.owns_lock()) {
+      // Whoever holds the engine may leave without looking at the queue again
+      // (send_now, stats): a progress thread in a nap must not sleep through it.
+      if (sleeping_.load(std::memory_order_seq_cst)) wake();
+      break;
+    }
     drain_outq();
     flush_outboxes();
     test_sends();

@@ -38,8 +38,9 @@ void EnvelopeWriter::begin(Kind kind, NodeId source, std::uint64_t corr, std::ui
 
 void EnvelopeWriter::finish(const std::uint64_t* segment_sizes, std::uint32_t count) {
   const std::size_t payload = out_.size() - start_ - kHeaderSize;
-  if (payload > kMaxEnvelope) throw Error("troupe: message too large to encode (" + std::to_string(payload) + " bytes inline)");
   if (count > kMaxSegments) throw Error("troupe: message has too many large blocks");
+  if (!envelope_fits(payload, count))
+    throw Error("troupe: message too large to encode (" + std::to_string(payload) + " bytes inline)");
   for (std::uint32_t i = 0; i < count; ++i)
     if (segment_size_of(segment_sizes[i]) > kMaxSegmentBytes)
       throw Error("troupe: a block of " + std::to_string(segment_size_of(segment_sizes[i])) + " bytes exceeds the " +

@@ -35,7 +35,14 @@ inline constexpr std::uint8_t kProtocolVersion = 2;
 inline constexpr std::size_t kPrefixSize = 24;
 inline constexpr std::size_t kHeaderSize = 56;
 inline constexpr std::uint32_t kMaxSegments = 1u << 16;
-inline constexpr std::uint64_t kMaxEnvelope = (1ull << 31) - 1;  // inline bytes; large data goes in segments
+/// The largest envelope: header, inline bytes and block sizes together (large
+/// data goes in blocks). A frame of one, with the engine's 4-byte slot before
+/// it, still fits MPI's int count.
+inline constexpr std::uint64_t kMaxEnvelope = (1ull << 31) - 1 - 64;
+/// Whether an envelope of `payload` inline bytes and `count` blocks fits.
+constexpr bool envelope_fits(std::uint64_t payload, std::uint64_t count) noexcept {
+  return count <= kMaxSegments && payload <= kMaxEnvelope && kHeaderSize + payload + 8 * count <= kMaxEnvelope;
+}
 /// The largest block one message may carry; senders refuse larger ones, and a
 /// receiver treats a larger claim as corrupt (it never allocates for it).
 inline constexpr std::uint64_t kMaxSegmentBytes = 1ull << 36;

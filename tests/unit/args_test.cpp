@@ -15,6 +15,8 @@
 #include "troupe/remote.hpp"
 #include "troupe/wire/archive.hpp"
 #include "troupe/wire/registry.hpp"
+#include "transport/engine.hpp"
+#include "wire/envelope.hpp"
 
 using troupe::DecodeError;
 using troupe::detail::ByteBuffer;
@@ -222,4 +224,17 @@ TEST(WireReplies, BadNumberBytesAreRefusedAsTheArchiveRefusesThem) {
   EXPECT_EQ(refusal<bool>(two), archive_refusal<bool>(two));
   EXPECT_NE(refusal<void>(two).find("does not read"), std::string::npos);
   EXPECT_EQ(refusal<void>(two), archive_refusal<void>(two));
+}
+
+TEST(WireEnvelopes, TheLargestEnvelopeStillFitsAFrameOfMpisIntCount) {
+  using namespace troupe::detail;
+  // The whole envelope counts, header and block sizes with the inline bytes:
+  // a frame of it, with its 4-byte slot, is sent with an int count.
+  const std::uint64_t room = kMaxEnvelope - kHeaderSize;
+  EXPECT_TRUE(envelope_fits(room, 0));
+  EXPECT_FALSE(envelope_fits(room + 1, 0));
+  EXPECT_TRUE(envelope_fits(room - 8 * kMaxSegments, kMaxSegments));
+  EXPECT_FALSE(envelope_fits(room - 8 * kMaxSegments + 1, kMaxSegments));
+  EXPECT_FALSE(envelope_fits(0, kMaxSegments + 1));
+  EXPECT_LE(kFrameSlot + kHeaderSize + room, static_cast<std::uint64_t>(std::numeric_limits<int>::max()));
 }
