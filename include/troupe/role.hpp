@@ -31,11 +31,12 @@ class Role {
   /// (MPI_Comm_split), for MPI collectives among them; MPI_COMM_NULL on a node
   /// outside the role. It keeps every rank the role started with: after one is
   /// lost, a collective on it would wait for the dead rank forever (MPI cannot
-  /// shrink it without ULFM); use live_comm() then.
+  /// shrink it without ULFM); use live_comm() then. Nodes that joined later
+  /// (Runtime::add_nodes) are in neither: on them both are MPI_COMM_NULL.
   MPI_Comm comm() const;
-  /// A new communicator of the role's live ranks. Collective over them: every
-  /// live member must call it (with the same view of who is lost). The caller
-  /// owns it (MPI_Comm_free).
+  /// A new communicator of the role's live ranks among those it started with.
+  /// Collective over them: every live member must call it (with the same view
+  /// of who is lost). The caller owns it (MPI_Comm_free).
   MPI_Comm live_comm() const;
 
   template <class T> Dispatcher<T, true> broadcast(std::string name) const { return make<T, true>(name, Strategy::broadcast); }

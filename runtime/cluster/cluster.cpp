@@ -28,6 +28,9 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
     sent_[i].store(0);
     delivered_[i].store(0);
   }
+  // A node that joined later learns of the losses before it as it starts.
+  for (const auto& n : info_)
+    if (!n.alive) losses_handled_.fetch_add(1, std::memory_order_relaxed);
   std::unique_ptr<PmixProbe> probe;
   const char* no_pmix = std::getenv("TROUPE_PMIX");
   // Not on a node that joined later: its MPI_COMM_WORLD is not the launcher's job.
@@ -99,6 +102,7 @@ void Cluster::nodes_added(const std::vector<NodeId>& fresh) {
     std::lock_guard lk(mu_);
     listeners = added_listeners_;
   }
+  InHandler in(*this);
   for (auto& l : listeners) l(fresh);
 }
 
@@ -113,6 +117,10 @@ void Cluster::set_extra_control(std::function<void(NodeId, std::uint64_t, WireIn
     std::lock_guard lk(mu_);
     extra_control_ = handler;
     if (handler) early.swap(stash_);
+  }
+  if (!handler) {
+    while (handler_calls_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    return;
   }
   for (auto& m : early) {
     WireInputArchive ar(m.payload->data(), m.payload->size(), nullptr, 0);
@@ -176,6 +184,7 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
     }
     default: {
       std::function<void(NodeId, std::uint64_t, WireInputArchive&)> h;
+      InHandler in(*this);  // before the copy: set_extra_control(nullptr) then waits for the call
       {
         std::lock_guard lk(mu_);
         h = extra_control_;
@@ -189,7 +198,17 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
 
 void Cluster::declare_lost(NodeId n) {
   if (n >= size() || n == self_) return;
+  declaring_.fetch_add(1, std::memory_order_seq_cst);  // before the node leaves the sums
+  struct Declared {  // on every way out, after the work the loss made is counted
+    Cluster& c;
+    bool handled = false;
+    ~Declared() {
+      if (handled) c.losses_handled_.fetch_add(1, std::memory_order_seq_cst);
+      c.declaring_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  } declared{*this};
   if (!alive_[n].exchange(false)) return;
+  declared.handled = true;
   engine_.mark_lost(n);
   detector_->on_lost(n, steady_clock::now());
   std::vector<std::function<void(NodeId)>> listeners;
@@ -198,7 +217,10 @@ void Cluster::declare_lost(NodeId n) {
     info_[n].alive = false;
     listeners = lost_listeners_;
   }
-  for (auto& l : listeners) l(n);
+  {
+    InHandler in(*this);
+    for (auto& l : listeners) l(n);
+  }
   cv_.notify_all();
 }
 
@@ -273,9 +295,11 @@ NodeId Cluster::coordinator() const {
 Cluster::Status Cluster::local_status() const {
   Status st;
   st.in_finish = in_finish_.load();
-  st.lost = lost_set().size();
+  // Read first: a loss declared meanwhile changes the sums below.
+  const bool declaring = declaring_.load(std::memory_order_seq_cst) != 0;
+  st.lost = losses_handled_.load(std::memory_order_seq_cst);
   const bool quiet = engine_.quiet();  // first: a delivery in progress counts until it is done
-  st.idle = quiet && core_.outstanding() == 0;
+  st.idle = !declaring && quiet && core_.outstanding() == 0;
   for (NodeId n = 0; n < size(); ++n) {
     if (!alive(n)) continue;
     st.sent += sent_[n].load(std::memory_order_relaxed);
@@ -318,7 +342,8 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
   if (ok && sent == delivered) {
     // Balanced and idle twice in a row with the same counts: nothing moved in
     // between, so nothing is in flight and nobody is busy.
-    if (last_balanced_ && *last_balanced_ == std::make_pair(sent, delivered)) {
+    const auto now_balanced = std::make_tuple(sent, delivered, replies_[self_]->lost);
+    if (last_balanced_ && *last_balanced_ == now_balanced) {
       const auto wave = wave_;
       acked_.assign(size(), false);
       lk.unlock();
@@ -327,7 +352,7 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
       done_.store(true);
       return;
     }
-    last_balanced_ = std::make_pair(sent, delivered);
+    last_balanced_ = now_balanced;
     next_wave_ = now;
   } else {
     last_balanced_.reset();

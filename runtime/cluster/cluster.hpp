@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cluster/detector.hpp"
@@ -55,6 +56,9 @@ class Cluster {
   /// messages are counted, so finish() waits until they are handled.
   void send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body, bool work = false);
   /// Control types this layer does not know go to this handler (the registry's).
+  /// Installs the handler of control types from Control::replicate on (null:
+  /// removes it, and returns once no call of it, or of a listener, is under
+  /// way, so that the component behind them can be destroyed).
   void set_extra_control(std::function<void(NodeId, std::uint64_t, WireInputArchive&)> handler);
   /// A control message arrived (called at delivery, in order per source).
   void on_control(NodeId from, std::uint64_t type, WireInputArchive& ar);
@@ -102,7 +106,11 @@ class Cluster {
     bool idle = false;
     std::uint64_t sent = 0;
     std::uint64_t delivered = 0;
-    std::uint64_t lost = 0;  // the size of its lost set: all must agree
+    // Losses it has finished handling (listeners run): all must agree, and
+    // two waves compare only with the same. A loss under way, its node
+    // already out of the sums but the work its listeners make not yet
+    // counted, does not count yet.
+    std::uint64_t lost = 0;
   };
   NodeId coordinator() const;
   /// Merges a lost set heard from another node; true if it taught us something.
@@ -146,7 +154,18 @@ class Cluster {
   std::uint64_t wave_ = 0;            // coordinator: current wave
   bool wave_open_ = false;
   std::vector<std::optional<Status>> replies_;
-  std::optional<std::pair<std::uint64_t, std::uint64_t>> last_balanced_;
+  std::optional<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>> last_balanced_;  // sent, delivered, lost
+  std::atomic<std::uint64_t> losses_handled_{0};
+  std::atomic<int> declaring_{0};  // losses being declared (listeners running): not idle
+  // Calls of the extra control handler and of listeners under way:
+  // set_extra_control(nullptr) waits for them, so that the component that
+  // installed them can go.
+  std::atomic<int> handler_calls_{0};
+  struct InHandler {
+    explicit InHandler(Cluster& c) : c_(c) { c_.handler_calls_.fetch_add(1, std::memory_order_seq_cst); }
+    ~InHandler() { c_.handler_calls_.fetch_sub(1, std::memory_order_seq_cst); }
+    Cluster& c_;
+  };
   std::chrono::steady_clock::time_point next_wave_{};
   std::chrono::microseconds wave_gap_{500};
   std::vector<bool> acked_;

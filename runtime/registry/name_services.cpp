@@ -78,8 +78,10 @@ NameServices::NameServices(Runtime& rt)
 }
 
 NameServices::~NameServices() {
-  if (cluster_ != nullptr) cluster_->set_extra_control(nullptr);
+  // First: a listener that looks from now on finds this gone; then wait for
+  // the handler and listener calls under way to end.
   life_.reset();
+  if (cluster_ != nullptr) cluster_->set_extra_control(nullptr);
 }
 
 NodeId NameServices::self() const noexcept { return core_.node(); }

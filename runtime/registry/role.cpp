@@ -38,10 +38,15 @@ MPI_Comm Role::comm() const {
 MPI_Comm Role::live_comm() const {
   MPI_Comm base = comm();
   if (base == MPI_COMM_NULL) return MPI_COMM_NULL;
-  // Ranks of the role communicator are the members in node order (split key).
+  // Ranks of the role communicator are the members in node order (split key),
+  // the nodes the job started with only: nodes joined later (higher ids, never
+  // reused) are not in it.
+  int members = 0;
+  MPI_Comm_size(base, &members);
   std::vector<int> live_ranks;
   int rank_in_role = 0;
   for (auto& n : rt_->cluster().nodes()) {
+    if (rank_in_role == members) break;
     if (n.role != name_) continue;
     if (n.alive) live_ranks.push_back(rank_in_role);
     ++rank_in_role;

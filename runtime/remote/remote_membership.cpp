@@ -142,14 +142,13 @@ void RemoteNode::join_from_parent(MPI_Comm parent) {
     n.alive = true;
   }
   engine_ = std::make_unique<Engine>(merged, *this, self, info.total, info.node_of_rank);
-  spawns_.push_back(Spawn{parent, MPI_COMM_NULL});
   core_.set_node(self);
   membership_comm_ = merged;
   membership_nodes_ = info.node_of_rank;
   note_neighbours(nodes);
   cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
   cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
-  lost_at_last_spawn_ = cluster_->lost_set().size();
+  spawns_.push_back(Spawn{parent, MPI_COMM_NULL, cluster_->lost_set().size()});
   start_services();
 }
 
@@ -224,8 +223,7 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   engine_->add_nodes(merged, info.node_of_rank, info.total);
   cluster_->nodes_added(fresh);
   if (live != MPI_COMM_NULL) MPI_Comm_free(&live);
-  spawns_.push_back(Spawn{inter, merged});
-  lost_at_last_spawn_ = cluster_->lost_set().size();
+  spawns_.push_back(Spawn{inter, merged, cluster_->lost_set().size()});
   membership_comm_ = merged;  // the previous ones stay allocated: MPI may still use them
   membership_nodes_ = info.node_of_rank;
   return fresh;

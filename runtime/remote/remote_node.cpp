@@ -529,10 +529,10 @@ void RemoteNode::finalize() {
     MPI_Finalized(&done);
     if (!done && !spawns_.empty()) {
       engine_->release_joined_comms();
-      const bool intact = cluster_->lost_set().size() == lost_at_last_spawn_;
+      const std::size_t lost = cluster_->lost_set().size();
       for (auto& sp : spawns_) {
         if (sp.merged != MPI_COMM_NULL) MPI_Comm_free(&sp.merged);
-        if (intact && sp.inter != MPI_COMM_NULL) MPI_Comm_disconnect(&sp.inter);
+        if (lost == sp.lost_at && sp.inter != MPI_COMM_NULL) MPI_Comm_disconnect(&sp.inter);
       }
     }
   }

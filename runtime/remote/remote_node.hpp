@@ -172,9 +172,12 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   struct Spawn {
     MPI_Comm inter;   // the spawn's intercommunicator (the parent's, in a joiner)
     MPI_Comm merged;  // its merged intracommunicator
+    // Nodes known lost when it was made: any loss after that may be one of
+    // its members (a node joined by an earlier spawn, say), and then it
+    // cannot be disconnected (collective over its members).
+    std::size_t lost_at = 0;
   };
   std::vector<Spawn> spawns_;
-  std::size_t lost_at_last_spawn_ = 0;
   std::mutex membership_mu_;
   void join_from_parent(MPI_Comm parent);
   /// Marks the nodes on this node's host: blocks to them are gathered onto

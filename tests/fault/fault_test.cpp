@@ -469,6 +469,9 @@ void replace(troupe::Runtime& rt, Outcome& out) {
     out.expect(in_pool == 2, "the new node's worker groups: pool has " + std::to_string(in_pool) + " members, not 2");
     const auto orphans = scoped_members("orphan", 1);
     out.expect(orphans == 1, "the new node's worker groups: orphan has " + std::to_string(orphans) + " members, not 1");
+    // It was not in the role's start-up communicator.
+    out.expect(rt.role("worker").comm() == MPI_COMM_NULL && rt.role("worker").live_comm() == MPI_COMM_NULL,
+               "the new node has a role communicator");
     rt.finish();
     return;
   }
@@ -490,6 +493,18 @@ void replace(troupe::Runtime& rt, Outcome& out) {
   out.expect(fresh.ask<&Victim::where>().get_for(20s) == 4, "an actor spawned on the new node is elsewhere");
   stream_to_survivors(rt, {0, 1, 3}, 0, kStream);
   expect_streams_from(survivors);
+  if (rt.node() != 0) {
+    // The workers the job started with that live: a node joined since is not
+    // in their start-up communicator.
+    MPI_Comm live = rt.role("worker").live_comm();
+    int members = 0;
+    if (live != MPI_COMM_NULL) MPI_Comm_size(live, &members);
+    out.expect(members == 2, "the live workers' communicator has " + std::to_string(members) + " ranks, not 2");
+    if (live != MPI_COMM_NULL) {
+      MPI_Barrier(live);
+      MPI_Comm_free(&live);
+    }
+  }
   if (rt.node() == 0)
     out.expect(rt.names().group_map().scan("\x1e").empty(), "worker-scoped groups reached the head node");
   else
@@ -497,6 +512,32 @@ void replace(troupe::Runtime& rt, Outcome& out) {
                "a surviving worker's groups are wrong after the loss");
   rt.finish();
   check_streams(rt, survivors, out);
+}
+
+/// A node dies, its replacement joins and dies in turn, and a second
+/// replacement joins: finish() and MPI_Finalize must not wait on the first
+/// replacement's spawn communicator, which holds a dead node.
+void replace_twice(troupe::Runtime& rt, Outcome& out) {
+  if (rt.joined_later()) {
+    if (rt.node() == 3) {
+      std::this_thread::sleep_for(300ms);
+      die();
+    }
+    out.expect(rt.node() == 4, "the second new node is not node 4");
+    rt.finish();
+    return;
+  }
+  if (rt.node() == 2) {
+    std::this_thread::sleep_for(300ms);
+    die();
+  }
+  expect_lost(rt, {2}, out);
+  out.expect(rt.add_nodes(1, {"replace_twice"}) == std::vector<troupe::NodeId>{3}, "add_nodes did not return node 3");
+  expect_lost(rt, {2, 3}, out);
+  out.expect(rt.add_nodes(1, {"replace_twice"}) == std::vector<troupe::NodeId>{4}, "add_nodes did not return node 4");
+  auto fresh = rt.spawn_on<Victim>(4, 1 << 30).get_for(20s);
+  out.expect(fresh.ask<&Victim::where>().get_for(20s) == 4, "an actor spawned on the second new node is elsewhere");
+  rt.finish();
 }
 
 }  // namespace ft
@@ -529,6 +570,7 @@ int main(int argc, char** argv) {
     else if (scenario == "rank0_dies") ft::rank0_dies(rt, out);
     else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
     else if (scenario == "replace") ft::replace(rt, out);
+    else if (scenario == "replace_twice") ft::replace_twice(rt, out);
     else if (scenario == "blocks_in_flight") ft::blocks_in_flight(rt, out);
     else out.fail("unknown scenario '" + scenario + "'");
   } catch (const std::exception& e) {
