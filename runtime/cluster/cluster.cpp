@@ -269,7 +269,18 @@ void Cluster::send_heartbeat(NodeId to) {
 
 void Cluster::tick() {
   if (done_.load()) return;
-  detector_->tick(steady_clock::now());
+  // A node declared lost stays lost: told so by a node that still hears it,
+  // it stops; one that still sends after being declared lost is told so, at
+  // most once a second.
+  if (engine_.expel_received()) expelled();
+  const auto now = steady_clock::now();
+  for (NodeId n : engine_.lost_but_heard()) {
+    if (n >= next_expel_.size()) next_expel_.resize(n + 1);
+    if (now < next_expel_[n]) continue;
+    next_expel_[n] = now + std::chrono::seconds(1);
+    engine_.send_expel(n);
+  }
+  detector_->tick(now);
 }
 
 void Cluster::expelled() {

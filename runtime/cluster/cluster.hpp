@@ -167,6 +167,7 @@ class Cluster {
     Cluster& c_;
   };
   std::chrono::steady_clock::time_point next_wave_{};
+  std::vector<std::chrono::steady_clock::time_point> next_expel_;  // tick()'s only (the progress thread)
   std::chrono::microseconds wave_gap_{500};
   std::vector<bool> acked_;
 };

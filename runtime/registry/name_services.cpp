@@ -88,6 +88,7 @@ NodeId NameServices::self() const noexcept { return core_.node(); }
 
 void NameServices::send_update(NodeId to, std::uint8_t map, const std::string& key, const ReplEntry& e,
                                std::uint64_t corr) {
+  if (to == drop_to_.load(std::memory_order_relaxed)) return;
   cluster_->send_control(
       to, Control::replicate, [&](WireOutputArchive& ar) { ar(map, key, e, corr); }, /*work=*/true);
 }

@@ -3,6 +3,7 @@
 // replicas in step.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
@@ -38,6 +39,9 @@ class NameServices {
 
   /// Sends a replicated write to node n (work: finish() waits for it).
   void send_update(NodeId to, std::uint8_t map, const std::string& key, const ReplEntry& e, std::uint64_t corr);
+  /// Tests: no update from this node is sent to node n (as from a writer that
+  /// dies before its update reaches n). kInvalidNode: sent to all again.
+  void drop_updates_to_for_tests(NodeId n) noexcept { drop_to_.store(n, std::memory_order_relaxed); }
 
   // dispatch state
   std::uint64_t next_round_robin(const std::string& key);
@@ -53,6 +57,7 @@ class NameServices {
   void group_changed(const std::string& key, const ReplEntry* before, const ReplEntry* after);
 
   std::shared_ptr<bool> life_ = std::make_shared<bool>(true);
+  std::atomic<NodeId> drop_to_{kInvalidNode};
   Runtime& rt_;
   Core& core_;
   Cluster* cluster_ = nullptr;

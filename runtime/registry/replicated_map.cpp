@@ -121,6 +121,9 @@ bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
     if (listener_ && (before || after)) listener_(key, before ? &*before : nullptr, after);
   }
   if (!e.tombstone && e.owner == ns_.self() && e.actor != 0) watch_owner_actor(key, e);
+  // A write of a node lost meanwhile, delivered here after the others sent
+  // theirs (node_lost): passed on, so that every survivor has it.
+  if (cl != nullptr && e.origin != ns_.self() && !cl->alive(e.origin)) forward({{key, e}});
   return true;
 }
 
@@ -166,15 +169,31 @@ void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {
   for (auto& p : done) p.set_value();
 }
 
+void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>& entries) {
+  if (entries.empty() || ns_.cluster() == nullptr) return;
+  const auto st = view();
+  for (auto& [key, e] : entries) {
+    const std::string scope = scope_of(key);
+    for (NodeId m = 0; m < st.size(); ++m)
+      if (m != ns_.self() && kept_on(scope, m, st)) ns_.send_update(m, id_, key, e, 0);
+  }
+}
+
 void ReplicatedMap::node_lost(NodeId n) {
   std::vector<Promise<void>> done;
+  // What n wrote, as this node has it: n may have died before its write
+  // reached every node, and nobody else would ever send it. Every survivor
+  // sends what it has; the largest version wins everywhere, so they converge.
+  std::vector<std::pair<std::string, ReplEntry>> written_by_lost;
   {
     std::lock_guard lk(mu_);
     for (auto& [key, e] : entries_) {
-      if (e.tombstone || e.owner != n) continue;
-      if (listener_) listener_(key, &e, nullptr);
-      e.tombstone = true;  // keeps its timestamp: older writes stay beaten
-      e.value.clear();
+      if (!e.tombstone && e.owner == n) {
+        if (listener_) listener_(key, &e, nullptr);
+        e.tombstone = true;  // keeps its timestamp: older writes stay beaten
+        e.value.clear();
+      }
+      if (e.origin == n) written_by_lost.emplace_back(key, e);
     }
     for (auto it = waits_.begin(); it != waits_.end();) {
       it->second.nodes.erase(n);
@@ -187,6 +206,7 @@ void ReplicatedMap::node_lost(NodeId n) {
     }
   }
   for (auto& p : done) p.set_value();
+  forward(written_by_lost);
 }
 
 }  // namespace troupe::detail

@@ -78,6 +78,8 @@ class ReplicatedMap {
 
  private:
   void watch_owner_actor(const std::string& key, const ReplEntry& e);
+  /// Sends these entries to every other live node that keeps them.
+  void forward(const std::vector<std::pair<std::string, ReplEntry>>& entries);
   Future<void> broadcast(const std::string& key, const ReplEntry& e);
   void finish_waits(std::vector<Promise<void>>& done);
 

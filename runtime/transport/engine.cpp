@@ -21,11 +21,13 @@ namespace troupe::detail {
 void Engine::init_storage(std::size_t capacity) {
   open_.reset(new Open[capacity]);
   heard_.reset(new std::atomic<std::int64_t>[capacity]);
+  lost_heard_.reset(new std::atomic<bool>[capacity]);
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   for (std::size_t i = 0; i < capacity; ++i) {
     peers_.push_back(std::make_unique<Peer>());
     sources_.push_back(std::make_unique<Source>());
     heard_[i].store(now);
+    lost_heard_[i].store(false);
   }
 }
 
@@ -106,6 +108,8 @@ Engine::~Engine() {
   // finish(); their buffers stay alive (leaked) rather than be freed under MPI.
   std::lock_guard lk(mu_);
   for (auto& m : send_meta_) abandoned_.push_back(std::make_shared<SendMeta>(std::move(m)));
+  for (auto& s : expel_sent_) abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(s.second)));
+  for (auto& b : expel_bufs_) abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(b)));
   for (auto& s : sources_)
     for (auto& f : s->frames) abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
   for (auto& m : seg_meta_) abandoned_.push_back(m.owner);
@@ -253,6 +257,49 @@ std::vector<int> Engine::world_ranks() const {
 }
 
 bool Engine::alive(NodeId n) const { return n < nodes() && peers_[n]->alive.load(); }
+
+std::vector<NodeId> Engine::lost_but_heard() {
+  std::vector<NodeId> out;
+  const std::size_t n = nodes();
+  for (NodeId i = 0; i < n; ++i)
+    if (lost_heard_[i].load(std::memory_order_relaxed) && lost_heard_[i].exchange(false)) out.push_back(i);
+  return out;
+}
+
+void Engine::send_expel(NodeId n) {
+  if (n >= nodes() || n == self_) return;
+  std::lock_guard lk(mu_);
+  // Notices sent earlier that are done (or failed: a process really gone).
+  std::erase_if(expel_sent_, [](auto& s) {
+    int done = 0;
+    if (MPI_Test(&s.first, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return true;
+    return done != 0;
+  });
+  auto buf = std::make_unique<std::uint64_t>(self_);
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (MPI_Isend(buf.get(), 1, MPI_UINT64_T, peers_[n]->rank, kTagExpel, peer_comm(n), &req) == MPI_SUCCESS)
+    expel_sent_.emplace_back(req, std::move(buf));
+}
+
+bool Engine::expel_received() {
+  std::lock_guard lk(mu_);
+  if (!receiving_) return false;
+  while (expel_reqs_.size() < comms_.size()) {  // the first call, or a communicator joined
+    const std::size_t c = expel_reqs_.size();
+    expel_bufs_.push_back(std::make_unique<std::uint64_t>(0));
+    MPI_Request req = MPI_REQUEST_NULL;
+    if (MPI_Irecv(expel_bufs_.back().get(), 1, MPI_UINT64_T, MPI_ANY_SOURCE, kTagExpel, comms_[c], &req) !=
+        MPI_SUCCESS)
+      req = MPI_REQUEST_NULL;
+    expel_reqs_.push_back(req);
+  }
+  for (auto& req : expel_reqs_) {
+    if (req == MPI_REQUEST_NULL) continue;
+    int done = 0;
+    if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) return true;
+  }
+  return false;
+}
 
 bool Engine::heard_pending(NodeId n) {
   if (n >= nodes()) return false;

@@ -255,6 +255,19 @@ class Engine {
   /// one is, n counts as heard now. Evidence checked before declaring n lost.
   bool heard_pending(NodeId n);
 
+  // A node declared lost stays lost. If it was only silent (stopped, or
+  // starved of CPU) and sends again, its frames are dropped, and it is told,
+  // on a tag of its own that nothing else uses, so that it stops: the news of
+  // its loss never reaches it the usual way (nothing is sent to a lost node).
+  /// Lost nodes whose frames were dropped since the last call.
+  std::vector<NodeId> lost_but_heard();
+  /// Tells lost node n that it was declared lost (kTagExpel). Its request is
+  /// kept until it completes (or the engine goes).
+  void send_expel(NodeId n);
+  /// True once a node told this one that it was declared lost. Called by the
+  /// progress thread's tick; keeps a receive posted on each communicator.
+  bool expel_received();
+
   /// Blocks to n travel through the staging pool (stage_pool.hpp); the sender
   /// marks such blocks in their envelope (kSegmentPieced). Thread-safe.
   void set_stage_blocks(NodeId n, bool on) {
@@ -463,6 +476,12 @@ class Engine {
   InboundHandler& handler_;
   std::vector<std::unique_ptr<Peer>> peers_;
   std::unique_ptr<std::atomic<std::int64_t>[]> heard_;  // steady_clock ticks, per peer
+  std::unique_ptr<std::atomic<bool>[]> lost_heard_;     // a lost node's frame was dropped
+  // Under mu_: the posted expulsion receives (one per communicator) and the
+  // notices sent, each with the 8 bytes it holds.
+  std::vector<MPI_Request> expel_reqs_;
+  std::vector<std::unique_ptr<std::uint64_t>> expel_bufs_;
+  std::vector<std::pair<MPI_Request, std::unique_ptr<std::uint64_t>>> expel_sent_;
   std::vector<std::unique_ptr<Source>> sources_;
   std::vector<NodeId> dirty_;
   std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)
@@ -529,6 +548,7 @@ inline constexpr std::chrono::microseconds kStayNearWhileStaging{1000};
 inline constexpr int kTagFrame = 0x7e01;
 inline constexpr int kTagSegment = 0x7e02;
 inline constexpr int kTagLargeFrame = 0x7e03;
+inline constexpr int kTagExpel = 0x7e04;  // "you were declared lost": 8 bytes, the sender's node id
 /// Frames land in receives posted ahead, from any source, a ring per
 /// communicator (no probe, no unexpected-message copy: 0.38-0.43 against
 /// 0.51-0.58 us for a raw ping-pong the probing way). A sender sends a frame

@@ -67,6 +67,12 @@ void Engine::stop_receiving_locked() {
       MPI_Wait(&req, MPI_STATUS_IGNORE);
     }
   posted_.clear();
+  for (auto& req : expel_reqs_) {
+    if (req == MPI_REQUEST_NULL) continue;
+    MPI_Cancel(&req);
+    MPI_Wait(&req, MPI_STATUS_IGNORE);
+  }
+  // (expel_bufs_ stay: a later call posts nothing once receiving_ is false.)
 }
 
 bool Engine::take_frames() {
@@ -119,8 +125,11 @@ bool Engine::take_frames() {
       const NodeId from = st.MPI_SOURCE >= 0 && static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size()
                               ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
                               : kInvalidNode;
-      if (from == kInvalidNode || !peers_[from]->alive.load() || peers_[from]->comm != static_cast<int>(c))
-        continue;  // a lost node's, or nobody's: dropped
+      if (from == kInvalidNode || peers_[from]->comm != static_cast<int>(c)) continue;  // nobody's: dropped
+      if (!peers_[from]->alive.load()) {  // a lost node's: dropped, and it will be told
+        lost_heard_[from].store(true, std::memory_order_relaxed);
+        continue;
+      }
       auto& src = *sources_[from];
       if (src.broken) continue;  // its frames can no longer be read in order
       heard_[from].store(coarse_now(), std::memory_order_relaxed);

@@ -437,6 +437,29 @@ void names_after_loss(troupe::Runtime& rt, Outcome& out) {
   check_streams(rt, survivors, out);
 }
 
+// Node 3 overwrites a name and dies before its update reaches node 2: the
+// survivors pass on what it wrote, so every one ends with the same binding.
+void half_written(troupe::Runtime& rt, Outcome& out) {
+  auto v = rt.spawn<Victim>(1 << 30);  // id 2 on every node
+  if (rt.node() == 0) rt.registry().put("k", v).get();  // on every node before anyone dies
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 3) {
+    rt.names().drop_updates_to_for_tests(2);
+    (void)rt.registry().put("k", troupe::ActorRef<Victim>(&rt.core(), 1, v.id()));  // reaches nodes 0 and 1 only
+    std::this_thread::sleep_for(300ms);
+    die();
+  }
+  expect_lost(rt, {3}, out);
+  bool moved = false;
+  for (int i = 0; i < 500 && !moved; ++i) {
+    const auto k = rt.registry().get<Victim>("k");
+    moved = k && k->node() == 1;
+    if (!moved) std::this_thread::sleep_for(10ms);
+  }
+  out.expect(moved, "node " + std::to_string(rt.node()) + " kept the binding that the lost node overwrote");
+  rt.finish();
+}
+
 // Rank 2 dies; the survivors bring in a replacement process (add_nodes) and
 // put work on it; the newcomer sees the registry as it was, and the groups of
 // its role. Roles: node 0 "head", the others (and the newcomer) "worker".
@@ -540,6 +563,44 @@ void replace_twice(troupe::Runtime& rt, Outcome& out) {
   rt.finish();
 }
 
+/// Whether process pid has ended (gone, or a zombie its launcher has not reaped).
+bool process_ended(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!f || !std::getline(f, stat)) return true;
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] == 'Z' || stat[close + 2] == 'X';
+}
+
+/// A node stopped (SIGSTOP) for longer than the heartbeat timeout is declared
+/// lost. Once it runs again it must learn that and stop (a lost node stays
+/// lost), not carry on alone.
+void stopped_node(troupe::Runtime& rt, Outcome& out) {
+  const int pid = getpid();
+  std::vector<int> pids(rt.size());
+  MPI_Allgather(&pid, 1, MPI_INT, pids.data(), 1, MPI_INT, MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 1) {
+    std::this_thread::sleep_for(20s);  // stopped and continued meanwhile; told it is lost, it exits
+    out.fail("node 1 was not stopped");
+    return;
+  }
+  if (rt.node() == 0) {
+    std::this_thread::sleep_for(200ms);
+    kill(pids[1], SIGSTOP);
+  }
+  expect_lost(rt, {1}, out);
+  if (rt.node() == 0) {
+    kill(pids[1], SIGCONT);
+    bool ended = false;
+    for (int i = 0; i < 1000 && !ended; ++i) {
+      ended = process_ended(pids[1]);
+      if (!ended) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(ended, "node 1, declared lost while stopped, kept running once continued");
+  }
+  rt.finish();
+}
+
 }  // namespace ft
 
 int main(int argc, char** argv) {
@@ -571,6 +632,8 @@ int main(int argc, char** argv) {
     else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
     else if (scenario == "replace") ft::replace(rt, out);
     else if (scenario == "replace_twice") ft::replace_twice(rt, out);
+    else if (scenario == "stopped_node") ft::stopped_node(rt, out);
+    else if (scenario == "half_written") ft::half_written(rt, out);
     else if (scenario == "blocks_in_flight") ft::blocks_in_flight(rt, out);
     else out.fail("unknown scenario '" + scenario + "'");
   } catch (const std::exception& e) {
