@@ -16,8 +16,10 @@
 # project builds with (pmix for Open MPI, pmi2 for MPICH), TROUPE_SLURM_MPI_FLAVOUR
 # "openmpi" or "mpich".
 
-# Off by default in sanitizer builds: the launch tests run no sanitized code.
-if(TROUPE_SANITIZE)
+# Off by default in sanitizer builds (the launch tests run no sanitized code)
+# and for a user other than root (the private Slurm's daemons need root).
+execute_process(COMMAND id -u OUTPUT_VARIABLE _troupe_uid OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+if(TROUPE_SANITIZE OR NOT _troupe_uid STREQUAL "0")
   set(_troupe_slurm_default OFF)
 else()
   set(_troupe_slurm_default ON)

@@ -13,6 +13,9 @@
 #include <cstddef>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
+#include <stdexcept>
+#include <string>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -44,6 +47,8 @@ class Array {
   Array() = default;
   /// n elements, uninitialised.
   explicit Array(std::size_t n) : size_(n) {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))  // a negative count, say
+      throw std::length_error("troupe::Array: " + std::to_string(n) + " elements do not fit in memory");
     if (n != 0) mem_ = static_cast<T*>(detail::array_acquire(n * sizeof(T), capacity_));
   }
   Array(std::size_t n, const T& value) : Array(n) { std::fill_n(mem_, n, value); }

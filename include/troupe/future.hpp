@@ -114,7 +114,7 @@ class Future {
   template <class Rep, class Per>
   bool wait_for(std::chrono::duration<Rep, Per> d) {
     detail::check_blocking_allowed("Future::wait_for()");
-    return s_->wait(detail::Clock::now() + std::chrono::duration_cast<detail::Clock::duration>(d));
+    return s_->wait(detail::deadline_after(d));
   }
 
   /// Calls f with the value once it is there (on the thread that delivers it; keep

@@ -156,6 +156,10 @@ class Target {
     using R = typename detail::Method<M>::Result;
     auto v = reg_->get_value(name_);
     if (!v) return make_error_future<R>(missing());
+    if (v->kind == 2 && (v->spec.strategy == Strategy::broadcast || v->spec.strategy == Strategy::custom))
+      return make_error_future<R>(std::make_exception_ptr(Error(
+          "troupe: '@" + name_ + "' names a dispatcher that reaches several nodes: an ask would hear from one; "
+          "tell it, or ask its Dispatcher (a gathering one returns every reply)")));
     if (v->kind == 2) return Dispatcher<T>(*rt_, v->spec).template ask<M>(std::forward<A>(a)...);
     return ActorRef<T>(&detail::core_of(*rt_), v->node, v->actor).template ask<M>(std::forward<A>(a)...);
   }

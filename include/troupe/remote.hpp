@@ -141,6 +141,9 @@ class RemoteCall final : public Message {
 template <auto M, class C>
 MethodEntry make_method_entry(WireId class_id, std::string name) {
   using Traits = Method<M>;
+  static_assert(!args_hold_views<typename Traits::Args>::value,
+                "troupe: an actor method must not take std::string_view or std::span: the message would point into "
+                "the sender's memory when the actor runs; take std::string or std::vector (by value or const&)");
   MethodEntry e;
   e.id = fnv1a64(name);
   e.class_id = class_id;

@@ -132,12 +132,12 @@ class Runtime {
   /// Runs fn on a scheduler thread after a delay (one-shot).
   template <class Rep, class Per>
   Timer after(std::chrono::duration<Rep, Per> delay, detail::UniqueFunction<void()> fn) {
-    return after_impl(std::chrono::duration_cast<std::chrono::nanoseconds>(delay), std::move(fn));
+    return after_impl(detail::saturated(delay), std::move(fn));
   }
   /// Calls tick on the timer thread every period while it returns true.
   template <class Rep, class Per>
   Timer every(std::chrono::duration<Rep, Per> period, std::function<bool()> tick) {
-    return every_impl(std::chrono::duration_cast<std::chrono::nanoseconds>(period), std::move(tick));
+    return every_impl(detail::saturated(period), std::move(tick));
   }
 
   /// The nodes of the job as this node sees them (a local runtime: itself).
@@ -145,7 +145,7 @@ class Runtime {
   /// Waits until pred(cluster()) holds; false if the timeout passed first.
   template <class Rep, class Per>
   bool wait_cluster(const std::function<bool(const ClusterState&)>& pred, std::chrono::duration<Rep, Per> timeout) {
-    return wait_cluster_until(pred, detail::Clock::now() + std::chrono::duration_cast<detail::Clock::duration>(timeout));
+    return wait_cluster_until(pred, detail::saturated_add(detail::Clock::now(), detail::saturated(timeout)));
   }
   /// Brings new processes of this program into the job (after losses, to
   /// replace lost ranks): MPI_Comm_spawn over the live nodes, then merged into

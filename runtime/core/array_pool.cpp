@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <limits>
 #include <new>
 #include <vector>
 
@@ -72,6 +73,7 @@ std::size_t size_class(std::size_t bytes) {
 }  // namespace
 
 void* array_acquire(std::size_t bytes, std::size_t& capacity) {
+  if (bytes > std::numeric_limits<std::size_t>::max() / 2) throw std::bad_alloc();  // its size class would overflow
   if (bytes < kPooledFrom) {
     capacity = (bytes + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, capacity);

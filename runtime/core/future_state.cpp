@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "troupe/detail/actor_cell.hpp"
+#include "troupe/detail/core.hpp"
 #include "troupe/error.hpp"
 #include "scheduler.hpp"
 
@@ -32,6 +33,10 @@ void StateBase::publish() {
 bool StateBase::wait(std::optional<Clock::time_point> deadline) {
   if (ready()) return true;
   if (waiter_ != nullptr) return waiter_->wait(*this, deadline);
+  // A future made without one (a ready-made future's then(), a default
+  // Promise's): the runtime's, where the value can only come if the waiting
+  // thread makes progress (a deterministic runtime runs turns only there).
+  if (Core* core = current_core(); core != nullptr && core->waiter() != nullptr) return core->waiter()->wait(*this, deadline);
   return block(deadline);
 }
 

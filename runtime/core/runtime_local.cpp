@@ -54,7 +54,7 @@ Timer Runtime::after_impl(std::chrono::nanoseconds delay, detail::UniqueFunction
   c->one_shot = true;
   core_->work_started();
   auto* core = core_.get();
-  core_->timers().add(core_->timers().now() + delay, [c, core, fn = std::move(fn)]() mutable {
+  core_->timers().add(detail::saturated_add(core_->timers().now(), delay), [c, core, fn = std::move(fn)]() mutable {
     if (!c->claim()) return;  // cancelled
     core->post(std::move(fn));
     core->work_done();
@@ -74,7 +74,7 @@ struct Periodic {
         p->control->claim();
         return;
       }
-      arm(p, when + p->period);
+      arm(p, detail::saturated_add(when, p->period));
     });
   }
 };
@@ -87,7 +87,7 @@ Timer Runtime::every_impl(std::chrono::nanoseconds period, std::function<bool()>
   c->one_shot = false;
   core_->track_periodic(c);
   auto p = std::make_shared<Periodic>(Periodic{c, std::move(tick), period, &core_->timers()});
-  Periodic::arm(p, core_->timers().now() + period);
+  Periodic::arm(p, detail::saturated_add(core_->timers().now(), period));
   return Timer(c);
 }
 

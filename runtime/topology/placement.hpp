@@ -29,5 +29,8 @@ struct PlacementChoice {
   std::unique_ptr<ThreadPlacement> placement;
 };
 PlacementChoice choose_placement(const Config& cfg);
+/// This process's rank among the ranks of its host, as the launcher says
+/// (Open MPI, MPICH's Hydra, Slurm); 0 when none does.
+std::size_t local_rank() noexcept;
 
 }  // namespace troupe::detail

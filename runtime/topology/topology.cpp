@@ -145,7 +145,7 @@ void Topology::restrict_to(const std::vector<unsigned>& pus) {
   if (hwloc_bitmap_iszero(impl_->allowed)) throw Error("troupe: restriction leaves no processing unit");
 }
 
-std::vector<ThreadSlot> Topology::plan(std::size_t n, Pinning policy) const {
+std::vector<ThreadSlot> Topology::plan(std::size_t n, Pinning policy, std::size_t first) const {
   auto pus = impl_->pus();
   if (pus.empty()) throw Error("troupe: no processing unit is available to this process");
   std::vector<ThreadSlot> slots;
@@ -180,7 +180,7 @@ std::vector<ThreadSlot> Topology::plan(std::size_t n, Pinning policy) const {
       };
       std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return key(a) < key(b); });
     }
-    for (std::size_t i = 0; i < n; ++i) slots.push_back(slot_of(cores[order[i]]));
+    for (std::size_t i = 0; i < n; ++i) slots.push_back(slot_of(cores[order[(first + i) % order.size()]]));
     return slots;
   }
   std::vector<PuInfo> order = pus;
@@ -190,7 +190,7 @@ std::vector<ThreadSlot> Topology::plan(std::size_t n, Pinning policy) const {
     };
     std::stable_sort(order.begin(), order.end(), [&](auto& a, auto& b) { return key(a) < key(b); });
   }
-  for (std::size_t i = 0; i < n; ++i) slots.push_back(slot_of({order[i % order.size()]}));
+  for (std::size_t i = 0; i < n; ++i) slots.push_back(slot_of({order[(first + i) % order.size()]}));
   return slots;
 }
 

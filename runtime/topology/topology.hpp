@@ -44,8 +44,11 @@ class Topology {
   /// Places n threads. compact: consecutive cores in topology order; scatter:
   /// round robin over packages, then NUMA nodes, then cores. Each thread gets a
   /// whole core while there are enough cores, else a single PU. none: every
-  /// thread gets the whole allowed set.
-  std::vector<ThreadSlot> plan(std::size_t n, Pinning policy) const;
+  /// thread gets the whole allowed set. The plan starts `first` places into
+  /// that order (wrapping): ranks of one host that share an allowed set (a
+  /// launcher that bound them to a socket, or not at all) each start where
+  /// the ranks before them left off, instead of all on the first cores.
+  std::vector<ThreadSlot> plan(std::size_t n, Pinning policy, std::size_t first = 0) const;
 
   /// Binds the calling thread to the slot's PUs (and, on multi-NUMA machines,
   /// its memory to the slot's node). False on synthetic topologies or failure.

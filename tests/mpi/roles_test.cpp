@@ -191,6 +191,16 @@ TEST(Registry, PutGetRemoveAndAtAddressing) {
   EXPECT_FALSE(j.rt.registry().get<Echo>("missing").has_value());
   EXPECT_THROW(j.rt.at<Echo>("@missing").ask<&Echo::where>().get(), troupe::NameNotFound);
   barrier();
+  if (j.coordinator) j.rt.registry().put("everyone", j.rt.role("worker").broadcast<Echo>("echo")).get();
+  barrier();
+  // An ask through a name that reaches several nodes would hear from one: refused.
+  try {
+    j.rt.at<Echo>("@everyone").ask<&Echo::where>().get();
+    ADD_FAILURE() << "an ask through a broadcast dispatcher's name was not refused";
+  } catch (const troupe::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("several nodes"), std::string::npos) << e.what();
+  }
+  barrier();
   if (j.coordinator) j.rt.registry().remove("svc").get();
   barrier();
   EXPECT_FALSE(j.rt.registry().contains("svc"));

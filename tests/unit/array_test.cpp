@@ -2,7 +2,10 @@
 // form (a zero-copy segment once large enough).
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <new>
 #include <numeric>
+#include <stdexcept>
 
 #include "troupe/array.hpp"
 #include "troupe/wire/archive.hpp"
@@ -80,4 +83,11 @@ TEST(Array, AFullPoolMakesRoomForTheSizeInUseNow) {
   EXPECT_EQ(array_pool_kept_blocks(std::size_t{3} << 20), 0u);
   EXPECT_EQ(array_pool_kept_blocks(std::size_t{256} << 10), 0u);
   array_pool_set_budget(std::size_t{512} << 20);
+}
+
+TEST(Array, ACountTooLargeForMemoryIsRefusedNotWrapped) {
+  const auto huge = std::numeric_limits<std::size_t>::max();  // a negative int, converted
+  EXPECT_THROW(static_cast<void>(troupe::Array<double>(huge)), std::length_error);
+  EXPECT_THROW(static_cast<void>(troupe::Array<double>(std::size_t{1} << 61)), std::length_error);  // 2^64 bytes: 0 once wrapped
+  EXPECT_THROW(static_cast<void>(troupe::Array<char>(huge)), std::bad_alloc);
 }

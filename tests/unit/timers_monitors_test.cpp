@@ -211,3 +211,48 @@ TEST(Deterministic, DeadlinesAreVirtualTime) {
   EXPECT_EQ(f.get(), 1);  // no deadline: time moves to the timer
   EXPECT_GE(sched.now() - before, std::chrono::nanoseconds(1h));
 }
+
+TEST(Timers, TheLongestDelaysAndTimeoutsMeanForeverNotAlreadyPast) {
+  troupe::Config cfg;
+  cfg.threads = 2;
+  troupe::Runtime rt(cfg);
+  std::atomic<bool> fired{false};
+  auto never = rt.after(std::chrono::hours::max(), [&] { fired = true; });
+  auto rarely = rt.every(std::chrono::hours::max(), [&] {
+    fired = true;
+    return true;
+  });
+  troupe::Promise<int> p;
+  auto f = p.get_future();
+  std::thread setter([&] {
+    std::this_thread::sleep_for(50ms);
+    p.set_value(7);
+  });
+  EXPECT_TRUE(f.wait_for(std::chrono::milliseconds::max()));  // waits, as for ever, until the value comes
+  EXPECT_EQ(f.get(), 7);
+  setter.join();
+  troupe::Promise<int> q;
+  EXPECT_THROW(q.get_future().get_for(std::chrono::seconds::min()), troupe::Timeout);  // already past
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(fired.load());
+  never.cancel();
+  rarely.cancel();
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Deterministic, FuturesMadeWithoutTheRuntimeStillRunItsTurns) {
+  struct Adder {
+    int add(int v) { return total += v; }
+    int total = 0;
+  };
+  troupe::Runtime rt(troupe::testing::deterministic());
+  auto a = rt.spawn<Adder>();
+  // A ready-made future's then(): the future it returns has no waiter of its own.
+  auto f = troupe::make_ready_future<int>(2).then([a](int v) { return a.ask<&Adder::add>(v); });
+  EXPECT_EQ(f.get_for(1s), 2);
+  // A promise made without the runtime, kept by an actor's turn.
+  troupe::Promise<int> p;
+  auto g = p.get_future();
+  a.ask<&Adder::add>(3).then([p = std::move(p)](int v) mutable { p.set_value(v); });
+  EXPECT_EQ(g.get_for(1s), 5);
+}

@@ -10,6 +10,7 @@
 
 #include "common/thread_names.hpp"
 #include "core/thread_name.hpp"
+#include "topology/placement.hpp"
 #include "topology/topology.hpp"
 #include "troupe/troupe.hpp"
 
@@ -192,4 +193,34 @@ TEST(Topology, RuntimeThreadsCarryTheirNames) {
     troupe::detail::name_this_thread("a-name-longer-than-fifteen");
     EXPECT_EQ(troupe::detail::this_thread_name(), "a-name-longer-t");
   }).join();
+}
+
+TEST(Topology, RanksThatShareTheAllowedSetStartWhereTheOnesBeforeThemLeftOff) {
+  auto t = Topology::synthetic(kTwoSockets);
+  // Four ranks of two workers each on one cpuset: eight different cores, not
+  // the first two four times over.
+  std::set<unsigned> pus;
+  for (std::size_t rank = 0; rank < 4; ++rank)
+    for (auto& s : t.plan(2, Pinning::compact, rank * 2)) pus.insert(s.pus.begin(), s.pus.end());
+  EXPECT_EQ(pus.size(), 16u) << "two threads of different ranks share a core while others are free";
+  // The offset wraps: a rank past the cores starts again at the first.
+  EXPECT_EQ(t.plan(1, Pinning::compact, 32)[0].pus, t.plan(1, Pinning::compact, 0)[0].pus);
+  EXPECT_EQ(t.plan(1, Pinning::compact, 33)[0].pus, t.plan(1, Pinning::compact, 1)[0].pus);
+  // Single PUs (more threads than cores) wrap the same way.
+  EXPECT_EQ(t.plan(64, Pinning::compact, 64)[5].pus, t.plan(64, Pinning::compact)[5].pus);
+}
+
+TEST(Topology, TheLocalRankComesFromTheLauncher) {
+  unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  unsetenv("MPI_LOCALRANKID");
+  unsetenv("SLURM_LOCALID");
+  EXPECT_EQ(troupe::detail::local_rank(), 0u);
+  setenv("SLURM_LOCALID", "3", 1);
+  EXPECT_EQ(troupe::detail::local_rank(), 3u);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "2", 1);  // mpirun's word first
+  EXPECT_EQ(troupe::detail::local_rank(), 2u);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "x", 1);  // not a number: the next
+  EXPECT_EQ(troupe::detail::local_rank(), 3u);
+  unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  unsetenv("SLURM_LOCALID");
 }

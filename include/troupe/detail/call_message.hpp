@@ -117,6 +117,9 @@ class CallMessage final : public CallBase {
  public:
   using Traits = Method<M>;
   using Args = typename Traits::Args;
+  static_assert(!args_hold_views<Args>::value,
+                "troupe: an actor method must not take std::string_view or std::span: the message would point into "
+                "the sender's memory when the actor runs; take std::string or std::vector (by value or const&)");
   using R = typename Traits::Result;
 
   template <class... A>

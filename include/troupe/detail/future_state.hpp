@@ -19,6 +19,30 @@ template <class T> using Stored = std::conditional_t<std::is_void_v<T>, Unit, T>
 
 using Clock = std::chrono::steady_clock;
 
+/// d as a Clock duration, saturated at the largest there is instead of
+/// overflowing (milliseconds::max() means "for ever", not "already past").
+template <class Rep, class Per>
+constexpr Clock::duration saturated(std::chrono::duration<Rep, Per> d) noexcept {
+  using D = std::chrono::duration<Rep, Per>;
+  constexpr D hi = std::chrono::duration_cast<D>(Clock::duration::max());
+  if (d >= hi) return Clock::duration::max();
+  if (d <= -hi) return Clock::duration::min();
+  return std::chrono::duration_cast<Clock::duration>(d);
+}
+/// a + d, or the last (first) time point there is instead of overflowing.
+inline Clock::time_point saturated_add(Clock::time_point a, Clock::duration d) noexcept {
+  if (d > Clock::duration::zero() && a > Clock::time_point::max() - d) return Clock::time_point::max();
+  if (d < Clock::duration::zero() && a < Clock::time_point::min() - d) return Clock::time_point::min();
+  return a + d;
+}
+/// The deadline d from now; none for a wait as long as the clock can count.
+template <class Rep, class Per>
+std::optional<Clock::time_point> deadline_after(std::chrono::duration<Rep, Per> d) noexcept {
+  const auto t = saturated_add(Clock::now(), saturated(d));
+  if (t == Clock::time_point::max()) return std::nullopt;
+  return t;
+}
+
 class StateBase;
 
 /// Something that can make progress while a thread blocks on a future: the

@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <cstddef>
+#include <span>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -17,6 +18,15 @@ namespace troupe::detail {
 /// go to and from the wire element by element.
 template <class Tuple> struct all_arithmetic : std::false_type {};
 template <class... T> struct all_arithmetic<std::tuple<T...>> : std::conjunction<std::is_arithmetic<T>...> {};
+
+/// Types that only point at data they do not own: a message holding one would
+/// point into the sender's memory (a temporary string, say) when the actor
+/// runs, on another thread, maybe after the data is gone.
+template <class T> struct is_view : std::false_type {};
+template <class C, class Tr> struct is_view<std::basic_string_view<C, Tr>> : std::true_type {};
+template <class T, std::size_t E> struct is_view<std::span<T, E>> : std::true_type {};
+template <class Tuple> struct args_hold_views : std::false_type {};
+template <class... T> struct args_hold_views<std::tuple<T...>> : std::disjunction<is_view<T>...> {};
 
 /// Parameter lists with a reference among them.
 template <class Tuple> struct params_have_reference : std::false_type {};
