@@ -77,9 +77,8 @@ class Runtime {
     // Listed before its constructor runs: a reference it hands out works at
     // once (messages wait for the object), and an actor that stops itself
     // there is unlisted by its exit like any other.
-    core.add_cell(cell);
     try {
-      cell->template construct<T>(std::forward<A>(a)...);
+      cell->template construct<T>([&] { core.add_cell(cell); }, std::forward<A>(a)...);
     } catch (...) {
       core.remove_cell(cell->id());
       throw;

@@ -121,9 +121,9 @@ bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
     if (listener_ && (before || after)) listener_(key, before ? &*before : nullptr, after);
   }
   if (!e.tombstone && e.owner == ns_.self() && e.actor != 0) watch_owner_actor(key, e);
-  // A write of a node lost meanwhile, delivered here after the others sent
-  // theirs (node_lost): passed on, so that every survivor has it.
-  if (cl != nullptr && e.origin != ns_.self() && !cl->alive(e.origin)) forward({{key, e}});
+  // A write of a node lost meanwhile that was new here: the key's relay
+  // passes it on to every survivor (others leave it to the relay).
+  if (cl != nullptr && e.origin != ns_.self() && !cl->alive(e.origin)) forward({{key, e}}, /*relay_only=*/true);
   return true;
 }
 
@@ -169,11 +169,22 @@ void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {
   for (auto& p : done) p.set_value();
 }
 
-void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>& entries) {
+void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, bool relay_only) {
   if (entries.empty() || ns_.cluster() == nullptr) return;
   const auto st = view();
   for (auto& [key, e] : entries) {
     const std::string scope = scope_of(key);
+    // The relay: the lowest live node that keeps the key. The others send it
+    // what they have; it alone sends on to all, once per version it did not
+    // have (about 2·N messages per entry, not N²).
+    NodeId relay = kInvalidNode;
+    for (NodeId m = 0; m < st.size() && relay == kInvalidNode; ++m)
+      if (kept_on(scope, m, st)) relay = m;
+    if (relay == kInvalidNode) continue;
+    if (relay != ns_.self()) {
+      if (!relay_only) ns_.send_update(relay, id_, key, e, 0);
+      continue;
+    }
     for (NodeId m = 0; m < st.size(); ++m)
       if (m != ns_.self() && kept_on(scope, m, st)) ns_.send_update(m, id_, key, e, 0);
   }
@@ -183,7 +194,8 @@ void ReplicatedMap::node_lost(NodeId n) {
   std::vector<Promise<void>> done;
   // What n wrote, as this node has it: n may have died before its write
   // reached every node, and nobody else would ever send it. Every survivor
-  // sends what it has; the largest version wins everywhere, so they converge.
+  // sends what it has to the key's relay, which sends on what was new to it;
+  // the largest version wins everywhere, so they converge.
   std::vector<std::pair<std::string, ReplEntry>> written_by_lost;
   {
     std::lock_guard lk(mu_);

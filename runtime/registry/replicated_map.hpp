@@ -78,8 +78,10 @@ class ReplicatedMap {
 
  private:
   void watch_owner_actor(const std::string& key, const ReplEntry& e);
-  /// Sends these entries to every other live node that keeps them.
-  void forward(const std::vector<std::pair<std::string, ReplEntry>>& entries);
+  /// Passes on entries a lost node wrote: to each key's relay (its lowest
+  /// live keeper), which sends them to every other live keeper. relay_only:
+  /// only the relay sends (the entry came from another node).
+  void forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, bool relay_only = false);
   Future<void> broadcast(const std::string& key, const ReplEntry& e);
   void finish_waits(std::vector<Promise<void>>& done);
 

@@ -22,12 +22,14 @@ void Engine::init_storage(std::size_t capacity) {
   open_.reset(new Open[capacity]);
   heard_.reset(new std::atomic<std::int64_t>[capacity]);
   lost_heard_.reset(new std::atomic<bool>[capacity]);
+  broken_news_.reset(new std::atomic<bool>[capacity]);
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   for (std::size_t i = 0; i < capacity; ++i) {
     peers_.push_back(std::make_unique<Peer>());
     sources_.push_back(std::make_unique<Source>());
     heard_[i].store(now);
     lost_heard_[i].store(false);
+    broken_news_[i].store(false);
   }
 }
 
@@ -270,10 +272,14 @@ void Engine::send_expel(NodeId n) {
   if (n >= nodes() || n == self_) return;
   std::lock_guard lk(mu_);
   // Notices sent earlier that are done (or failed: a process really gone).
-  std::erase_if(expel_sent_, [](auto& s) {
+  std::erase_if(expel_sent_, [this](auto& s) {
     int done = 0;
-    if (MPI_Test(&s.first, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return true;
-    return done != 0;
+    if (MPI_Test(&s.first, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS) return done != 0;
+    if (s.first != MPI_REQUEST_NULL) {  // MPI still holds it: its buffer stays
+      MPI_Request_free(&s.first);
+      abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(s.second)));
+    }
+    return true;
   });
   auto buf = std::make_unique<std::uint64_t>(self_);
   MPI_Request req = MPI_REQUEST_NULL;

@@ -261,6 +261,9 @@ class Engine {
   // its loss never reaches it the usual way (nothing is sent to a lost node).
   /// Lost nodes whose frames were dropped since the last call.
   std::vector<NodeId> lost_but_heard();
+  /// Sources whose messages can no longer be read in order (break_source),
+  /// since the last call: the cluster declares them lost.
+  std::vector<NodeId> newly_broken();
   /// Tells lost node n that it was declared lost (kTagExpel). Its request is
   /// kept until it completes (or the engine goes).
   void send_expel(NodeId n);
@@ -443,7 +446,12 @@ class Engine {
   /// Frames of a source that will never be read: their receives cancelled,
   /// their buffers kept (MPI may still write them).
   void drop_queued_frames(Source& src);
-  void post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
+  /// False if MPI refused one (the source is then broken; no more are posted).
+  bool post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
+  /// Nothing more from `from` can be read in order: its queued frames are
+  /// dropped, and the cluster is told (newly_broken) so that it declares the
+  /// node lost everywhere (only its ring successor would notice the silence).
+  void break_source(NodeId from);
   void collect_ready(NodeId from);
   void deliver_ready();
   void progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period,
@@ -477,6 +485,7 @@ class Engine {
   std::vector<std::unique_ptr<Peer>> peers_;
   std::unique_ptr<std::atomic<std::int64_t>[]> heard_;  // steady_clock ticks, per peer
   std::unique_ptr<std::atomic<bool>[]> lost_heard_;     // a lost node's frame was dropped
+  std::unique_ptr<std::atomic<bool>[]> broken_news_;    // a source broke: the cluster is to hear of it
   // Under mu_: the posted expulsion receives (one per communicator) and the
   // notices sent, each with the 8 bytes it holds.
   std::vector<MPI_Request> expel_reqs_;

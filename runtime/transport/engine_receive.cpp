@@ -206,7 +206,22 @@ void Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& s
                "troupe: node %u: cannot receive a frame of %llu bytes from node %u (no memory, or MPI refused); "
                "nothing more from that node is read\n",
                self_, static_cast<unsigned long long>(size), from);
+  break_source(from);
+}
+
+void Engine::break_source(NodeId from) {
+  auto& src = *sources_[from];
   src.broken = true;
+  drop_queued_frames(src);
+  broken_news_[from].store(true, std::memory_order_relaxed);
+}
+
+std::vector<NodeId> Engine::newly_broken() {
+  std::vector<NodeId> out;
+  const std::size_t n = nodes();
+  for (NodeId i = 0; i < n; ++i)
+    if (broken_news_[i].load(std::memory_order_relaxed) && broken_news_[i].exchange(false)) out.push_back(i);
+  return out;
 }
 
 bool Engine::test_frame_recvs() {
@@ -314,9 +329,10 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
         stop_reading(from, std::move(d));
         break;
       }
-      post_segment_recvs(from, d, std::move(dests));
+      const bool posted = post_segment_recvs(from, d, std::move(dests));
       sources_[from]->queue.push_back(std::move(d));
       partial_.fetch_add(1, std::memory_order_relaxed);
+      if (!posted) break;  // the source is broken: nothing more of it is read
       continue;
     }
     env.source = from;  // MPI's word, not the sender's
@@ -351,9 +367,10 @@ void Engine::read_frame(NodeId from, ByteBuffer& frame) {
         break;
       }
     }
-    post_segment_recvs(from, d, std::move(dests));
+    const bool posted = post_segment_recvs(from, d, std::move(dests));
     sources_[from]->queue.push_back(std::move(d));
     partial_.fetch_add(1, std::memory_order_relaxed);
+    if (!posted) break;  // the source is broken: nothing more of it is read
   }
 }
 
@@ -382,8 +399,7 @@ void Engine::stop_reading(NodeId from, std::shared_ptr<Delivery> d) {
                "the rest of its frame is dropped and nothing more from that node is read\n",
                self_, from);
   auto& src = *sources_[from];
-  src.broken = true;
-  drop_queued_frames(src);  // frames that came after this one
+  break_source(from);  // and the frames that came after this one
   try {
     src.queue.push_back(std::move(d));  // no receive posted: ready in its turn
     partial_.fetch_add(1, std::memory_order_relaxed);
@@ -391,7 +407,7 @@ void Engine::stop_reading(NodeId from, std::shared_ptr<Delivery> d) {
   }
 }
 
-void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
+bool Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
   // Room first: once a receive is posted, recording it must not fail, or the
   // block's memory could be freed (or given to the next vector) under MPI.
   std::size_t n = 0;
@@ -410,12 +426,11 @@ void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
                             &req),
                   "MPI_Irecv") != MPI_SUCCESS) {
         // MPI refused it: this delivery never completes (its block would be
-        // missing a piece), and the source's later blocks would land in the
-        // wrong receives, so nothing more is read from it.
-        sources_[from]->broken = true;
-        p += len;
-        left -= len;
-        continue;
+        // missing a piece; it is abandoned when the node is declared lost),
+        // and the source's later blocks would land in the wrong receives, so
+        // no more of them is posted and nothing more is read from it.
+        break_source(from);
+        return false;
       }
       seg_reqs_.push_back(req);
       seg_meta_.push_back(SegRecv{from, d, p, len});
@@ -424,6 +439,7 @@ void Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
       left -= len;
     }
   }
+  return true;
 }
 
 bool Engine::test_segment_recvs() {

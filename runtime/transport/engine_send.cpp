@@ -126,7 +126,13 @@ bool Engine::send_now(Draft& draft) {
   lk.unlock();
   if (started && sleeping_.load(std::memory_order_seq_cst)) wake();
   // Another sender may have queued while we held the engine and found it busy.
-  if (outq_size_.load(std::memory_order_seq_cst) != 0) flush_sends();
+  // (Our envelope has left: out of memory here is the progress thread's to meet.)
+  if (outq_size_.load(std::memory_order_seq_cst) != 0) {
+    try {
+      flush_sends();
+    } catch (...) {
+    }
+  }
   TROUPE_STAGE(send_now_done);
   return true;
 }

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -255,4 +257,18 @@ TEST(Deterministic, FuturesMadeWithoutTheRuntimeStillRunItsTurns) {
   auto g = p.get_future();
   a.ask<&Adder::add>(3).then([p = std::move(p)](int v) mutable { p.set_value(v); });
   EXPECT_EQ(g.get_for(1s), 5);
+}
+
+TEST(Timers, DurationsOfEveryCountTypeSaturateOnlyPastTheClocksRange) {
+  using troupe::detail::saturated;
+  using Ns = troupe::detail::Clock::duration;
+  EXPECT_EQ(saturated(std::chrono::duration<std::uint64_t, std::milli>(100)), std::chrono::milliseconds(100));
+  EXPECT_EQ(saturated(std::chrono::duration<unsigned>(0)), Ns::zero());
+  EXPECT_EQ(saturated(std::chrono::duration<int, std::micro>(5)), std::chrono::microseconds(5));
+  EXPECT_EQ(saturated(std::chrono::duration<double>(1.5)), std::chrono::milliseconds(1500));
+  EXPECT_EQ(saturated(std::chrono::milliseconds(-3)), std::chrono::milliseconds(-3));
+  EXPECT_EQ(saturated(std::chrono::hours::max()), Ns::max());
+  EXPECT_EQ(saturated(std::chrono::hours::min()), Ns::min());
+  EXPECT_EQ(saturated(std::chrono::duration<std::uint64_t, std::ratio<3600>>(std::numeric_limits<std::uint64_t>::max())),
+            Ns::max());
 }

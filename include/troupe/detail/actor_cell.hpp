@@ -99,9 +99,11 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   void start_task(Task<R> task, UniqueFunction<void(TaskResult<R>&&)> done);
 
   /// Constructs the object on the actor's context (so self<T>() works in the
-  /// constructor). Called once by spawn.
-  template <class T, class... A>
-  void construct(A&&... a);
+  /// constructor). Called once by spawn. listed() runs first, once the cell
+  /// counts as running (so nothing runs a turn of it before its object is
+  /// built): spawn lists the cell there.
+  template <class T, class Listed, class... A>
+  void construct(Listed&& listed, A&&... a);
 
  protected:
   virtual void destroy_object() noexcept = 0;
@@ -213,12 +215,13 @@ class ContextGuard {
   ActorCell* prev_;
 };
 
-template <class T, class... A>
-void ActorCell::construct(A&&... a) {
+template <class T, class Listed, class... A>
+void ActorCell::construct(Listed&& listed, A&&... a) {
   // The cell counts as running while its object is built: messages sent
   // meanwhile (a self-tell in the constructor) wait until it is complete.
   begin_construction();
   try {
+    listed();
     ContextGuard g(this);
     static_cast<TypedCell<T>*>(this)->make(std::forward<A>(a)...);
   } catch (...) {

@@ -23,10 +23,11 @@ using Clock = std::chrono::steady_clock;
 /// overflowing (milliseconds::max() means "for ever", not "already past").
 template <class Rep, class Per>
 constexpr Clock::duration saturated(std::chrono::duration<Rep, Per> d) noexcept {
-  using D = std::chrono::duration<Rep, Per>;
-  constexpr D hi = std::chrono::duration_cast<D>(Clock::duration::max());
-  if (d >= hi) return Clock::duration::max();
-  if (d <= -hi) return Clock::duration::min();
+  // Compared in a wide floating type: any count type (unsigned, narrow, floating) converts without wrapping.
+  using Wide = std::chrono::duration<long double, Clock::period>;
+  const Wide w(d);
+  if (w >= Wide(Clock::duration::max())) return Clock::duration::max();
+  if (w <= Wide(Clock::duration::min())) return Clock::duration::min();
   return std::chrono::duration_cast<Clock::duration>(d);
 }
 /// a + d, or the last (first) time point there is instead of overflowing.
