@@ -55,10 +55,10 @@ class Cluster {
   /// Encodes and sends a control message: body(ar) writes its payload. Work
   /// messages are counted, so finish() waits until they are handled.
   void send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body, bool work = false);
-  /// Control types this layer does not know go to this handler (the registry's).
-  /// Installs the handler of control types from Control::replicate on (null:
-  /// removes it, and returns once no call of it, or of a listener, is under
-  /// way, so that the component behind them can be destroyed).
+  /// Control types this layer does not know (from Control::replicate on) go to
+  /// this handler (the registry's). Null removes it, and returns once no call
+  /// of it, or of a listener, is under way, so that the component behind them
+  /// can be destroyed.
   void set_extra_control(std::function<void(NodeId, std::uint64_t, WireInputArchive&)> handler);
   /// A control message arrived (called at delivery, in order per source).
   void on_control(NodeId from, std::uint64_t type, WireInputArchive& ar);

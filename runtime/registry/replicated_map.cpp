@@ -195,7 +195,9 @@ void ReplicatedMap::node_lost(NodeId n) {
   // What n wrote, as this node has it: n may have died before its write
   // reached every node, and nobody else would ever send it. Every survivor
   // sends what it has to the key's relay, which sends on what was new to it;
-  // the largest version wins everywhere, so they converge.
+  // the largest version wins everywhere, so they converge. What nodes lost
+  // earlier wrote goes again: n may have been the relay of some of it.
+  Cluster* cl = ns_.cluster();
   std::vector<std::pair<std::string, ReplEntry>> written_by_lost;
   {
     std::lock_guard lk(mu_);
@@ -205,7 +207,8 @@ void ReplicatedMap::node_lost(NodeId n) {
         e.tombstone = true;  // keeps its timestamp: older writes stay beaten
         e.value.clear();
       }
-      if (e.origin == n) written_by_lost.emplace_back(key, e);
+      if (e.origin == n || (cl != nullptr && e.origin != ns_.self() && !cl->alive(e.origin)))
+        written_by_lost.emplace_back(key, e);
     }
     for (auto it = waits_.begin(); it != waits_.end();) {
       it->second.nodes.erase(n);
