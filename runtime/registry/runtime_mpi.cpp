@@ -82,6 +82,16 @@ Runtime::Runtime(int& argc, char**& argv, Config cfg) {
       throw Error("troupe: this MPI does not offer MPI_THREAD_MULTIPLE");
     }
     owns = true;
+  } else {
+    // The application started MPI itself: it must still be running, with
+    // the thread level troupe's threads need.
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) throw Error("troupe: MPI has been finalized already");
+    int provided = 0;
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_MULTIPLE)
+      throw Error("troupe: MPI was initialised below MPI_THREAD_MULTIPLE; troupe's threads need it");
   }
   MPI_Comm world = MPI_COMM_WORLD;
   start_cluster(&world, owns, std::move(cfg));

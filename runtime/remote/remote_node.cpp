@@ -138,9 +138,11 @@ void RemoteNode::post(Draft e) {
 }
 
 std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> reply) {
+  bool closed = false;
   {
     std::lock_guard lk(pending_mu_);
-    if (cluster_->alive(node)) {
+    closed = closed_.load(std::memory_order_acquire);
+    if (!closed && cluster_->alive(node)) {
       const auto corr = next_corr_.fetch_add(1, std::memory_order_relaxed);
       if (spare_count_ == 0) {
         pending_.emplace(corr, Pending{node, std::move(reply)});
@@ -154,7 +156,11 @@ std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> repl
     }
   }
   // Failed outside the lock: the failure may run continuations that ask again.
-  reply->fail(std::make_exception_ptr(ConnectionLost(node)));
+  if (closed) {
+    reply->fail(std::make_exception_ptr(Error("troupe: the runtime has finished")));
+  } else {
+    reply->fail(std::make_exception_ptr(ConnectionLost(node)));
+  }
   return 0;
 }
 
@@ -514,7 +520,17 @@ int RemoteNode::finish() {
 void RemoteNode::finalize() {
   if (finalized_) return;
   finalized_ = true;
-  stop_polling();
+  stop_polling();  // from here on, a new ask fails at once (expect)
+  // Asks still waiting (made while the actors were ending, or of a method
+  // that never answers) end now, not never.
+  std::vector<std::unique_ptr<PendingReply>> left;
+  {
+    std::lock_guard lk(pending_mu_);
+    for (auto& [corr, p] : pending_) left.push_back(std::move(p.reply));
+    pending_.clear();
+  }
+  for (auto& r : left)
+    if (r) r->fail(std::make_exception_ptr(Error("troupe: the runtime finished before the reply came")));
   engine_->stop_progress_thread();
   {
     int done = 0;

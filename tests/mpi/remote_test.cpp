@@ -96,6 +96,26 @@ TEST(Remote, MethodsOfBaseClassesRunOnTheirSubobjectForEachRegisteredClass) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, CallsAfterFinishFailAtOnce) {
+  Job j;
+  const auto next = static_cast<troupe::NodeId>((j.me + 1) % j.n);
+  auto c = j.rt.spawn_on<Counter>(next, 1).get();
+  EXPECT_EQ(j.rt.finish(), 0);
+  auto finished = [](auto&& call) {
+    try {
+      call();
+      return std::string("no error");
+    } catch (const troupe::Timeout&) {
+      return std::string("timed out");
+    } catch (const troupe::Error& e) {
+      return std::string(e.what());
+    }
+  };
+  EXPECT_NE(finished([&] { j.rt.spawn_on<Counter>(next, 1).get_for(5s); }).find("finished"), std::string::npos);
+  EXPECT_NE(finished([&] { c.mailbox_size().get_for(5s); }).find("finished"), std::string::npos);
+  EXPECT_NE(finished([&] { c.ask<&Counter::value>().get_for(5s); }).find("finished"), std::string::npos);
+}
+
 TEST(Remote, RefsTravelInsideMessages) {
   // Rank 0 spawns a Counter on rank 2 and a Broker on rank 1, then hands the
   // Broker the Counter's ref: rank 1 asks rank 2 on rank 0's behalf.

@@ -238,3 +238,45 @@ TEST(WireEnvelopes, TheLargestEnvelopeStillFitsAFrameOfMpisIntCount) {
   EXPECT_FALSE(envelope_fits(0, kMaxSegments + 1));
   EXPECT_LE(kFrameSlot + kHeaderSize + room, static_cast<std::uint64_t>(std::numeric_limits<int>::max()));
 }
+
+TEST(WireArgs, AContainerClaimIsRefusedBeforeAnythingIsAllocatedForIt) {
+  using namespace troupe::detail;
+  // (std::string, std::vector<std::string>): an empty string, then 2^36 strings
+  // claimed, with one block of 2^36 bytes declared. Sizing the vector for them
+  // would take 2 TiB; each string needs inline bytes of its own, and 8 remain.
+  ByteBuffer payload;
+  const std::uint64_t zero = 0, claimed = std::uint64_t{1} << 36;
+  payload.append(&zero, sizeof zero);
+  payload.append(&claimed, sizeof claimed);
+  const std::uint64_t segments[1] = {std::uint64_t{1} << 36};
+  std::tuple<std::string, std::vector<std::string>> args;
+  WireInputArchive ar(payload.data(), payload.size(), segments, 1);
+  EXPECT_THROW(ar(args), troupe::DecodeError);
+  // A string must match the block that follows it exactly.
+  ByteBuffer one;
+  const std::uint64_t chars = (std::uint64_t{1} << 20) - 1;
+  one.append(&chars, sizeof chars);
+  const std::uint64_t block[1] = {std::uint64_t{1} << 20};
+  std::string s;
+  WireInputArchive ar2(one.data(), one.size(), block, 1);
+  EXPECT_THROW(ar2(s), troupe::DecodeError);
+  // What the archive writes still reads back, inline and in a block.
+  for (std::size_t len : {std::size_t{5}, std::size_t{1} << 20}) {
+    const std::tuple<std::string, std::vector<std::string>> sent{std::string(len, 'x'), {"a", "", "bc"}};
+    ByteBuffer out;
+    std::vector<OutSegment> segs;
+    {
+      WireOutputArchive w(out, &segs);
+      w(sent);
+    }
+    std::vector<std::uint64_t> sizes;
+    for (auto& g : segs) sizes.push_back(g.size);
+    std::tuple<std::string, std::vector<std::string>> got;
+    WireInputArchive r(out.data(), out.size(), sizes.data(), sizes.size());
+    r(got);
+    ASSERT_EQ(r.destinations().size(), segs.size());
+    for (std::size_t i = 0; i < segs.size(); ++i) std::memcpy(r.destinations()[i].data, segs[i].data, segs[i].size);
+    EXPECT_TRUE(r.complete());
+    EXPECT_EQ(got, sent);
+  }
+}

@@ -126,15 +126,31 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
     }
     ++next_seg_;
   }
-  /// A container of n elements needs at least n bytes, either inline or in
-  /// its one block (a container's data is never split over segments): refuse
-  /// larger claims before anything is allocated for them.
+  /// A size tag (any container, a user type's too) claims n elements: at
+  /// least n bytes, inline or in the one block that may follow it (the idiom
+  /// of a size tag and binary_data). Larger claims are refused before
+  /// anything is allocated for them.
   void checkCount(std::uint64_t n) const {
     const std::uint64_t next_block = next_seg_ < seg_count_ ? seg_sizes_[next_seg_] : 0;
     const std::uint64_t room = std::max<std::uint64_t>(size_ - pos_, next_block);
     if (n > room)
       throw DecodeError("troupe: oversized container (" + std::to_string(n) + " elements claimed, " +
                         std::to_string(room) + " bytes could hold them)");
+  }
+  /// n elements read one by one (a std::vector of strings or of structs, which
+  /// cereal sizes before reading any): each takes at least one inline byte or
+  /// a block of its own. Refused before n elements are allocated.
+  void checkElements(std::uint64_t n) const {
+    const std::uint64_t room = (size_ - pos_) + (seg_count_ - next_seg_);
+    if (n > room)
+      throw DecodeError("troupe: oversized container (" + std::to_string(n) + " elements claimed, " +
+                        std::to_string(room) + " bytes or blocks left to hold them)");
+  }
+  /// The size tag of a string or a vector of numbers, checked by its load.
+  std::uint64_t loadBlockCount() {
+    std::uint64_t n = 0;
+    loadBinary(&n, sizeof n);
+    return n;
   }
   /// A block of exactly `bytes` must come next (a container of numbers):
   /// refuse before anything is allocated for it unless the message holds it,
@@ -144,8 +160,8 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
                           ? next_seg_ < seg_count_ && seg_sizes_[next_seg_] == bytes
                           : bytes <= size_ - pos_;
     if (!fits)
-      throw DecodeError("troupe: message does not hold the " + std::to_string(bytes) +
-                        "-byte block its container claims");
+      throw DecodeError("troupe: oversized container: the message does not hold the " + std::to_string(bytes) +
+                        "-byte block it claims");
   }
   /// True once every inline byte and every declared segment was consumed.
   bool complete() const noexcept { return pos_ == size_ && next_seg_ == seg_count_; }
@@ -255,8 +271,7 @@ inline void CEREAL_SAVE_FUNCTION_NAME(troupe::detail::WireOutputArchive& ar,
 template <class T, class A>
 inline std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(
     troupe::detail::WireInputArchive& ar, std::vector<T, A>& vec) {
-  size_type n = 0;
-  ar(make_size_tag(n));  // checked against the bytes that remain
+  const std::uint64_t n = ar.loadBlockCount();  // checked against the block that must follow
   if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
     throw troupe::DecodeError("troupe: oversized container (" + std::to_string(n) + " elements claimed)");
   const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
@@ -273,6 +288,34 @@ inline std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CER
   }
   vec.resize(static_cast<std::size_t>(n));
   ar(binary_data(vec.data(), bytes));
+}
+
+/// A std::vector of anything else (strings, structs, vectors): cereal's
+/// bytes, but the count is checked against what the message can still hold
+/// before the vector is sized for it (2^36 strings claimed by a few bytes
+/// would otherwise take terabytes).
+template <class T, class A>
+inline std::enable_if_t<!std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(troupe::detail::WireInputArchive& ar,
+                                                                             std::vector<T, A>& vec) {
+  size_type n = 0;
+  ar(make_size_tag(n));
+  ar.checkElements(n);
+  vec.resize(static_cast<std::size_t>(n));
+  for (auto& v : vec) ar(v);
+}
+
+/// std::basic_string: cereal's bytes, but the length is checked against the
+/// block that must follow before the string is sized for it.
+template <class CharT, class Traits, class A>
+inline std::enable_if_t<std::is_arithmetic_v<CharT>> CEREAL_LOAD_FUNCTION_NAME(
+    troupe::detail::WireInputArchive& ar, std::basic_string<CharT, Traits, A>& str) {
+  const std::uint64_t n = ar.loadBlockCount();
+  if (n > std::numeric_limits<std::size_t>::max() / sizeof(CharT))
+    throw troupe::DecodeError("troupe: oversized string (" + std::to_string(n) + " characters claimed)");
+  const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(CharT);
+  ar.checkBlock(bytes);
+  str.resize(static_cast<std::size_t>(n));
+  ar(binary_data(str.data(), bytes));
 }
 
 }  // namespace cereal
