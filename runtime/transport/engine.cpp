@@ -260,13 +260,15 @@ std::vector<int> Engine::world_ranks() const {
 
 bool Engine::alive(NodeId n) const { return n < nodes() && peers_[n]->alive.load(); }
 
-std::vector<NodeId> Engine::lost_but_heard() {
+std::vector<NodeId> Engine::take_flags(std::atomic<bool>* flags) const {
   std::vector<NodeId> out;
   const std::size_t n = nodes();
   for (NodeId i = 0; i < n; ++i)
-    if (lost_heard_[i].load(std::memory_order_relaxed) && lost_heard_[i].exchange(false)) out.push_back(i);
+    if (flags[i].load(std::memory_order_relaxed) && flags[i].exchange(false)) out.push_back(i);
   return out;
 }
+
+std::vector<NodeId> Engine::lost_but_heard() { return take_flags(lost_heard_.get()); }
 
 void Engine::send_expel(NodeId n) {
   if (n >= nodes() || n == self_) return;

@@ -452,6 +452,8 @@ class Engine {
   /// dropped, and the cluster is told (newly_broken) so that it declares the
   /// node lost everywhere (only its ring successor would notice the silence).
   void break_source(NodeId from);
+  /// The nodes whose flag is set, each flag cleared as it is read.
+  std::vector<NodeId> take_flags(std::atomic<bool>* flags) const;
   void collect_ready(NodeId from);
   void deliver_ready();
   void progress_loop(std::function<void()> tick, std::chrono::microseconds tick_period,

@@ -216,13 +216,7 @@ void Engine::break_source(NodeId from) {
   broken_news_[from].store(true, std::memory_order_relaxed);
 }
 
-std::vector<NodeId> Engine::newly_broken() {
-  std::vector<NodeId> out;
-  const std::size_t n = nodes();
-  for (NodeId i = 0; i < n; ++i)
-    if (broken_news_[i].load(std::memory_order_relaxed) && broken_news_[i].exchange(false)) out.push_back(i);
-  return out;
-}
+std::vector<NodeId> Engine::newly_broken() { return take_flags(broken_news_.get()); }
 
 bool Engine::test_frame_recvs() {
   if (frames_pending_ == 0) return false;
