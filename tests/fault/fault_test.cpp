@@ -443,17 +443,26 @@ void half_written(troupe::Runtime& rt, Outcome& out) {
   auto v = rt.spawn<Victim>(1 << 30);  // id 2 on every node
   if (rt.node() == 0) rt.registry().put("k", v).get();  // on every node before anyone dies
   MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  auto moved_here = [&] {
+    const auto k = rt.registry().get<Victim>("k");
+    return k && k->node() == 1;
+  };
   if (rt.node() == 3) {
     rt.names().drop_updates_to_for_tests(2);
     (void)rt.registry().put("k", troupe::ActorRef<Victim>(&rt.core(), 1, v.id()));  // reaches nodes 0 and 1 only
-    std::this_thread::sleep_for(300ms);
+    int held = 0;  // (test only) it dies once nodes 0 and 1 hold the new binding, not after a guessed delay
+    for (int from : {0, 1}) MPI_Recv(&held, 1, MPI_INT, from, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     die();
+  }
+  if (rt.node() != 2) {
+    for (int i = 0; i < 1000 && !moved_here(); ++i) std::this_thread::sleep_for(10ms);
+    const int held = 1;
+    MPI_Send(&held, 1, MPI_INT, 3, 77, MPI_COMM_WORLD);
   }
   expect_lost(rt, {3}, out);
   bool moved = false;
   for (int i = 0; i < 500 && !moved; ++i) {
-    const auto k = rt.registry().get<Victim>("k");
-    moved = k && k->node() == 1;
+    moved = moved_here();
     if (!moved) std::this_thread::sleep_for(10ms);
   }
   out.expect(moved, "node " + std::to_string(rt.node()) + " kept the binding that the lost node overwrote");
