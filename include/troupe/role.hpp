@@ -33,6 +33,7 @@ class Role {
   /// lost, a collective on it would wait for the dead rank forever (MPI cannot
   /// shrink it without ULFM); use live_comm() then. Nodes that joined later
   /// (Runtime::add_nodes) are in neither: on them both are MPI_COMM_NULL.
+  /// The runtime owns it and frees it in finish() (MPI_COMM_NULL from then on).
   MPI_Comm comm() const;
   /// A new communicator of the role's live ranks among those it started with.
   /// Collective over them: every live member must call it (with the same view

@@ -37,6 +37,8 @@ void take_options(int& argc, char**& argv, Config& cfg) {
       role_flag = a + 14;
     } else if (std::strncmp(a, "--troupe-threads=", 17) == 0) {
       cfg.threads = std::strtoul(a + 17, nullptr, 10);
+    } else if (std::strcmp(a, detail::kJoinerArg) == 0) {
+      // add_nodes() started us (RemoteNode reads it from /proc/self/cmdline).
     } else {
       argv[out++] = argv[i];
     }

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include "troupe/runtime.hpp"
@@ -77,6 +79,24 @@ std::vector<std::pair<std::string, std::string>> gather_hosts(MPI_Comm comm, con
 
 }  // namespace
 
+bool started_by_add_nodes() {
+  std::FILE* f = std::fopen("/proc/self/cmdline", "rb");
+  if (f == nullptr) return false;
+  std::string all;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) all.append(buf, n);
+  std::fclose(f);
+  // NUL-separated arguments; the program's name (the first) is not one.
+  const std::string_view args(all);
+  for (std::size_t at = args.find('\0'); at != std::string_view::npos && at + 1 < args.size();) {
+    const std::size_t end = args.find('\0', at + 1);
+    if (args.substr(at + 1, end == std::string_view::npos ? std::string_view::npos : end - at - 1) == kJoinerArg)
+      return true;
+    at = end;
+  }
+  return false;
+}
+
 MPI_Comm comm_of_ranks(MPI_Comm base, const std::vector<int>& ranks, int tag) {
   MPI_Group all = MPI_GROUP_NULL, some = MPI_GROUP_NULL;
   MPI_Comm_group(base, &all);
@@ -92,13 +112,14 @@ RemoteNode::RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi)
     : rt_(rt), core_(core), owns_mpi_(owns_mpi) {
   MPI_Comm parent = MPI_COMM_NULL;
   MPI_Comm_get_parent(&parent);
-  if (parent != MPI_COMM_NULL) {
+  if (parent != MPI_COMM_NULL && started_by_add_nodes()) {
     join_from_parent(parent);
     return;
   }
   engine_ = std::make_unique<Engine>(comm, *this);
   core_.set_node(engine_->self());
   MPI_Comm_dup(comm, &membership_comm_);
+  owned_comms_.push_back(membership_comm_);
   for (NodeId n = 0; n < engine_->nodes(); ++n) membership_nodes_.push_back(n);
 
   // Who is who: host names and roles, gathered once at start (no rank can be
@@ -144,6 +165,7 @@ void RemoteNode::join_from_parent(MPI_Comm parent) {
   engine_ = std::make_unique<Engine>(merged, *this, self, info.total, info.node_of_rank);
   core_.set_node(self);
   membership_comm_ = merged;
+  owned_comms_.push_back(merged);
   membership_nodes_ = info.node_of_rank;
   note_neighbours(nodes);
   cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
@@ -185,6 +207,7 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   if (len <= 0) throw Error("troupe: add_nodes cannot find this program's path");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(const_cast<char*>(kJoinerArg));  // join us (not: start a cluster of your own)
   argv.push_back(nullptr);
   MPI_Comm inter = MPI_COMM_NULL;
   std::vector<int> errcodes(static_cast<std::size_t>(count));

@@ -532,25 +532,28 @@ void RemoteNode::finalize() {
   for (auto& r : left)
     if (r) r->fail(std::make_exception_ptr(Error("troupe: the runtime finished before the reply came")));
   engine_->stop_progress_thread();
-  {
-    int done = 0;
-    MPI_Finalized(&done);
-    if (!done) engine_->stop_receiving();
-  }
-  // Processes joined by add_nodes stay connected until their communicators
-  // are released: free the merged ones, disconnect the spawn intercommunicators
-  // (collective over their members, so only while none of them was lost).
-  {
-    int done = 0;
-    MPI_Finalized(&done);
-    if (!done && !spawns_.empty()) {
-      engine_->release_joined_comms();
-      const std::size_t lost = cluster_->lost_set().size();
-      for (auto& sp : spawns_) {
-        if (sp.merged != MPI_COMM_NULL) MPI_Comm_free(&sp.merged);
-        if (lost == sp.lost_at && sp.inter != MPI_COMM_NULL) MPI_Comm_disconnect(&sp.inter);
-      }
+  int done = 0;
+  MPI_Finalized(&done);
+  if (!done) {
+    // No thread calls MPI through the engine from here on: one waiting on a
+    // future, or sending, finishes its call first (before MPI_Finalize, and
+    // before an application that adopted MPI goes on with it).
+    engine_->shut();
+    // Every communicator troupe made is freed. Processes joined by add_nodes
+    // stay connected until theirs are: free the merged ones, disconnect the
+    // spawn intercommunicators (collective over their members, so only while
+    // none of them was lost).
+    engine_->release_comms();
+    const std::size_t lost = cluster_->lost_set().size();
+    for (auto& sp : spawns_) {
+      if (sp.merged != MPI_COMM_NULL) MPI_Comm_free(&sp.merged);
+      if (lost == sp.lost_at && sp.inter != MPI_COMM_NULL) MPI_Comm_disconnect(&sp.inter);
     }
+    for (auto& c : owned_comms_)
+      if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
+    owned_comms_.clear();
+    membership_comm_ = MPI_COMM_NULL;
+    if (role_comm_ != MPI_COMM_NULL) MPI_Comm_free(&role_comm_);
   }
   if (owns_mpi_) {
     int done = 0;

@@ -23,11 +23,20 @@ namespace troupe::detail {
 
 class CallBatch;  // remote_receive.cpp
 
+/// The argument add_nodes() appends to a new process's command line. A
+/// process with an MPI parent joins the parent's cluster only if it carries
+/// it: one that another program spawned with MPI_Comm_spawn starts a cluster
+/// of its own. Runtime(argc, argv) takes it out of argv.
+inline constexpr const char* kJoinerArg = "--troupe-joiner";
+
+/// Whether this process's command line (/proc/self/cmdline) holds kJoinerArg.
+bool started_by_add_nodes();
+
 class RemoteNode final : public RemoteLink, public InboundHandler, public ReplySink {
  public:
   /// comm: the communicator whose ranks are the nodes (duplicated). A process
-  /// started by add_nodes() (owns_mpi and an MPI parent) joins the running job
-  /// instead.
+  /// started by add_nodes() (an MPI parent and kJoinerArg) joins the running
+  /// job instead.
   RemoteNode(Runtime& rt, Core& core, MPI_Comm comm, bool owns_mpi);
   ~RemoteNode() override;
 
@@ -168,6 +177,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // last change, and the node of each of its ranks.
   MPI_Comm membership_comm_ = MPI_COMM_NULL;
   std::vector<NodeId> membership_nodes_;
+  // Communicators made here besides the engine's and the spawns': the
+  // start's membership duplicate (or a joiner's merged one). Freed at
+  // finalize(), with role_comm_, so that an application that adopted MPI
+  // gets it back as it lent it.
+  std::vector<MPI_Comm> owned_comms_;
   bool joined_ = false;
   struct Spawn {
     MPI_Comm inter;   // the spawn's intercommunicator (the parent's, in a joiner)

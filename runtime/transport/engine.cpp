@@ -130,7 +130,7 @@ bool Engine::progress() {
   bool did = false;
   while (true) {
     std::unique_lock lk(mu_, std::try_to_lock);
-    if (!lk.owns_lock()) break;
+    if (!lk.owns_lock() || shut_) break;
     did |= progress_locked();
     lk.unlock();
     // A sender may have queued while we held the engine and found it busy.
@@ -186,7 +186,7 @@ void Engine::mark_lost(NodeId n) {
   {
   std::lock_guard lk(mu_);
   auto& p = *peers_[n];
-  if (!p.alive.exchange(false)) return;
+  if (!p.alive.exchange(false) || shut_) return;  // shut: MPI is not ours to call any more
   for (auto* e : p.outbox) delete e;
   p.outbox.clear();
   {
@@ -239,10 +239,18 @@ void Engine::mark_lost(NodeId n) {
     if (d->inbound) d->inbound->abandon();
 }
 
-void Engine::release_joined_comms() {
+void Engine::shut() {
+  std::lock_guard lk(mu_);  // whoever is inside an MPI call of ours finishes it first
+  if (shut_) return;
+  stop_receiving_locked();
+  shut_ = true;
+}
+
+void Engine::release_comms() {
   std::lock_guard lk(mu_);
-  if (send_reqs_.empty() && seg_reqs_.empty())
-    for (std::size_t c = joined_start_ ? 0 : 1; c < comms_.size(); ++c) MPI_Comm_free(&comms_[c]);
+  if (!shut_ || !send_reqs_.empty() || !seg_reqs_.empty()) return;
+  for (auto& c : comms_)
+    if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
 }
 
 std::vector<int> Engine::world_ranks() const {
@@ -273,6 +281,7 @@ std::vector<NodeId> Engine::lost_but_heard() { return take_flags(lost_heard_.get
 void Engine::send_expel(NodeId n) {
   if (n >= nodes() || n == self_) return;
   std::lock_guard lk(mu_);
+  if (shut_) return;
   // Notices sent earlier that are done (or failed: a process really gone).
   std::erase_if(expel_sent_, [this](auto& s) {
     int done = 0;
@@ -315,7 +324,7 @@ bool Engine::heard_pending(NodeId n) {
   bool queued = false;
   {
     std::lock_guard lk(mu_);  // brief: a probe, no receive
-    if (sources_[n]->broken) return false;  // nothing from it is read any more
+    if (shut_ || sources_[n]->broken) return false;  // nothing from it is read any more
     MPI_Iprobe(peers_[n]->rank, MPI_ANY_TAG, peer_comm(n), &flag, MPI_STATUS_IGNORE);
     queued = !sources_[n]->frames.empty();
     // A frame of its may sit in a posted receive, where a probe cannot see it.

@@ -177,9 +177,16 @@ class Engine {
   /// to node ids; ids from nodes() to total-1 are the new ones. Traffic between
   /// older nodes stays on their communicator, so per pair order is kept.
   void add_nodes(MPI_Comm comm, const std::vector<NodeId>& node_of_rank, std::size_t total);
-  /// Frees the communicators add_nodes() (and a joiner's start) duplicated.
-  /// Only once traffic has stopped.
-  void release_joined_comms();
+  /// Ends the engine's use of MPI, before the runtime lets go of MPI (its own
+  /// MPI_Finalize, or an application's that adopted it): waits for any thread
+  /// inside an MPI call of the engine, cancels the posted receives, and from
+  /// then on no thread calls MPI through the engine. Progress, sends, flushes
+  /// and probes do nothing after it; what was queued stays queued.
+  void shut();
+  /// Frees every communicator the engine duplicated (at the start and for
+  /// each add_nodes), once shut() has stopped traffic and no send or block
+  /// receive is pending (a communicator with requests on it stays).
+  void release_comms();
   /// True in a process that add_nodes() started.
   bool joined() const noexcept { return joined_start_; }
   /// Room for nodes that join later.
@@ -479,6 +486,7 @@ class Engine {
   std::vector<FrameRing> posted_;
   std::size_t first_comm_ = 0;  // where take_frames starts: after the one it last read a frame from
   bool receiving_ = true;            // false once the posted receives are stopped
+  bool shut_ = false;                // shut(): no MPI call any more (under mu_)
   std::vector<std::vector<NodeId>> rank_node_;  // per communicator: rank -> node
   std::atomic<std::size_t> count_{0};
   bool joined_start_ = false;  // comms_[0] came from add_nodes (a joiner)

@@ -91,7 +91,7 @@ bool Engine::send_now(Draft& draft) {
   const NodeId dest = draft->dest;
   if (draft->bytes.size() > kPostedFrame) return false;  // it needs a stub: the usual way
   std::unique_lock lk(mu_, std::try_to_lock);
-  if (!lk.owns_lock()) return false;
+  if (!lk.owns_lock() || shut_) return false;
   MPI_Request req = MPI_REQUEST_NULL;
   {
     // Nothing for dest may be waiting anywhere before it: not in its open
@@ -180,6 +180,7 @@ void Engine::flush_sends() {
       if (sleeping_.load(std::memory_order_seq_cst)) wake();
       break;
     }
+    if (shut_) break;
     drain_outq();
     flush_outboxes();
     test_sends();

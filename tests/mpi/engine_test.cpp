@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "mpi/mpi_call_count.hpp"
 #include "transport/engine.hpp"
 #include "wire/envelope.hpp"
 
@@ -417,5 +418,59 @@ TEST(Engine, LargeFramesFollowTheirStubsInOrderAndBadFramesAreDropped) {
     std::lock_guard lk(sink.mu);
     EXPECT_EQ(sink.order, expected);
   }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
+  // The runtime shuts its engine before MPI_Finalize (or before an application
+  // that lent it MPI goes on alone). A thread that is waiting on a future, and
+  // so drives the engine, or that sends at that moment must not call MPI after
+  // it. Here two threads drive and send between the ranks while the main
+  // thread shuts the engine; from then on neither of them, nor any other entry
+  // point of the engine, makes an MPI call (counted through MPI's profiling
+  // interface, mpi_call_count.cpp).
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const NodeId peer = rank == 0 ? 1 : 0;
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  auto send_one = [&](std::uint64_t id) {
+    auto d = troupe::detail::take_draft(peer);
+    EnvelopeWriter w(d->bytes);
+    w.begin(Kind::control, static_cast<NodeId>(rank), 0, 0, id, 0);
+    w.finish(nullptr, 0);
+    engine.send(std::move(d), /*urgent=*/true);  // straight to MPI when the engine is free
+  };
+  std::atomic<bool> stop{false};
+  std::atomic<long> sent{0};
+  std::thread driver([&] {
+    while (!stop.load()) engine.helper_progress();
+  });
+  std::thread sender([&] {
+    for (std::uint64_t id = 1; !stop.load(); ++id) {
+      send_one(id);
+      sent.fetch_add(1);
+    }
+  });
+  // Traffic both ways first: the engine works, and the two threads are busy in it.
+  EXPECT_TRUE(wait_until([&] { return sink.delivered() >= 100 && sent.load() >= 100; }, 20s));
+  engine.shut();
+  tt::g_mpi_calls.store(0);
+  tt::g_count_mpi.store(true);
+  const long sent_at_shut = sent.load();
+  EXPECT_TRUE(wait_until([&] { return sent.load() >= sent_at_shut + 100; }, 20s));  // still sending, into a shut engine
+  std::this_thread::sleep_for(20ms);
+  engine.progress();
+  engine.flush();
+  send_one(0);
+  EXPECT_FALSE(engine.heard_pending(peer));
+  EXPECT_FALSE(engine.expel_received());
+  engine.send_expel(peer);
+  engine.mark_lost(peer);
+  tt::g_count_mpi.store(false);
+  EXPECT_EQ(tt::g_mpi_calls.load(), 0) << "MPI calls through the engine after shut()";
+  stop.store(true);
+  driver.join();
+  sender.join();
   MPI_Barrier(MPI_COMM_WORLD);
 }

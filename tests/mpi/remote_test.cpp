@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include "test_actors.hpp"
 #include "troupe/detail/fresh_memory.hpp"
 #include "troupe/mpi.hpp"
+#include "troupe/role.hpp"
 
 using namespace std::chrono_literals;
 using tt::Broker;
@@ -114,6 +116,54 @@ TEST(Remote, CallsAfterFinishFailAtOnce) {
   EXPECT_NE(finished([&] { j.rt.spawn_on<Counter>(next, 1).get_for(5s); }).find("finished"), std::string::npos);
   EXPECT_NE(finished([&] { c.mailbox_size().get_for(5s); }).find("finished"), std::string::npos);
   EXPECT_NE(finished([&] { c.ask<&Counter::value>().get_for(5s); }).find("finished"), std::string::npos);
+}
+
+// Attribute callbacks: an attribute set on a communicator is copied to each
+// duplicate MPI_Comm_dup makes of it, and deleted when that one is freed.
+std::atomic<int> g_comm_copies{0}, g_comm_deletes{0};
+int count_copy(MPI_Comm, int, void*, void* in, void* out, int* flag) {
+  *static_cast<void**>(out) = in;
+  *flag = 1;
+  g_comm_copies.fetch_add(1);
+  return MPI_SUCCESS;
+}
+int count_delete(MPI_Comm, int, void*, void*) {
+  g_comm_deletes.fetch_add(1);
+  return MPI_SUCCESS;
+}
+
+TEST(Remote, AnAdoptedCommunicatorGetsBackEveryCommunicatorTroupeMadeOfIt) {
+  // An application that lends troupe its communicator goes on with MPI after
+  // finish(): troupe frees what it made (its duplicates, counted through an
+  // attribute they inherit, and the role communicator).
+  MPI_Comm lent = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &lent);
+  int key = MPI_KEYVAL_INVALID;
+  MPI_Comm_create_keyval(count_copy, count_delete, &key, nullptr);
+  static int marker = 0;
+  MPI_Comm_set_attr(lent, key, &marker);
+  g_comm_copies.store(0);
+  g_comm_deletes.store(0);
+  {
+    troupe::Runtime rt{troupe::adopt(lent)};
+    const auto next = static_cast<troupe::NodeId>((rt.node() + 1) % rt.size());
+    EXPECT_EQ(rt.spawn_on<Counter>(next, 5).get_for(10s).ask<&Counter::value>().get_for(10s), 5);
+    EXPECT_NE(rt.role("default").comm(), MPI_COMM_NULL);
+    EXPECT_GE(g_comm_copies.load(), 2) << "the engine's and the membership's duplicates";
+    EXPECT_EQ(g_comm_deletes.load(), 0);
+    EXPECT_EQ(rt.finish(), 0);
+    EXPECT_EQ(g_comm_deletes.load(), g_comm_copies.load()) << "duplicates left allocated after finish()";
+    EXPECT_EQ(rt.role("default").comm(), MPI_COMM_NULL) << "the role communicator is freed by finish()";
+  }
+  EXPECT_EQ(g_comm_deletes.load(), g_comm_copies.load());
+  MPI_Comm_free(&lent);  // deletes its own attribute too
+  MPI_Comm_free_keyval(&key);
+  // MPI is still the application's: it works on.
+  int sum = 0, one = 1;
+  MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  EXPECT_EQ(sum, size);
 }
 
 TEST(Remote, RefsTravelInsideMessages) {
