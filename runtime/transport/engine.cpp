@@ -23,6 +23,10 @@ void Engine::init_storage(std::size_t capacity) {
   heard_.reset(new std::atomic<std::int64_t>[capacity]);
   lost_heard_.reset(new std::atomic<bool>[capacity]);
   broken_news_.reset(new std::atomic<bool>[capacity]);
+  // Lists of nodes never grow past this: appending to them cannot throw.
+  dirty_.reserve(capacity);
+  flushing_.reserve(capacity);
+  staging_.reserve(capacity);
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   for (std::size_t i = 0; i < capacity; ++i) {
     peers_.push_back(std::make_unique<Peer>());
@@ -120,6 +124,7 @@ Engine::~Engine() {
   static std::mutex graveyard_mu;
   std::lock_guard glk(graveyard_mu);
   for (auto& p : abandoned_) graveyard->push_back(std::move(p));
+  delete held_;
   while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) delete e;
   for (std::size_t n = 0; n < peers_.size(); ++n) delete open_[n].frame.exchange(nullptr);
   for (auto& p : peers_)

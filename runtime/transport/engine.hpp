@@ -339,6 +339,33 @@ class Engine {
     std::size_t left;
     bool staged;  // travels in kPiece pieces, copied through the staging pool
   };
+  /// Blocks waiting for MPI, in order: a vector read from `head`, so that
+  /// room for a frame's blocks is made before the frame leaves (make_room).
+  struct BlockQueue {
+    std::vector<PendingBlock> items;
+    std::size_t head = 0;
+    bool empty() const noexcept { return head == items.size(); }
+    PendingBlock& front() noexcept { return items[head]; }
+    void pop_front() noexcept {
+      items[head] = PendingBlock{};
+      if (++head == items.size()) clear();
+    }
+    /// Never throws after make_room(n) for the n pushes that follow.
+    void push_back(PendingBlock b) { items.push_back(std::move(b)); }
+    void make_room(std::size_t n) {
+      if (items.capacity() - items.size() >= n) return;
+      if (head != 0) {  // the taken ones first
+        items.erase(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(head));
+        head = 0;
+        if (items.capacity() - items.size() >= n) return;
+      }
+      items.reserve(std::max(2 * items.capacity(), items.size() + n));
+    }
+    void clear() noexcept {
+      items.clear();
+      head = 0;
+    }
+  };
   struct Peer {
     std::atomic<bool> alive{false};
     std::atomic<bool> stage{false};  // blocks to it are staged (set_stage_blocks)
@@ -347,7 +374,7 @@ class Engine {
     int rank = 0;  // rank in that communicator
     std::deque<OutEnvelope*> outbox;
     bool dirty = false;
-    std::deque<PendingBlock> blocks;  // under mu_: segments not yet handed to MPI, in order
+    BlockQueue blocks;                // under mu_: segments not yet handed to MPI, in order
     bool staging = false;             // listed in staging_
   };
   struct SendMeta {
@@ -357,6 +384,7 @@ class Engine {
     OutFrame single;  // or: the one frame (without blocks) the request sends from, alone
     Draft draft;      // or: an urgent draft handed to MPI straight from its own storage
     StageSlot slot;   // or: the staging slot a piece of a block is sent from
+    std::shared_ptr<OutEnvelope> owner;  // or: the envelope whose block a chunk is sent from
   };
   struct Delivery {
     std::unique_ptr<Inbound> inbound;
@@ -406,10 +434,14 @@ class Engine {
   void close_open(NodeId dest);
   void drain_open();  // every open frame joins the queue
   bool drain_outq();
+  void uncount_queued(const OutEnvelope* e) noexcept;
   bool flush_outboxes();
   /// A frame larger than the receiver's posted receive (kPostedFrame) is
   /// preceded by a stub in the frames' order and itself sent with kTagLargeFrame.
-  void post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
+  /// `stub`: one taken beforehand (take_stub), so that posting cannot throw.
+  void post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta, FrameBuffer stub = {});
+  /// The stub announcing a frame of `size` bytes, filled in.
+  static FrameBuffer take_stub(std::size_t size);
   void post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
   /// MPI_Isend to peer (a null request if MPI refused, which it reports).
   MPI_Request isend(NodeId peer, const void* data, std::size_t size, int tag);
@@ -417,7 +449,14 @@ class Engine {
   void room_for_sends(std::size_t n);
   /// `count` envelopes leave in `frame` (or alone, from their own buffer, when
   /// frame is null); `keep` holds those whose bytes or segments MPI still reads.
-  void post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep, std::size_t count);
+  /// Nothing in it throws once make_batch_room() was made for the batch.
+  void post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep, std::size_t count,
+                  FrameBuffer stub);
+  /// Room for everything sending the first `count` envelopes of peer's outbox
+  /// in one frame of frame_size bytes takes (requests, queued blocks, the
+  /// stub, the list of envelopes with blocks), made before any of them leaves
+  /// the outbox: if memory runs out, they all stay queued and none is sent.
+  void make_batch_room(NodeId peer, std::size_t count, std::size_t frame_size, FrameBuffer& stub);
   bool test_sends();
   /// Queues e's blocks for peer behind the ones already waiting (engine_blocks.cpp).
   void queue_blocks(NodeId peer, const std::shared_ptr<OutEnvelope>& e);
@@ -504,6 +543,8 @@ class Engine {
   std::vector<std::unique_ptr<Source>> sources_;
   std::vector<NodeId> dirty_;
   std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)
+  std::vector<std::shared_ptr<OutEnvelope>> frame_blocks_;  // post_frame: the batch's envelopes with blocks
+  OutEnvelope* held_ = nullptr;  // taken from the queue, not yet in its outbox (no memory): first next time
   std::vector<OutEnvelope*> batch_;  // scratch for flush_outboxes
 
   std::unique_ptr<Open[]> open_;

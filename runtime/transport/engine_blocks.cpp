@@ -36,12 +36,13 @@ void Engine::queue_blocks(NodeId peer, const std::shared_ptr<OutEnvelope>& e) {
 
 void Engine::post_block(NodeId peer, const std::byte* data, std::size_t size, bool pieced,
                         const std::shared_ptr<OutEnvelope>& owner) {
+  room_for_sends(chunks(size, pieced));  // first: a block leaves whole or not at all
   const std::size_t step = chunk_size(pieced);
   std::size_t left = size;
   for (std::size_t c = 0, n = chunks(size, pieced); c < n; ++c) {
     const std::size_t len = std::min(left, step);
     stats_.bytes_sent += len;
-    post_send(peer, data, len, kTagSegment, SendMeta{peer, nullptr, {owner}});
+    post_send(peer, data, len, kTagSegment, SendMeta{.peer = peer, .owner = owner});
     data += len;
     left -= len;
   }

@@ -9,6 +9,18 @@
 #include "troupe/detail/stage_probe.hpp"
 
 namespace troupe::detail {
+namespace {
+
+/// Deleter of an envelope's shared owner made before the envelope leaves its
+/// outbox (no allocation may happen after): recycles it only once armed.
+struct ArmedRecycle {
+  bool armed = false;
+  void operator()(OutEnvelope* e) const noexcept {
+    if (armed) EnvelopeRecycle{}(e);
+  }
+};
+
+}  // namespace
 
 void Engine::enqueue(OutEnvelope* e) {
   outq_size_.fetch_add(1, std::memory_order_seq_cst);
@@ -197,22 +209,35 @@ void Engine::flush_sends() {
 bool Engine::drain_outq() {
   if (open_count_.load(std::memory_order_acquire) != 0) drain_open();
   bool did = false;
-  while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) {
-    outq_size_.fetch_sub(1, std::memory_order_relaxed);
-    outq_bytes_.fetch_sub(e->bytes.size(), std::memory_order_relaxed);
+  while (true) {
+    // One taken out last time that found no room in its outbox goes first.
+    OutEnvelope* e = std::exchange(held_, nullptr);
+    if (e == nullptr && (e = static_cast<OutEnvelope*>(outq_.pop())) == nullptr) break;
     did = true;
     if (e->dest >= nodes() || !peers_[e->dest]->alive.load()) {
+      uncount_queued(e);
       EnvelopeRecycle{}(e);  // a lost node: the caller was (or will be) failed by the cluster layer
       continue;
     }
     auto& p = *peers_[e->dest];
-    p.outbox.push_back(e);
+    try {
+      p.outbox.push_back(e);
+    } catch (...) {
+      held_ = e;  // still counted as queued: quiet() and send_now's order check see it
+      throw;
+    }
+    uncount_queued(e);
     if (!p.dirty) {
       p.dirty = true;
-      dirty_.push_back(e->dest);
+      dirty_.push_back(e->dest);  // room for every node (init_storage): no throw
     }
   }
   return did;
+}
+
+void Engine::uncount_queued(const OutEnvelope* e) noexcept {
+  outq_size_.fetch_sub(1, std::memory_order_relaxed);
+  outq_bytes_.fetch_sub(e->bytes.size(), std::memory_order_relaxed);
 }
 
 void Engine::room_for_sends(std::size_t n) {
@@ -223,16 +248,21 @@ void Engine::room_for_sends(std::size_t n) {
   grow(send_meta_);
 }
 
-void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
+FrameBuffer Engine::take_stub(std::size_t size) {
+  FrameBuffer stub = take_frame_buffer(kStubBytes);
+  stub->resize(kStubBytes);
+  const std::uint32_t head[2] = {kStubMark, 0};
+  const std::uint64_t len = size;
+  std::memcpy(stub->data(), head, sizeof head);
+  std::memcpy(stub->data() + sizeof head, &len, sizeof len);
+  return stub;
+}
+
+void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta, FrameBuffer stub) {
   const bool stub_first = tag == kTagFrame && size > kPostedFrame;
   room_for_sends(stub_first ? 2 : 1);  // the requests posted below always find a place
   if (stub_first) {
-    FrameBuffer stub = take_frame_buffer(kStubBytes);
-    stub->resize(kStubBytes);
-    const std::uint32_t head[2] = {kStubMark, 0};
-    const std::uint64_t len = size;
-    std::memcpy(stub->data(), head, sizeof head);
-    std::memcpy(stub->data() + sizeof head, &len, sizeof len);
+    if (!stub) stub = take_stub(size);
     const void* stub_data = stub->data();
     post_one(peer, stub_data, kStubBytes, kTagFrame, SendMeta{peer, std::move(stub)});
     tag = kTagLargeFrame;
@@ -253,26 +283,44 @@ void Engine::post_one(NodeId peer, const void* data, std::size_t size, int tag, 
 }
 
 void Engine::post_frame(NodeId peer, FrameBuffer frame, std::vector<std::shared_ptr<OutEnvelope>> keep,
-                        std::size_t count) {
+                        std::size_t count, FrameBuffer stub) {
   // The frame, then each envelope's segments, in envelope order.
-  std::vector<std::shared_ptr<OutEnvelope>> with_segments;
+  frame_blocks_.clear();  // its room was made for this batch
   for (auto& e : keep)
-    if (!e->segments.empty()) with_segments.push_back(e);
+    if (!e->segments.empty()) frame_blocks_.push_back(e);
   stats_.frames_sent++;
   stats_.envelopes_sent += count;
   if (frame) {
     stats_.bytes_sent += frame->size();
     const void* data = frame->data();
     const std::size_t size = frame->size();
-    post_send(peer, data, size, kTagFrame, SendMeta{peer, std::move(frame), std::move(keep)});
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, std::move(frame), std::move(keep)}, std::move(stub));
   } else {
     auto& e = keep.front();
     stats_.bytes_sent += e->bytes.size();
     const void* data = e->bytes.data();
     const std::size_t size = e->bytes.size();
-    post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, std::move(keep)});
+    post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, std::move(keep)}, std::move(stub));
   }
-  for (auto& e : with_segments) queue_blocks(peer, e);
+  for (auto& e : frame_blocks_) queue_blocks(peer, e);
+  frame_blocks_.clear();
+}
+
+void Engine::make_batch_room(NodeId peer, std::size_t count, std::size_t frame_size, FrameBuffer& stub) {
+  auto& p = *peers_[peer];
+  std::size_t requests = frame_size > kPostedFrame ? 2 : 1, blocks = 0, with_blocks = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const OutEnvelope* e = p.outbox[i];
+    if (!e->segments.empty()) ++with_blocks;
+    for (const auto& seg : e->segments) {
+      requests += chunks(seg.size, false);  // whole from its memory now, or queued (counted both ways)
+      ++blocks;
+    }
+  }
+  room_for_sends(requests);
+  p.blocks.make_room(blocks);
+  if (frame_blocks_.capacity() < with_blocks) frame_blocks_.reserve(with_blocks);
+  if (frame_size > kPostedFrame && !stub) stub = take_stub(frame_size);
 }
 
 bool Engine::flush_outboxes() {
@@ -296,6 +344,8 @@ bool Engine::flush_outboxes() {
           if (!e->segments.empty()) ++with_segments;
           if (bytes >= kFrameLimit) break;
         }
+        FrameBuffer stub;
+        make_batch_room(peer, count, bytes, stub);
         if (count == 1 && p.outbox.front()->segments.empty()) {
           // Alone and without blocks (an ask, a reply, a closed frame): the
           // request owns it directly.
@@ -306,31 +356,31 @@ bool Engine::flush_outboxes() {
           stats_.bytes_sent += e->bytes.size();
           const void* data = e->bytes.data();
           const std::size_t size = e->bytes.size();
-          post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, {}, std::move(e)});
+          post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, {}, std::move(e)}, std::move(stub));
           continue;
         }
+        // Owners of the envelopes whose blocks MPI reads after the frame (or
+        // of the one sent from its own buffer): made while they are still
+        // queued, armed to recycle them only once they have left the outbox.
         std::vector<std::shared_ptr<OutEnvelope>> keep;
-        if (count == 1) {
-          keep.reserve(1);
-          OutFrame e(p.outbox.front());
-          p.outbox.pop_front();
-          const std::size_t envelopes = e->count;
-          keep.emplace_back(std::move(e));
-          post_frame(peer, nullptr, std::move(keep), envelopes);  // alone: straight from its buffer
-          continue;
-        }
-        auto frame = take_frame_buffer(bytes);
-        keep.reserve(with_segments);
+        keep.reserve(count == 1 ? 1 : with_segments);
+        for (std::size_t i = 0; i < count; ++i)
+          if (count == 1 || !p.outbox[i]->segments.empty()) keep.emplace_back(p.outbox[i], ArmedRecycle{});
+        FrameBuffer frame = count == 1 ? FrameBuffer{} : take_frame_buffer(bytes);
+        // Nothing below throws: the batch leaves whole.
         std::size_t envelopes = 0;
         for (std::size_t i = 0; i < count; ++i) {
-          OutFrame e(p.outbox.front());
+          OutEnvelope* e = p.outbox.front();
           p.outbox.pop_front();
           envelopes += e->count;
-          frame->append(e->bytes.data(), e->bytes.size());  // within the reserved room: no throw
-          if (!e->segments.empty()) keep.emplace_back(std::move(e));  // its segments still leave from its arguments
-          // otherwise copied into the frame: nothing points into it any more
+          if (!frame) continue;  // alone: straight from its buffer
+          frame->append(e->bytes.data(), e->bytes.size());  // within the reserved room
+          // Copied into the frame, nothing points into it any more; one with
+          // blocks stays (they leave from its arguments).
+          if (e->segments.empty()) EnvelopeRecycle{}(e);
         }
-        post_frame(peer, std::move(frame), std::move(keep), envelopes);
+        for (auto& k : keep) std::get_deleter<ArmedRecycle>(k)->armed = true;
+        post_frame(peer, std::move(frame), std::move(keep), envelopes, std::move(stub));
       }
       p.dirty = false;
     }

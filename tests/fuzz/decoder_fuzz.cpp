@@ -44,7 +44,9 @@ struct Point {
 class Sink {
  public:
   Sink(int, std::string) {}
-  int ints(int a, long b, unsigned char c) { return a + static_cast<int>(b) + c; }
+  int ints(int a, long b, unsigned char c) {  // any bytes run it: wraps, as unsigned sums do
+    return static_cast<int>(static_cast<unsigned>(a) + static_cast<unsigned long>(b) + c);
+  }
   double doubles(std::vector<double> v) { return v.empty() ? 0 : v[0]; }
   std::size_t text(std::string s, std::vector<std::string> more) { return s.size() + more.size(); }
   std::size_t nested(std::map<std::string, std::vector<double>> m, std::vector<std::vector<int>> vv) {

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "mpi/failing_new.hpp"
 #include "mpi/mpi_call_count.hpp"
 #include "transport/engine.hpp"
 #include "wire/envelope.hpp"
@@ -29,6 +30,8 @@ using troupe::detail::Inbound;
 using troupe::detail::InboundHandler;
 using troupe::detail::InSegment;
 using troupe::detail::Kind;
+using troupe::detail::OutEnvelope;
+using troupe::detail::OutSegment;
 using troupe::NodeId;
 
 namespace {
@@ -472,5 +475,79 @@ TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
   stop.store(true);
   driver.join();
   sender.join();
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
+  // Any allocation of a flush may fail. Rank 0 queues a batch for rank 1:
+  // small envelopes (coalesced into one frame, larger than the receiver's
+  // posted receive, so a stub goes first), blocks that leave whole from their
+  // own memory, a staged one, and one queued behind it. It flushes with its
+  // first allocation failing, then again with the second failing, and so on,
+  // until a flush needs no more allocations than it was allowed
+  // (failing_new.cpp). Rank 1 must get every envelope once, in order, each
+  // block intact: a batch leaves whole or stays queued.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  struct Shape {
+    std::size_t payload = 0, block = 0;
+    bool staged = false;
+  };
+  const std::vector<Shape> shapes{{40}, {40}, {8, 64 << 10}, {40}, {8, 300 << 10, true}, {8, 200 << 10}, {6000}, {40}};
+  if (rank == 0) {
+    engine.set_stage_blocks(1, true);
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      const auto id = static_cast<std::uint64_t>(i + 1);
+      auto* e = new OutEnvelope();
+      e->dest = 1;
+      e->kind_tell = true;
+      std::vector<std::uint64_t> sizes;
+      if (shapes[i].block != 0) {
+        auto block = std::make_shared<std::vector<std::byte>>(shapes[i].block, static_cast<std::byte>(id));
+        e->segments.push_back(OutSegment{block->data(), block->size(), false, shapes[i].staged});
+        e->keep.push_back(block);
+        sizes.push_back(block->size() | (shapes[i].staged ? troupe::detail::kSegmentPieced : 0));
+      }
+      EnvelopeWriter w(e->bytes);
+      w.begin(Kind::control, 0, 0, 0, id, 0);
+      const std::vector<std::byte> payload(shapes[i].payload, std::byte{7});
+      e->bytes.append(payload.data(), payload.size());
+      w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
+      engine.send(e, /*urgent=*/false);  // below 16 KiB queued: no flush yet
+    }
+    long failures = 0;
+    for (long k = 0;; ++k) {
+      tt::fail_allocation_after(k);
+      try {
+        engine.flush();
+      } catch (const std::bad_alloc&) {
+      }
+      if (!tt::stop_failing()) break;  // this flush needed fewer than k + 1 allocations
+      ++failures;
+      ASSERT_LT(k, 10000);
+    }
+    EXPECT_GT(failures, 3) << "the flush should have met failing allocations";
+    // What is left (staged pieces, queued blocks) goes out.
+    EXPECT_TRUE(wait_until(
+        [&] {
+          engine.progress();
+          return !engine.sends_pending();
+        },
+        20s));
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == shapes.size(); }, 20s)) << "delivered " << sink.delivered();
+    std::this_thread::sleep_for(50ms);  // nothing more comes
+    engine.stop_progress_thread();
+    std::lock_guard lk(sink.mu);
+    ASSERT_EQ(sink.order.size(), shapes.size());
+    for (std::size_t i = 0; i < shapes.size(); ++i) EXPECT_EQ(sink.order[i], i + 1);
+    ASSERT_EQ(sink.blocks.size(), 3u);
+    EXPECT_TRUE(filled_with(sink.blocks[0], std::byte{3}));
+    EXPECT_TRUE(filled_with(sink.blocks[1], std::byte{5}));
+    EXPECT_TRUE(filled_with(sink.blocks[2], std::byte{6}));
+  }
   MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -1,0 +1,68 @@
+// The test binary's global operator new and delete (replaceable, [new.delete]):
+// malloc and free, with one allocation of a chosen thread failing on demand.
+#include "mpi/failing_new.hpp"
+
+#include <cstdlib>
+#include <new>
+
+namespace {
+thread_local long t_left = -1;  // allocations of this thread before the failing one; -1: none fails
+thread_local bool t_failed = false;
+
+bool fail_now() noexcept {
+  if (t_left < 0) return false;
+  if (t_left-- != 0) return false;
+  t_failed = true;
+  return true;
+}
+void* take(std::size_t n) noexcept { return std::malloc(n == 0 ? 1 : n); }
+void* take_aligned(std::size_t n, std::align_val_t a) noexcept {
+  void* p = nullptr;
+  const auto align = static_cast<std::size_t>(a) < sizeof(void*) ? sizeof(void*) : static_cast<std::size_t>(a);
+  return posix_memalign(&p, align, n == 0 ? 1 : n) == 0 ? p : nullptr;
+}
+}  // namespace
+
+namespace tt {
+void fail_allocation_after(long n) noexcept {
+  t_failed = false;
+  t_left = n;
+}
+bool stop_failing() noexcept {
+  t_left = -1;
+  return t_failed;
+}
+}  // namespace tt
+
+void* operator new(std::size_t n) {
+  void* p = fail_now() ? nullptr : take(n);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+void* operator new[](std::size_t n) { return ::operator new(n); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  void* p = fail_now() ? nullptr : take_aligned(n, a);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+void* operator new[](std::size_t n, std::align_val_t a) { return ::operator new(n, a); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return fail_now() ? nullptr : take(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return fail_now() ? nullptr : take(n); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return fail_now() ? nullptr : take_aligned(n, a);
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return fail_now() ? nullptr : take_aligned(n, a);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }

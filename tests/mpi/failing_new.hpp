@@ -1,0 +1,12 @@
+// Allocation failure on demand, for tests of what runs out of memory: the
+// test binary's operator new (failing_new.cpp) throws std::bad_alloc (or
+// returns null, for the nothrow forms) at a chosen allocation of the calling
+// thread. Other threads, and allocations by malloc (MPI's), are untouched.
+#pragma once
+
+namespace tt {
+/// The n-th operator new of this thread from now (0: the next) fails.
+void fail_allocation_after(long n) noexcept;
+/// Stops failing; returns whether the chosen allocation came (and failed).
+bool stop_failing() noexcept;
+}  // namespace tt
