@@ -191,6 +191,7 @@ void RemoteNode::note_neighbours(const std::vector<NodeInfo>& nodes) {
 std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::string>& args) {
   if (count <= 0) return {};
   std::lock_guard lk(membership_mu_);
+  if (closed_.load(std::memory_order_acquire)) throw Error("troupe: add_nodes() after finish()");
   // The live members, in the membership communicator's order.
   std::vector<int> live_ranks;
   std::vector<NodeId> live_nodes;

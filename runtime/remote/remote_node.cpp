@@ -535,15 +535,17 @@ void RemoteNode::finalize() {
   int done = 0;
   MPI_Finalized(&done);
   if (!done) {
+    std::lock_guard lk(membership_mu_);  // an add_nodes() under way ends first; later ones fail
     // No thread calls MPI through the engine from here on: one waiting on a
     // future, or sending, finishes its call first (before MPI_Finalize, and
     // before an application that adopted MPI goes on with it).
     engine_->shut();
-    // Every communicator troupe made is freed. Processes joined by add_nodes
-    // stay connected until theirs are: free the merged ones, disconnect the
-    // spawn intercommunicators (collective over their members, so only while
-    // none of them was lost).
-    engine_->release_comms();
+    // The communicators troupe made are freed (but the engine's first, see
+    // Engine::release_joined_comms). Processes joined by add_nodes stay
+    // connected until theirs are: free the merged ones, disconnect the spawn
+    // intercommunicators (collective over their members, so only while none
+    // of them was lost).
+    engine_->release_joined_comms();
     const std::size_t lost = cluster_->lost_set().size();
     for (auto& sp : spawns_) {
       if (sp.merged != MPI_COMM_NULL) MPI_Comm_free(&sp.merged);

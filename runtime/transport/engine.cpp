@@ -248,14 +248,18 @@ void Engine::shut() {
   std::lock_guard lk(mu_);  // whoever is inside an MPI call of ours finishes it first
   if (shut_) return;
   stop_receiving_locked();
+  try {
+    test_sends();  // sends done (or refused) are no longer pending
+  } catch (...) {
+  }
   shut_ = true;
 }
 
-void Engine::release_comms() {
+void Engine::release_joined_comms() {
   std::lock_guard lk(mu_);
   if (!shut_ || !send_reqs_.empty() || !seg_reqs_.empty()) return;
-  for (auto& c : comms_)
-    if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
+  for (std::size_t c = joined_start_ ? 0 : 1; c < comms_.size(); ++c)
+    if (comms_[c] != MPI_COMM_NULL) MPI_Comm_free(&comms_[c]);
 }
 
 std::vector<int> Engine::world_ranks() const {
@@ -528,7 +532,9 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     // marking ourselves asleep: a sender whose flush starts a transfer either
     // sees us asleep and wakes us, or we see its mark (seq_cst on both sides).
     if (in_flight_.load(std::memory_order_seq_cst)) nap = std::min(nap, kShortestNap);
-    if (outq_size_.load() == 0 && open_count_.load() == 0 && !stop_.load()) {
+    // (Short of memory, what is queued waits for the next try: nap anyway.)
+    const bool waiting = outq_size_.load() != 0 || open_count_.load() != 0;
+    if ((!waiting || short_of_memory_.exchange(false, std::memory_order_relaxed)) && !stop_.load()) {
       idle_naps_.fetch_add(1, std::memory_order_relaxed);
       idle_nap_us_.fetch_add(static_cast<std::uint64_t>(nap.count()), std::memory_order_relaxed);
       sleep_cv_.wait_for(lk, nap);

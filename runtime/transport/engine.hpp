@@ -183,10 +183,14 @@ class Engine {
   /// then on no thread calls MPI through the engine. Progress, sends, flushes
   /// and probes do nothing after it; what was queued stays queued.
   void shut();
-  /// Frees every communicator the engine duplicated (at the start and for
-  /// each add_nodes), once shut() has stopped traffic and no send or block
-  /// receive is pending (a communicator with requests on it stays).
-  void release_comms();
+  /// Frees the communicators add_nodes() (and a joiner's start) duplicated,
+  /// which MPI_Finalize would otherwise wait on (their processes stay
+  /// connected), once shut() has stopped traffic and no send or block receive
+  /// is pending. The first communicator of a node that did not join later is
+  /// never freed: a peer that has not finished yet may still have frames in
+  /// flight to it, and MPI would hand them to whichever communicator next gets
+  /// its context id (an application that adopted MPI, or the next Runtime).
+  void release_joined_comms();
   /// True in a process that add_nodes() started.
   bool joined() const noexcept { return joined_start_; }
   /// Room for nodes that join later.
@@ -545,6 +549,9 @@ class Engine {
   std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)
   std::vector<std::shared_ptr<OutEnvelope>> frame_blocks_;  // post_frame: the batch's envelopes with blocks
   OutEnvelope* held_ = nullptr;  // taken from the queue, not yet in its outbox (no memory): first next time
+  // An allocation on the send side failed: what waits stays queued, and the
+  // progress thread naps between tries instead of spinning on the queue.
+  std::atomic<bool> short_of_memory_{false};
   std::vector<OutEnvelope*> batch_;  // scratch for flush_outboxes
 
   std::unique_ptr<Open[]> open_;

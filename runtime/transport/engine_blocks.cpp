@@ -65,7 +65,12 @@ bool Engine::pump_blocks() {
         }
       }
       if (!b.staged || stage_pool_failed_) {
-        post_block(peer, b.data, b.left, b.staged, b.owner);  // whole, or in pieces from its own memory
+        try {
+          post_block(peer, b.data, b.left, b.staged, b.owner);  // whole, or in pieces from its own memory
+        } catch (const std::bad_alloc&) {
+          short_of_memory_.store(true, std::memory_order_relaxed);
+          return did;  // nothing of it left (its room comes first): the next round tries again
+        }
         p.blocks.pop_front();
         did = true;
         continue;
@@ -74,6 +79,12 @@ bool Engine::pump_blocks() {
       const std::size_t len = std::min(b.left, kPiece);
       StageSlot slot = stage_pool_->take(len);
       if (!slot) break;  // the slots are in flight: the next round goes on
+      try {
+        room_for_sends(1);  // before the copy: a piece leaves, or stays for the next round
+      } catch (const std::bad_alloc&) {
+        short_of_memory_.store(true, std::memory_order_relaxed);
+        return did;
+      }
       std::memcpy(slot.data(), b.data, len);
       copied += len;
       stats_.pieces_staged++;

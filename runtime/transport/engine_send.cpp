@@ -223,8 +223,11 @@ bool Engine::drain_outq() {
     try {
       p.outbox.push_back(e);
     } catch (...) {
-      held_ = e;  // still counted as queued: quiet() and send_now's order check see it
-      throw;
+      // No memory: held, still counted as queued (quiet() and send_now's order
+      // check see it), and first next time. What is in the outboxes goes on.
+      held_ = e;
+      short_of_memory_.store(true, std::memory_order_relaxed);
+      break;
     }
     uncount_queued(e);
     if (!p.dirty) {
@@ -241,11 +244,17 @@ void Engine::uncount_queued(const OutEnvelope* e) noexcept {
 }
 
 void Engine::room_for_sends(std::size_t n) {
-  auto grow = [n](auto& v) {
-    if (v.capacity() - v.size() < n) v.reserve(std::max(2 * v.capacity(), v.size() + n));
+  auto grow = [n](auto& v, std::size_t size) {
+    if (v.capacity() - size >= n) return;
+    try {
+      v.reserve(std::max(2 * v.capacity(), size + n));
+    } catch (const std::bad_alloc&) {
+      v.reserve(size + n);  // short of memory: just what is needed
+    }
   };
-  grow(send_reqs_);
-  grow(send_meta_);
+  grow(send_reqs_, send_reqs_.size());
+  grow(send_meta_, send_meta_.size());
+  grow(test_idx_, send_reqs_.size());  // test_sends sizes it to the requests: no allocation after a send
 }
 
 FrameBuffer Engine::take_stub(std::size_t size) {
@@ -328,11 +337,9 @@ bool Engine::flush_outboxes() {
   auto& dirty = flushing_;
   dirty.clear();
   dirty.swap(dirty_);  // both keep their room
-  std::size_t next = 0;
-  try {
-    for (; next < dirty.size(); ++next) {
-      const NodeId peer = dirty[next];
-      auto& p = *peers_[peer];
+  for (const NodeId peer : dirty) {
+    auto& p = *peers_[peer];
+    try {
       while (!p.outbox.empty()) {
         // Choose the batch and allocate before taking anything out: if memory
         // runs out, the envelopes are still queued.
@@ -383,13 +390,12 @@ bool Engine::flush_outboxes() {
         post_frame(peer, std::move(frame), std::move(keep), envelopes, std::move(stub));
       }
       p.dirty = false;
+    } catch (...) {
+      // No memory for its next batch, which stays queued whole: the peer stays
+      // marked for the next round, and the others go on.
+      dirty_.push_back(peer);  // room for every node: no throw
+      short_of_memory_.store(true, std::memory_order_relaxed);
     }
-  } catch (...) {
-    // Peers not flushed yet stay marked for the next round.
-    for (; next < dirty.size(); ++next)
-      if (!peers_[dirty[next]]->outbox.empty()) dirty_.push_back(dirty[next]);
-      else peers_[dirty[next]]->dirty = false;
-    throw;
   }
   return true;
 }
@@ -400,7 +406,8 @@ bool Engine::test_sends() {
   int outcount = 0;
   test_idx_.resize(send_reqs_.size());
   checked(MPI_Testsome(count, send_reqs_.data(), &outcount, test_idx_.data(), MPI_STATUSES_IGNORE), "MPI_Testsome");
-  if (outcount <= 0) return false;
+  // MPI_UNDEFINED: every request is null (sends MPI refused): done with all.
+  if (outcount == 0 || (outcount < 0 && outcount != MPI_UNDEFINED)) return false;
   compact(send_reqs_, send_meta_, [&](std::size_t r) { return send_reqs_[r] != MPI_REQUEST_NULL; });
   return true;
 }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mpi/failing_new.hpp"
+#include "mpi/polite_mpi.hpp"
 #include "mpi/mpi_call_count.hpp"
 #include "transport/engine.hpp"
 #include "wire/envelope.hpp"
@@ -445,22 +446,29 @@ TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
     engine.send(std::move(d), /*urgent=*/true);  // straight to MPI when the engine is free
   };
   std::atomic<bool> stop{false};
-  std::atomic<long> sent{0};
+  std::atomic<long> sent{0}, limit{1L << 40};
   std::thread driver([&] {
     while (!stop.load()) engine.helper_progress();
   });
   std::thread sender([&] {
-    for (std::uint64_t id = 1; !stop.load(); ++id) {
-      send_one(id);
+    for (std::uint64_t id = 1; !stop.load();) {
+      if (sent.load() >= limit.load()) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      send_one(id++);
       sent.fetch_add(1);
     }
   });
-  // Traffic both ways first: the engine works, and the two threads are busy in it.
+  // Traffic both ways first: the engine works, and the two threads are busy
+  // in it. Both ranks have seen theirs before either shuts.
   EXPECT_TRUE(wait_until([&] { return sink.delivered() >= 100 && sent.load() >= 100; }, 20s));
+  MPI_Barrier(MPI_COMM_WORLD);
   engine.shut();
   tt::g_mpi_calls.store(0);
   tt::g_count_mpi.store(true);
   const long sent_at_shut = sent.load();
+  limit.store(sent_at_shut + 100);
   EXPECT_TRUE(wait_until([&] { return sent.load() >= sent_at_shut + 100; }, 20s));  // still sending, into a shut engine
   std::this_thread::sleep_for(20ms);
   engine.progress();
@@ -479,14 +487,20 @@ TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
 }
 
 TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
-  // Any allocation of a flush may fail. Rank 0 queues a batch for rank 1:
-  // small envelopes (coalesced into one frame, larger than the receiver's
-  // posted receive, so a stub goes first), blocks that leave whole from their
-  // own memory, a staged one, and one queued behind it. It flushes with its
-  // first allocation failing, then again with the second failing, and so on,
-  // until a flush needs no more allocations than it was allowed
-  // (failing_new.cpp). Rank 1 must get every envelope once, in order, each
-  // block intact: a batch leaves whole or stays queued.
+  // Any allocation on the sending side may fail. Rank 0 sends a batch to rank
+  // 1 with its first allocation from then on failing, then the same batch
+  // again (new ids) with the second failing, and so on, until the batch needs
+  // fewer allocations than it was allowed (failing_new.cpp). Nothing is thrown
+  // at the sender: what finds no memory stays queued for the next try. Rank 1
+  // must get every envelope once, in order, each block intact: a batch leaves
+  // whole or stays queued. The batches:
+  //  1. small envelopes coalesced into one frame larger than the receiver's
+  //     posted receive (a stub goes first), blocks that leave whole from their
+  //     own memory, a staged one, and one queued behind it;
+  //  2. a hundred small ones: the outbox grows (an envelope taken from the
+  //     send queue may find no room in it);
+  //  3. envelopes too large to share a frame (their sends flush at once): one
+  //     alone without blocks, one alone with a block.
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
@@ -495,59 +509,75 @@ TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
     std::size_t payload = 0, block = 0;
     bool staged = false;
   };
-  const std::vector<Shape> shapes{{40}, {40}, {8, 64 << 10}, {40}, {8, 300 << 10, true}, {8, 200 << 10}, {6000}, {40}};
+  const std::vector<std::vector<Shape>> batches{
+      {{40}, {40}, {8, 64 << 10}, {40}, {8, 300 << 10, true}, {8, 200 << 10}, {6000}, {40}},
+      std::vector<Shape>(100, Shape{40}),
+      {{70000}, {70000, 100 << 10}, {40}},
+  };
+  std::uint64_t total = 0;
+  std::vector<std::uint64_t> fills;  // the id of each block's envelope, in order
+  if (rank == 1) engine.start_progress_thread(nullptr, 10ms, nullptr);
   if (rank == 0) {
     engine.set_stage_blocks(1, true);
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      const auto id = static_cast<std::uint64_t>(i + 1);
-      auto* e = new OutEnvelope();
-      e->dest = 1;
-      e->kind_tell = true;
-      std::vector<std::uint64_t> sizes;
-      if (shapes[i].block != 0) {
-        auto block = std::make_shared<std::vector<std::byte>>(shapes[i].block, static_cast<std::byte>(id));
-        e->segments.push_back(OutSegment{block->data(), block->size(), false, shapes[i].staged});
-        e->keep.push_back(block);
-        sizes.push_back(block->size() | (shapes[i].staged ? troupe::detail::kSegmentPieced : 0));
-      }
-      EnvelopeWriter w(e->bytes);
-      w.begin(Kind::control, 0, 0, 0, id, 0);
-      const std::vector<std::byte> payload(shapes[i].payload, std::byte{7});
-      e->bytes.append(payload.data(), payload.size());
-      w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
-      engine.send(e, /*urgent=*/false);  // below 16 KiB queued: no flush yet
-    }
-    long failures = 0;
-    for (long k = 0;; ++k) {
-      tt::fail_allocation_after(k);
-      try {
+    for (std::size_t batch = 0; batch < batches.size(); ++batch) {
+      long failures = 0;
+      for (long k = 0;; ++k) {
+        ASSERT_LT(k, 10000);
+        std::vector<OutEnvelope*> envs;
+        for (const Shape& shape : batches[batch]) {
+          const std::uint64_t id = ++total;
+          auto* e = new OutEnvelope();
+          e->dest = 1;
+          e->kind_tell = true;
+          std::vector<std::uint64_t> sizes;
+          if (shape.block != 0) {
+            auto block = std::make_shared<std::vector<std::byte>>(shape.block, static_cast<std::byte>(id));
+            e->segments.push_back(OutSegment{block->data(), block->size(), false, shape.staged});
+            e->keep.push_back(block);
+            sizes.push_back(block->size() | (shape.staged ? troupe::detail::kSegmentPieced : 0));
+            fills.push_back(id);
+          }
+          EnvelopeWriter w(e->bytes);
+          w.begin(Kind::control, 0, 0, 0, id, 0);
+          const std::vector<std::byte> payload(shape.payload, std::byte{7});
+          e->bytes.append(payload.data(), payload.size());
+          w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
+          envs.push_back(e);
+        }
+        tt::fail_allocation_after(k);
+        for (OutEnvelope* e : envs) engine.send(e, /*urgent=*/false);  // a large one flushes at once
         engine.flush();
-      } catch (const std::bad_alloc&) {
+        const bool failed = tt::stop_failing();
+        // What is left (queued, staged pieces, queued blocks) goes out.
+        EXPECT_TRUE(wait_until(
+            [&] {
+              engine.progress();
+              return !engine.sends_pending();
+            },
+            20s))
+            << "batch " << batch << ", allocation " << k;
+        if (!failed) break;  // this time the batch needed fewer than k + 1 allocations
+        ++failures;
       }
-      if (!tt::stop_failing()) break;  // this flush needed fewer than k + 1 allocations
-      ++failures;
-      ASSERT_LT(k, 10000);
+      EXPECT_GT(failures, 0) << "batch " << batch << ": no failing allocation met";
     }
-    EXPECT_GT(failures, 3) << "the flush should have met failing allocations";
-    // What is left (staged pieces, queued blocks) goes out.
-    EXPECT_TRUE(wait_until(
-        [&] {
-          engine.progress();
-          return !engine.sends_pending();
-        },
-        20s));
-  } else if (rank == 1) {
-    engine.start_progress_thread(nullptr, 10ms, nullptr);
-    EXPECT_TRUE(wait_until([&] { return sink.delivered() == shapes.size(); }, 20s)) << "delivered " << sink.delivered();
+  }
+  // Rank 1 learns how many envelopes (and which blocks) to expect.
+  tt::bcast(&total, sizeof total, 0);
+  std::uint64_t n_fills = fills.size();
+  tt::bcast(&n_fills, sizeof n_fills, 0);
+  fills.resize(n_fills);
+  tt::bcast(fills.data(), static_cast<int>(n_fills * sizeof(std::uint64_t)), 0);
+  if (rank == 1) {
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == total; }, 20s)) << "delivered " << sink.delivered();
     std::this_thread::sleep_for(50ms);  // nothing more comes
     engine.stop_progress_thread();
     std::lock_guard lk(sink.mu);
-    ASSERT_EQ(sink.order.size(), shapes.size());
-    for (std::size_t i = 0; i < shapes.size(); ++i) EXPECT_EQ(sink.order[i], i + 1);
-    ASSERT_EQ(sink.blocks.size(), 3u);
-    EXPECT_TRUE(filled_with(sink.blocks[0], std::byte{3}));
-    EXPECT_TRUE(filled_with(sink.blocks[1], std::byte{5}));
-    EXPECT_TRUE(filled_with(sink.blocks[2], std::byte{6}));
+    ASSERT_EQ(sink.order.size(), total);
+    for (std::size_t i = 0; i < total; ++i) EXPECT_EQ(sink.order[i], i + 1);
+    ASSERT_EQ(sink.blocks.size(), fills.size());
+    for (std::size_t i = 0; i < fills.size(); ++i)
+      EXPECT_TRUE(filled_with(sink.blocks[i], static_cast<std::byte>(fills[i] & 0xff))) << "block of envelope " << fills[i];
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

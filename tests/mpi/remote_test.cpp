@@ -132,10 +132,13 @@ int count_delete(MPI_Comm, int, void*, void*) {
   return MPI_SUCCESS;
 }
 
-TEST(Remote, AnAdoptedCommunicatorGetsBackEveryCommunicatorTroupeMadeOfIt) {
+TEST(Remote, FinishFreesTheCommunicatorsTroupeMadeButTheEngines) {
   // An application that lends troupe its communicator goes on with MPI after
-  // finish(): troupe frees what it made (its duplicates, counted through an
-  // attribute they inherit, and the role communicator).
+  // finish(). troupe frees what it made of it (counted through an attribute
+  // each duplicate inherits), and the role communicator, but not the engine's
+  // duplicate: a peer that has not finished yet may still have frames in
+  // flight to it, and MPI would hand them to whichever communicator next gets
+  // its context id (Engine::release_joined_comms).
   MPI_Comm lent = MPI_COMM_NULL;
   MPI_Comm_dup(MPI_COMM_WORLD, &lent);
   int key = MPI_KEYVAL_INVALID;
@@ -149,13 +152,13 @@ TEST(Remote, AnAdoptedCommunicatorGetsBackEveryCommunicatorTroupeMadeOfIt) {
     const auto next = static_cast<troupe::NodeId>((rt.node() + 1) % rt.size());
     EXPECT_EQ(rt.spawn_on<Counter>(next, 5).get_for(10s).ask<&Counter::value>().get_for(10s), 5);
     EXPECT_NE(rt.role("default").comm(), MPI_COMM_NULL);
-    EXPECT_GE(g_comm_copies.load(), 2) << "the engine's and the membership's duplicates";
+    EXPECT_EQ(g_comm_copies.load(), 2) << "the engine's and the membership's duplicates";
     EXPECT_EQ(g_comm_deletes.load(), 0);
     EXPECT_EQ(rt.finish(), 0);
-    EXPECT_EQ(g_comm_deletes.load(), g_comm_copies.load()) << "duplicates left allocated after finish()";
+    EXPECT_EQ(g_comm_deletes.load(), 1) << "the membership's duplicate is freed by finish(), the engine's kept";
     EXPECT_EQ(rt.role("default").comm(), MPI_COMM_NULL) << "the role communicator is freed by finish()";
   }
-  EXPECT_EQ(g_comm_deletes.load(), g_comm_copies.load());
+  EXPECT_EQ(g_comm_deletes.load(), 1);
   MPI_Comm_free(&lent);  // deletes its own attribute too
   MPI_Comm_free_keyval(&key);
   // MPI is still the application's: it works on.
