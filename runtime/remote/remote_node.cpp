@@ -131,10 +131,19 @@ void RemoteNode::post(Draft e) {
   TROUPE_STAGE(post);
   if (closed_.load(std::memory_order_acquire)) return;
   if (!cluster_->alive(e->dest)) return;
-  if (e->work) cluster_->count_sent(e->dest);
+  const bool work = e->work;
+  const NodeId dest = e->dest;
+  if (work) cluster_->count_sent(dest);
   // Tells coalesce; everything someone may be waiting for leaves at once.
   const bool urgent = !(e->kind_tell);
-  engine_->send(std::move(e), urgent);
+  try {
+    engine_->send(std::move(e), urgent);
+  } catch (...) {
+    // Out of memory before it was queued (past that, nothing is thrown): it
+    // was never sent, so finish() must not wait for its delivery.
+    if (work) cluster_->uncount_sent(dest);
+    throw;
+  }
 }
 
 std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> reply) {

@@ -136,10 +136,13 @@ bool Engine::progress() {
   while (true) {
     std::unique_lock lk(mu_, std::try_to_lock);
     if (!lk.owns_lock() || shut_) break;
+    short_of_memory_.store(false, std::memory_order_relaxed);
     did |= progress_locked();
+    const bool short_of_memory = short_of_memory_.load(std::memory_order_relaxed);
     lk.unlock();
     // A sender may have queued while we held the engine and found it busy.
-    if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
+    // (Short of memory, what is left waits for the next round.)
+    if (short_of_memory || outq_size_.load(std::memory_order_seq_cst) == 0) break;
   }
   deliver_ready();
   return did;
@@ -534,7 +537,7 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     if (in_flight_.load(std::memory_order_seq_cst)) nap = std::min(nap, kShortestNap);
     // (Short of memory, what is queued waits for the next try: nap anyway.)
     const bool waiting = outq_size_.load() != 0 || open_count_.load() != 0;
-    if ((!waiting || short_of_memory_.exchange(false, std::memory_order_relaxed)) && !stop_.load()) {
+    if ((!waiting || short_of_memory_.load(std::memory_order_relaxed)) && !stop_.load()) {
       idle_naps_.fetch_add(1, std::memory_order_relaxed);
       idle_nap_us_.fetch_add(static_cast<std::uint64_t>(nap.count()), std::memory_order_relaxed);
       sleep_cv_.wait_for(lk, nap);

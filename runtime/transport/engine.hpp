@@ -549,8 +549,9 @@ class Engine {
   std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)
   std::vector<std::shared_ptr<OutEnvelope>> frame_blocks_;  // post_frame: the batch's envelopes with blocks
   OutEnvelope* held_ = nullptr;  // taken from the queue, not yet in its outbox (no memory): first next time
-  // An allocation on the send side failed: what waits stays queued, and the
-  // progress thread naps between tries instead of spinning on the queue.
+  // The last round (under mu_) met an allocation failure on the send side:
+  // what waits stays queued, senders leave it to the progress thread, and that
+  // naps between tries instead of spinning on the queue.
   std::atomic<bool> short_of_memory_{false};
   std::vector<OutEnvelope*> batch_;  // scratch for flush_outboxes
 

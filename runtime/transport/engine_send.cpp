@@ -114,7 +114,11 @@ bool Engine::send_now(Draft& draft) {
     if (open_[dest].frame.load(std::memory_order_relaxed) != nullptr ||
         outq_size_.load(std::memory_order_seq_cst) != 0 || !p.outbox.empty() || !p.alive.load())
       return false;
-    room_for_sends(1);  // first: past it nothing throws, and the draft is untouched if it does
+    try {
+      room_for_sends(1);  // first: past it nothing throws
+    } catch (const std::bad_alloc&) {
+      return false;  // the draft is untouched: the usual way, which queues it or says it could not
+    }
     stats_.frames_sent++;
     stats_.envelopes_sent++;
     stats_.bytes_sent += draft->bytes.size();
@@ -193,16 +197,20 @@ void Engine::flush_sends() {
       break;
     }
     if (shut_) break;
+    short_of_memory_.store(false, std::memory_order_relaxed);
     drain_outq();
     flush_outboxes();
     test_sends();
     if (!staging_.empty()) pump_blocks();
     const bool started = note_in_flight();
+    const bool short_of_memory = short_of_memory_.load(std::memory_order_relaxed);
     lk.unlock();
     // A transfer started here, from a sender's thread: the progress thread may
     // be in a long nap, and MPI moves the bytes only inside MPI calls.
     if (started && sleeping_.load(std::memory_order_seq_cst)) wake();
-    if (outq_size_.load(std::memory_order_seq_cst) == 0) break;
+    // Short of memory, what is left waits for the progress thread's next try
+    // (trying again here at once would only spin).
+    if (short_of_memory || outq_size_.load(std::memory_order_seq_cst) == 0) break;
   }
 }
 
@@ -213,10 +221,10 @@ bool Engine::drain_outq() {
     // One taken out last time that found no room in its outbox goes first.
     OutEnvelope* e = std::exchange(held_, nullptr);
     if (e == nullptr && (e = static_cast<OutEnvelope*>(outq_.pop())) == nullptr) break;
-    did = true;
     if (e->dest >= nodes() || !peers_[e->dest]->alive.load()) {
       uncount_queued(e);
       EnvelopeRecycle{}(e);  // a lost node: the caller was (or will be) failed by the cluster layer
+      did = true;
       continue;
     }
     auto& p = *peers_[e->dest];
@@ -230,12 +238,13 @@ bool Engine::drain_outq() {
       break;
     }
     uncount_queued(e);
+    did = true;
     if (!p.dirty) {
       p.dirty = true;
       dirty_.push_back(e->dest);  // room for every node (init_storage): no throw
     }
   }
-  return did;
+  return did;  // a retry that failed again is no progress
 }
 
 void Engine::uncount_queued(const OutEnvelope* e) noexcept {
@@ -245,7 +254,7 @@ void Engine::uncount_queued(const OutEnvelope* e) noexcept {
 
 void Engine::room_for_sends(std::size_t n) {
   auto grow = [n](auto& v, std::size_t size) {
-    if (v.capacity() - size >= n) return;
+    if (v.capacity() >= size + n) return;
     try {
       v.reserve(std::max(2 * v.capacity(), size + n));
     } catch (const std::bad_alloc&) {
@@ -337,6 +346,7 @@ bool Engine::flush_outboxes() {
   auto& dirty = flushing_;
   dirty.clear();
   dirty.swap(dirty_);  // both keep their room
+  bool posted = false;
   for (const NodeId peer : dirty) {
     auto& p = *peers_[peer];
     try {
@@ -364,6 +374,7 @@ bool Engine::flush_outboxes() {
           const void* data = e->bytes.data();
           const std::size_t size = e->bytes.size();
           post_send(peer, data, size, kTagFrame, SendMeta{peer, nullptr, {}, std::move(e)}, std::move(stub));
+          posted = true;
           continue;
         }
         // Owners of the envelopes whose blocks MPI reads after the frame (or
@@ -388,6 +399,7 @@ bool Engine::flush_outboxes() {
         }
         for (auto& k : keep) std::get_deleter<ArmedRecycle>(k)->armed = true;
         post_frame(peer, std::move(frame), std::move(keep), envelopes, std::move(stub));
+        posted = true;
       }
       p.dirty = false;
     } catch (...) {
@@ -397,7 +409,7 @@ bool Engine::flush_outboxes() {
       short_of_memory_.store(true, std::memory_order_relaxed);
     }
   }
-  return true;
+  return posted;  // a peer whose batch found no memory again is no progress
 }
 
 bool Engine::test_sends() {

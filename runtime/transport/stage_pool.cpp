@@ -94,22 +94,24 @@ std::shared_ptr<StagePool> StagePool::make() {
   auto* slots = static_cast<std::byte*>(::operator new(bytes, std::nothrow));
   if (slots == nullptr) return nullptr;
 #endif
-  std::shared_ptr<StagePool> pool;
-  try {
-    pool.reset(new StagePool(slots));
-    pool->free_.reserve(kSlots);
-    for (unsigned i = kSlots; i-- > 0;) pool->free_.push_back(i);
-  } catch (...) {
-    if (!pool) {
+  std::unique_ptr<StagePool> owner(new (std::nothrow) StagePool(slots));
+  if (!owner) {
 #if defined(__linux__)
-      ::munmap(slots, bytes);
+    ::munmap(slots, bytes);
 #else
-      ::operator delete(slots);
+    ::operator delete(slots);
 #endif
-    }
     return nullptr;
   }
-  return pool;
+  // From here the pool owns the slots: whatever throws, they are freed once.
+  try {
+    std::shared_ptr<StagePool> pool(std::move(owner));
+    pool->free_.reserve(kSlots);
+    for (unsigned i = kSlots; i-- > 0;) pool->free_.push_back(i);
+    return pool;
+  } catch (...) {
+    return nullptr;
+  }
 }
 
 StagePool::~StagePool() {

@@ -8,11 +8,16 @@
 namespace {
 thread_local long t_left = -1;  // allocations of this thread before the failing one; -1: none fails
 thread_local bool t_failed = false;
+thread_local bool t_all = false;  // every one from then on fails
 
 bool fail_now() noexcept {
   if (t_left < 0) return false;
-  if (t_left-- != 0) return false;
+  if (t_left != 0) {
+    --t_left;
+    return false;
+  }
   t_failed = true;
+  if (!t_all) t_left = -1;
   return true;
 }
 void* take(std::size_t n) noexcept { return std::malloc(n == 0 ? 1 : n); }
@@ -26,10 +31,16 @@ void* take_aligned(std::size_t n, std::align_val_t a) noexcept {
 namespace tt {
 void fail_allocation_after(long n) noexcept {
   t_failed = false;
+  t_all = false;
   t_left = n;
+}
+void fail_allocations_from(long n) noexcept {
+  fail_allocation_after(n);
+  t_all = true;
 }
 bool stop_failing() noexcept {
   t_left = -1;
+  t_all = false;
   return t_failed;
 }
 }  // namespace tt

@@ -7,6 +7,8 @@
 namespace tt {
 /// The n-th operator new of this thread from now (0: the next) fails.
 void fail_allocation_after(long n) noexcept;
+/// Every operator new of this thread fails, from the n-th on, until stop_failing().
+void fail_allocations_from(long n) noexcept;
 /// Stops failing; returns whether the chosen allocation came (and failed).
 bool stop_failing() noexcept;
 }  // namespace tt
