@@ -146,9 +146,8 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       std::uint64_t wave = 0;
       ar(wave);
       std::lock_guard lk(mu_);
-      probe_wave_ = wave;
-      probe_from_ = from;
-      probe_answered_ = false;
+      if (probes_.size() <= from) probes_.resize(static_cast<std::size_t>(from) + 1);
+      probes_[from] = wave;  // probes from one node come in order: the latest is the one to answer
       break;
     }
     case Control::finish_status: {
@@ -298,6 +297,11 @@ void Cluster::on_lost(std::function<void(NodeId)> listener) {
   lost_listeners_.push_back(std::move(listener));
 }
 
+std::optional<std::uint64_t> Cluster::unanswered_probe(NodeId n) const {
+  std::lock_guard lk(mu_);
+  return n < probes_.size() ? probes_[n] : std::nullopt;
+}
+
 NodeId Cluster::coordinator() const {
   for (NodeId n = 0; n < size(); ++n)
     if (alive(n)) return n;
@@ -386,9 +390,10 @@ void Cluster::finish() {
       std::optional<std::pair<NodeId, std::uint64_t>> answer;
       {
         std::lock_guard lk(mu_);
-        if (!probe_answered_ && probe_from_ == coordinator()) {
-          probe_answered_ = true;
-          answer = std::make_pair(probe_from_, probe_wave_);
+        const NodeId c = coordinator();
+        if (c < probes_.size() && probes_[c]) {
+          answer = std::make_pair(c, *probes_[c]);
+          probes_[c].reset();
         }
       }
       if (answer) {

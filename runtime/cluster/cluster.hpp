@@ -99,6 +99,8 @@ class Cluster {
   /// and no work is in flight or being handled anywhere.
   void finish();
   bool finishing() const noexcept { return in_finish_.load(); }
+  /// The wave node n asked of us that we have not answered yet (tests, diagnostics).
+  std::optional<std::uint64_t> unanswered_probe(NodeId n) const;
 
  private:
   struct Status {
@@ -148,9 +150,11 @@ class Cluster {
   // termination protocol (under mu_)
   std::atomic<bool> in_finish_{false};
   std::atomic<bool> done_{false};
-  std::uint64_t probe_wave_ = 0;      // latest wave asked of us
-  NodeId probe_from_ = kInvalidNode;
-  bool probe_answered_ = true;
+  // The latest unanswered wave each node asked of us. Per node, not one slot:
+  // a late probe from a node being declared lost (stopped, then resumed) must
+  // not overwrite the one from the node that coordinates after it, which
+  // would then wait for our answer for ever.
+  std::vector<std::optional<std::uint64_t>> probes_;
   std::uint64_t wave_ = 0;            // coordinator: current wave
   bool wave_open_ = false;
   std::vector<std::optional<Status>> replies_;

@@ -581,6 +581,42 @@ bool process_ended(int pid) {
   return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] == 'Z' || stat[close + 2] == 'X';
 }
 
+/// finish() after its coordinator was lost: a probe that the lost
+/// coordinator sent late (it was stopped, then resumed, or its frame was read
+/// just before its loss and handled just after) must not take the place of
+/// the new coordinator's probe, or that one is never answered and every
+/// survivor waits in finish() for ever. Node 0 dies; node 1, coordinator now,
+/// starts finish() and probes node 2, which is not finishing yet. Node 2 then
+/// takes a late probe from node 0 (handed to its cluster layer as the engine
+/// would deliver it), and finishes.
+void late_probe(troupe::Runtime& rt, Outcome& out) {
+  if (rt.node() == 0) {
+    std::this_thread::sleep_for(200ms);
+    die();
+  }
+  expect_lost(rt, {0}, out);
+  if (rt.node() == 1) {
+    rt.finish();
+    return;
+  }
+  auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*rt.core().remote()).cluster();
+  bool probed = false;
+  for (int i = 0; i < 2000 && !probed; ++i) {
+    probed = cluster.unanswered_probe(1).has_value();
+    if (!probed) std::this_thread::sleep_for(5ms);
+  }
+  out.expect(probed, "node 1 never probed node 2");
+  troupe::detail::ByteBuffer late;
+  {
+    troupe::detail::WireOutputArchive ar(late, nullptr);
+    ar(std::uint64_t{7});  // some wave of node 0's
+  }
+  troupe::detail::WireInputArchive ar(late.data(), late.size(), nullptr, 0);
+  cluster.on_control(0, static_cast<std::uint64_t>(troupe::detail::Control::finish_probe), ar);
+  out.expect(cluster.unanswered_probe(1).has_value(), "node 0's late probe took the place of node 1's");
+  rt.finish();  // answers node 1 (with the old single slot, it waited here for ever)
+}
+
 /// A node stopped (SIGSTOP) for longer than the heartbeat timeout is declared
 /// lost. Once it runs again it must learn that and stop (a lost node stays
 /// lost), not carry on alone.
@@ -642,6 +678,7 @@ int main(int argc, char** argv) {
     else if (scenario == "replace") ft::replace(rt, out);
     else if (scenario == "replace_twice") ft::replace_twice(rt, out);
     else if (scenario == "stopped_node") ft::stopped_node(rt, out);
+    else if (scenario == "late_probe") ft::late_probe(rt, out);
     else if (scenario == "half_written") ft::half_written(rt, out);
     else if (scenario == "blocks_in_flight") ft::blocks_in_flight(rt, out);
     else out.fail("unknown scenario '" + scenario + "'");
