@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -615,6 +616,7 @@ void late_probe(troupe::Runtime& rt, Outcome& out) {
   cluster.on_control(0, static_cast<std::uint64_t>(troupe::detail::Control::finish_probe), ar);
   out.expect(cluster.unanswered_probe(1).has_value(), "node 0's late probe took the place of node 1's");
   rt.finish();  // answers node 1 (with the old single slot, it waited here for ever)
+  out.expect(cluster.unanswered_probe(0) == std::optional<std::uint64_t>{7}, "node 0's late probe was answered");
 }
 
 /// A node stopped (SIGSTOP) for longer than the heartbeat timeout is declared
