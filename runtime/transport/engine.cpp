@@ -136,7 +136,7 @@ bool Engine::progress() {
   while (true) {
     std::unique_lock lk(mu_, std::try_to_lock);
     if (!lk.owns_lock() || shut_) break;
-    short_of_memory_.store(false, std::memory_order_relaxed);
+    forget_short_of_memory();
     did |= progress_locked();
     const bool short_of_memory = short_of_memory_.load(std::memory_order_relaxed);
     lk.unlock();

@@ -553,6 +553,11 @@ class Engine {
   // what waits stays queued, senders leave it to the progress thread, and that
   // naps between tries instead of spinning on the queue.
   std::atomic<bool> short_of_memory_{false};
+  /// At the start of a round under mu_: read first, so that the usual round
+  /// (nothing failed) writes nothing to a line the progress thread reads.
+  void forget_short_of_memory() noexcept {
+    if (short_of_memory_.load(std::memory_order_relaxed)) short_of_memory_.store(false, std::memory_order_relaxed);
+  }
   std::vector<OutEnvelope*> batch_;  // scratch for flush_outboxes
 
   std::unique_ptr<Open[]> open_;

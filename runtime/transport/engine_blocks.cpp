@@ -51,60 +51,57 @@ void Engine::post_block(NodeId peer, const std::byte* data, std::size_t size, bo
 bool Engine::pump_blocks() {
   bool did = false;
   std::size_t copied = 0;
-  for (std::size_t i = 0; i < staging_.size();) {
-    const NodeId peer = staging_[i];
-    auto& p = *peers_[peer];
-    while (!p.blocks.empty()) {
-      auto& b = p.blocks.front();
-      if (b.staged && !stage_pool_ && !stage_pool_failed_) {
-        stage_pool_ = StagePool::make();
-        if (!stage_pool_) {
-          stage_pool_failed_ = true;
-          std::fprintf(stderr, "troupe: node %u: no memory for staging buffers; blocks leave from their own memory\n",
-                       self_);
+  try {
+    for (std::size_t i = 0; i < staging_.size();) {
+      const NodeId peer = staging_[i];
+      auto& p = *peers_[peer];
+      while (!p.blocks.empty()) {
+        auto& b = p.blocks.front();
+        if (b.staged && !stage_pool_ && !stage_pool_failed_) {
+          stage_pool_ = StagePool::make();
+          if (!stage_pool_) {
+            stage_pool_failed_ = true;
+            std::fprintf(stderr,
+                         "troupe: node %u: no memory for staging buffers; blocks leave from their own memory\n",
+                         self_);
+          }
         }
-      }
-      if (!b.staged || stage_pool_failed_) {
-        try {
+        if (!b.staged || stage_pool_failed_) {
           post_block(peer, b.data, b.left, b.staged, b.owner);  // whole, or in pieces from its own memory
-        } catch (const std::bad_alloc&) {
-          short_of_memory_.store(true, std::memory_order_relaxed);
-          return did;  // nothing of it left (its room comes first): the next round tries again
+          p.blocks.pop_front();
+          did = true;
+          continue;
         }
-        p.blocks.pop_front();
+        if (copied >= kCopiedPerRound) break;
+        const std::size_t len = std::min(b.left, kPiece);
+        StageSlot slot = stage_pool_->take(len);
+        if (!slot) break;      // the slots are in flight: the next round goes on
+        room_for_sends(1);     // before the copy: a piece leaves, or stays for the next round
+        std::memcpy(slot.data(), b.data, len);
+        copied += len;
+        stats_.pieces_staged++;
+        const std::byte* from = slot.data();
+        stats_.bytes_sent += len;
+        SendMeta meta{peer};
+        meta.slot = std::move(slot);
+        post_send(peer, from, len, kTagSegment, std::move(meta));
+        b.data += len;
+        b.left -= len;
         did = true;
-        continue;
+        if (b.left == 0) p.blocks.pop_front();
       }
-      if (copied >= kCopiedPerRound) break;
-      const std::size_t len = std::min(b.left, kPiece);
-      StageSlot slot = stage_pool_->take(len);
-      if (!slot) break;  // the slots are in flight: the next round goes on
-      try {
-        room_for_sends(1);  // before the copy: a piece leaves, or stays for the next round
-      } catch (const std::bad_alloc&) {
-        short_of_memory_.store(true, std::memory_order_relaxed);
-        return did;
+      if (p.blocks.empty()) {
+        p.staging = false;
+        staging_[i] = staging_.back();
+        staging_.pop_back();
+      } else {
+        ++i;
       }
-      std::memcpy(slot.data(), b.data, len);
-      copied += len;
-      stats_.pieces_staged++;
-      const std::byte* from = slot.data();
-      stats_.bytes_sent += len;
-      SendMeta meta{peer};
-      meta.slot = std::move(slot);
-      post_send(peer, from, len, kTagSegment, std::move(meta));
-      b.data += len;
-      b.left -= len;
-      did = true;
-      if (b.left == 0) p.blocks.pop_front();
     }
-    if (p.blocks.empty()) {
-      p.staging = false;
-      staging_[i] = staging_.back();
-      staging_.pop_back();
-    } else {
-      ++i;
-    }
+  } catch (const std::bad_alloc&) {
+    // No room for a block's requests, or a piece's (made before anything of
+    // it is posted): it stays queued, whole, for the next round.
+    short_of_memory_.store(true, std::memory_order_relaxed);
   }
   return did;
 }

@@ -197,7 +197,7 @@ void Engine::flush_sends() {
       break;
     }
     if (shut_) break;
-    short_of_memory_.store(false, std::memory_order_relaxed);
+    forget_short_of_memory();
     drain_outq();
     flush_outboxes();
     test_sends();
