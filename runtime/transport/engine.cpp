@@ -158,6 +158,7 @@ bool Engine::progress_locked() {
   if (!dirty_.empty()) did |= flush_outboxes();
   if (!send_reqs_.empty()) did |= test_sends();
   if (!staging_.empty()) did |= pump_blocks();
+  if (retry_ready_) retry_ready();
   did |= take_frames();
   if (frames_pending_ != 0) did |= test_frame_recvs();
   if (!seg_reqs_.empty()) did |= test_segment_recvs();
@@ -186,6 +187,7 @@ void Engine::drop_queued_frames(Source& src) {
     --frames_pending_;
   }
   src.frames.clear();
+  src.unposted = 0;
 }
 
 void Engine::mark_lost(NodeId n) {
@@ -534,7 +536,10 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     // it shares with (4 ranks on 2 cores: heartbeats went missing). Read after
     // marking ourselves asleep: a sender whose flush starts a transfer either
     // sees us asleep and wakes us, or we see its mark (seq_cst on both sides).
-    if (in_flight_.load(std::memory_order_seq_cst)) nap = std::min(nap, kShortestNap);
+    // (Short of memory, the nap is not cut: what waits for memory is retried
+    // at most once a millisecond.)
+    if (in_flight_.load(std::memory_order_seq_cst) && !short_of_memory_.load(std::memory_order_relaxed))
+      nap = std::min(nap, kShortestNap);
     // (Short of memory, what is queued waits for the next try: nap anyway.)
     const bool waiting = outq_size_.load() != 0 || open_count_.load() != 0;
     if ((!waiting || short_of_memory_.load(std::memory_order_relaxed)) && !stop_.load()) {

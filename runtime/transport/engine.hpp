@@ -128,7 +128,10 @@ class InboundHandler {
  public:
   virtual ~InboundHandler() = default;
   /// Called under the engine lock, in arrival order. Returns what to deliver,
-  /// or null (the engine then drains the envelope's segments itself).
+  /// or null (the engine then drains the envelope's segments itself). If it
+  /// throws std::bad_alloc it must have kept nothing: the engine calls it
+  /// again with the same envelope in a later round (frames wait meanwhile).
+  /// Any other exception drops the envelope.
   virtual std::unique_ptr<Inbound> on_envelope(NodeId from, Envelope& env) = 0;
   /// An envelope could not be read (bad bytes, another protocol version).
   virtual void on_bad_envelope(NodeId from, const EnvelopeFault& fault) = 0;
@@ -399,10 +402,14 @@ class Engine {
     MPI_Request req = MPI_REQUEST_NULL;  // null: the frame is in already
     FrameBuffer buf;
     std::uint64_t announced = 0;  // a large frame: the size its stub announced
+    std::size_t read = 0;         // bytes read so far (reading stopped where memory ran out)
+    std::size_t comm = 0;         // a large frame: the communicator it comes on
+    std::int64_t short_since = 0;  // steady_clock ticks: when its receive first found no memory
   };
   struct Source {
     std::deque<std::shared_ptr<Delivery>> queue;  // arrival order
     std::deque<FrameRecv> frames;                 // frames still arriving, in order
+    unsigned unposted = 0;  // large frames among them whose receive is not posted yet (no memory)
     // A large frame, or an envelope's blocks, could not be received: what it
     // sends after them would be read out of order, so nothing more is read.
     bool broken = false;
@@ -477,21 +484,42 @@ class Engine {
   /// Posts the next slot of comm's ring (its buffer taken first if it has
   /// none); false if MPI refused.
   bool post_frame_recv(FrameRing& ring, std::size_t comm);
-  /// A stub came from `from`: the large frame it announces is received in its turn.
-  void receive_large_frame(NodeId from, std::size_t comm, const ByteBuffer& stub);
+  /// A stub came from `from`: the large frame it announces is received in its
+  /// turn. False if there is no room to note it (the stub waits).
+  bool receive_large_frame(NodeId from, std::size_t comm, const ByteBuffer& stub);
+  /// Posts the receive of the large frame f (no buffer yet) announced; false
+  /// if there is no memory for it yet (tried again in a later round), or if
+  /// it can never be received (the source is broken).
+  bool post_large_frame(NodeId from, FrameRecv& f);
   /// Stops the posted receives (before communicators are freed or MPI ends).
   void stop_receiving_locked();
+  enum class Landed { dropped, queued, read, held };
+  /// The frame that landed in slot i of comm's ring: dropped, queued behind
+  /// its source's frames, read in place, or held in its slot (no memory to
+  /// read or queue it: read first next round, the ring waiting behind it).
+  Landed take_landed(FrameRing& ring, std::size_t comm, unsigned i);
   bool test_frame_recvs();
   bool test_segment_recvs();
-  void process_frame(NodeId from, ByteBuffer& frame);
-  void read_frame(NodeId from, ByteBuffer& frame);  // process_frame's loop
+  /// Reads frame from `read` on; false if memory ran out (read is where to go
+  /// on: the envelope that found none, read again whole).
+  bool process_frame(NodeId from, ByteBuffer& frame, std::size_t& read);
+  bool read_frame(NodeId from, ByteBuffer& frame, std::size_t& read);  // process_frame's loop
+  /// One envelope of a frame. Room first: whatever it needs is allocated
+  /// before anything is kept, so that a std::bad_alloc (the handler's too)
+  /// leaves no trace. False: the rest of the frame is not to be read.
+  bool read_entry(NodeId from, const std::byte* p, std::size_t len, Envelope& env, EnvelopeFault& fault);
+  /// Room in ready_ for n more; false (and a retry noted) if there is none.
+  bool ready_room(std::size_t n);
+  /// What is ready but found no room in ready_ (release_arrived, collect_ready).
+  void retry_ready();
   /// Scratch buffers that receive (and drop) blocks nobody takes; false, with
   /// nothing kept, if memory ran out (the caller then stops reading the source).
   bool drain_into_scratch(Delivery& d, const std::vector<std::uint64_t>& sizes,
                           const std::vector<std::uint8_t>& pieced, std::vector<InSegment>& dests);
   void release_arrived();                           // arrived_ -> ready_
   /// The blocks of an envelope from `from` cannot be received: d (its
-  /// delivery, no receive posted) is queued, and the source is broken.
+  /// delivery, no receive posted) takes the place kept for it at the back of
+  /// the source's queue, and the source is broken.
   void stop_reading(NodeId from, std::shared_ptr<Delivery> d);
   /// Frames of a source that will never be read: their receives cancelled,
   /// their buffers kept (MPI may still write them).
@@ -525,6 +553,12 @@ class Engine {
     std::array<FrameBuffer, kPostedReceives> buf;
     unsigned head = 0;    // the slot the next frame lands in
     unsigned posted = 0;  // slots head, head + 1, ... (ring order) that are posted
+    // Slots head - held, ..., head - 1: frames that landed and found no memory
+    // to be read or queued. Read first, in ring order; until then no slot is
+    // taken (the ones posted keep their frames) and they are not posted again.
+    unsigned held = 0;
+    std::array<NodeId, kPostedReceives> from{};        // whose frame a slot holds
+    std::array<std::size_t, kPostedReceives> read{};   // how much of it was read
   };
   std::vector<FrameRing> posted_;
   std::size_t first_comm_ = 0;  // where take_frames starts: after the one it last read a frame from
@@ -549,9 +583,10 @@ class Engine {
   std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)
   std::vector<std::shared_ptr<OutEnvelope>> frame_blocks_;  // post_frame: the batch's envelopes with blocks
   OutEnvelope* held_ = nullptr;  // taken from the queue, not yet in its outbox (no memory): first next time
-  // The last round (under mu_) met an allocation failure on the send side:
-  // what waits stays queued, senders leave it to the progress thread, and that
-  // naps between tries instead of spinning on the queue.
+  // The last round (under mu_) met an allocation failure: on the send side,
+  // what waits stays queued and senders leave it to the progress thread; on
+  // the receive side, frames wait half read or held. The progress thread naps
+  // between tries instead of spinning.
   std::atomic<bool> short_of_memory_{false};
   /// At the start of a round under mu_: read first, so that the usual round
   /// (nothing failed) writes nothing to a line the progress thread reads.
@@ -581,6 +616,9 @@ class Engine {
   std::vector<std::shared_ptr<void>> abandoned_;  // buffers MPI may still touch
 
   std::vector<std::unique_ptr<Inbound>> arrived_;  // under mu_: ready in the frame being read
+  // Under mu_: envelopes ready to deliver found no room in ready_ (arrived_
+  // kept, or left at the front of their source's queue): retried next round.
+  bool retry_ready_ = false;
   std::mutex ready_mu_;
   std::vector<std::unique_ptr<Inbound>> ready_;     // in delivery order (null: nothing to run)
   std::vector<std::unique_ptr<Inbound>> delivering_;  // under deliver_mu_, reused
@@ -642,6 +680,10 @@ inline constexpr std::uint64_t kLargestFrame = std::numeric_limits<int>::max();
 static_assert(kFrameSlot + kMaxEnvelope <= kLargestFrame, "the largest envelope, in a frame of its own, fits an int count");
 /// Frames coalesce envelopes up to this size; larger envelopes travel alone.
 inline constexpr std::size_t kFrameLimit = 64 * 1024;
+/// How long a large frame may wait for the memory to receive it before its
+/// source is broken (nothing more from it is read; the cluster declares it
+/// lost): a shortage that lasts longer may never end.
+inline constexpr std::chrono::seconds kMemoryPatience{10};
 static_assert(Engine::kCloseAt + Engine::kSmallEnvelope <= kFrameLimit, "a coalesced frame stays within kFrameLimit");
 /// MPI counts are int: segments travel in chunks of at most this (staged
 /// ones, marked kSegmentPieced, in pieces of kPiece).

@@ -77,7 +77,14 @@ void Engine::stop_receiving_locked() {
 
 bool Engine::take_frames() {
   if (!receiving_) return false;
-  if (posted_.size() < comms_.size()) posted_.resize(comms_.size());  // the first round, or a communicator joined
+  if (posted_.size() < comms_.size()) {  // the first round, or a communicator joined
+    try {
+      posted_.resize(comms_.size());
+    } catch (const std::bad_alloc&) {
+      short_of_memory_.store(true, std::memory_order_relaxed);
+      return false;
+    }
+  }
   bool did = false;
   // A round ends at the first frame read in place (below). It starts after the
   // communicator it ended at last time, so a busy one (a stream from the
@@ -87,6 +94,22 @@ bool Engine::take_frames() {
   for (std::size_t k = 0; k < n_comms; ++k) {
     const std::size_t c = (first + k) % n_comms;
     auto& r = posted_[c];
+    // Frames held for want of memory first, the oldest first: they landed
+    // before anything the posted slots hold.
+    while (r.held != 0) {
+      const Landed got = take_landed(r, c, (r.head + kPostedReceives - r.held) % kPostedReceives);
+      if (got == Landed::held) break;
+      --r.held;
+      did = true;
+      if (got == Landed::read) {
+        first_comm_ = c + 1 < n_comms ? c + 1 : 0;
+        return true;
+      }
+    }
+    if (r.held != 0) {  // still no memory: this ring waits (MPI keeps what comes meanwhile)
+      short_of_memory_.store(true, std::memory_order_relaxed);
+      continue;
+    }
     // Slots taken last round first, in ring order. If MPI refuses one, or its
     // buffer cannot be had, it and the slots after it stay free (the order
     // must hold) until the next round; the posted ones are still read.
@@ -119,56 +142,79 @@ bool Engine::take_frames() {
       did = true;
       int count = 0;
       MPI_Get_count(&st, MPI_BYTE, &count);
-      ByteBuffer& buf = *r.buf[i];
-      buf.resize(static_cast<std::size_t>(std::max(count, 0)));
+      r.buf[i]->resize(static_cast<std::size_t>(std::max(count, 0)));  // within its capacity
       const auto& ranks = rank_node_[c];
       const NodeId from = st.MPI_SOURCE >= 0 && static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size()
                               ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
                               : kInvalidNode;
-      if (from == kInvalidNode || peers_[from]->comm != static_cast<int>(c)) continue;  // nobody's: dropped
-      if (!peers_[from]->alive.load()) {  // a lost node's: dropped, and it will be told
-        lost_heard_[from].store(true, std::memory_order_relaxed);
-        continue;
+      if (from != kInvalidNode && peers_[from]->comm == static_cast<int>(c) && peers_[from]->alive.load() &&
+          !sources_[from]->broken) {  // (a broken source is not heard: the cluster is to treat it as lost)
+        heard_[from].store(coarse_now(), std::memory_order_relaxed);
+        arrivals_.fetch_add(1, std::memory_order_relaxed);
       }
-      auto& src = *sources_[from];
-      if (src.broken) continue;  // its frames can no longer be read in order
-      heard_[from].store(coarse_now(), std::memory_order_relaxed);
-      arrivals_.fetch_add(1, std::memory_order_relaxed);
-      std::uint32_t head = 0;
-      if (buf.size() == kStubBytes) std::memcpy(&head, buf.data(), sizeof head);
-      if (head == kStubMark) {
-        receive_large_frame(from, c, buf);
-        continue;
+      r.from[i] = from;
+      r.read[i] = 0;
+      const Landed got = take_landed(r, c, i);
+      if (got == Landed::held) {
+        r.held = 1;  // the posted slots after it wait until it is read
+        short_of_memory_.store(true, std::memory_order_relaxed);
+        break;
       }
-      stats_.frames_received++;
-      stats_.bytes_received += buf.size();
-      if (src.frames.empty()) {
-        // Nothing of its source before it: read it now, in place, and return
-        // so that what it holds is delivered before the next poll (round-trip
-        // latency).
-        process_frame(from, buf);
-        TROUPE_STAGE(frame_done);
+      if (got == Landed::read) {
         first_comm_ = c + 1 < n_comms ? c + 1 : 0;
         return true;
       }
-      // Read in its turn, from a buffer of its size (the slot keeps its 64
-      // KiB), or from the slot's own if there is no memory for one (the slot
-      // gets a new one when it is posted again).
-      FrameBuffer keep;
-      try {
-        keep = take_frame_buffer(buf.size());
-        keep->append(buf.data(), buf.size());
-      } catch (const std::bad_alloc&) {
-        keep = std::move(r.buf[i]);
-      }
-      src.frames.push_back(FrameRecv{MPI_REQUEST_NULL, std::move(keep)});
-      ++frames_pending_;
     }
   }
   return did;
 }
 
-void Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& stub) {
+Engine::Landed Engine::take_landed(FrameRing& r, std::size_t c, unsigned i) {
+  ByteBuffer& buf = *r.buf[i];
+  const NodeId from = r.from[i];
+  if (from == kInvalidNode || peers_[from]->comm != static_cast<int>(c)) return Landed::dropped;  // nobody's
+  if (!peers_[from]->alive.load()) {  // a lost node's: dropped, and it will be told
+    lost_heard_[from].store(true, std::memory_order_relaxed);
+    return Landed::dropped;
+  }
+  auto& src = *sources_[from];
+  if (src.broken) return Landed::dropped;  // its frames can no longer be read in order
+  std::uint32_t head = 0;
+  if (buf.size() == kStubBytes) std::memcpy(&head, buf.data(), sizeof head);
+  if (head == kStubMark) return receive_large_frame(from, c, buf) ? Landed::queued : Landed::held;
+  if (src.frames.empty()) {
+    // Nothing of its source before it: read it now, in place, and return
+    // so that what it holds is delivered before the next poll (round-trip
+    // latency).
+    if (!process_frame(from, buf, r.read[i])) return Landed::held;  // the rest waits in its slot
+    TROUPE_STAGE(frame_done);
+    stats_.frames_received++;
+    stats_.bytes_received += buf.size();
+    return Landed::read;
+  }
+  // Read in its turn, from a buffer of its size (the slot keeps its 64
+  // KiB), or from the slot's own if there is no memory for one (the slot
+  // gets a new one when it is posted again).
+  FrameBuffer keep;
+  try {
+    keep = take_frame_buffer(buf.size());
+    keep->append(buf.data(), buf.size());
+  } catch (const std::bad_alloc&) {
+    keep.reset();
+  }
+  try {
+    src.frames.emplace_back();  // room first: the frame is moved in only once it is there
+  } catch (const std::bad_alloc&) {
+    return Landed::held;
+  }
+  src.frames.back().buf = keep ? std::move(keep) : std::move(r.buf[i]);
+  ++frames_pending_;
+  stats_.frames_received++;
+  stats_.bytes_received += src.frames.back().buf->size();
+  return Landed::queued;
+}
+
+bool Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& stub) {
   std::uint32_t zero = 1;
   std::uint64_t size = 0;
   std::memcpy(&zero, stub.data() + sizeof(std::uint32_t), sizeof zero);
@@ -176,28 +222,52 @@ void Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& s
   if (zero != 0 || size <= kPostedFrame || size > kLargestFrame) {
     // Not one of ours: nothing was sent after it.
     std::fprintf(stderr, "troupe: node %u: malformed frame stub from node %u\n", self_, from);
-    return;
+    return true;
   }
   auto& src = *sources_[from];
-  FrameBuffer large;
-  MPI_Request req = MPI_REQUEST_NULL;
   try {
-    large = take_frame_buffer(static_cast<std::size_t>(size));
-    large->resize(static_cast<std::size_t>(size));
-    src.frames.emplace_back();  // room first: past the receive nothing throws
+    src.frames.emplace_back();  // room first
   } catch (const std::bad_alloc&) {
+    return false;  // the stub waits in its slot
+  }
+  src.frames.back().announced = size;
+  src.frames.back().comm = c;
+  ++frames_pending_;
+  stats_.frames_received++;
+  stats_.bytes_received += size;
+  // MPI matches the source's large frames to their receives in the order
+  // these are posted: none is posted before an earlier one is.
+  if (src.unposted == 0 && post_large_frame(from, src.frames.back())) return true;
+  if (!src.broken) ++src.unposted;
+  return true;
+}
+
+bool Engine::post_large_frame(NodeId from, FrameRecv& f) {
+  FrameBuffer large;
+  try {
+    large = take_frame_buffer(static_cast<std::size_t>(f.announced));
+    large->resize(static_cast<std::size_t>(f.announced));
+  } catch (const std::bad_alloc&) {
+    // Posted in a later round (test_frame_recvs, once it is the source's
+    // first): the frame waits in MPI, the source's later frames behind it.
+    // Not for ever: a frame that finds no memory for kMemoryPatience may
+    // never fit (below).
+    const std::int64_t now = coarse_now();
+    if (f.short_since == 0) f.short_since = now;
+    if (now - f.short_since < std::chrono::steady_clock::duration(kMemoryPatience).count()) {
+      short_of_memory_.store(true, std::memory_order_relaxed);
+      return false;
+    }
     large.reset();
   }
-  if (large && checked(MPI_Irecv(large->data(), static_cast<int>(size), MPI_BYTE, peers_[from]->rank,
-                                 kTagLargeFrame, comms_[c], &req),
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (large && checked(MPI_Irecv(large->data(), static_cast<int>(f.announced), MPI_BYTE, peers_[from]->rank,
+                                 kTagLargeFrame, comms_[f.comm], &req),
                        "MPI_Irecv (a large frame)") == MPI_SUCCESS) {
-    src.frames.back() = FrameRecv{req, std::move(large), size};
-    ++frames_pending_;
-    stats_.frames_received++;
-    stats_.bytes_received += size;
-    return;
+    f.req = req;
+    f.buf = std::move(large);
+    return true;
   }
-  if (large) src.frames.pop_back();
   // The frame it announces can never be received in its place: what this node
   // sends after it could only be read out of order or into the wrong
   // receives. Nothing more from it is read (the failure detector's heartbeats
@@ -205,8 +275,9 @@ void Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& s
   std::fprintf(stderr,
                "troupe: node %u: cannot receive a frame of %llu bytes from node %u (no memory, or MPI refused); "
                "nothing more from that node is read\n",
-               self_, static_cast<unsigned long long>(size), from);
-  break_source(from);
+               self_, static_cast<unsigned long long>(f.announced), from);
+  break_source(from);  // (f with it)
+  return false;
 }
 
 void Engine::break_source(NodeId from) {
@@ -237,6 +308,10 @@ bool Engine::test_frame_recvs() {
       if (read > 8 && std::chrono::steady_clock::now() >= budget_end) return did;
       int done = 0;
       auto& front = frames.front();
+      if (!front.buf) {  // a large frame that found no memory for its receive
+        if (!post_large_frame(from, front)) break;  // still none (or the source broke)
+        --sources_[from]->unposted;
+      }
       const bool was_pending = front.req != MPI_REQUEST_NULL;
       MPI_Status st;
       MPI_Test(&front.req, &done, &st);
@@ -250,22 +325,37 @@ bool Engine::test_frame_recvs() {
           front.buf->resize(static_cast<std::size_t>(std::max(count, 0)));
         }
       }
+      // Read from a buffer of our own: reading may break the source, which
+      // drops its queued frames.
       auto buf = std::move(front.buf);
+      std::size_t at = front.read;
+      const std::size_t was_read = front.read;
+      const bool whole = process_frame(from, *buf, at);
+      if (sources_[from]->broken) {  // its frames are gone (and counted)
+        did = true;
+        break;
+      }
+      if (whole || at != was_read) did = true;
+      if (!whole) {  // no memory: the rest waits at the front
+        frames.front().buf = std::move(buf);
+        frames.front().read = at;
+        break;
+      }
       frames.pop_front();
       --frames_pending_;
-      did = true;
-      process_frame(from, *buf);
     }
   }
   return did;
 }
 
-void Engine::process_frame(NodeId from, ByteBuffer& frame) {
+bool Engine::process_frame(NodeId from, ByteBuffer& frame, std::size_t& at) {
   TROUPE_STAGE(frame_read);
-  // Envelopes ready at once wait in arrived_ for the end of the frame, then go
-  // to the ready list before anything queued behind them, on every way out.
+  // Envelopes ready at once wait in arrived_ for the end of the frame (or of
+  // what memory let us read of it), then go to the ready list before anything
+  // queued behind them, on every way out.
+  bool whole = true;
   try {
-    read_frame(from, frame);
+    whole = read_frame(from, frame, at);
   } catch (...) {
     handler_.on_frame_done();
     release_arrived();
@@ -275,6 +365,19 @@ void Engine::process_frame(NodeId from, ByteBuffer& frame) {
   handler_.on_frame_done();
   release_arrived();
   collect_ready(from);
+  return whole;
+}
+
+bool Engine::ready_room(std::size_t n) {
+  if (ready_.capacity() - ready_.size() >= n) return true;
+  try {
+    ready_.reserve(std::max(ready_.size() + n, 2 * ready_.capacity()));
+    return true;
+  } catch (const std::bad_alloc&) {
+    retry_ready_ = true;
+    short_of_memory_.store(true, std::memory_order_relaxed);
+    return false;
+  }
 }
 
 void Engine::release_arrived() {
@@ -282,90 +385,151 @@ void Engine::release_arrived() {
   TROUPE_STAGE(ready_listed);
   std::lock_guard lk(ready_mu_);
   const std::size_t n = arrived_.size();
+  if (!ready_room(n)) return;  // they wait in arrived_ (retry_ready)
   for (auto& in : arrived_) ready_.push_back(std::move(in));
   ready_count_.fetch_add(n, std::memory_order_release);
   arrived_.clear();
 }
 
-void Engine::read_frame(NodeId from, ByteBuffer& frame) {
-  std::size_t off = 0;
+void Engine::retry_ready() {
+  retry_ready_ = false;
+  release_arrived();
+  if (retry_ready_) return;
+  for (NodeId from = 0; from < sources_.size(); ++from)
+    if (sources_[from]) collect_ready(from);
+}
+
+bool Engine::read_frame(NodeId from, ByteBuffer& frame, std::size_t& at) {
   Envelope env;  // reused: their vectors keep their room
   EnvelopeFault fault;
-  while (off < frame.size()) {
+  while (at < frame.size()) {
     std::uint32_t len = 0;
-    if (frame.size() - off < kFrameSlot) break;  // our own framing is intact unless MPI broke it
-    std::memcpy(&len, frame.data() + off, sizeof len);
-    off += kFrameSlot;
-    if (len > frame.size() - off) {
+    if (frame.size() - at < kFrameSlot) break;  // our own framing is intact unless MPI broke it
+    std::memcpy(&len, frame.data() + at, sizeof len);
+    if (len > frame.size() - at - kFrameSlot) {
       std::fprintf(stderr, "troupe: node %u: malformed frame from node %u\n", self_, from);
       break;
     }
-    const std::size_t entry = off;
-    off += len;
-    std::size_t n = parse_envelope(frame.data() + entry, len, env, fault);
-    if (n != 0 && n != len) {
-      n = 0;
-      fault.what = "troupe: envelope length disagrees with its frame entry";
-      fault.frame_lost = true;
-    }
-    if (n == 0) {
-      // Reported at delivery (in order, outside the engine lock: the handler
-      // may answer, and answering sends).
-      auto report = std::make_shared<Delivery>();
-      report->inbound = std::make_unique<FaultReport>(handler_, from, fault);
-      sources_[from]->queue.push_back(std::move(report));
-      partial_.fetch_add(1, std::memory_order_relaxed);
-      if (fault.frame_lost) continue;  // unreadable: skip just this entry
-      // Another version: skip it, and its segments.
-      auto d = std::make_shared<Delivery>();
-      std::vector<InSegment> dests;
-      if (!drain_into_scratch(*d, fault.segment_sizes, fault.segment_pieced, dests)) {
-        stop_reading(from, std::move(d));
-        break;
-      }
-      const bool posted = post_segment_recvs(from, d, std::move(dests));
-      sources_[from]->queue.push_back(std::move(d));
-      partial_.fetch_add(1, std::memory_order_relaxed);
-      if (!posted) break;  // the source is broken: nothing more of it is read
-      continue;
-    }
-    env.source = from;  // MPI's word, not the sender's
-    stats_.envelopes_received++;
-    std::unique_ptr<Inbound> inbound;
     try {
-      inbound = handler_.on_envelope(from, env);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
+      if (!read_entry(from, frame.data() + at + kFrameSlot, len, env, fault)) break;
+    } catch (const std::bad_alloc&) {
+      // No memory for this envelope: nothing of it was kept. It is read again,
+      // whole, in a later round (the progress thread naps meanwhile).
+      short_of_memory_.store(true, std::memory_order_relaxed);
+      return false;
     }
-    if (!inbound && env.segment_sizes.empty()) continue;  // nothing to deliver, nothing to drain (joined a batch, say)
-    if (env.segment_sizes.empty() && (!inbound || inbound->segments.empty()) && sources_[from]->queue.empty()) {
-      // Nothing to wait for and nothing before it: ready now (the common case).
-      arrived_.push_back(std::move(inbound));
-      partial_.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    auto d = std::make_shared<Delivery>();
-    d->inbound = std::move(inbound);
+    at += kFrameSlot + len;
+  }
+  at = frame.size();
+  return true;
+}
+
+bool Engine::read_entry(NodeId from, const std::byte* p, std::size_t len, Envelope& env, EnvelopeFault& fault) {
+  auto& src = *sources_[from];
+  std::size_t n = parse_envelope(p, len, env, fault);
+  if (n != 0 && n != len) {
+    n = 0;
+    fault.what = "troupe: envelope length disagrees with its frame entry";
+    fault.frame_lost = true;
+  }
+  // Room first, below: whatever the envelope needs is allocated (the
+  // handler's record included) before anything is kept. Nothing after the
+  // last allocation throws; its blocks' receives have their records' room.
+  auto room_for_receives = [&](const std::vector<std::uint64_t>& sizes, const std::vector<std::uint8_t>& pieced) {
+    std::size_t chunk_count = 0;
+    for (std::size_t i = 0; i < sizes.size(); ++i) chunk_count += chunks(sizes[i], i < pieced.size() && pieced[i] != 0);
+    seg_reqs_.reserve(seg_reqs_.size() + chunk_count);
+    seg_meta_.reserve(seg_meta_.size() + chunk_count);
+  };
+  if (n == 0) {
+    // Reported at delivery (in order, outside the engine lock: the handler
+    // may answer, and answering sends). Another version's envelope is
+    // skipped, its blocks drained.
+    auto report = std::make_shared<Delivery>();
+    report->inbound = std::make_unique<FaultReport>(handler_, from, fault);
+    std::shared_ptr<Delivery> d;
     std::vector<InSegment> dests;
-    if (d->inbound && d->inbound->segments.size() == env.segment_sizes.size()) {
-      dests = d->inbound->segments;
-      for (std::size_t i = 0; i < dests.size(); ++i) dests[i].pieced = env.segment_pieced[i] != 0;
-    } else {
-      // Nobody wants the blocks (or the handler got them wrong): drain them.
-      if (d->inbound && !d->inbound->segments.empty()) {
-        std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
-        d->inbound.reset();
+    bool drained = false;
+    if (!fault.frame_lost) {
+      d = std::make_shared<Delivery>();
+      dests.reserve(fault.segment_sizes.size());
+      drained = drain_into_scratch(*d, fault.segment_sizes, fault.segment_pieced, dests);
+      if (drained) room_for_receives(fault.segment_sizes, fault.segment_pieced);
+    }
+    src.queue.emplace_back();
+    if (d) {
+      try {
+        src.queue.emplace_back();
+      } catch (...) {
+        src.queue.pop_back();
+        throw;
       }
-      if (!drain_into_scratch(*d, env.segment_sizes, env.segment_pieced, dests)) {
-        stop_reading(from, std::move(d));  // its refusal, if any, still reaches the asker
-        break;
-      }
+    }
+    // Kept from here on.
+    src.queue[src.queue.size() - (d ? 2 : 1)] = std::move(report);
+    partial_.fetch_add(1, std::memory_order_relaxed);
+    if (!d) return true;  // unreadable: skip just this entry
+    if (!drained) {
+      stop_reading(from, std::move(d));
+      return false;
     }
     const bool posted = post_segment_recvs(from, d, std::move(dests));
-    sources_[from]->queue.push_back(std::move(d));
+    src.queue.back() = std::move(d);
     partial_.fetch_add(1, std::memory_order_relaxed);
-    if (!posted) break;  // the source is broken: nothing more of it is read
+    return posted;  // not posted: the source is broken, nothing more of it is read
   }
+  env.source = from;  // MPI's word, not the sender's
+  const std::size_t nseg = env.segment_sizes.size();
+  // Queued behind its source's earlier envelopes, or waiting for its blocks:
+  // it gets a delivery record. Else (the common case) it is ready at once.
+  const bool queued = nseg != 0 || !src.queue.empty();
+  std::shared_ptr<Delivery> d;
+  std::vector<InSegment> dests;
+  if (queued) {
+    d = std::make_shared<Delivery>();
+    dests.reserve(nseg);
+    room_for_receives(env.segment_sizes, env.segment_pieced);
+    src.queue.emplace_back();  // its place
+  } else if (arrived_.size() == arrived_.capacity()) {
+    arrived_.reserve(2 * arrived_.size() + 16);
+  }
+  std::unique_ptr<Inbound> inbound;
+  try {
+    inbound = handler_.on_envelope(from, env);
+  } catch (const std::bad_alloc&) {
+    if (queued) src.queue.pop_back();
+    throw;  // the handler kept nothing either: read again later
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
+  }
+  stats_.envelopes_received++;
+  if (inbound && inbound->segments.size() != nseg && !inbound->segments.empty()) {
+    // The handler got the blocks wrong: nobody takes them (drained below).
+    std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
+    inbound.reset();
+  }
+  if (!inbound && nseg == 0) {  // nothing to deliver, nothing to drain (joined a batch, say)
+    if (queued) src.queue.pop_back();
+    return true;
+  }
+  if (!queued) {
+    arrived_.push_back(std::move(inbound));  // room made above
+    partial_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  d->inbound = std::move(inbound);
+  if (d->inbound && nseg != 0) {
+    dests.assign(d->inbound->segments.begin(), d->inbound->segments.end());  // room made above
+    for (std::size_t i = 0; i < nseg; ++i) dests[i].pieced = env.segment_pieced[i] != 0;
+  } else if (nseg != 0 && !drain_into_scratch(*d, env.segment_sizes, env.segment_pieced, dests)) {
+    // Nobody takes the blocks, and there is no memory to drain them into.
+    stop_reading(from, std::move(d));  // its refusal, if any, still reaches the asker
+    return false;
+  }
+  const bool posted = post_segment_recvs(from, d, std::move(dests));
+  src.queue.back() = std::move(d);
+  partial_.fetch_add(1, std::memory_order_relaxed);
+  return posted;  // not posted: the source is broken, nothing more of it is read
 }
 
 bool Engine::drain_into_scratch(Delivery& d, const std::vector<std::uint64_t>& sizes,
@@ -394,11 +558,8 @@ void Engine::stop_reading(NodeId from, std::shared_ptr<Delivery> d) {
                self_, from);
   auto& src = *sources_[from];
   break_source(from);  // and the frames that came after this one
-  try {
-    src.queue.push_back(std::move(d));  // no receive posted: ready in its turn
-    partial_.fetch_add(1, std::memory_order_relaxed);
-  } catch (const std::bad_alloc&) {
-  }
+  src.queue.back() = std::move(d);  // no receive posted: ready in its turn
+  partial_.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
@@ -439,15 +600,19 @@ bool Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d,
 bool Engine::test_segment_recvs() {
   if (seg_reqs_.empty()) return false;
   int outcount = 0;
-  test_idx_.resize(seg_reqs_.size());
-  seg_status_.resize(seg_reqs_.size());
+  try {
+    test_idx_.resize(seg_reqs_.size());
+    seg_status_.resize(seg_reqs_.size());
+  } catch (const std::bad_alloc&) {
+    short_of_memory_.store(true, std::memory_order_relaxed);
+    return false;
+  }
   auto& idx = test_idx_;
   checked(MPI_Testsome(static_cast<int>(seg_reqs_.size()), seg_reqs_.data(), &outcount, idx.data(),
                        seg_status_.data()),
           "MPI_Testsome");
   if (outcount <= 0) return false;
   arrivals_.fetch_add(static_cast<std::uint64_t>(outcount), std::memory_order_relaxed);
-  std::vector<NodeId> touched;
   for (int k = 0; k < outcount; ++k) {
     auto& m = seg_meta_[static_cast<std::size_t>(idx[static_cast<std::size_t>(k)])];
     int count = 0;
@@ -459,20 +624,28 @@ bool Engine::test_segment_recvs() {
       std::fprintf(stderr, "troupe: node %u: a block from node %u was %d bytes short of the %zu declared\n", self_,
                    m.from, static_cast<int>(m.len) - count, m.len);
     }
-    m.owner->pending--;
-    touched.push_back(m.from);
+    // What it completes goes to the ready list now (nothing is allocated
+    // here: a delivery's last chunk must not be lost to a failed allocation).
+    if (--m.owner->pending == 0) collect_ready(m.from);
   }
   compact(seg_reqs_, seg_meta_, [&](std::size_t r) { return seg_reqs_[r] != MPI_REQUEST_NULL; });
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (NodeId from : touched) collect_ready(from);
   return true;
 }
 
 void Engine::collect_ready(NodeId from) {
   auto& q = sources_[from]->queue;
   if (q.empty() || q.front()->pending != 0) return;
+  if (!arrived_.empty()) {  // those found no room in the ready list: they go first
+    retry_ready_ = true;
+    return;
+  }
+  std::size_t n = 0;
+  for (const auto& d : q) {
+    if (d->pending != 0) break;
+    ++n;
+  }
   std::lock_guard lk(ready_mu_);
+  if (!ready_room(n)) return;  // they wait at the front of their queue (retry_ready)
   while (!q.empty() && q.front()->pending == 0) {
     ready_.push_back(std::move(q.front()->inbound));
     q.pop_front();  // frees its drained blocks, if any (MPI is done with them: pending == 0)

@@ -53,7 +53,7 @@ void EnvelopeWriter::finish(const std::uint64_t* segment_sizes, std::uint32_t co
 }
 
 std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault,
-                           std::uint64_t max_segment) noexcept {
+                           std::uint64_t max_segment) {
   // Reset field by field: a fresh EnvelopeFault per envelope (a string and a
   // vector assigned) was a visible part of reading a frame of small envelopes.
   fault.what.clear();

@@ -123,8 +123,10 @@ class EnvelopeWriter {
 };
 
 /// Reads the envelope at p (avail bytes left in the frame). Returns its length,
-/// or 0 and fills fault. Segments larger than max_segment are refused.
+/// or 0 and fills fault. Segments larger than max_segment are refused. Throws
+/// std::bad_alloc only (env's and fault's vectors and strings grow), and then
+/// can be called again on the same bytes.
 std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env, EnvelopeFault& fault,
-                           std::uint64_t max_segment = kMaxSegmentBytes) noexcept;
+                           std::uint64_t max_segment = kMaxSegmentBytes);
 
 }  // namespace troupe::detail

@@ -77,10 +77,20 @@ class OrderSink final : public InboundHandler {
       OrderSink& sink;
       std::uint64_t id;
     };
+    // Keeps nothing if an allocation fails (the engine reads the envelope
+    // again later), as the engine asks of its handlers.
     auto in = std::make_unique<Recorded>(*this, env.id);
-    for (auto size : env.segment_sizes) {
-      blocks.emplace_back(size);
-      in->segments.push_back(InSegment{blocks.back().data(), blocks.back().size()});
+    in->segments.reserve(env.segment_sizes.size());
+    std::size_t added = 0;
+    try {
+      for (auto size : env.segment_sizes) {
+        blocks.emplace_back(size);
+        ++added;
+        in->segments.push_back(InSegment{blocks.back().data(), blocks.back().size()});
+      }
+    } catch (...) {
+      for (; added != 0; --added) blocks.pop_back();
+      throw;
     }
     read.fetch_add(1);
     return in;
@@ -123,6 +133,52 @@ void send_frames_then_blocks(Engine& engine, const std::vector<std::vector<std::
 
 bool filled_with(const std::vector<std::byte>& block, std::byte fill) {
   return std::all_of(block.begin(), block.end(), [fill](std::byte b) { return b == fill; });
+}
+
+/// An envelope of the out-of-memory tests: `payload` bytes, and a block of
+/// `block` bytes (none if 0), staged if `staged`.
+struct Shape {
+  std::size_t payload = 0, block = 0;
+  bool staged = false;
+};
+
+/// Envelopes to rank 1 of these shapes, ids from total + 1 on (total counts
+/// them); each block is filled with its envelope's id, which `fills` records.
+std::vector<OutEnvelope*> make_batch(const std::vector<Shape>& shapes, std::uint64_t& total,
+                                     std::vector<std::uint64_t>& fills) {
+  std::vector<OutEnvelope*> envs;
+  for (const Shape& shape : shapes) {
+    const std::uint64_t id = ++total;
+    auto* e = new OutEnvelope();
+    e->dest = 1;
+    e->kind_tell = true;
+    std::vector<std::uint64_t> sizes;
+    if (shape.block != 0) {
+      auto block = std::make_shared<std::vector<std::byte>>(shape.block, static_cast<std::byte>(id & 0xff));
+      e->segments.push_back(OutSegment{block->data(), block->size(), false, shape.staged});
+      e->keep.push_back(block);
+      sizes.push_back(block->size() | (shape.staged ? troupe::detail::kSegmentPieced : 0));
+      fills.push_back(id);
+    }
+    EnvelopeWriter w(e->bytes);
+    w.begin(Kind::control, 0, 0, 0, id, 0);
+    const std::vector<std::byte> payload(shape.payload, std::byte{7});
+    e->bytes.append(payload.data(), payload.size());
+    w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
+    envs.push_back(e);
+  }
+  return envs;
+}
+
+/// Rank 1's check: every envelope of ids 1..total delivered once, in order,
+/// each block (of the envelopes `fills` names, in order) intact.
+void expect_all_delivered(OrderSink& sink, std::uint64_t total, const std::vector<std::uint64_t>& fills) {
+  std::lock_guard lk(sink.mu);
+  EXPECT_EQ(sink.order.size(), total);
+  for (std::size_t i = 0; i < std::min<std::size_t>(total, sink.order.size()); ++i) EXPECT_EQ(sink.order[i], i + 1);
+  EXPECT_EQ(sink.blocks.size(), fills.size());
+  for (std::size_t i = 0; i < std::min(fills.size(), sink.blocks.size()); ++i)
+    EXPECT_TRUE(filled_with(sink.blocks[i], static_cast<std::byte>(fills[i] & 0xff))) << "block of envelope " << fills[i];
 }
 
 }  // namespace
@@ -507,10 +563,6 @@ TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
   Engine engine(MPI_COMM_WORLD, sink);
-  struct Shape {
-    std::size_t payload = 0, block = 0;
-    bool staged = false;
-  };
   const std::vector<std::vector<Shape>> batches{
       {{40}, {40}, {8, 64 << 10}, {40}, {8, 300 << 10, true}, {8, 200 << 10}, {6000}, {40}},
       std::vector<Shape>(100, Shape{40}),
@@ -521,30 +573,7 @@ TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
   if (rank == 1) engine.start_progress_thread(nullptr, 10ms, nullptr);
   if (rank == 0) {
     engine.set_stage_blocks(1, true);
-    auto make_batch = [&](const std::vector<Shape>& shapes) {
-      std::vector<OutEnvelope*> envs;
-      for (const Shape& shape : shapes) {
-        const std::uint64_t id = ++total;
-        auto* e = new OutEnvelope();
-        e->dest = 1;
-        e->kind_tell = true;
-        std::vector<std::uint64_t> sizes;
-        if (shape.block != 0) {
-          auto block = std::make_shared<std::vector<std::byte>>(shape.block, static_cast<std::byte>(id & 0xff));
-          e->segments.push_back(OutSegment{block->data(), block->size(), false, shape.staged});
-          e->keep.push_back(block);
-          sizes.push_back(block->size() | (shape.staged ? troupe::detail::kSegmentPieced : 0));
-          fills.push_back(id);
-        }
-        EnvelopeWriter w(e->bytes);
-        w.begin(Kind::control, 0, 0, 0, id, 0);
-        const std::vector<std::byte> payload(shape.payload, std::byte{7});
-        e->bytes.append(payload.data(), payload.size());
-        w.finish(sizes.data(), static_cast<std::uint32_t>(sizes.size()));
-        envs.push_back(e);
-      }
-      return envs;
-    };
+    auto make = [&](const std::vector<Shape>& shapes) { return make_batch(shapes, total, fills); };
     auto drain = [&](const std::string& what) {  // what is left (queued, staged pieces, queued blocks) goes out
       EXPECT_TRUE(wait_until(
           [&] {
@@ -557,7 +586,7 @@ TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
     for (std::size_t batch = 0; batch < batches.size(); ++batch) {
       long failures = 0;
       for (long k = 0; k < 10000; ++k) {
-        auto envs = make_batch(batches[batch]);
+        auto envs = make(batches[batch]);
         tt::fail_allocation_after(k);
         for (OutEnvelope* e : envs) engine.send(e, /*urgent=*/false);  // a large one flushes at once
         engine.flush();
@@ -568,7 +597,7 @@ TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
       }
       EXPECT_GT(failures, 0) << "batch " << batch << ": no failing allocation met";
       // No memory at all for a while: every call returns, and the batch waits.
-      auto envs = make_batch(batches[batch]);
+      auto envs = make(batches[batch]);
       tt::fail_allocations_from(0);
       for (OutEnvelope* e : envs) engine.send(e, /*urgent=*/false);
       engine.flush();
@@ -588,12 +617,140 @@ TEST(Engine, RunningOutOfMemoryWhileSendingLosesNothingAndSendsNothingHalf) {
     EXPECT_TRUE(wait_until([&] { return sink.delivered() == total; }, 20s)) << "delivered " << sink.delivered();
     std::this_thread::sleep_for(50ms);  // nothing more comes
     engine.stop_progress_thread();
-    std::lock_guard lk(sink.mu);
-    EXPECT_EQ(sink.order.size(), total);
-    for (std::size_t i = 0; i < std::min<std::size_t>(total, sink.order.size()); ++i) EXPECT_EQ(sink.order[i], i + 1);
-    EXPECT_EQ(sink.blocks.size(), fills.size());
-    for (std::size_t i = 0; i < std::min(fills.size(), sink.blocks.size()); ++i)
-      EXPECT_TRUE(filled_with(sink.blocks[i], static_cast<std::byte>(fills[i] & 0xff))) << "block of envelope " << fills[i];
+    expect_all_delivered(sink, total, fills);
   }
   MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, RunningOutOfMemoryWhileReceivingLosesNothingAndReadsNothingTwice) {
+  // The receiving side's turn: rank 1 drives its engine itself, with its k-th
+  // allocation from then on failing (the engine's and its handler's), for k =
+  // 0, 1, ... until a batch needs fewer; then with every allocation failing
+  // for a while, as the batch arrives. Nothing is lost or read twice: a frame
+  // whose envelope finds no memory waits, half read, in its ring slot or at
+  // the front of its source's frames (and the ring behind it), and the
+  // envelope is read again whole in a later round. The batches:
+  //  1. small envelopes in one frame, with blocks of their own (one staged)
+  //     and without;
+  //  2. 60 envelopes of 3000 bytes: several frames, so that frames queue
+  //     behind one that waits;
+  //  3. an envelope too large to share a frame, with a block, between small ones.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  sink.order.reserve(1 << 20);  // delivery allocates nothing (it is not the engine's to retry)
+  Engine engine(MPI_COMM_WORLD, sink);
+  const std::vector<std::vector<Shape>> batches{
+      {{40}, {8, 64 << 10}, {40}, {8, 300 << 10, true}, {40}},
+      std::vector<Shape>(60, Shape{3000}),
+      {{40}, {70000, 100 << 10}, {40}},
+  };
+  std::uint64_t total = 0;
+  std::vector<std::uint64_t> fills;
+  if (rank == 0) {
+    engine.set_stage_blocks(1, true);
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+  }
+  // Rank 1 says what comes next: the same batch again (1), the next batch (2), or the end (0).
+  std::int32_t next = 2;
+  std::size_t batch = 0;
+  long k = 0;           // rank 1: the allocation that fails in this pass
+  long failures = 0;    // rank 1: passes of this batch that met their failing allocation
+  bool starving = false;  // rank 1: this pass fails every allocation
+  auto receive = [&] {  // rank 1: what was sent so far comes in, whatever fails meanwhile
+    return wait_until(
+        [&] {
+          engine.progress();
+          return sink.delivered() == total;
+        },
+        20s);
+  };
+  for (int pass = 0; pass < 100000; ++pass) {
+    if (rank == 0) {
+      for (OutEnvelope* e : make_batch(batches[batch], total, fills)) engine.send(e, /*urgent=*/false);
+      engine.flush();
+    } else {
+      // The same ids and fills as rank 0 (its envelopes, counted here too).
+      const auto envs = make_batch(batches[batch], total, fills);
+      for (OutEnvelope* e : envs) delete e;
+      const std::string what = "batch " + std::to_string(batch) + (starving ? ", no memory" : ", allocation " + std::to_string(k));
+      if (starving) {
+        tt::fail_allocations_from(0);
+        const auto until = std::chrono::steady_clock::now() + 300ms;
+        while (std::chrono::steady_clock::now() < until) {
+          engine.progress();
+          std::this_thread::sleep_for(1ms);
+        }
+        EXPECT_TRUE(tt::stop_failing()) << what << ": nothing was allocated";
+        EXPECT_TRUE(receive()) << what << ": delivered " << sink.delivered() << " of " << total;
+        next = batch + 1 < batches.size() ? 2 : 0;
+        EXPECT_GT(failures, 0) << "batch " << batch << ": no failing allocation met";
+        starving = false;
+        k = 0;
+        failures = 0;
+      } else {
+        tt::fail_allocation_after(k);
+        const bool received = receive();
+        const bool failed = tt::stop_failing();  // (before a failure's message is made)
+        EXPECT_TRUE(received) << what << ": delivered " << sink.delivered() << " of " << total;
+        if (failed) {
+          ++failures;
+          ++k;
+          next = 1;
+        } else {
+          starving = true;  // this pass needed fewer than k + 1: now none at all
+          next = 1;
+        }
+      }
+    }
+    tt::bcast(&next, sizeof next, 1);
+    if (next == 0) break;
+    if (next == 2) ++batch;
+  }
+  if (rank == 1) expect_all_delivered(sink, total, fills);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, RunningOutOfMemoryOnItsFirstFramesLosesNothing) {
+  // The test above grows the engine's lists once and for all in its first
+  // passes. Here each pass has a new engine on both ranks, so that its k-th
+  // allocation is also whatever grows for the first time (the ring's buffers,
+  // the ready list, a source's queues): rank 0 sends a batch, rank 1 reads it
+  // with its k-th allocation failing, for k = 0, 1, ... until one is not met.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const std::vector<Shape> batch{{40}, {8, 64 << 10}, {6000}, {40}, {8, 300 << 10, true}, {40}};
+  std::int32_t more = 1;
+  for (long k = 0; more != 0 && k < 200; ++k) {
+    OrderSink sink;
+    sink.order.reserve(64);
+    Engine engine(MPI_COMM_WORLD, sink);  // collective
+    std::uint64_t total = 0;
+    std::vector<std::uint64_t> fills;
+    const auto envs = make_batch(batch, total, fills);
+    if (rank == 0) {
+      engine.set_stage_blocks(1, true);
+      engine.start_progress_thread(nullptr, 10ms, nullptr);
+      for (OutEnvelope* e : envs) engine.send(e, /*urgent=*/false);
+      engine.flush();
+    } else {
+      for (OutEnvelope* e : envs) delete e;
+      tt::fail_allocation_after(k);
+      const bool received = wait_until(
+          [&] {
+            engine.progress();
+            return sink.delivered() == total;
+          },
+          20s);
+      more = tt::stop_failing() ? 1 : 0;
+      EXPECT_TRUE(received) << "allocation " << k << ": delivered " << sink.delivered() << " of " << total;
+      expect_all_delivered(sink, total, fills);
+      if (more == 0) EXPECT_GT(k, 10) << "so few allocations to read the batch?";
+    }
+    tt::bcast(&more, sizeof more, 1);
+    if (rank == 0)
+      EXPECT_TRUE(wait_until([&] { return !engine.sends_pending(); }, 20s)) << "allocation " << k;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  EXPECT_EQ(more, 0) << "200 allocations, and the batch needed more";
 }
