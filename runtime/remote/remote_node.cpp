@@ -174,13 +174,32 @@ std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> repl
 }
 
 std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
+  auto n = take_node(corr);
+  if (n.empty()) return nullptr;
+  auto r = std::move(n.mapped().reply);
+  keep_spare(std::move(n));
+  return r;
+}
+
+RemoteNode::PendingNode RemoteNode::take_node(std::uint64_t corr) {
   std::lock_guard lk(pending_mu_);
   auto it = pending_.find(corr);
-  if (it == pending_.end()) return nullptr;
-  auto n = pending_.extract(it);
-  auto r = std::move(n.mapped().reply);
+  if (it == pending_.end()) return {};
+  return pending_.extract(it);
+}
+
+void RemoteNode::put_back(PendingNode n) noexcept {
+  // No allocation: the node is the table's own, and the table held it a
+  // moment ago (no rehash to make room). A loss of its node cannot have
+  // swept the table meanwhile: on_reply runs under the engine lock, which
+  // declaring a node lost takes (Engine::mark_lost) before the sweep.
+  std::lock_guard lk(pending_mu_);
+  pending_.insert(std::move(n));
+}
+
+void RemoteNode::keep_spare(PendingNode n) noexcept {
+  std::lock_guard lk(pending_mu_);
   if (spare_count_ < kSparePending) spare_pending_[spare_count_++] = std::move(n);
-  return r;
 }
 
 void RemoteNode::send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) {

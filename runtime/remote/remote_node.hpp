@@ -137,6 +137,13 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// Registers an ask's reply handler, unless the node is already lost.
   std::uint64_t expect(NodeId node, std::unique_ptr<PendingReply> reply);
   std::unique_ptr<PendingReply> take(std::uint64_t corr);
+  using PendingNode = std::unordered_map<std::uint64_t, Pending>::node_type;
+  /// take(), the table's node kept: put_back() returns the reply to its place
+  /// without allocating (on_reply, when memory runs out), or keep_spare()
+  /// keeps the node for the next ask.
+  PendingNode take_node(std::uint64_t corr);
+  void put_back(PendingNode n) noexcept;
+  void keep_spare(PendingNode n) noexcept;
   void node_lost(NodeId n);
   void send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why);
 
@@ -162,8 +169,12 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // envelope: perf put merge at 7 % of a receiving rank). Under the engine lock.
   std::uint64_t frame_clock_ = 0;
   std::unique_ptr<Inbound> on_reply(NodeId from, Envelope& env);
-  /// Fails an ask at delivery (in order), or with ConnectionLost if its node is lost first.
-  std::unique_ptr<Inbound> failed_reply(NodeId from, std::unique_ptr<PendingReply> reply, std::exception_ptr err);
+  /// What delivers a reply to `reply`'s ask. Takes `reply` only once nothing
+  /// more can throw: a std::bad_alloc leaves it where it was.
+  std::unique_ptr<Inbound> reply_inbound(NodeId from, Envelope& env, std::unique_ptr<PendingReply>& reply);
+  /// Fails an ask at delivery (in order), or with ConnectionLost if its node
+  /// is lost first. Takes `reply` only if it returns.
+  std::unique_ptr<Inbound> failed_reply(NodeId from, std::unique_ptr<PendingReply>& reply, std::exception_ptr err);
   std::unique_ptr<Inbound> on_spawn(NodeId from, Envelope& env);
   std::unique_ptr<Inbound> on_notice(NodeId from, Envelope& env);
 

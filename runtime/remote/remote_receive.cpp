@@ -119,6 +119,11 @@ void BufferedInbound::deliver() {
   }
 }
 
+/// An envelope whose blocks find no memory to land in is read again later
+/// (the engine waits for memory) if they total up to this; larger ones may
+/// never fit, and their caller gets a DecodeError.
+constexpr std::uint64_t kRetryBlocksUpTo = 1 << 20;
+
 void check_complete(const WireInputArchive& ar) {
   if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
 }
@@ -223,15 +228,13 @@ namespace {
 /// a general delivery record with two closures and a shared owner took four).
 class ReplyInbound final : public Inbound {
  public:
-  ReplyInbound(Cluster& cluster, NodeId from, std::unique_ptr<PendingReply> reply)
-      : cluster_(cluster), from_(from), reply_(std::move(reply)) {}
+  ReplyInbound(Cluster& cluster, NodeId from) : cluster_(cluster), from_(from) {}
+  void set_reply(std::unique_ptr<PendingReply> reply) noexcept { reply_ = std::move(reply); }
   void deliver() override {
     cluster_.count_delivered(from_);
     reply_->complete();
   }
   void abandon() noexcept override { reply_->fail(std::make_exception_ptr(ConnectionLost(from_))); }
-  PendingReply& reply() noexcept { return *reply_; }
-  std::unique_ptr<PendingReply> release_reply() && noexcept { return std::move(reply_); }
 
  private:
   Cluster& cluster_;
@@ -361,21 +364,26 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       return refuse(as_decode_error(std::current_exception()));
     }
   }
-  return std::make_unique<BufferedInbound>(
-      core_, env,
-      [this, m, cell, caller, from](WireInputArchive& ar) {
-        cluster_->count_delivered(from);
-        auto msg = m->decode_call(ar, caller);
-        check_complete(ar);
-        cell->enqueue(msg.release());
-      },
-      [this, from, corr, target = env.target](std::exception_ptr e) {
-        if (corr != 0) {
-          reply_error(from, corr, e);
-        } else {
-          core_.on_unhandled(target, "a tell from another node", e);
-        }
-      });
+  try {
+    return std::make_unique<BufferedInbound>(
+        core_, env,
+        [this, m, cell, caller, from](WireInputArchive& ar) {
+          cluster_->count_delivered(from);
+          auto msg = m->decode_call(ar, caller);
+          check_complete(ar);
+          cell->enqueue(msg.release());
+        },
+        [this, from, corr, target = env.target](std::exception_ptr e) {
+          if (corr != 0) {
+            reply_error(from, corr, e);
+          } else {
+            core_.on_unhandled(target, "a tell from another node", e);
+          }
+        });
+  } catch (const std::bad_alloc&) {
+    if (env.segment_bytes <= kRetryBlocksUpTo) throw;  // read again later
+    return refuse(as_decode_error(std::current_exception()));
+  }
 }
 
 void RemoteNode::on_frame_done() noexcept {
@@ -384,37 +392,58 @@ void RemoteNode::on_frame_done() noexcept {
   open_batch_ = nullptr;
 }
 
-std::unique_ptr<Inbound> RemoteNode::failed_reply(NodeId from, std::unique_ptr<PendingReply> reply,
+std::unique_ptr<Inbound> RemoteNode::failed_reply(NodeId from, std::unique_ptr<PendingReply>& reply,
                                                   std::exception_ptr err) {
-  std::shared_ptr<PendingReply> r(std::move(reply));
-  return at_delivery(
+  auto r = std::make_shared<std::unique_ptr<PendingReply>>();
+  auto in = at_delivery(
       [this, from, r, err] {
         cluster_->count_delivered(from);
-        r->fail(err);
+        (*r)->fail(err);
       },
-      [r, from] { r->fail(std::make_exception_ptr(ConnectionLost(from))); });
+      [r, from] { (*r)->fail(std::make_exception_ptr(ConnectionLost(from))); });
+  *r = std::move(reply);  // nothing throws past the allocations
+  return in;
 }
 
 std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
   TROUPE_STAGE(on_reply);
-  auto reply = take(env.corr);
-  if (!reply) {  // late (the node was declared lost meanwhile) or bogus
+  auto node = take_node(env.corr);
+  if (node.empty()) {  // late (the node was declared lost meanwhile) or bogus
     return at_delivery([this, from] { cluster_->count_delivered(from); });
   }
+  try {
+    auto in = reply_inbound(from, env, node.mapped().reply);
+    keep_spare(std::move(node));
+    return in;
+  } catch (const std::bad_alloc&) {
+    // The reply was not taken: back to its place, and the engine reads the
+    // envelope again later (InboundHandler::on_envelope).
+    put_back(std::move(node));
+    throw;
+  }
+}
+
+std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, std::unique_ptr<PendingReply>& reply) {
   if (env.kind == Kind::reply_ok && (env.segment_sizes.empty() || reply->zero_copy())) {
-    // The common case: decoded now, into the ask's own result.
-    auto in = std::make_unique<ReplyInbound>(*cluster_, from, std::move(reply));
+    // The common case: decoded now, into the ask's own result. (Decoded
+    // again if memory runs out below and the envelope is read again.)
+    auto in = std::make_unique<ReplyInbound>(*cluster_, from);
     try {
       // Plain numbers, or nothing, are read without an archive.
-      if (env.segment_sizes.empty() && in->reply().decode_bytes(env.payload, env.payload_size)) return in;
+      if (env.segment_sizes.empty() && reply->decode_bytes(env.payload, env.payload_size)) {
+        in->set_reply(std::move(reply));
+        return in;
+      }
       WireInputArchive ar(env.payload, env.payload_size, env.segment_sizes.data(), env.segment_sizes.size());
       DecodingScope scope(&core_);
-      in->reply().decode(ar);
+      reply->decode(ar);
       check_complete(ar);
       in->segments = std::move(ar.destinations());
+      in->set_reply(std::move(reply));
       return in;
     } catch (...) {
-      return failed_reply(from, std::move(*in).release_reply(), as_decode_error(std::current_exception()));
+      // (A result too large for memory is a DecodeError for the asker.)
+      return failed_reply(from, reply, as_decode_error(std::current_exception()));
     }
   }
   if (env.kind == Kind::reply_error) {
@@ -427,19 +456,27 @@ std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
     } catch (...) {
       err = as_decode_error(std::current_exception());
     }
-    return failed_reply(from, std::move(reply), err);
+    return failed_reply(from, reply, err);
   }
-  std::shared_ptr<PendingReply> r(std::move(reply));
   // A reply whose blocks must arrive before it can be decoded.
-  return std::make_unique<BufferedInbound>(
-      core_, env,
-      [this, from, r](WireInputArchive& ar) {
-        cluster_->count_delivered(from);
-        r->decode(ar);
-        check_complete(ar);
-        r->complete();
-      },
-      [r](std::exception_ptr e) { r->fail(e); });
+  auto r = std::make_shared<std::unique_ptr<PendingReply>>();
+  std::unique_ptr<Inbound> in;
+  try {
+    in = std::make_unique<BufferedInbound>(
+        core_, env,
+        [this, from, r](WireInputArchive& ar) {
+          cluster_->count_delivered(from);
+          (*r)->decode(ar);
+          check_complete(ar);
+          (*r)->complete();
+        },
+        [r](std::exception_ptr e) { (*r)->fail(e); });
+  } catch (const std::bad_alloc&) {
+    if (env.segment_bytes <= kRetryBlocksUpTo) throw;  // read again later
+    return failed_reply(from, reply, as_decode_error(std::current_exception()));
+  }
+  *r = std::move(reply);
+  return in;
 }
 
 std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {

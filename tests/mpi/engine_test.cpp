@@ -745,11 +745,14 @@ TEST(Engine, RunningOutOfMemoryOnItsFirstFramesLosesNothing) {
       more = tt::stop_failing() ? 1 : 0;
       EXPECT_TRUE(received) << "allocation " << k << ": delivered " << sink.delivered() << " of " << total;
       expect_all_delivered(sink, total, fills);
-      if (more == 0) EXPECT_GT(k, 10) << "so few allocations to read the batch?";
+      if (more == 0) {
+        EXPECT_GT(k, 10) << "so few allocations to read the batch?";
+      }
     }
     tt::bcast(&more, sizeof more, 1);
-    if (rank == 0)
+    if (rank == 0) {
       EXPECT_TRUE(wait_until([&] { return !engine.sends_pending(); }, 20s)) << "allocation " << k;
+    }
     MPI_Barrier(MPI_COMM_WORLD);
   }
   EXPECT_EQ(more, 0) << "200 allocations, and the batch needed more";
