@@ -177,12 +177,19 @@ bool Engine::note_in_flight() {
   return now;
 }
 
-void Engine::drop_queued_frames(Source& src) {
+void Engine::drop_queued_frames(Source& src) noexcept {
   for (auto& f : src.frames) {
     if (f.req != MPI_REQUEST_NULL) {  // a large frame's receive (complete ones wait with a null request)
       MPI_Cancel(&f.req);
       MPI_Request_free(&f.req);
-      abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));  // MPI may still write it
+      // MPI may still write it: kept alive, or (no memory to note it) leaked.
+      try {
+        abandoned_.reserve(abandoned_.size() + 1);
+        std::shared_ptr<ByteBuffer> kept(std::move(f.buf));  // (f.buf keeps it if this throws)
+        abandoned_.push_back(std::move(kept));
+      } catch (const std::bad_alloc&) {
+        (void)f.buf.release();
+      }
     }
     --frames_pending_;
   }
@@ -236,6 +243,7 @@ void Engine::mark_lost(NodeId n) {
   });
   auto& src = *sources_[n];
   drop_queued_frames(src);
+  src.undrained.reset();
   partial_.fetch_sub(src.queue.size(), std::memory_order_relaxed);
   for (auto& d : src.queue) {
     abandoned_.push_back(d);

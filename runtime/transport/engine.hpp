@@ -151,6 +151,7 @@ struct EngineStats {
   std::uint64_t helper_rest_us = 0;        // the time those rests asked for, in microseconds
   std::uint64_t helper_rest_longest_us = 0;  // the longest of them
   std::uint64_t helper_rests_cut = 0;      // rests (of any kind) that ended early: woken, or spuriously
+  std::uint64_t receive_waits = 0;  // times a received frame waited for memory to be read (or received)
 };
 
 class Engine {
@@ -404,12 +405,17 @@ class Engine {
     std::uint64_t announced = 0;  // a large frame: the size its stub announced
     std::size_t read = 0;         // bytes read so far (reading stopped where memory ran out)
     std::size_t comm = 0;         // a large frame: the communicator it comes on
-    std::int64_t short_since = 0;  // steady_clock ticks: when its receive first found no memory
+    std::int64_t short_since = 0;  // steady_clock ticks: since when it waits for memory (0: it does not)
+    bool unposted = false;         // a large frame whose receive is not posted yet (no memory)
   };
   struct Source {
     std::deque<std::shared_ptr<Delivery>> queue;  // arrival order
     std::deque<FrameRecv> frames;                 // frames still arriving, in order
     unsigned unposted = 0;  // large frames among them whose receive is not posted yet (no memory)
+    // An envelope read and queued whose blocks nobody takes found no memory
+    // to drain them into: its frame waits at it, and it is not delivered
+    // (pending holds a mark) until they are drained.
+    std::shared_ptr<Delivery> undrained;
     // A large frame, or an envelope's blocks, could not be received: what it
     // sends after them would be read out of order, so nothing more is read.
     bool broken = false;
@@ -523,7 +529,12 @@ class Engine {
   void stop_reading(NodeId from, std::shared_ptr<Delivery> d);
   /// Frames of a source that will never be read: their receives cancelled,
   /// their buffers kept (MPI may still write them).
-  void drop_queued_frames(Source& src);
+  void drop_queued_frames(Source& src) noexcept;
+  /// While memory is short for what waits since `since` (0: from now): true
+  /// until kMemoryPatience has passed. Notes the shortage.
+  bool still_patient(std::int64_t& since);
+  /// A frame of `from` waited kMemoryPatience for memory: its source is broken.
+  void give_up_waiting(NodeId from);
   /// False if MPI refused one (the source is then broken; no more are posted).
   bool post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
   /// Nothing more from `from` can be read in order: its queued frames are
@@ -557,6 +568,7 @@ class Engine {
     // to be read or queued. Read first, in ring order; until then no slot is
     // taken (the ones posted keep their frames) and they are not posted again.
     unsigned held = 0;
+    std::int64_t held_since = 0;  // steady_clock ticks: since when the held slot waits for memory
     std::array<NodeId, kPostedReceives> from{};        // whose frame a slot holds
     std::array<std::size_t, kPostedReceives> read{};   // how much of it was read
   };
@@ -684,6 +696,10 @@ inline constexpr std::size_t kFrameLimit = 64 * 1024;
 /// source is broken (nothing more from it is read; the cluster declares it
 /// lost): a shortage that lasts longer may never end.
 inline constexpr std::chrono::seconds kMemoryPatience{10};
+/// The blocks of an envelope that nobody takes, if they total up to this and
+/// find no memory to be drained into, wait for it (the envelope is read again
+/// later); larger ones may never fit, and their source is broken.
+inline constexpr std::uint64_t kWaitForMemoryUpTo = 1 << 20;
 static_assert(Engine::kCloseAt + Engine::kSmallEnvelope <= kFrameLimit, "a coalesced frame stays within kFrameLimit");
 /// MPI counts are int: segments travel in chunks of at most this (staged
 /// ones, marked kSegmentPieced, in pieces of kPiece).

@@ -97,8 +97,16 @@ bool Engine::take_frames() {
     // Frames held for want of memory first, the oldest first: they landed
     // before anything the posted slots hold.
     while (r.held != 0) {
-      const Landed got = take_landed(r, c, (r.head + kPostedReceives - r.held) % kPostedReceives);
-      if (got == Landed::held) break;
+      const unsigned i = (r.head + kPostedReceives - r.held) % kPostedReceives;
+      const std::size_t was_read = r.read[i];
+      const Landed got = take_landed(r, c, i);
+      if (got == Landed::held) {
+        if (r.read[i] != was_read) {  // it moved: patience again
+          r.held_since = 0;
+          did = true;
+        }
+        break;
+      }
       --r.held;
       did = true;
       if (got == Landed::read) {
@@ -107,8 +115,13 @@ bool Engine::take_frames() {
       }
     }
     if (r.held != 0) {  // still no memory: this ring waits (MPI keeps what comes meanwhile)
-      short_of_memory_.store(true, std::memory_order_relaxed);
-      continue;
+      const unsigned i = (r.head + kPostedReceives - r.held) % kPostedReceives;
+      ++stats_.receive_waits;
+      if (still_patient(r.held_since)) continue;
+      // A frame whose next envelope never finds memory: its source is broken
+      // (the slot's frame dropped with the source's others), the ring goes on.
+      give_up_waiting(r.from[i]);
+      r.held = 0;
     }
     // Slots taken last round first, in ring order. If MPI refuses one, or its
     // buffer cannot be had, it and the slots after it stay free (the order
@@ -117,6 +130,7 @@ bool Engine::take_frames() {
       while (r.posted < kPostedReceives && post_frame_recv(r, c)) {
       }
     } catch (const std::bad_alloc&) {
+      short_of_memory_.store(true, std::memory_order_relaxed);
     }
     while (r.posted != 0) {  // at most kPostedReceives frames per round: none is posted again before the next
       const unsigned i = r.head;
@@ -157,7 +171,9 @@ bool Engine::take_frames() {
       const Landed got = take_landed(r, c, i);
       if (got == Landed::held) {
         r.held = 1;  // the posted slots after it wait until it is read
-        short_of_memory_.store(true, std::memory_order_relaxed);
+        r.held_since = 0;
+        ++stats_.receive_waits;
+        still_patient(r.held_since);  // starts the clock, notes the shortage
         break;
       }
       if (got == Landed::read) {
@@ -232,13 +248,17 @@ bool Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& s
   }
   src.frames.back().announced = size;
   src.frames.back().comm = c;
+  src.frames.back().unposted = true;
   ++frames_pending_;
   stats_.frames_received++;
   stats_.bytes_received += size;
   // MPI matches the source's large frames to their receives in the order
   // these are posted: none is posted before an earlier one is.
   if (src.unposted == 0 && post_large_frame(from, src.frames.back())) return true;
-  if (!src.broken) ++src.unposted;
+  if (src.broken) return true;
+  ++src.unposted;
+  // Its patience starts once it is the first of its source's frames.
+  if (src.frames.size() > 1) src.frames.back().short_since = 0;
   return true;
 }
 
@@ -252,10 +272,8 @@ bool Engine::post_large_frame(NodeId from, FrameRecv& f) {
     // first): the frame waits in MPI, the source's later frames behind it.
     // Not for ever: a frame that finds no memory for kMemoryPatience may
     // never fit (below).
-    const std::int64_t now = coarse_now();
-    if (f.short_since == 0) f.short_since = now;
-    if (now - f.short_since < std::chrono::steady_clock::duration(kMemoryPatience).count()) {
-      short_of_memory_.store(true, std::memory_order_relaxed);
+    if (still_patient(f.short_since)) {
+      ++stats_.receive_waits;
       return false;
     }
     large.reset();
@@ -266,6 +284,8 @@ bool Engine::post_large_frame(NodeId from, FrameRecv& f) {
                        "MPI_Irecv (a large frame)") == MPI_SUCCESS) {
     f.req = req;
     f.buf = std::move(large);
+    f.unposted = false;
+    f.short_since = 0;
     return true;
   }
   // The frame it announces can never be received in its place: what this node
@@ -280,9 +300,25 @@ bool Engine::post_large_frame(NodeId from, FrameRecv& f) {
   return false;
 }
 
+bool Engine::still_patient(std::int64_t& since) {
+  short_of_memory_.store(true, std::memory_order_relaxed);
+  const std::int64_t now = coarse_now();
+  if (since == 0) since = now;
+  return now - since < std::chrono::steady_clock::duration(kMemoryPatience).count();
+}
+
+void Engine::give_up_waiting(NodeId from) {
+  std::fprintf(stderr,
+               "troupe: node %u: a frame from node %u found no memory to be read for %lld s; "
+               "nothing more from that node is read\n",
+               self_, from, static_cast<long long>(kMemoryPatience.count()));
+  break_source(from);
+}
+
 void Engine::break_source(NodeId from) {
   auto& src = *sources_[from];
   src.broken = true;
+  src.undrained.reset();  // (still in the queue: abandoned when the node is lost)
   drop_queued_frames(src);
   broken_news_[from].store(true, std::memory_order_relaxed);
 }
@@ -308,7 +344,7 @@ bool Engine::test_frame_recvs() {
       if (read > 8 && std::chrono::steady_clock::now() >= budget_end) return did;
       int done = 0;
       auto& front = frames.front();
-      if (!front.buf) {  // a large frame that found no memory for its receive
+      if (front.unposted) {  // a large frame that found no memory for its receive
         if (!post_large_frame(from, front)) break;  // still none (or the source broke)
         --sources_[from]->unposted;
       }
@@ -337,8 +373,12 @@ bool Engine::test_frame_recvs() {
       }
       if (whole || at != was_read) did = true;
       if (!whole) {  // no memory: the rest waits at the front
-        frames.front().buf = std::move(buf);
-        frames.front().read = at;
+        auto& f = frames.front();
+        f.buf = std::move(buf);
+        if (at != was_read) f.short_since = 0;  // it moved: patience again
+        f.read = at;
+        ++stats_.receive_waits;
+        if (!still_patient(f.short_since)) give_up_waiting(from);
         break;
       }
       frames.pop_front();
@@ -454,6 +494,11 @@ bool Engine::read_entry(NodeId from, const std::byte* p, std::size_t len, Envelo
       d = std::make_shared<Delivery>();
       dests.reserve(fault.segment_sizes.size());
       drained = drain_into_scratch(*d, fault.segment_sizes, fault.segment_pieced, dests);
+      if (!drained) {
+        std::uint64_t total = 0;
+        for (auto size : fault.segment_sizes) total += size;
+        if (total <= kWaitForMemoryUpTo) throw std::bad_alloc();  // nothing kept yet: read again later
+      }
       if (drained) room_for_receives(fault.segment_sizes, fault.segment_pieced);
     }
     src.queue.emplace_back();
@@ -480,6 +525,18 @@ bool Engine::read_entry(NodeId from, const std::byte* p, std::size_t len, Envelo
   }
   env.source = from;  // MPI's word, not the sender's
   const std::size_t nseg = env.segment_sizes.size();
+  if (src.undrained) {
+    // Read before, and queued; its blocks, which nobody takes, found no
+    // memory to be drained into. Drained now, if there is memory.
+    std::vector<InSegment> dests;
+    dests.reserve(nseg);
+    room_for_receives(env.segment_sizes, env.segment_pieced);
+    if (!drain_into_scratch(*src.undrained, env.segment_sizes, env.segment_pieced, dests)) throw std::bad_alloc();
+    auto d = std::move(src.undrained);
+    const bool posted = post_segment_recvs(from, d, std::move(dests));
+    --d->pending;  // the mark that held it back (its chunks count from here)
+    return posted;
+  }
   // Queued behind its source's earlier envelopes, or waiting for its blocks:
   // it gets a delivery record. Else (the common case) it is ready at once.
   const bool queued = nseg != 0 || !src.queue.empty();
@@ -501,9 +558,11 @@ bool Engine::read_entry(NodeId from, const std::byte* p, std::size_t len, Envelo
     throw;  // the handler kept nothing either: read again later
   } catch (const std::exception& e) {
     std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u\n", self_, from);
   }
   stats_.envelopes_received++;
-  if (inbound && inbound->segments.size() != nseg && !inbound->segments.empty()) {
+  if (inbound && !inbound->segments.empty() && inbound->segments.size() != nseg) {
     // The handler got the blocks wrong: nobody takes them (drained below).
     std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
     inbound.reset();
@@ -518,13 +577,24 @@ bool Engine::read_entry(NodeId from, const std::byte* p, std::size_t len, Envelo
     return true;
   }
   d->inbound = std::move(inbound);
-  if (d->inbound && nseg != 0) {
+  if (nseg != 0 && d->inbound && d->inbound->segments.size() == nseg) {
     dests.assign(d->inbound->segments.begin(), d->inbound->segments.end());  // room made above
     for (std::size_t i = 0; i < nseg; ++i) dests[i].pieced = env.segment_pieced[i] != 0;
   } else if (nseg != 0 && !drain_into_scratch(*d, env.segment_sizes, env.segment_pieced, dests)) {
-    // Nobody takes the blocks, and there is no memory to drain them into.
-    stop_reading(from, std::move(d));  // its refusal, if any, still reaches the asker
-    return false;
+    // Nobody takes the blocks (a refusal, say), and there is no memory to
+    // drain them into.
+    if (env.segment_bytes > kWaitForMemoryUpTo) {  // it may never fit
+      stop_reading(from, std::move(d));  // its refusal, if any, still reaches the asker
+      return false;
+    }
+    // Kept, and held back from delivery by a mark, until its blocks are
+    // drained: the frame waits at this envelope (the source's later blocks
+    // must not take their place), and reading it again drains them (above).
+    d->pending = 1;
+    src.undrained = d;
+    src.queue.back() = std::move(d);
+    partial_.fetch_add(1, std::memory_order_relaxed);
+    throw std::bad_alloc();
   }
   const bool posted = post_segment_recvs(from, d, std::move(dests));
   src.queue.back() = std::move(d);
@@ -557,9 +627,9 @@ void Engine::stop_reading(NodeId from, std::shared_ptr<Delivery> d) {
                "the rest of its frame is dropped and nothing more from that node is read\n",
                self_, from);
   auto& src = *sources_[from];
-  break_source(from);  // and the frames that came after this one
-  src.queue.back() = std::move(d);  // no receive posted: ready in its turn
+  src.queue.back() = std::move(d);  // its place; no receive posted: ready in its turn
   partial_.fetch_add(1, std::memory_order_relaxed);
+  break_source(from);  // and the frames that came after this one
 }
 
 bool Engine::post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests) {
