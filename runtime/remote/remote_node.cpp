@@ -174,15 +174,18 @@ std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> repl
 }
 
 std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
-  auto n = take_node(corr);
-  if (n.empty()) return nullptr;
+  std::lock_guard lk(pending_mu_);
+  auto it = pending_.find(corr);
+  if (it == pending_.end()) return nullptr;
+  auto n = pending_.extract(it);
   auto r = std::move(n.mapped().reply);
-  keep_spare(std::move(n));
+  if (spare_count_ < kSparePending) spare_pending_[spare_count_++] = std::move(n);
   return r;
 }
 
 RemoteNode::PendingNode RemoteNode::take_node(std::uint64_t corr) {
   std::lock_guard lk(pending_mu_);
+  if (!reply_node_.empty() && spare_count_ < kSparePending) spare_pending_[spare_count_++] = std::move(reply_node_);
   auto it = pending_.find(corr);
   if (it == pending_.end()) return {};
   return pending_.extract(it);
@@ -197,10 +200,6 @@ void RemoteNode::put_back(PendingNode n) noexcept {
   pending_.insert(std::move(n));
 }
 
-void RemoteNode::keep_spare(PendingNode n) noexcept {
-  std::lock_guard lk(pending_mu_);
-  if (spare_count_ < kSparePending) spare_pending_[spare_count_++] = std::move(n);
-}
 
 void RemoteNode::send_call(NodeId node, ActorId actor, std::unique_ptr<CallBase> call) {
   CallBase& c = *call;

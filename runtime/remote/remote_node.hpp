@@ -138,12 +138,15 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   std::uint64_t expect(NodeId node, std::unique_ptr<PendingReply> reply);
   std::unique_ptr<PendingReply> take(std::uint64_t corr);
   using PendingNode = std::unordered_map<std::uint64_t, Pending>::node_type;
-  /// take(), the table's node kept: put_back() returns the reply to its place
-  /// without allocating (on_reply, when memory runs out), or keep_spare()
-  /// keeps the node for the next ask.
+  /// on_reply's take(), under the engine lock: the table's node is kept, so
+  /// that put_back() returns the reply to its place without allocating (when
+  /// memory runs out), or it goes to reply_node_.
   PendingNode take_node(std::uint64_t corr);
   void put_back(PendingNode n) noexcept;
-  void keep_spare(PendingNode n) noexcept;
+  /// The last reply's node, kept for the next ask without a lock of its own
+  /// (it is on_reply's, under the engine lock): take_node hands it to the
+  /// spares under the lock it takes anyway.
+  PendingNode reply_node_;
   void node_lost(NodeId n);
   void send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why);
 

@@ -413,7 +413,7 @@ std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
   }
   try {
     auto in = reply_inbound(from, env, node.mapped().reply);
-    keep_spare(std::move(node));
+    reply_node_ = std::move(node);  // to the spares at the next reply's take_node: one lock a reply
     return in;
   } catch (const std::bad_alloc&) {
     // The reply was not taken: back to its place, and the engine reads the

@@ -503,17 +503,23 @@ class Engine {
   /// The frame that landed in slot i of comm's ring: dropped, queued behind
   /// its source's frames, read in place, or held in its slot (no memory to
   /// read or queue it: read first next round, the ring waiting behind it).
-  Landed take_landed(FrameRing& ring, std::size_t comm, unsigned i);
+  /// landed_now: it has just landed (not tried before): its source is heard.
+  Landed take_landed(FrameRing& ring, std::size_t comm, unsigned i, bool landed_now);
   bool test_frame_recvs();
   bool test_segment_recvs();
   /// Reads frame from `read` on; false if memory ran out (read is where to go
   /// on: the envelope that found none, read again whole).
   bool process_frame(NodeId from, ByteBuffer& frame, std::size_t& read);
   bool read_frame(NodeId from, ByteBuffer& frame, std::size_t& read);  // process_frame's loop
-  /// One envelope of a frame. Room first: whatever it needs is allocated
-  /// before anything is kept, so that a std::bad_alloc (the handler's too)
-  /// leaves no trace. False: the rest of the frame is not to be read.
-  bool read_entry(NodeId from, const std::byte* p, std::size_t len, Envelope& env, EnvelopeFault& fault);
+  /// One envelope of a frame (parsed: n is parse_envelope's answer), but for
+  /// the common case, which read_frame handles in line. Room first: whatever
+  /// it needs is allocated before anything is kept, so that a std::bad_alloc
+  /// (the handler's too) leaves no trace. False: the rest of the frame is not
+  /// to be read.
+  bool read_entry(NodeId from, std::size_t len, std::size_t n, Envelope& env, EnvelopeFault& fault);
+  /// The handler's record of env; null if it dropped the envelope (an
+  /// exception, reported) or has nothing to deliver. Lets std::bad_alloc through.
+  std::unique_ptr<Inbound> call_handler(NodeId from, Envelope& env);
   /// Room in ready_ for n more; false (and a retry noted) if there is none.
   bool ready_room(std::size_t n);
   /// What is ready but found no room in ready_ (release_arrived, collect_ready).

@@ -75,6 +75,56 @@ void Engine::stop_receiving_locked() {
   // (expel_bufs_ stay: a later call posts nothing once receiving_ is false.)
 }
 
+[[gnu::always_inline]] inline Engine::Landed Engine::take_landed(FrameRing& r, std::size_t c, unsigned i,
+                                                                  bool landed_now) {
+  ByteBuffer& buf = *r.buf[i];
+  const NodeId from = r.from[i];
+  if (from == kInvalidNode || peers_[from]->comm != static_cast<int>(c)) return Landed::dropped;  // nobody's
+  if (!peers_[from]->alive.load()) {  // a lost node's: dropped, and it will be told
+    if (landed_now) lost_heard_[from].store(true, std::memory_order_relaxed);
+    return Landed::dropped;
+  }
+  auto& src = *sources_[from];
+  if (src.broken) return Landed::dropped;  // its frames can no longer be read in order (nor is it heard)
+  if (landed_now) {
+    heard_[from].store(coarse_now(), std::memory_order_relaxed);
+    arrivals_.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::uint32_t head = 0;
+  if (buf.size() == kStubBytes) std::memcpy(&head, buf.data(), sizeof head);
+  if (head == kStubMark) return receive_large_frame(from, c, buf) ? Landed::queued : Landed::held;
+  if (src.frames.empty()) {
+    // Nothing of its source before it: read it now, in place, and return
+    // so that what it holds is delivered before the next poll (round-trip
+    // latency).
+    if (!process_frame(from, buf, r.read[i])) return Landed::held;  // the rest waits in its slot
+    TROUPE_STAGE(frame_done);
+    stats_.frames_received++;
+    stats_.bytes_received += buf.size();
+    return Landed::read;
+  }
+  // Read in its turn, from a buffer of its size (the slot keeps its 64
+  // KiB), or from the slot's own if there is no memory for one (the slot
+  // gets a new one when it is posted again).
+  FrameBuffer keep;
+  try {
+    keep = take_frame_buffer(buf.size());
+    keep->append(buf.data(), buf.size());
+  } catch (const std::bad_alloc&) {
+    keep.reset();
+  }
+  try {
+    src.frames.emplace_back();  // room first: the frame is moved in only once it is there
+  } catch (const std::bad_alloc&) {
+    return Landed::held;
+  }
+  src.frames.back().buf = keep ? std::move(keep) : std::move(r.buf[i]);
+  ++frames_pending_;
+  stats_.frames_received++;
+  stats_.bytes_received += src.frames.back().buf->size();
+  return Landed::queued;
+}
+
 bool Engine::take_frames() {
   if (!receiving_) return false;
   if (posted_.size() < comms_.size()) {  // the first round, or a communicator joined
@@ -99,7 +149,7 @@ bool Engine::take_frames() {
     while (r.held != 0) {
       const unsigned i = (r.head + kPostedReceives - r.held) % kPostedReceives;
       const std::size_t was_read = r.read[i];
-      const Landed got = take_landed(r, c, i);
+      const Landed got = take_landed(r, c, i, /*landed_now=*/false);
       if (got == Landed::held) {
         if (r.read[i] != was_read) {  // it moved: patience again
           r.held_since = 0;
@@ -161,14 +211,9 @@ bool Engine::take_frames() {
       const NodeId from = st.MPI_SOURCE >= 0 && static_cast<std::size_t>(st.MPI_SOURCE) < ranks.size()
                               ? ranks[static_cast<std::size_t>(st.MPI_SOURCE)]
                               : kInvalidNode;
-      if (from != kInvalidNode && peers_[from]->comm == static_cast<int>(c) && peers_[from]->alive.load() &&
-          !sources_[from]->broken) {  // (a broken source is not heard: the cluster is to treat it as lost)
-        heard_[from].store(coarse_now(), std::memory_order_relaxed);
-        arrivals_.fetch_add(1, std::memory_order_relaxed);
-      }
       r.from[i] = from;
       r.read[i] = 0;
-      const Landed got = take_landed(r, c, i);
+      const Landed got = take_landed(r, c, i, /*landed_now=*/true);
       if (got == Landed::held) {
         r.held = 1;  // the posted slots after it wait until it is read
         r.held_since = 0;
@@ -183,51 +228,6 @@ bool Engine::take_frames() {
     }
   }
   return did;
-}
-
-Engine::Landed Engine::take_landed(FrameRing& r, std::size_t c, unsigned i) {
-  ByteBuffer& buf = *r.buf[i];
-  const NodeId from = r.from[i];
-  if (from == kInvalidNode || peers_[from]->comm != static_cast<int>(c)) return Landed::dropped;  // nobody's
-  if (!peers_[from]->alive.load()) {  // a lost node's: dropped, and it will be told
-    lost_heard_[from].store(true, std::memory_order_relaxed);
-    return Landed::dropped;
-  }
-  auto& src = *sources_[from];
-  if (src.broken) return Landed::dropped;  // its frames can no longer be read in order
-  std::uint32_t head = 0;
-  if (buf.size() == kStubBytes) std::memcpy(&head, buf.data(), sizeof head);
-  if (head == kStubMark) return receive_large_frame(from, c, buf) ? Landed::queued : Landed::held;
-  if (src.frames.empty()) {
-    // Nothing of its source before it: read it now, in place, and return
-    // so that what it holds is delivered before the next poll (round-trip
-    // latency).
-    if (!process_frame(from, buf, r.read[i])) return Landed::held;  // the rest waits in its slot
-    TROUPE_STAGE(frame_done);
-    stats_.frames_received++;
-    stats_.bytes_received += buf.size();
-    return Landed::read;
-  }
-  // Read in its turn, from a buffer of its size (the slot keeps its 64
-  // KiB), or from the slot's own if there is no memory for one (the slot
-  // gets a new one when it is posted again).
-  FrameBuffer keep;
-  try {
-    keep = take_frame_buffer(buf.size());
-    keep->append(buf.data(), buf.size());
-  } catch (const std::bad_alloc&) {
-    keep.reset();
-  }
-  try {
-    src.frames.emplace_back();  // room first: the frame is moved in only once it is there
-  } catch (const std::bad_alloc&) {
-    return Landed::held;
-  }
-  src.frames.back().buf = keep ? std::move(keep) : std::move(r.buf[i]);
-  ++frames_pending_;
-  stats_.frames_received++;
-  stats_.bytes_received += src.frames.back().buf->size();
-  return Landed::queued;
 }
 
 bool Engine::receive_large_frame(NodeId from, std::size_t c, const ByteBuffer& stub) {
@@ -425,7 +425,7 @@ void Engine::release_arrived() {
   TROUPE_STAGE(ready_listed);
   std::lock_guard lk(ready_mu_);
   const std::size_t n = arrived_.size();
-  if (!ready_room(n)) return;  // they wait in arrived_ (retry_ready)
+  if (ready_.capacity() - ready_.size() < n && !ready_room(n)) return;  // they wait in arrived_ (retry_ready)
   for (auto& in : arrived_) ready_.push_back(std::move(in));
   ready_count_.fetch_add(n, std::memory_order_release);
   arrived_.clear();
@@ -437,6 +437,21 @@ void Engine::retry_ready() {
   if (retry_ready_) return;
   for (NodeId from = 0; from < sources_.size(); ++from)
     if (sources_[from]) collect_ready(from);
+}
+
+std::unique_ptr<Inbound> Engine::call_handler(NodeId from, Envelope& env) {
+  std::unique_ptr<Inbound> inbound;
+  try {
+    inbound = handler_.on_envelope(from, env);
+  } catch (const std::bad_alloc&) {
+    throw;  // the handler kept nothing: the envelope is read again later
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u\n", self_, from);
+  }
+  stats_.envelopes_received++;
+  return inbound;
 }
 
 bool Engine::read_frame(NodeId from, ByteBuffer& frame, std::size_t& at) {
@@ -451,7 +466,25 @@ bool Engine::read_frame(NodeId from, ByteBuffer& frame, std::size_t& at) {
       break;
     }
     try {
-      if (!read_entry(from, frame.data() + at + kFrameSlot, len, env, fault)) break;
+      const std::byte* entry = frame.data() + at + kFrameSlot;
+      const std::size_t n = parse_envelope(entry, len, env, fault);
+      const Source& src = *sources_[from];
+      if (n == len && env.segment_sizes.empty() && src.queue.empty() && !src.undrained) {
+        // The common case, in line (round-trip latency): nothing before it,
+        // no blocks: ready at once (read_entry's last case, room first).
+        if (arrived_.size() == arrived_.capacity()) arrived_.reserve(2 * arrived_.size() + 16);
+        env.source = from;  // MPI's word, not the sender's
+        if (auto in = call_handler(from, env)) {
+          if (!in->segments.empty()) {
+            std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
+            in->segments.clear();
+          }
+          arrived_.push_back(std::move(in));
+          partial_.fetch_add(1, std::memory_order_relaxed);
+        }
+      } else if (!read_entry(from, len, n, env, fault)) {
+        break;
+      }
     } catch (const std::bad_alloc&) {
       // No memory for this envelope: nothing of it was kept. It is read again,
       // whole, in a later round (the progress thread naps meanwhile).
@@ -464,9 +497,8 @@ bool Engine::read_frame(NodeId from, ByteBuffer& frame, std::size_t& at) {
   return true;
 }
 
-bool Engine::read_entry(NodeId from, const std::byte* p, std::size_t len, Envelope& env, EnvelopeFault& fault) {
+bool Engine::read_entry(NodeId from, std::size_t len, std::size_t n, Envelope& env, EnvelopeFault& fault) {
   auto& src = *sources_[from];
-  std::size_t n = parse_envelope(p, len, env, fault);
   if (n != 0 && n != len) {
     n = 0;
     fault.what = "troupe: envelope length disagrees with its frame entry";
@@ -552,16 +584,11 @@ bool Engine::read_entry(NodeId from, const std::byte* p, std::size_t len, Envelo
   }
   std::unique_ptr<Inbound> inbound;
   try {
-    inbound = handler_.on_envelope(from, env);
+    inbound = call_handler(from, env);
   } catch (const std::bad_alloc&) {
     if (queued) src.queue.pop_back();
     throw;  // the handler kept nothing either: read again later
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u: %s\n", self_, from, e.what());
-  } catch (...) {
-    std::fprintf(stderr, "troupe: node %u: dropping an envelope from node %u\n", self_, from);
   }
-  stats_.envelopes_received++;
   if (inbound && !inbound->segments.empty() && inbound->segments.size() != nseg) {
     // The handler got the blocks wrong: nobody takes them (drained below).
     std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
