@@ -1,0 +1,69 @@
+// Running out of memory with a whole runtime: replies that find no memory
+// where they land (run on 2 ranks). A binary of its own: it replaces the
+// global operator new (failing_new.cpp), which TSan's view of oneTBB's own
+// allocations does not survive, so it stays out of the tsan phase.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <optional>
+
+#include "failing_new.hpp"
+#include "test_actors.hpp"
+#include "troupe/mpi.hpp"
+
+using namespace std::chrono_literals;
+using tt::Counter;
+
+namespace {
+
+struct Job {
+  troupe::Runtime rt{troupe::adopt(MPI_COMM_WORLD)};
+  troupe::NodeId me = rt.node();
+};
+
+}  // namespace
+
+TEST(Remote, AnAskWhoseReplyFindsNoMemoryIsStillAnsweredOnce) {
+  // Rank 0 asks a counter on rank 1 with its k-th allocation from then on
+  // failing, for k = 0, 1, ... until an ask needs fewer. Rank 0's main thread
+  // drives its engine while it waits, so it reads the replies itself, and the
+  // allocation may fail anywhere on the way: the ask, the wait, reading the
+  // reply. Each ask either fails at once with std::bad_alloc (then nothing was
+  // sent) or gets its answer, once: a reply that finds no memory is read again
+  // later (the handler puts the ask's record back), not lost.
+  Job j;
+  if (j.me == 0) {
+    auto counter = j.rt.spawn_on<Counter>(1, 0).get_for(10s);
+    int sent = 0;
+    bool met = true;
+    long k = 0;
+    for (; met && k < 2000; ++k) {
+      std::optional<troupe::Future<int>> f;
+      int got = -1;
+      bool timed_out = false, other = false;
+      tt::fail_allocation_after(k);
+      try {
+        f.emplace(counter.ask<&Counter::add>(1));
+        got = f->get_for(10s);
+      } catch (const std::bad_alloc&) {
+      } catch (const troupe::Timeout&) {
+        timed_out = true;
+      } catch (...) {
+        other = true;
+      }
+      met = tt::stop_failing();
+      if (f) ++sent;
+      EXPECT_FALSE(timed_out) << "allocation " << k << ": the reply never came";
+      EXPECT_FALSE(other) << "allocation " << k << ": the ask failed";
+      if (f && got == -1 && !timed_out && !other) got = f->get_for(10s);  // the wait itself found no memory
+      if (f && !timed_out && !other) {
+        EXPECT_EQ(got, sent) << "allocation " << k;
+      }
+    }
+    EXPECT_FALSE(met) << "2000 allocations, and an ask needed more";
+    EXPECT_GT(k, 3);
+    // Nothing was answered twice or left behind: the counter saw each ask once.
+    EXPECT_EQ(counter.ask<&Counter::value>().get_for(10s), sent);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
