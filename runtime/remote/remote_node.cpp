@@ -152,6 +152,11 @@ std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> repl
     std::lock_guard lk(pending_mu_);
     closed = closed_.load(std::memory_order_acquire);
     if (!closed && cluster_->alive(node)) {
+      // Room for one more entry than this one: a reply that runs out of
+      // memory puts its entry back (put_back) without making the table grow.
+      if (static_cast<double>(pending_.size() + 2) >
+          static_cast<double>(pending_.bucket_count()) * pending_.max_load_factor())
+        pending_.reserve(pending_.size() + 2);
       const auto corr = next_corr_.fetch_add(1, std::memory_order_relaxed);
       if (spare_count_ == 0) {
         pending_.emplace(corr, Pending{node, std::move(reply)});
@@ -192,10 +197,13 @@ RemoteNode::PendingNode RemoteNode::take_node(std::uint64_t corr) {
 }
 
 void RemoteNode::put_back(PendingNode n) noexcept {
-  // No allocation: the node is the table's own, and the table held it a
-  // moment ago (no rehash to make room). A loss of its node cannot have
-  // swept the table meanwhile: on_reply runs under the engine lock, which
-  // declaring a node lost takes (Engine::mark_lost) before the sweep.
+  // No allocation: the node is the table's own, and expect() keeps room for
+  // one entry more than the table holds (asks made meanwhile included), so
+  // the table does not grow; only one node is out at a time (on_reply runs
+  // under the engine lock). No sweep of the table can have missed it
+  // meanwhile: declaring a node lost takes the engine lock (Engine::mark_lost)
+  // before its sweep, and finalize() sweeps after Engine::shut(), which takes
+  // it too (once no reply can be read any more).
   std::lock_guard lk(pending_mu_);
   pending_.insert(std::move(n));
 }
@@ -549,15 +557,20 @@ void RemoteNode::finalize() {
   finalized_ = true;
   stop_polling();  // from here on, a new ask fails at once (expect)
   // Asks still waiting (made while the actors were ending, or of a method
-  // that never answers) end now, not never.
-  std::vector<std::unique_ptr<PendingReply>> left;
-  {
-    std::lock_guard lk(pending_mu_);
-    for (auto& [corr, p] : pending_) left.push_back(std::move(p.reply));
-    pending_.clear();
-  }
-  for (auto& r : left)
-    if (r) r->fail(std::make_exception_ptr(Error("troupe: the runtime finished before the reply came")));
+  // that never answers) end, not never: now, and again once no reply can be
+  // read any more (after shut(), which waits for a reader inside the engine,
+  // whose reply may be on its way back to the table: put_back).
+  auto fail_the_rest = [this] {
+    std::vector<std::unique_ptr<PendingReply>> left;
+    {
+      std::lock_guard lk(pending_mu_);
+      for (auto& [corr, p] : pending_) left.push_back(std::move(p.reply));
+      pending_.clear();
+    }
+    for (auto& r : left)
+      if (r) r->fail(std::make_exception_ptr(Error("troupe: the runtime finished before the reply came")));
+  };
+  fail_the_rest();
   engine_->stop_progress_thread();
   int done = 0;
   MPI_Finalized(&done);
@@ -584,6 +597,7 @@ void RemoteNode::finalize() {
     membership_comm_ = MPI_COMM_NULL;
     if (role_comm_ != MPI_COMM_NULL) MPI_Comm_free(&role_comm_);
   }
+  fail_the_rest();
   if (owns_mpi_) {
     int done = 0;
     MPI_Finalized(&done);

@@ -119,10 +119,24 @@ void BufferedInbound::deliver() {
   }
 }
 
-/// An envelope whose blocks find no memory to land in is read again later
-/// (the engine waits for memory) if they total up to this; larger ones may
-/// never fit, and their caller gets a DecodeError.
-constexpr std::uint64_t kRetryBlocksUpTo = 1 << 20;
+/// A message (inline bytes and blocks) that finds no memory to be decoded or
+/// to land in is read again later if it totals up to this (the engine waits
+/// for memory, at most kMemoryPatience); a larger one may never fit, and its
+/// caller gets a DecodeError. (The archive refuses containers larger than
+/// the message before allocating them: a small message's decode needs little.)
+constexpr std::uint64_t kRetryMessagesUpTo = 1 << 20;
+
+/// In a catch block: rethrows a std::bad_alloc if env's message is small
+/// enough to wait for memory (InboundHandler::on_envelope: read again later);
+/// returns otherwise (the caller turns the error into its answer).
+void rethrow_shortage(const Envelope& env) {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    if (env.payload_size + env.segment_bytes <= kRetryMessagesUpTo) throw;
+  } catch (...) {
+  }
+}
 
 void check_complete(const WireInputArchive& ar) {
   if (!ar.complete()) throw DecodeError("troupe: message has bytes or segments its type does not read");
@@ -321,6 +335,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       env.payload += ar.position();
       env.payload_size -= ar.position();
     } catch (...) {
+      rethrow_shortage(env);
       return refuse(as_decode_error(std::current_exception()));
     }
     cell = core_.find_local(name);
@@ -361,6 +376,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       in->segments = std::move(ar.destinations());
       return in;
     } catch (...) {
+      rethrow_shortage(env);
       return refuse(as_decode_error(std::current_exception()));
     }
   }
@@ -381,7 +397,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
           }
         });
   } catch (const std::bad_alloc&) {
-    if (env.segment_bytes <= kRetryBlocksUpTo) throw;  // read again later
+    rethrow_shortage(env);  // read again later
     return refuse(as_decode_error(std::current_exception()));
   }
 }
@@ -442,7 +458,7 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
       in->set_reply(std::move(reply));
       return in;
     } catch (...) {
-      // (A result too large for memory is a DecodeError for the asker.)
+      rethrow_shortage(env);  // (a result too large for memory is a DecodeError for the asker)
       return failed_reply(from, reply, as_decode_error(std::current_exception()));
     }
   }
@@ -454,6 +470,7 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
       ar(w);
       err = w.to_exception(from);
     } catch (...) {
+      rethrow_shortage(env);
       err = as_decode_error(std::current_exception());
     }
     return failed_reply(from, reply, err);
@@ -472,7 +489,7 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
         },
         [r](std::exception_ptr e) { (*r)->fail(e); });
   } catch (const std::bad_alloc&) {
-    if (env.segment_bytes <= kRetryBlocksUpTo) throw;  // read again later
+    rethrow_shortage(env);  // read again later
     return failed_reply(from, reply, as_decode_error(std::current_exception()));
   }
   *r = std::move(reply);
@@ -500,6 +517,7 @@ std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {
     job = c->decode_init(ar);
     check_complete(ar);
   } catch (...) {
+    rethrow_shortage(env);
     return refuse(as_decode_error(std::current_exception()));
   }
   return at_delivery([this, from, corr, job] {
@@ -527,6 +545,7 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
       WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
       ar(name);
     } catch (...) {
+      rethrow_shortage(env);
       auto err = as_decode_error(std::current_exception());
       return at_delivery([this, from, corr, err] {
         cluster_->count_delivered(from);

@@ -544,8 +544,8 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
     // it shares with (4 ranks on 2 cores: heartbeats went missing). Read after
     // marking ourselves asleep: a sender whose flush starts a transfer either
     // sees us asleep and wakes us, or we see its mark (seq_cst on both sides).
-    // (Short of memory, the nap is not cut: what waits for memory is retried
-    // at most once a millisecond.)
+    // (Short of memory, the nap is not cut: the naps between tries of what
+    // waits for memory grow to 1 ms.)
     if (in_flight_.load(std::memory_order_seq_cst) && !short_of_memory_.load(std::memory_order_relaxed))
       nap = std::min(nap, kShortestNap);
     // (Short of memory, what is queued waits for the next try: nap anyway.)

@@ -469,16 +469,17 @@ bool Engine::read_frame(NodeId from, ByteBuffer& frame, std::size_t& at) {
       const std::byte* entry = frame.data() + at + kFrameSlot;
       const std::size_t n = parse_envelope(entry, len, env, fault);
       const Source& src = *sources_[from];
-      if (n == len && env.segment_sizes.empty() && src.queue.empty() && !src.undrained) {
+      if (n != 0 && n == len && env.segment_sizes.empty() && src.queue.empty() && !src.undrained) {
         // The common case, in line (round-trip latency): nothing before it,
         // no blocks: ready at once (read_entry's last case, room first).
         if (arrived_.size() == arrived_.capacity()) arrived_.reserve(2 * arrived_.size() + 16);
         env.source = from;  // MPI's word, not the sender's
-        if (auto in = call_handler(from, env)) {
-          if (!in->segments.empty()) {
-            std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
-            in->segments.clear();
-          }
+        auto in = call_handler(from, env);
+        if (in && !in->segments.empty()) {  // the handler got the (no) blocks wrong: dropped
+          std::fprintf(stderr, "troupe: node %u: segment plan mismatch for an envelope from node %u\n", self_, from);
+          in.reset();
+        }
+        if (in) {
           arrived_.push_back(std::move(in));
           partial_.fetch_add(1, std::memory_order_relaxed);
         }
@@ -569,24 +570,19 @@ bool Engine::read_entry(NodeId from, std::size_t len, std::size_t n, Envelope& e
     --d->pending;  // the mark that held it back (its chunks count from here)
     return posted;
   }
-  // Queued behind its source's earlier envelopes, or waiting for its blocks:
-  // it gets a delivery record. Else (the common case) it is ready at once.
-  const bool queued = nseg != 0 || !src.queue.empty();
-  std::shared_ptr<Delivery> d;
+  // Queued behind its source's earlier envelopes, or waiting for its blocks
+  // (read_frame reads the others, ready at once, in line): it gets a delivery
+  // record.
+  auto d = std::make_shared<Delivery>();
   std::vector<InSegment> dests;
-  if (queued) {
-    d = std::make_shared<Delivery>();
-    dests.reserve(nseg);
-    room_for_receives(env.segment_sizes, env.segment_pieced);
-    src.queue.emplace_back();  // its place
-  } else if (arrived_.size() == arrived_.capacity()) {
-    arrived_.reserve(2 * arrived_.size() + 16);
-  }
+  dests.reserve(nseg);
+  room_for_receives(env.segment_sizes, env.segment_pieced);
+  src.queue.emplace_back();  // its place
   std::unique_ptr<Inbound> inbound;
   try {
     inbound = call_handler(from, env);
   } catch (const std::bad_alloc&) {
-    if (queued) src.queue.pop_back();
+    src.queue.pop_back();
     throw;  // the handler kept nothing either: read again later
   }
   if (inbound && !inbound->segments.empty() && inbound->segments.size() != nseg) {
@@ -595,12 +591,7 @@ bool Engine::read_entry(NodeId from, std::size_t len, std::size_t n, Envelope& e
     inbound.reset();
   }
   if (!inbound && nseg == 0) {  // nothing to deliver, nothing to drain (joined a batch, say)
-    if (queued) src.queue.pop_back();
-    return true;
-  }
-  if (!queued) {
-    arrived_.push_back(std::move(inbound));  // room made above
-    partial_.fetch_add(1, std::memory_order_relaxed);
+    src.queue.pop_back();
     return true;
   }
   d->inbound = std::move(inbound);
