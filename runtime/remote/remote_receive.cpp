@@ -120,20 +120,40 @@ void BufferedInbound::deliver() {
 }
 
 /// A message (inline bytes and blocks) that finds no memory to be decoded or
-/// to land in is read again later if it totals up to this (the engine waits
-/// for memory, at most kMemoryPatience); a larger one may never fit, and its
-/// caller gets a DecodeError. (The archive refuses containers larger than
-/// the message before allocating them: a small message's decode needs little.)
+/// to land in is read again later if it totals up to this and memory is short
+/// (the engine waits for memory, at most kMemoryPatience); a larger one may
+/// never fit, and its caller gets a DecodeError. (The archive refuses
+/// containers larger than the message before allocating them: a small
+/// message's decode needs little, unless a user type asks for more.)
 constexpr std::uint64_t kRetryMessagesUpTo = 1 << 20;
 
-/// In a catch block: rethrows a std::bad_alloc if env's message is small
-/// enough to wait for memory (InboundHandler::on_envelope: read again later);
-/// returns otherwise (the caller turns the error into its answer).
+/// After a std::bad_alloc while reading env's message: whether memory is short
+/// on this rank, rather than the decode having asked for something no message
+/// of its size needs (a user type that reserves what a size field of its own
+/// says, say): as much as the message itself cannot be had either.
+bool memory_is_short(const Envelope& env) noexcept {
+  // A call of operator new, not a new-expression, and the pointer handed to
+  // an (empty) asm statement: an allocation whose memory is never used may be
+  // left out by the compiler (GCC does), and the probe with it.
+  try {
+    void* room = ::operator new(std::max<std::size_t>(env.payload_size + env.segment_bytes, 4096));
+    __asm__ __volatile__("" : : "r"(room) : "memory");
+    ::operator delete(room);
+    return false;
+  } catch (const std::bad_alloc&) {
+    return true;
+  }
+}
+
+/// In a catch block: rethrows a std::bad_alloc if memory is short and env's
+/// message small enough to wait for it (InboundHandler::on_envelope: read
+/// again later); returns otherwise (the caller turns the error into its
+/// answer: a DecodeError).
 void rethrow_shortage(const Envelope& env) {
   try {
     throw;
   } catch (const std::bad_alloc&) {
-    if (env.payload_size + env.segment_bytes <= kRetryMessagesUpTo) throw;
+    if (env.payload_size + env.segment_bytes <= kRetryMessagesUpTo && memory_is_short(env)) throw;
   } catch (...) {
   }
 }

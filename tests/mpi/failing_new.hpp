@@ -4,11 +4,16 @@
 // thread. Other threads, and allocations by malloc (MPI's), are untouched.
 #pragma once
 
+#include <cstddef>
+
 namespace tt {
 /// The n-th operator new of this thread from now (0: the next) fails.
 void fail_allocation_after(long n) noexcept;
 /// Every operator new of this thread fails, from the n-th on, until stop_failing().
 void fail_allocations_from(long n) noexcept;
+/// The next `count` operator news of this thread of `bytes` or more fail
+/// (smaller ones do not count), until stop_failing().
+void fail_large_allocations(std::size_t bytes, long count) noexcept;
 /// Stops failing; returns whether the chosen allocation came (and failed).
 bool stop_failing() noexcept;
 }  // namespace tt
