@@ -342,6 +342,15 @@ TEST(Remote, MailboxSizeCountsEveryCallOfABatch) {
   if (j.me == 0) {
     auto c = j.rt.spawn_on<Counter>(1, 0).get();
     auto busy = c.ask<&Counter::hold>(2000);  // leaves at once; its turn keeps the actor busy far longer than the checks below
+    // Its turn has started (it left the mailbox) before the tells are sent:
+    // else a slow worker can leave it counted with them (51, seen once under
+    // MPICH). The size is read after the ask is delivered (one sender's order).
+    std::size_t waiting = 1;
+    for (int i = 0; i < 2000 && waiting != 0; ++i) {
+      waiting = c.mailbox_size().get();
+      if (waiting != 0) std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_EQ(waiting, 0u) << "the hold never started";
     for (int i = 0; i < 50; ++i) c.tell<&Counter::add>(1);  // one frame, one batch behind it
     std::size_t seen = 0;
     for (int i = 0; i < 300 && seen < 50; ++i) {
