@@ -647,8 +647,8 @@ TEST(Engine, RunningOutOfMemoryWhileReceivingLosesNothingAndReadsNothingTwice) {
   // whose envelope finds no memory waits, half read, in its ring slot or at
   // the front of its source's frames (and the ring behind it), and the
   // envelope is read again whole in a later round. The batches:
-  //  1. small envelopes in one frame, with blocks of their own (one staged)
-  //     and without;
+  //  1. small envelopes coalesced, with blocks of their own (one staged, one
+  //     refused and drained) and without;
   //  2. 60 envelopes of 3000 bytes: several frames, so that frames queue
   //     behind one that waits;
   //  3. an envelope too large to share a frame, with a block, between small ones.
