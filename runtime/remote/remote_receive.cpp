@@ -119,14 +119,6 @@ void BufferedInbound::deliver() {
   }
 }
 
-/// A message (inline bytes and blocks) that finds no memory to be decoded or
-/// to land in is read again later if it totals up to this and memory is short
-/// (the engine waits for memory, at most kMemoryPatience); a larger one may
-/// never fit, and its caller gets a DecodeError. (The archive refuses
-/// containers larger than the message before allocating them: a small
-/// message's decode needs little, unless a user type asks for more.)
-constexpr std::uint64_t kRetryMessagesUpTo = 1 << 20;
-
 /// After a std::bad_alloc while reading env's message: whether memory is short
 /// on this rank, rather than the decode having asked for something no message
 /// of its size needs (a user type that reserves what a size field of its own
@@ -145,17 +137,22 @@ bool memory_is_short(const Envelope& env) noexcept {
   }
 }
 
-/// In a catch block: rethrows a std::bad_alloc if memory is short and env's
-/// message small enough to wait for it (InboundHandler::on_envelope: read
-/// again later); returns otherwise (the caller turns the error into its
-/// answer: a DecodeError).
-void rethrow_shortage(const Envelope& env) {
+/// In a catch block: what the caller of env's message is told, a DecodeError
+/// (as_decode_error). But a std::bad_alloc is rethrown if memory is short and
+/// the message (inline bytes and blocks) is no larger than kWaitForMemoryUpTo:
+/// the engine reads it again later (InboundHandler::on_envelope), for at most
+/// kMemoryPatience; a larger one may never fit. (The archive refuses
+/// containers larger than their message before allocating them: a small
+/// message's decode needs little, unless a user type asks for more, which
+/// memory_is_short tells apart.)
+std::exception_ptr decode_failure(const Envelope& env) {
   try {
     throw;
   } catch (const std::bad_alloc&) {
-    if (env.payload_size + env.segment_bytes <= kRetryMessagesUpTo && memory_is_short(env)) throw;
+    if (env.payload_size + env.segment_bytes <= kWaitForMemoryUpTo && memory_is_short(env)) throw;
   } catch (...) {
   }
+  return as_decode_error(std::current_exception());
 }
 
 void check_complete(const WireInputArchive& ar) {
@@ -355,8 +352,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       env.payload += ar.position();
       env.payload_size -= ar.position();
     } catch (...) {
-      rethrow_shortage(env);
-      return refuse(as_decode_error(std::current_exception()));
+      return refuse(decode_failure(env));
     }
     cell = core_.find_local(name);
     if (!cell)
@@ -396,8 +392,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       in->segments = std::move(ar.destinations());
       return in;
     } catch (...) {
-      rethrow_shortage(env);
-      return refuse(as_decode_error(std::current_exception()));
+      return refuse(decode_failure(env));
     }
   }
   try {
@@ -417,8 +412,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
           }
         });
   } catch (const std::bad_alloc&) {
-    rethrow_shortage(env);  // read again later
-    return refuse(as_decode_error(std::current_exception()));
+    return refuse(decode_failure(env));
   }
 }
 
@@ -478,8 +472,7 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
       in->set_reply(std::move(reply));
       return in;
     } catch (...) {
-      rethrow_shortage(env);  // (a result too large for memory is a DecodeError for the asker)
-      return failed_reply(from, reply, as_decode_error(std::current_exception()));
+      return failed_reply(from, reply, decode_failure(env));
     }
   }
   if (env.kind == Kind::reply_error) {
@@ -490,8 +483,7 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
       ar(w);
       err = w.to_exception(from);
     } catch (...) {
-      rethrow_shortage(env);
-      err = as_decode_error(std::current_exception());
+      err = decode_failure(env);
     }
     return failed_reply(from, reply, err);
   }
@@ -509,8 +501,7 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
         },
         [r](std::exception_ptr e) { (*r)->fail(e); });
   } catch (const std::bad_alloc&) {
-    rethrow_shortage(env);  // read again later
-    return failed_reply(from, reply, as_decode_error(std::current_exception()));
+    return failed_reply(from, reply, decode_failure(env));
   }
   *r = std::move(reply);
   return in;
@@ -537,8 +528,7 @@ std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {
     job = c->decode_init(ar);
     check_complete(ar);
   } catch (...) {
-    rethrow_shortage(env);
-    return refuse(as_decode_error(std::current_exception()));
+    return refuse(decode_failure(env));
   }
   return at_delivery([this, from, corr, job] {
     cluster_->count_delivered(from);
@@ -565,8 +555,7 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
       WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
       ar(name);
     } catch (...) {
-      rethrow_shortage(env);
-      auto err = as_decode_error(std::current_exception());
+      auto err = decode_failure(env);
       return at_delivery([this, from, corr, err] {
         cluster_->count_delivered(from);
         if (corr != 0) reply_error(from, corr, err);

@@ -570,10 +570,10 @@ class Engine {
     std::array<FrameBuffer, kPostedReceives> buf;
     unsigned head = 0;    // the slot the next frame lands in
     unsigned posted = 0;  // slots head, head + 1, ... (ring order) that are posted
-    // Slots head - held, ..., head - 1: frames that landed and found no memory
-    // to be read or queued. Read first, in ring order; until then no slot is
-    // taken (the ones posted keep their frames) and they are not posted again.
-    unsigned held = 0;
+    // Slot head - 1 holds a frame that landed and found no memory to be read
+    // or queued: it is read first; until then no slot is taken (the ones
+    // posted keep their frames) and the free ones are not posted again.
+    bool held = false;
     std::int64_t held_since = 0;  // steady_clock ticks: since when the held slot waits for memory
     std::array<NodeId, kPostedReceives> from{};        // whose frame a slot holds
     std::array<std::size_t, kPostedReceives> read{};   // how much of it was read
@@ -702,9 +702,11 @@ inline constexpr std::size_t kFrameLimit = 64 * 1024;
 /// source is broken (nothing more from it is read; the cluster declares it
 /// lost): a shortage that lasts longer may never end.
 inline constexpr std::chrono::seconds kMemoryPatience{10};
-/// The blocks of an envelope that nobody takes, if they total up to this and
-/// find no memory to be drained into, wait for it (the envelope is read again
-/// later); larger ones may never fit, and their source is broken.
+/// A message up to this size (inline bytes and blocks) that finds no memory
+/// to be read waits for it: the engine reads it again later (blocks nobody
+/// takes, to be drained; RemoteNode's decoding, if memory is short). A larger
+/// one may never fit: its blocks, undrained, break their source, and its
+/// decode is a DecodeError for the caller.
 inline constexpr std::uint64_t kWaitForMemoryUpTo = 1 << 20;
 static_assert(Engine::kCloseAt + Engine::kSmallEnvelope <= kFrameLimit, "a coalesced frame stays within kFrameLimit");
 /// MPI counts are int: segments travel in chunks of at most this (staged

@@ -144,34 +144,33 @@ bool Engine::take_frames() {
   for (std::size_t k = 0; k < n_comms; ++k) {
     const std::size_t c = (first + k) % n_comms;
     auto& r = posted_[c];
-    // Frames held for want of memory first, the oldest first: they landed
-    // before anything the posted slots hold.
-    while (r.held != 0) {
-      const unsigned i = (r.head + kPostedReceives - r.held) % kPostedReceives;
+    // A frame held for want of memory first: it landed before anything the
+    // posted slots hold (it is in the slot before head).
+    if (r.held) {
+      const unsigned i = (r.head + kPostedReceives - 1) % kPostedReceives;
       const std::size_t was_read = r.read[i];
       const Landed got = take_landed(r, c, i, /*landed_now=*/false);
-      if (got == Landed::held) {
+      if (got != Landed::held) {
+        r.held = false;
+        did = true;
+        if (got == Landed::read) {
+          first_comm_ = c + 1 < n_comms ? c + 1 : 0;
+          return true;
+        }
+      } else {
+        // Still no memory: this ring waits (MPI keeps what comes meanwhile).
         if (r.read[i] != was_read) {  // it moved: patience again
           r.held_since = 0;
           did = true;
         }
-        break;
+        ++stats_.receive_waits;
+        if (still_patient(r.held_since)) continue;
+        // A frame whose next envelope never finds memory: its source is
+        // broken (the slot's frame dropped with the source's others), the
+        // ring goes on.
+        give_up_waiting(r.from[i]);
+        r.held = false;
       }
-      --r.held;
-      did = true;
-      if (got == Landed::read) {
-        first_comm_ = c + 1 < n_comms ? c + 1 : 0;
-        return true;
-      }
-    }
-    if (r.held != 0) {  // still no memory: this ring waits (MPI keeps what comes meanwhile)
-      const unsigned i = (r.head + kPostedReceives - r.held) % kPostedReceives;
-      ++stats_.receive_waits;
-      if (still_patient(r.held_since)) continue;
-      // A frame whose next envelope never finds memory: its source is broken
-      // (the slot's frame dropped with the source's others), the ring goes on.
-      give_up_waiting(r.from[i]);
-      r.held = 0;
     }
     // Slots taken last round first, in ring order. If MPI refuses one, or its
     // buffer cannot be had, it and the slots after it stay free (the order
@@ -215,7 +214,7 @@ bool Engine::take_frames() {
       r.read[i] = 0;
       const Landed got = take_landed(r, c, i, /*landed_now=*/true);
       if (got == Landed::held) {
-        r.held = 1;  // the posted slots after it wait until it is read
+        r.held = true;  // the posted slots after it wait until it is read
         r.held_since = 0;
         ++stats_.receive_waits;
         still_patient(r.held_since);  // starts the clock, notes the shortage
@@ -364,8 +363,8 @@ bool Engine::test_frame_recvs() {
       // Read from a buffer of our own: reading may break the source, which
       // drops its queued frames.
       auto buf = std::move(front.buf);
-      std::size_t at = front.read;
       const std::size_t was_read = front.read;
+      std::size_t at = was_read;
       const bool whole = process_frame(from, *buf, at);
       if (sources_[from]->broken) {  // its frames are gone (and counted)
         did = true;

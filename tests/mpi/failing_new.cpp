@@ -50,6 +50,7 @@ void fail_large_allocations(std::size_t bytes, long count) noexcept {
   t_large = bytes;
   t_large_left = count;
 }
+bool failed_yet() noexcept { return t_failed; }
 bool stop_failing() noexcept {
   t_left = -1;
   t_all = false;

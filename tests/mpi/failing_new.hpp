@@ -14,6 +14,8 @@ void fail_allocations_from(long n) noexcept;
 /// The next `count` operator news of this thread of `bytes` or more fail
 /// (smaller ones do not count), until stop_failing().
 void fail_large_allocations(std::size_t bytes, long count) noexcept;
+/// Whether a chosen allocation came (and failed) since failing was set up.
+bool failed_yet() noexcept;
 /// Stops failing; returns whether the chosen allocation came (and failed).
 bool stop_failing() noexcept;
 }  // namespace tt
