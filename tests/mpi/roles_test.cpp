@@ -11,6 +11,7 @@
 
 #include "polite_mpi.hpp"
 #include "registry/name_services.hpp"
+#include "remote/remote_node.hpp"
 #include "troupe/mpi.hpp"
 #include "troupe/remote.hpp"
 #include "troupe/role.hpp"
@@ -318,6 +319,72 @@ TEST(Groups, RoleScopedGroupsAreKeptOnTheirRoleOnly) {
     EXPECT_TRUE(eventually([&] { return pool.members<Echo>("pool").size() == 3u; }));
     EXPECT_TRUE(eventually([&] { return joined.load() == 4 && left.load() == 1; }))
         << joined.load() << " joins, " << left.load() << " leaves seen";
+  }
+  j.rt.finish();
+}
+
+// NameServices is destroyed with its runtime while the progress thread may be
+// inside its control handler: removing the handler must wait for that call to
+// end (or the handler runs on a destroyed object), and control messages of
+// its types that come while no handler is set must wait for the next one.
+TEST(Registry, RemovingTheControlHandlerWaitsForItsCallAndLaterMessagesWaitForTheNext) {
+  struct Seen {
+    std::atomic<bool> entered{false}, release{false};
+    std::mutex mu;
+    std::vector<std::uint64_t> values;
+  };
+  auto seen = std::make_shared<Seen>();
+  Job j;
+  auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).cluster();
+  constexpr auto kType = static_cast<troupe::detail::Control>(47);  // no component's (32..47 are the registry's)
+  auto record = [seen](troupe::NodeId, std::uint64_t type, troupe::detail::WireInputArchive& ar) {
+    if (type != 47) return;
+    std::uint64_t v = 0;
+    ar(v);
+    std::lock_guard lk(seen->mu);
+    seen->values.push_back(v);
+  };
+  if (j.me == 1) {
+    cluster.set_extra_control([seen](troupe::NodeId, std::uint64_t type, troupe::detail::WireInputArchive&) {
+      if (type != 47) return;
+      seen->entered = true;
+      while (!seen->release) std::this_thread::sleep_for(1ms);
+    });
+  }
+  barrier();
+  auto send = [&](std::uint64_t v) {
+    cluster.send_control(1, kType, [v](troupe::detail::WireOutputArchive& ar) { ar(v); }, /*work=*/true);
+  };
+  if (j.coordinator) send(0);
+  if (j.me == 1) {
+    EXPECT_TRUE(eventually([&] { return seen->entered.load(); })) << "the handler was never called";
+    std::atomic<bool> removed{false};
+    std::thread remover([&] {
+      cluster.set_extra_control(nullptr);
+      removed = true;
+    });
+    std::this_thread::sleep_for(100ms);
+    EXPECT_FALSE(removed.load()) << "the handler was removed while a call of it was still running";
+    seen->release = true;
+    remover.join();
+    EXPECT_TRUE(removed.load());
+  }
+  barrier();
+  // No handler on node 1 now: these wait for the next one, in order.
+  if (j.coordinator) {
+    for (std::uint64_t v = 1; v <= 3; ++v) send(v);
+    // Delivered in order: once this ask is answered, they were delivered too.
+    j.rt.spawn_on<Echo>(1).get().ask<&Echo::noop>().get();
+  }
+  barrier();
+  if (j.me == 1) {
+    cluster.set_extra_control(record);
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lk(seen->mu);
+      return seen->values.size() >= 3;
+    }));
+    std::lock_guard lk(seen->mu);
+    EXPECT_EQ(seen->values, (std::vector<std::uint64_t>{1, 2, 3})) << "messages that came without a handler";
   }
   j.rt.finish();
 }
