@@ -340,26 +340,11 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
     if (wave_open_ && wave_ == wave) replies_[self_] = mine;
     return;
   }
-  bool all = true, ok = true;
-  std::uint64_t sent = 0, delivered = 0;
-  for (NodeId n = 0; n < replies_.size(); ++n) {
-    if (!alive(n)) continue;
-    if (!replies_[n]) {
-      all = false;
-      break;
-    }
-    // Counts summed over different views of who is alive do not add up.
-    ok = ok && replies_[n]->in_finish && replies_[n]->idle && replies_[n]->lost == replies_[self_]->lost;
-    sent += replies_[n]->sent;
-    delivered += replies_[n]->delivered;
-  }
-  if (!all) return;
+  const auto verdict = tally_.judge(replies_, self_, [this](NodeId n) { return alive(n); });
+  if (verdict == TerminationTally::Verdict::incomplete) return;
   wave_open_ = false;
-  if (ok && sent == delivered) {
-    // Balanced and idle twice in a row with the same counts: nothing moved in
-    // between, so nothing is in flight and nobody is busy.
-    const auto now_balanced = std::make_tuple(sent, delivered, replies_[self_]->lost);
-    if (last_balanced_ && *last_balanced_ == now_balanced) {
+  switch (verdict) {
+    case TerminationTally::Verdict::done: {
       const auto wave = wave_;
       acked_.assign(size(), false);
       lk.unlock();
@@ -368,12 +353,13 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
       done_.store(true);
       return;
     }
-    last_balanced_ = now_balanced;
-    next_wave_ = now;
-  } else {
-    last_balanced_.reset();
-    next_wave_ = now + wave_gap_;
-    wave_gap_ = std::min(wave_gap_ * 2, std::chrono::microseconds(20000));
+    case TerminationTally::Verdict::again_now:
+      next_wave_ = now;
+      return;
+    default:
+      next_wave_ = now + wave_gap_;
+      wave_gap_ = std::min(wave_gap_ * 2, std::chrono::microseconds(20000));
+      return;
   }
 }
 

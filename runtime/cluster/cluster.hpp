@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cluster/detector.hpp"
+#include "cluster/termination.hpp"
 #include "transport/engine.hpp"
 #include "troupe/clock.hpp"
 #include "troupe/cluster.hpp"
@@ -103,17 +104,7 @@ class Cluster {
   std::optional<std::uint64_t> unanswered_probe(NodeId n) const;
 
  private:
-  struct Status {
-    bool in_finish = false;
-    bool idle = false;
-    std::uint64_t sent = 0;
-    std::uint64_t delivered = 0;
-    // Losses it has finished handling (listeners run): all must agree, and
-    // two waves compare only with the same. A loss under way, its node
-    // already out of the sums but the work its listeners make not yet
-    // counted, does not count yet.
-    std::uint64_t lost = 0;
-  };
+  using Status = WorkStatus;
   NodeId coordinator() const;
   /// Merges a lost set heard from another node; true if it taught us something.
   bool merge_lost(const std::vector<NodeId>& lost);
@@ -158,7 +149,7 @@ class Cluster {
   std::uint64_t wave_ = 0;            // coordinator: current wave
   bool wave_open_ = false;
   std::vector<std::optional<Status>> replies_;
-  std::optional<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>> last_balanced_;  // sent, delivered, lost
+  TerminationTally tally_;
   std::atomic<std::uint64_t> losses_handled_{0};
   std::atomic<int> declaring_{0};  // losses being declared (listeners running): not idle
   // Calls of the extra control handler and of listeners under way:
