@@ -180,6 +180,10 @@ void NameServices::drain_events() {
         fn(ev);
       } catch (const std::exception& x) {
         std::fprintf(stderr, "troupe: a group subscriber threw: %s\n", x.what());
+      } catch (...) {
+        // Anything else too: escaping, it would leave draining_ set, and no
+        // subscriber here would hear of a group again.
+        std::fprintf(stderr, "troupe: a group subscriber threw something other than a std::exception\n");
       }
     }
   }

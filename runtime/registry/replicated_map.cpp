@@ -100,12 +100,15 @@ std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::everything_for(Nod
 
 bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
   Cluster* cl = ns_.cluster();
-  if (!e.tombstone && e.owner != kInvalidNode && cl != nullptr && !cl->alive(e.owner)) {
-    e.tombstone = true;  // points at a lost node: it is gone, and stays gone
-    e.value.clear();
-  }
   {
     std::lock_guard lk(mu_);
+    // Under the lock: node_lost() scans the entries under it, after the node
+    // left the live set. Checked before taking the lock, a node lost in
+    // between would keep this entry here for ever.
+    if (!e.tombstone && e.owner != kInvalidNode && cl != nullptr && !cl->alive(e.owner)) {
+      e.tombstone = true;  // points at a lost node: it is gone, and stays gone
+      e.value.clear();
+    }
     std::optional<ReplEntry> before;
     auto it = entries_.find(key);
     if (it != entries_.end()) {

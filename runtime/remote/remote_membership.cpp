@@ -240,11 +240,15 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   std::vector<NodeInfo> all(state.nodes().begin(), state.nodes().end());
   for (std::size_t r = live_nodes.size(); r < info.node_of_rank.size(); ++r)
     all.push_back(NodeInfo{info.node_of_rank[r], hosts[r].second, hosts[r].first, true});
-  // The cluster first: once the engine hears the newcomers, their messages
-  // find them alive.
+  // The engine's collective step first (it waits for every member and the
+  // newcomers); then the cluster, so that once the engine hears the newcomers
+  // their messages find them alive; then the engine, at once. What is sent
+  // to them in between (counted as work: the cluster says they are alive)
+  // waits in the engine until then.
+  MPI_Comm dup = Engine::duplicate_for_nodes(merged);
   cluster_->add_nodes(all);
   note_neighbours(all);
-  engine_->add_nodes(merged, info.node_of_rank, info.total);
+  engine_->add_nodes(dup, info.node_of_rank, info.total);
   cluster_->nodes_added(fresh);
   if (live != MPI_COMM_NULL) MPI_Comm_free(&live);
   spawns_.push_back(Spawn{inter, merged, cluster_->lost_set().size()});

@@ -75,10 +75,14 @@ Engine::Engine(MPI_Comm comm, InboundHandler& handler, NodeId self, std::size_t 
   count_.store(total);
 }
 
-void Engine::add_nodes(MPI_Comm comm, const std::vector<NodeId>& node_of_rank, std::size_t total) {
+MPI_Comm Engine::duplicate_for_nodes(MPI_Comm comm) {
   MPI_Comm dup = MPI_COMM_NULL;
   MPI_Comm_dup(comm, &dup);  // collective over comm, like the caller's
   MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  return dup;
+}
+
+void Engine::add_nodes(MPI_Comm dup, const std::vector<NodeId>& node_of_rank, std::size_t total) {
   std::lock_guard lk(mu_);
   if (total > peers_.size()) throw std::runtime_error("troupe: too many nodes joined (no room left)");
   const int index = static_cast<int>(comms_.size());
@@ -96,6 +100,9 @@ void Engine::add_nodes(MPI_Comm comm, const std::vector<NodeId>& node_of_rank, s
     p.alive.store(true);
   }
   count_.store(total, std::memory_order_release);
+  // What was sent to them meanwhile leaves now (or, short of memory, at the
+  // next round's drain_outq, still before anything queued later).
+  if (!unjoined_.empty()) release_unjoined();
 }
 
 void Engine::stop_receiving() {
@@ -125,6 +132,7 @@ Engine::~Engine() {
   std::lock_guard glk(graveyard_mu);
   for (auto& p : abandoned_) graveyard->push_back(std::move(p));
   delete held_;
+  for (auto* e : unjoined_) delete e;
   while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) delete e;
   for (std::size_t n = 0; n < peers_.size(); ++n) delete open_[n].frame.exchange(nullptr);
   for (auto& p : peers_)
@@ -153,7 +161,8 @@ bool Engine::progress_locked() {
   // polled over and over, and how long it takes is how late a frame is seen.
   // (outq_size_ counts an envelope before it is queued: zero means none is.)
   bool did = false;
-  if (outq_size_.load(std::memory_order_acquire) != 0 || open_count_.load(std::memory_order_acquire) != 0)
+  if (outq_size_.load(std::memory_order_acquire) != 0 || open_count_.load(std::memory_order_acquire) != 0 ||
+      !unjoined_.empty())
     did |= drain_outq();
   if (!dirty_.empty()) did |= flush_outboxes();
   if (!send_reqs_.empty()) did |= test_sends();

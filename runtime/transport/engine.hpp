@@ -177,10 +177,17 @@ class Engine {
     std::lock_guard lk(mu_);
     return index < comms_.size() ? comms_[index] : MPI_COMM_NULL;
   }
-  /// New nodes joined through `comm` (duplicated): node_of_rank maps its ranks
-  /// to node ids; ids from nodes() to total-1 are the new ones. Traffic between
-  /// older nodes stays on their communicator, so per pair order is kept.
-  void add_nodes(MPI_Comm comm, const std::vector<NodeId>& node_of_rank, std::size_t total);
+  /// Adding nodes, step one: a duplicate of the communicator they joined
+  /// through, for the engine's traffic with them. Collective over comm, and
+  /// nothing changes in the engine yet.
+  static MPI_Comm duplicate_for_nodes(MPI_Comm comm);
+  /// Step two: new nodes joined through `dup` (from duplicate_for_nodes; the
+  /// engine owns it now): node_of_rank maps its ranks to node ids; ids from
+  /// nodes() to total-1 are the new ones. Traffic between older nodes stays on
+  /// their communicator, so per pair order is kept. Local: what was sent to
+  /// the new ids before this (the cluster layer counts them alive a moment
+  /// earlier) was kept, and leaves now, in order.
+  void add_nodes(MPI_Comm dup, const std::vector<NodeId>& node_of_rank, std::size_t total);
   /// Ends the engine's use of MPI, before the runtime lets go of MPI (its own
   /// MPI_Finalize, or an application's that adopted it): waits for any thread
   /// inside an MPI call of the engine, cancels the posted receives, and from
@@ -220,7 +227,7 @@ class Engine {
   /// sending, no user code). No draft, no copy: for tells of plain numbers.
   template <class Write>
   void send_in_place(NodeId dest, Write&& write) {
-    if (dest >= nodes()) return;  // nobody there
+    if (dest >= peers_.size()) return;  // nobody there, ever (a node being added: its frame waits, open)
     bool closed = false;
     {
       std::lock_guard lk(open_[dest].mu);
@@ -450,6 +457,14 @@ class Engine {
   /// Under open_[dest].mu: its open frame, if any, joins the queue.
   void close_open(NodeId dest);
   void drain_open();  // every open frame joins the queue
+  /// Where a queued envelope goes: its outbox, or unjoined_ (a node being
+  /// added): kept; nowhere (a lost node, or no such node): dropped, for the
+  /// caller to recycle; or no memory for either: nothing changed.
+  enum class Placed { kept, dropped, no_room };
+  Placed place(OutEnvelope* e);
+  /// Moves envelopes kept for nodes that have joined since to their outboxes.
+  /// False if one found no memory (it and all after it wait).
+  bool release_unjoined();
   bool drain_outq();
   void uncount_queued(const OutEnvelope* e) noexcept;
   bool flush_outboxes();
@@ -601,6 +616,10 @@ class Engine {
   std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)
   std::vector<std::shared_ptr<OutEnvelope>> frame_blocks_;  // post_frame: the batch's envelopes with blocks
   OutEnvelope* held_ = nullptr;  // taken from the queue, not yet in its outbox (no memory): first next time
+  // Envelopes to ids between nodes() and the room for nodes: nodes being added
+  // (the cluster layer counts them alive before add_nodes here). Kept, in
+  // order, until add_nodes moves them to their outboxes.
+  std::vector<OutEnvelope*> unjoined_;
   // The last round (under mu_) met an allocation failure: on the send side,
   // what waits stays queued and senders leave it to the progress thread; on
   // the receive side, frames wait half read or held. The progress thread naps

@@ -112,7 +112,8 @@ bool Engine::send_now(Draft& draft) {
     std::lock_guard olk(open_[dest].mu);
     auto& p = *peers_[dest];
     if (open_[dest].frame.load(std::memory_order_relaxed) != nullptr ||
-        outq_size_.load(std::memory_order_seq_cst) != 0 || !p.outbox.empty() || !p.alive.load())
+        outq_size_.load(std::memory_order_seq_cst) != 0 || !p.outbox.empty() || !p.alive.load() ||
+        !unjoined_.empty())
       return false;
     try {
       room_for_sends(1);  // first: past it nothing throws
@@ -216,35 +217,73 @@ void Engine::flush_sends() {
 
 bool Engine::drain_outq() {
   if (open_count_.load(std::memory_order_acquire) != 0) drain_open();
+  // Envelopes kept for nodes that have joined since go first: the queue may
+  // hold later ones to the same nodes.
+  if (!unjoined_.empty() && !release_unjoined()) return false;
   bool did = false;
   while (true) {
     // One taken out last time that found no room in its outbox goes first.
     OutEnvelope* e = std::exchange(held_, nullptr);
     if (e == nullptr && (e = static_cast<OutEnvelope*>(outq_.pop())) == nullptr) break;
-    if (e->dest >= nodes() || !peers_[e->dest]->alive.load()) {
-      uncount_queued(e);
-      EnvelopeRecycle{}(e);  // a lost node: the caller was (or will be) failed by the cluster layer
-      did = true;
-      continue;
-    }
-    auto& p = *peers_[e->dest];
-    try {
-      p.outbox.push_back(e);
-    } catch (...) {
+    const Placed where = place(e);
+    if (where == Placed::no_room) {
       // No memory: held, still counted as queued (quiet() and send_now's order
       // check see it), and first next time. What is in the outboxes goes on.
       held_ = e;
-      short_of_memory_.store(true, std::memory_order_relaxed);
       break;
     }
     uncount_queued(e);
+    if (where == Placed::dropped) EnvelopeRecycle{}(e);
     did = true;
-    if (!p.dirty) {
-      p.dirty = true;
-      dirty_.push_back(e->dest);  // room for every node (init_storage): no throw
-    }
   }
   return did;  // a retry that failed again is no progress
+}
+
+Engine::Placed Engine::place(OutEnvelope* e) {
+  if (e->dest >= peers_.size()) return Placed::dropped;  // no such node, ever
+  if (e->dest >= nodes()) {
+    // A node being added: the cluster layer counts it alive a moment before
+    // add_nodes() here. Kept, in order, not dropped (the sender counted it
+    // as work, and may wait for its reply).
+    try {
+      unjoined_.push_back(e);
+    } catch (const std::bad_alloc&) {
+      short_of_memory_.store(true, std::memory_order_relaxed);
+      return Placed::no_room;
+    }
+    return Placed::kept;
+  }
+  // A lost node: the caller was (or will be) failed by the cluster layer.
+  if (!peers_[e->dest]->alive.load()) return Placed::dropped;
+  auto& p = *peers_[e->dest];
+  try {
+    p.outbox.push_back(e);
+  } catch (const std::bad_alloc&) {
+    short_of_memory_.store(true, std::memory_order_relaxed);
+    return Placed::no_room;
+  }
+  if (!p.dirty) {
+    p.dirty = true;
+    dirty_.push_back(e->dest);  // room for every node (init_storage): no throw
+  }
+  return Placed::kept;
+}
+
+bool Engine::release_unjoined() {
+  // In order; once one finds no room, every later one waits too.
+  std::size_t kept = 0;
+  bool room = true;
+  for (OutEnvelope* e : unjoined_) {
+    if (room && e->dest < nodes()) {
+      const Placed where = place(e);  // not kept here again: its node joined
+      if (where == Placed::dropped) EnvelopeRecycle{}(e);
+      if (where != Placed::no_room) continue;
+      room = false;
+    }
+    unjoined_[kept++] = e;
+  }
+  unjoined_.resize(kept);  // smaller: no throw
+  return room;
 }
 
 void Engine::uncount_queued(const OutEnvelope* e) noexcept {

@@ -390,7 +390,7 @@ TEST(Engine, ABusyCommunicatorDoesNotHoldBackAnother) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
   Engine engine(MPI_COMM_WORLD, sink);
-  engine.add_nodes(MPI_COMM_WORLD, {2, 3}, 4);  // collective
+  engine.add_nodes(Engine::duplicate_for_nodes(MPI_COMM_WORLD), {2, 3}, 4);  // collective
   constexpr std::uint64_t kBusy = 400, kOther = 1000;
   if (rank == 0) {
     for (std::uint64_t id = 1; id <= kBusy; ++id) {
@@ -416,6 +416,83 @@ TEST(Engine, ABusyCommunicatorDoesNotHoldBackAnother) {
       if (id != kOther) busy.push_back(id);
     for (std::uint64_t i = 0; i < busy.size(); ++i) EXPECT_EQ(busy[i], i + 1);
   }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, WhatIsSentToANodeBeingAddedWaitsForItAndLeavesInOrder) {
+  // Runtime::add_nodes makes new nodes alive in the cluster layer a moment
+  // before their engine joins them (Engine::add_nodes, after the collective
+  // duplicate_for_nodes), and what is sent to them in between is counted as
+  // work: it must not be lost. Here rank 0 sends to node 3 (rank 1 on a second
+  // communicator, not yet added) before either step, and between the two:
+  // urgent drafts (straight to MPI when the engine is free), tells that
+  // coalesce, a tell written in place, a large draft, an envelope with a
+  // block. After the join it sends more, urgent ones first (which must not
+  // overtake what waited). Rank 1 gets every one, once, in send order.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  constexpr NodeId kJoining = 3;
+  std::uint64_t id = 0;
+  auto draft = [&](std::size_t payload, bool urgent) {
+    auto d = troupe::detail::take_draft(kJoining);
+    EnvelopeWriter w(d->bytes);
+    w.begin(Kind::control, 0, 0, 0, ++id, 0);
+    const std::vector<std::byte> bytes(payload, std::byte{3});
+    d->bytes.append(bytes.data(), bytes.size());
+    w.finish(nullptr, 0);
+    engine.send(std::move(d), urgent);
+  };
+  auto in_place = [&] {
+    const std::uint64_t mine = ++id;
+    engine.send_in_place(kJoining, [mine](ByteBuffer& b) {
+      EnvelopeWriter w(b);
+      w.begin(Kind::control, 0, 0, 0, mine, 0);
+      w.finish(nullptr, 0);
+    });
+  };
+  auto with_block = [&] {
+    std::uint64_t total = id;
+    std::vector<std::uint64_t> fills;
+    auto envs = make_batch({Shape{16, 256 * 1024, false}}, total, fills);
+    id = total;
+    envs[0]->dest = kJoining;
+    engine.send(envs[0], /*urgent=*/false);
+  };
+  auto a_bit_of_everything = [&] {
+    draft(8, true);
+    draft(8, false);
+    draft(8, false);
+    in_place();
+    draft(20 * 1024, false);  // larger than kSmallEnvelope: leaves alone
+    with_block();
+    draft(8, true);
+    for (int i = 0; i < 5; ++i) engine.progress();  // taken out of the queue: kept for node 3
+  };
+  if (rank == 0) a_bit_of_everything();
+  const MPI_Comm dup = Engine::duplicate_for_nodes(MPI_COMM_WORLD);  // collective
+  if (rank == 0) a_bit_of_everything();  // the cluster layer's moment
+  engine.add_nodes(dup, {2, 3}, 4);
+  if (rank == 0) {
+    draft(8, true);
+    in_place();
+    draft(8, true);
+  }
+  std::uint64_t sent = id;
+  tt::bcast(&sent, sizeof sent, 0);
+  engine.start_progress_thread(nullptr, 10ms, nullptr);
+  if (rank == 1) {
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() >= sent; }, 20s))
+        << "delivered " << sink.delivered() << " of " << sent;
+    std::this_thread::sleep_for(50ms);  // and nothing more
+    std::lock_guard lk(sink.mu);
+    std::vector<std::uint64_t> expected(sent);
+    for (std::uint64_t i = 0; i < sent; ++i) expected[i] = i + 1;
+    EXPECT_EQ(sink.order, expected);
+  }
+  tt::barrier();
+  engine.stop_progress_thread();
   MPI_Barrier(MPI_COMM_WORLD);
 }
 

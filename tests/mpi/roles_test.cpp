@@ -388,3 +388,21 @@ TEST(Registry, RemovingTheControlHandlerWaitsForItsCallAndLaterMessagesWaitForTh
   }
   j.rt.finish();
 }
+
+// A subscriber may throw anything: the events after it still come.
+TEST(Groups, ASubscriberThatThrowsAnythingDoesNotSilenceTheGroup) {
+  std::atomic<int> heard{0};  // outlives the runtime, whose subscriber counts into it
+  Job j;
+  if (j.me == 1) {
+    j.rt.groups().subscribe("loud", [&](const troupe::GroupEvent&) {
+      if (heard.fetch_add(1) == 0) throw 1;  // not a std::exception
+    });
+    auto a = j.rt.spawn<Echo>();
+    auto b = j.rt.spawn<Echo>();
+    j.rt.groups().join("loud", a).get();
+    j.rt.groups().join("loud", b).get();
+    EXPECT_TRUE(eventually([&] { return heard.load() == 2; })) << heard.load() << " of 2 events heard";
+  }
+  barrier();
+  j.rt.finish();
+}
