@@ -547,6 +547,49 @@ void replace(troupe::Runtime& rt, Outcome& out) {
   check_streams(rt, survivors, out);
 }
 
+/// A node that joins later asks one member for a copy of the registry and the
+/// groups. If that member is lost before it answers, what only a copy brings
+/// (the writes of nodes lost earlier) must still reach the newcomer: every
+/// survivor sends the writes of lost nodes again to their relay at each loss,
+/// and the relay sends them on to every live node, the newcomer included.
+/// Roles as in replace. Node 2 writes "orphan" (its member on node 3) and
+/// dies; node 1, the member of the newcomer's role it asks, never answers (it
+/// no longer handles those messages), and dies once the newcomer has asked it.
+void resync(troupe::Runtime& rt, Outcome& out) {
+  auto pool = rt.role("worker").groups();
+  if (rt.joined_later()) {
+    std::size_t orphans = 0;
+    for (int i = 0; i < 1500 && orphans != 1; ++i) {
+      orphans = pool.members<Victim>("orphan").size();
+      if (orphans != 1) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(orphans == 1, "the new node's copy: orphan has " + std::to_string(orphans) + " members, not 1");
+    out.expect(rt.registry().contains("n0") && rt.registry().contains("n3"), "the new node lacks registry entries");
+    rt.finish();
+    return;
+  }
+  auto v = rt.spawn<Victim>(1 << 30);
+  rt.registry().put("n" + std::to_string(rt.node()), v).get();
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 2) {
+    pool.join("orphan", *rt.registry().get<Victim>("n3")).get();  // applied on every worker when it returns
+    std::this_thread::sleep_for(300ms);
+    die();
+  }
+  expect_lost(rt, {2}, out);
+  if (rt.node() == 1) {
+    auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*rt.core().remote()).cluster();
+    cluster.set_extra_control([](troupe::NodeId, std::uint64_t, troupe::detail::WireInputArchive&) {});
+  }
+  out.expect(rt.add_nodes(1, {"resync"}) == std::vector<troupe::NodeId>{4}, "add_nodes did not return node 4");
+  if (rt.node() == 1) {
+    std::this_thread::sleep_for(300ms);  // the newcomer asked this node by now
+    die();
+  }
+  expect_lost(rt, {1, 2}, out);
+  rt.finish();
+}
+
 /// A node dies, its replacement joins and dies in turn, and a second
 /// replacement joins: finish() and MPI_Finalize must not wait on the first
 /// replacement's spawn communicator, which holds a dead node.
@@ -662,7 +705,7 @@ int main(int argc, char** argv) {
   const char* dir = std::getenv("TROUPE_FAULT_DIR");
   ft::Outcome out;
   int node = rank;  // the node id (a process add_nodes started is rank 0 of its own world)
-  if (scenario == "replace") {
+  if (scenario == "replace" || scenario == "resync") {
     // Two roles; a process add_nodes started (it has a parent) is a worker.
     MPI_Comm parent = MPI_COMM_NULL;
     MPI_Comm_get_parent(&parent);
@@ -679,6 +722,7 @@ int main(int argc, char** argv) {
     else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
     else if (scenario == "replace") ft::replace(rt, out);
     else if (scenario == "replace_twice") ft::replace_twice(rt, out);
+    else if (scenario == "resync") ft::resync(rt, out);
     else if (scenario == "stopped_node") ft::stopped_node(rt, out);
     else if (scenario == "late_probe") ft::late_probe(rt, out);
     else if (scenario == "half_written") ft::half_written(rt, out);
