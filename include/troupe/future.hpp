@@ -96,9 +96,14 @@ class Future {
   bool ready() const noexcept { return s_ && s_->ready(); }
 
   /// Blocks until the result is there. For driver code: inside an actor, use co_await.
+  /// On a future that is ready it never blocks, so it may be called anywhere
+  /// (in an on_complete callback, say); otherwise not inside an actor or on a
+  /// runtime thread (troupe::Error).
   T get() {
-    detail::check_blocking_allowed("Future::get()");
-    s_->wait();
+    if (!s_->ready()) {
+      detail::check_blocking_allowed("Future::get()");
+      s_->wait();
+    }
     return take();
   }
   /// Like get(), but throws troupe::Timeout if the result is not there in time.
@@ -108,11 +113,13 @@ class Future {
     return take();
   }
   void wait() {
+    if (s_->ready()) return;
     detail::check_blocking_allowed("Future::wait()");
     s_->wait();
   }
   template <class Rep, class Per>
   bool wait_for(std::chrono::duration<Rep, Per> d) {
+    if (s_->ready()) return true;
     detail::check_blocking_allowed("Future::wait_for()");
     return s_->wait(detail::deadline_after(d));
   }

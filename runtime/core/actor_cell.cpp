@@ -222,6 +222,7 @@ void ActorCell::end_construction(bool built) noexcept {
     exit_reason_ = ExitReason::stopped;
     exited_.store(true, std::memory_order_seq_cst);
     drain_rejected();
+    fire_monitors(take_monitors());  // added while it was being built (register_local's, say)
   }
   release_turn();
 }
@@ -250,12 +251,11 @@ void ActorCell::exit(ExitReason why) noexcept {
   exit_reason_ = why;
   exited_.store(true, std::memory_order_seq_cst);
   std::vector<std::shared_ptr<TaskRecord>> frames;
-  std::vector<std::pair<std::uint64_t, MonitorFn>> monitors;
   if (auto* ex = extras_.load(std::memory_order_seq_cst)) {
     std::lock_guard lk(ex->mu);
     frames.swap(ex->suspended);
-    monitors.swap(ex->monitors);
   }
+  auto monitors = take_monitors();
   {
     ContextGuard guard(this);
     // Suspended coroutines go first: their frames may point into the object.
@@ -266,9 +266,30 @@ void ActorCell::exit(ExitReason why) noexcept {
   }
   drain_rejected();
   core_.remove_cell(id_);
-  ExitInfo info{node(), id_, why};
+  fire_monitors(std::move(monitors));
+}
+
+std::vector<std::pair<std::uint64_t, MonitorFn>> ActorCell::take_monitors() noexcept {
+  std::vector<std::pair<std::uint64_t, MonitorFn>> monitors;
+  if (auto* ex = extras_.load(std::memory_order_seq_cst)) {
+    std::lock_guard lk(ex->mu);
+    monitors.swap(ex->monitors);
+  }
+  return monitors;
+}
+
+void ActorCell::fire_monitors(std::vector<std::pair<std::uint64_t, MonitorFn>> monitors) noexcept {
+  const ExitInfo info{node(), id_, exit_reason_};
   for (auto& [token, fn] : monitors) {
-    core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+    try {
+      core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+    } catch (...) {
+      // No memory for the task: run here rather than never.
+      try {
+        fn(info);
+      } catch (...) {
+      }
+    }
   }
 }
 

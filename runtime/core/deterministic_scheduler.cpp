@@ -70,7 +70,10 @@ bool DeterministicScheduler::wait(StateBase& s, std::optional<Clock::time_point>
   // is ahead of the real one. Timers past it do not fire, and the clock
   // stops there. (The real deadline bounds turns that keep making turns.)
   std::optional<Clock::time_point> until;
-  if (deadline) until = timers_.now() + std::max(Clock::duration::zero(), *deadline - Clock::now());
+  if (deadline) {
+    const auto now = Clock::now();  // (a deadline long past, time_point::min(), must not wrap)
+    until = saturated_add(timers_.now(), *deadline <= now ? Clock::duration::zero() : *deadline - now);
+  }
   std::size_t steps = 0;
   while (!s.ready()) {
     if (deadline && (++steps & 1023u) == 0 && Clock::now() >= *deadline) return false;

@@ -1,5 +1,6 @@
 #include "troupe/detail/future_state.hpp"
 
+#include <cstdio>
 #include <string>
 #include <thread>
 
@@ -10,13 +11,34 @@
 
 namespace troupe::detail {
 
+namespace {
+
+thread_local const char* tls_no_blocking = nullptr;
+
+void run_continuation(UniqueFunction<void()>& c) noexcept {
+  try {
+    c();
+  } catch (...) {
+    if (Core* core = current_core()) {
+      core->on_unhandled(0, "a future's continuation", std::current_exception());
+    } else {
+      std::fprintf(stderr, "troupe: a future's continuation threw\n");
+    }
+  }
+}
+
+}  // namespace
+
+NoBlockingHere::NoBlockingHere(const char* where) noexcept : prev_(tls_no_blocking) { tls_no_blocking = where; }
+NoBlockingHere::~NoBlockingHere() { tls_no_blocking = prev_; }
+
 void StateBase::on_ready(UniqueFunction<void()> f) {
   cont_ = std::move(f);
   std::uint32_t expected = kPending;
   if (!phase_.compare_exchange_strong(expected, kContinuation, std::memory_order_acq_rel,
                                       std::memory_order_acquire)) {
     auto c = std::move(cont_);
-    c();
+    run_continuation(c);
   }
 }
 
@@ -24,7 +46,7 @@ void StateBase::publish() {
   auto prev = phase_.exchange(kReady, std::memory_order_acq_rel);
   if (prev == kContinuation) {
     auto c = std::move(cont_);
-    c();
+    run_continuation(c);
   } else {
     phase_.notify_all();
   }
@@ -56,6 +78,9 @@ bool StateBase::block(std::optional<Clock::time_point> deadline) {
 }
 
 void check_blocking_allowed(const char* what) {
+  if (tls_no_blocking != nullptr)
+    throw Error(std::string("troupe: ") + what + " called on " + tls_no_blocking +
+                "; it could wait for work that thread must do");
   if (current_cell() != nullptr)
     throw Error(std::string("troupe: ") + what +
                 " called inside an actor; it would block the actor's thread (use co_await in a Task)");

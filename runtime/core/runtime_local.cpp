@@ -93,6 +93,8 @@ Timer Runtime::every_impl(std::chrono::nanoseconds period, std::function<bool()>
 
 int Runtime::finish() {
   if (finished_ >= 0) return finished_;
+  // It waits until every actor's turn has ended, the caller's own too.
+  detail::check_blocking_allowed("Runtime::finish()");
   core_->stop_periodic();
   finished_ = link_ ? link_->finish() : 0;
   core_->shutdown();

@@ -1,6 +1,7 @@
 #include "timer_service.hpp"
 
 #include "thread_name.hpp"
+#include "troupe/detail/future_state.hpp"
 
 #include <cstdio>
 #include <vector>
@@ -32,6 +33,9 @@ void ThreadTimerService::shutdown() noexcept {
 }
 
 void ThreadTimerService::loop() {
+  // A periodic tick runs here; blocking on a future here could wait for a
+  // one-shot timer this very thread must fire.
+  const NoBlockingHere no_blocking("the timer thread (a periodic timer's tick)");
   std::unique_lock lk(mu_);
   while (!stop_) {
     if (queue_.empty()) {

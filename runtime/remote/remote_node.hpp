@@ -152,6 +152,7 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
 
   std::unique_ptr<Inbound> on_call(NodeId from, Envelope& env);
   void on_frame_done() noexcept override;
+  void on_unreadable(NodeId) noexcept override { open_batch_ = nullptr; }
   // Consecutive plain calls of one frame to one actor, from one node, share a
   // mailbox message (CallBatch): one allocation, one enqueue and one turn for
   // all of them. Under the engine lock; the batch belongs to the engine's record

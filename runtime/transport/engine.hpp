@@ -135,6 +135,10 @@ class InboundHandler {
   virtual std::unique_ptr<Inbound> on_envelope(NodeId from, Envelope& env) = 0;
   /// An envelope could not be read (bad bytes, another protocol version).
   virtual void on_bad_envelope(NodeId from, const EnvelopeFault& fault) = 0;
+  /// Called under the engine lock when an envelope of `from` cannot be read,
+  /// before the envelopes after it: nothing after it may join what on_envelope
+  /// made of those before it (its report is delivered between them).
+  virtual void on_unreadable(NodeId /*from*/) noexcept {}
   /// The frame whose envelopes on_envelope() just saw is done (engine lock
   /// held); none of its envelopes has been delivered yet.
   virtual void on_frame_done() noexcept {}

@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "engine_internal.hpp"
+#include "troupe/detail/future_state.hpp"
 #include "troupe/detail/stage_probe.hpp"
 
 namespace troupe::detail {
@@ -517,6 +518,7 @@ bool Engine::read_entry(NodeId from, std::size_t len, std::size_t n, Envelope& e
     // Reported at delivery (in order, outside the engine lock: the handler
     // may answer, and answering sends). Another version's envelope is
     // skipped, its blocks drained.
+    handler_.on_unreadable(from);
     auto report = std::make_shared<Delivery>();
     report->inbound = std::make_unique<FaultReport>(handler_, from, fault);
     std::shared_ptr<Delivery> d;
@@ -752,6 +754,9 @@ void Engine::deliver_ready() {
       ready_count_.fetch_sub(batch.size(), std::memory_order_acq_rel);
     }
     TROUPE_STAGE(delivering);
+    // A reply's continuation runs here: blocking on another reply would wait
+    // for the delivery this thread is making (deliver_mu_ is held).
+    const NoBlockingHere no_blocking("a thread delivering messages (a continuation of a remote reply)");
     for (auto& in : batch) {
       if (in) {
         try {

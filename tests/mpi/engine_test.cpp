@@ -496,6 +496,49 @@ TEST(Engine, WhatIsSentToANodeBeingAddedWaitsForItAndLeavesInOrder) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, AnUnreadableEnvelopeIsAnnouncedBeforeTheOnesAfterIt) {
+  // The handler joins consecutive calls into one batch; an envelope between
+  // them that cannot be read (another protocol version) is reported at
+  // delivery, so a call after it must not join a batch made before it, or it
+  // would run before the report. The engine tells the handler, in its place
+  // in the frame (on_unreadable).
+  struct SeenSink final : InboundHandler {
+    std::mutex mu;
+    std::vector<std::int64_t> seen;  // ids read, and -1 where one was unreadable
+    std::atomic<int> reports{0};
+    std::unique_ptr<Inbound> on_envelope(NodeId, Envelope& env) override {
+      std::lock_guard lk(mu);
+      seen.push_back(static_cast<std::int64_t>(env.id));
+      return nullptr;
+    }
+    void on_bad_envelope(NodeId, const EnvelopeFault&) override { reports.fetch_add(1); }
+    void on_unreadable(NodeId) noexcept override {
+      std::lock_guard lk(mu);
+      seen.push_back(-1);
+    }
+  };
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  SeenSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  if (rank == 0) {
+    ByteBuffer frame;
+    for (std::uint64_t id = 1; id <= 3; ++id) {
+      ByteBuffer one = frame_of(id, {});
+      if (id == 2) std::memcpy(one.data() + troupe::detail::kFrameSlot + 2, "\x63", 1);  // version 99
+      frame.append(one.data(), one.size());
+    }
+    MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.reports.load() == 1; }, 20s));
+    engine.stop_progress_thread();
+    std::lock_guard lk(sink.mu);
+    EXPECT_EQ(sink.seen, (std::vector<std::int64_t>{1, -1, 3}));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, LargeFramesFollowTheirStubsInOrderAndBadFramesAreDropped) {
   // Frames land in a receive posted ahead, of kFrameLimit bytes; a sender
   // sends larger than kPostedFrame ones after a stub, with a tag of their own.

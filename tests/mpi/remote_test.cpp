@@ -543,6 +543,34 @@ TEST(Remote, ReceivedVectorsAreMadeFromOnesTheirMethodLeftWhole) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, BlockingInAContinuationOfAReplyIsRefusedNotAHang) {
+  // A reply's continuation runs on the thread delivering it, which holds the
+  // delivery: a get() there on another reply would wait for a delivery only
+  // that thread can make. It is refused (troupe::Error, through then()); the
+  // node goes on. (If the first reply is delivered before then() is attached,
+  // the continuation runs on the caller, where get() may block: a value.)
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  if (rt.node() == 0) {
+    auto c = rt.spawn_on<tt::Counter>(1, 0).get();
+    int refused = 0;
+    for (int round = 0; round < 20; ++round) {
+      auto f = c.ask<&tt::Counter::add>(0).then([c](int x) { return c.ask<&tt::Counter::add>(x).get(); });
+      try {
+        EXPECT_EQ(f.get_for(20s), 0);
+      } catch (const troupe::Timeout&) {
+        ADD_FAILURE() << "the continuation's get() hung the node";
+        break;
+      } catch (const troupe::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("delivering"), std::string::npos) << e.what();
+        ++refused;
+      }
+    }
+    EXPECT_GT(refused, 0) << "no continuation ran on a delivering thread";
+    EXPECT_EQ(c.ask<&tt::Counter::add>(5).get_for(20s), 5) << "the node stopped delivering";
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
 TEST(Remote, FinishDeliversEverythingSentBeforeIt) {
   // Every rank fires tells at a Recorder on every rank and calls finish() at
   // once: all of them must be handled before finish() returns anywhere.

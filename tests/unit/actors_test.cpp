@@ -180,9 +180,10 @@ TEST(Actors, ConstructorAndDestructorRunOnce) {
 
 TEST(Actors, GetInsideAnActorIsRefused) {
   struct Blocker {
-    std::string try_block(troupe::ActorRef<Counter> c) {
+    std::string try_block(troupe::ActorRef<Counter>) {
+      troupe::Promise<int> never;  // a future that is not ready (a ready one may be read anywhere)
       try {
-        c.ask<&Counter::value>().get();
+        never.get_future().get();
         return "blocked";
       } catch (const troupe::Error& e) {
         return e.what();
@@ -290,9 +291,11 @@ TEST(Actors, GetOnASchedulerThreadIsRefused) {
   auto c = rt.spawn<Counter>(1);
   troupe::Promise<std::string> verdict;
   auto f = verdict.get_future();
+  troupe::Promise<int> never;
+  auto pending = never.get_future();
   rt.after(std::chrono::milliseconds(1), [&, c] {
     try {
-      c.ask<&Counter::value>().get();
+      pending.get();
       verdict.set_value("blocked");
     } catch (const troupe::Error& e) {
       verdict.set_value(e.what());
@@ -402,4 +405,108 @@ TEST(Actors, QuiescenceWaitsForWhatAPostedTaskCaptured) {
   ASSERT_TRUE(rt.core().wait_quiescent(std::chrono::steady_clock::now() + 10s));
   EXPECT_TRUE(gone.load()) << "quiescence was seen before the posted task's captures were destroyed";
   EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, FinishInsideAnActorIsRefused) {
+  // finish() waits for every turn to end, the caller's own too: it would wait for ever.
+  struct Quitter {
+    std::string quit() {
+      try {
+        troupe::runtime().finish();
+        return "finished";
+      } catch (const troupe::Error& e) {
+        return e.what();
+      }
+    }
+  };
+  troupe::Runtime rt(threads(2));
+  auto q = rt.spawn<Quitter>();
+  auto msg = q.ask<&Quitter::quit>().get_for(10s);
+  EXPECT_NE(msg.find("Runtime::finish()"), std::string::npos) << msg;
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, AReadyFutureMayBeReadInsideAnActorsContinuation) {
+  // A continuation runs on the thread that completes the future (here the
+  // actor's, in its turn): get() on the future it is handed never blocks.
+  troupe::Runtime rt(threads(2));
+  auto c = rt.spawn<Counter>(40);
+  troupe::Promise<int> seen;
+  auto f = seen.get_future();
+  c.ask<&Counter::add>(2).on_complete([&seen](troupe::Future<int> done) mutable { seen.set_value(done.get()); });
+  EXPECT_EQ(f.get_for(10s), 42);
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, AContinuationThatThrowsIsReportedNotFatal) {
+  // It may run where nothing can take an exception (an actor's turn ending,
+  // an exit): it goes to on_unhandled, and the runtime goes on.
+  std::atomic<int> reported{0};
+  auto cfg = threads(2);
+  cfg.on_unhandled = [&](troupe::ActorId, const char* what, std::exception_ptr) {
+    if (std::string(what).find("continuation") != std::string::npos) reported.fetch_add(1);
+  };
+  troupe::Runtime rt(cfg);
+  auto c = rt.spawn<Counter>(0);
+  std::atomic<bool> ran{false};
+  c.ask<&Counter::add>(1).on_complete([&](troupe::Future<int>) {
+    ran = true;
+    throw 7;
+  });
+  c.ask<&Counter::fail_ask>().on_complete([](troupe::Future<int>) { throw std::runtime_error("on the error path"); });
+  EXPECT_EQ(c.ask<&Counter::add>(1).get_for(10s), 2);
+  for (int i = 0; i < 1000 && reported.load() < 2; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(ran.load());
+  EXPECT_EQ(reported.load(), 2);
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, APromiseWhoseValueCannotBeMadeCompletesWithThatError) {
+  struct Touchy {
+    Touchy() = default;
+    Touchy(const Touchy&) { throw std::runtime_error("no copies"); }
+  };
+  troupe::Promise<Touchy> p;
+  auto f = p.get_future();
+  const Touchy original;
+  EXPECT_THROW(p.set_value(original), std::runtime_error);
+  ASSERT_TRUE(f.ready()) << "its future would wait for ever";
+  EXPECT_THROW(f.get(), std::runtime_error);
+}
+
+TEST(Actors, GetInAPeriodicTickIsRefused) {
+  // Ticks run on the timer thread, which also fires the one-shot timers a
+  // blocked tick could be waiting for.
+  troupe::Runtime rt(threads(2));
+  troupe::Promise<std::string> verdict;
+  auto f = verdict.get_future();
+  troupe::Promise<int> never;
+  auto pending = never.get_future();
+  std::atomic<bool> once{false};
+  auto t = rt.every(std::chrono::milliseconds(1), [&] {
+    if (once.exchange(true)) return false;
+    try {
+      pending.get();
+      verdict.set_value("blocked");
+    } catch (const troupe::Error& e) {
+      verdict.set_value(e.what());
+    }
+    return false;
+  });
+  EXPECT_NE(f.get_for(10s).find("timer thread"), std::string::npos);
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, MonitorsAddedByAConstructorThatThrowsFire) {
+  struct Doomed {
+    explicit Doomed(std::atomic<int>* fired) {
+      troupe::runtime().monitor(troupe::self<Doomed>(), [fired](const troupe::ExitInfo&) { fired->fetch_add(1); });
+      throw std::runtime_error("not today");
+    }
+  };
+  std::atomic<int> fired{0};
+  troupe::Runtime rt(threads(2));
+  EXPECT_THROW(rt.spawn<Doomed>(&fired), std::runtime_error);
+  EXPECT_EQ(rt.finish(), 0);
+  EXPECT_EQ(fired.load(), 1);
 }

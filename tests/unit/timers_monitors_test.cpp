@@ -272,3 +272,19 @@ TEST(Timers, DurationsOfEveryCountTypeSaturateOnlyPastTheClocksRange) {
   EXPECT_EQ(saturated(std::chrono::duration<std::uint64_t, std::ratio<3600>>(std::numeric_limits<std::uint64_t>::max())),
             Ns::max());
 }
+
+TEST(Timers, ADeadlineLongPastTimesOutAtOnceInVirtualTime) {
+  // get_for(seconds::min()): its deadline is as early as the clock counts;
+  // virtual time must not wrap around to centuries ahead (firing every timer).
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  bool fired = false;
+  auto timer = rt.after(std::chrono::hours(1), [&] { fired = true; });
+  troupe::Promise<int> never;
+  auto f = never.get_future();
+  const auto before = sched.now();
+  EXPECT_THROW(f.get_for(std::chrono::seconds::min()), troupe::Timeout);
+  EXPECT_FALSE(fired);
+  EXPECT_LT(sched.now() - before, std::chrono::seconds(1));
+  timer.cancel();
+}

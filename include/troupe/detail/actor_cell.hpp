@@ -128,6 +128,8 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   bool has_work(bool blocked) const noexcept;
   void begin_construction() noexcept;
   void end_construction(bool built) noexcept;
+  std::vector<std::pair<std::uint64_t, MonitorFn>> take_monitors() noexcept;
+  void fire_monitors(std::vector<std::pair<std::uint64_t, MonitorFn>> monitors) noexcept;
 
   Core& core_;
   ActorId id_;

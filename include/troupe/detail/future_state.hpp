@@ -74,6 +74,8 @@ class StateBase {
 
   /// Runs f once the state is ready: at once (on this thread) if it already is,
   /// otherwise on the thread that makes it ready. At most one continuation.
+  /// A continuation that throws is reported (Config::on_unhandled), not
+  /// passed on: the thread that completes the state may be in a noexcept path.
   void on_ready(UniqueFunction<void()> f);
 
   /// Blocks the calling thread (helping its runtime's waiter if any).
@@ -97,9 +99,16 @@ template <class T>
 class State final : public StateBase {
  public:
   using StateBase::StateBase;
+  /// If making the value throws, the state completes with that error (its
+  /// future does not wait for ever), and the exception goes on to the caller.
   template <class... A>
   void set_value(A&&... a) {
-    value_.emplace(std::forward<A>(a)...);
+    try {
+      value_.emplace(std::forward<A>(a)...);
+    } catch (...) {
+      set_error(std::current_exception());
+      throw;
+    }
     publish();
   }
   /// Precondition: ready(). Rethrows the stored error.
@@ -120,7 +129,22 @@ struct ResumeTarget {
 };
 ResumeTarget current_resume_target() noexcept;
 
-/// Throws if called from inside an actor (blocking there would deadlock it).
+/// Throws if called from inside an actor (blocking there would deadlock it),
+/// on a scheduler thread, or where a NoBlockingHere scope is open.
 void check_blocking_allowed(const char* what);
+
+/// Marks the calling thread, for its lifetime, as one that must not block on a
+/// future: `where` says what it runs (for the error). The timer thread, and a
+/// thread delivering messages (the messages behind a reply wait for it).
+class NoBlockingHere {
+ public:
+  explicit NoBlockingHere(const char* where) noexcept;
+  ~NoBlockingHere();
+  NoBlockingHere(const NoBlockingHere&) = delete;
+  NoBlockingHere& operator=(const NoBlockingHere&) = delete;
+
+ private:
+  const char* prev_;
+};
 
 }  // namespace troupe::detail
