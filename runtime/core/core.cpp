@@ -148,12 +148,21 @@ void Core::shutdown() noexcept {
   shut_down_ = true;
   // Let running work settle, then end the actors on their own contexts.
   wait_quiescent();
-  for (auto& cell : table_->snapshot()) cell->enqueue_system(new ExitMessage(ExitReason::shutdown));
-  wait_quiescent();
+  // Rounds: an actor may be spawned while the others end (by a monitor's
+  // callback, say); it is ended in the next round. Bounded, against one that
+  // spawns another at every exit.
+  for (int round = 0; round < 16; ++round) {
+    auto cells = table_->snapshot();
+    if (cells.empty()) break;
+    for (auto& cell : cells) cell->enqueue_system(new ExitMessage(ExitReason::shutdown));
+    cells.clear();  // the table's references only: exits unlist them
+    wait_quiescent();
+  }
   {
     std::lock_guard lk(names_mu_);
     names_.clear();
   }
+  stopped_.store(true, std::memory_order_release);
   sched_->shutdown();
   timers_->shutdown();
   set_recycle_budget(0);  // frees the kept vectors; nothing more is kept until a runtime is made

@@ -49,6 +49,7 @@ void Runtime::demonitor(const MonitorId& id) {
 }
 
 Timer Runtime::after_impl(std::chrono::nanoseconds delay, detail::UniqueFunction<void()> fn) {
+  if (core_->is_stopped()) throw Error("troupe: a timer started after finish() would never fire");
   auto c = std::make_shared<detail::TimerControl>();
   c->core = core_.get();
   c->one_shot = true;
@@ -70,7 +71,15 @@ struct Periodic {
   detail::TimerService* timers;
   static void arm(const std::shared_ptr<Periodic>& p, detail::Clock::time_point when) {
     p->timers->add(when, [p, when] {
-      if (p->control->cancelled.load(std::memory_order_acquire) || !p->tick()) {
+      bool again = false;
+      if (!p->control->cancelled.load(std::memory_order_acquire)) {
+        try {
+          again = p->tick();
+        } catch (...) {  // it stops, and says why (active() turns false)
+          p->control->core->on_unhandled(0, "a periodic timer's tick", std::current_exception());
+        }
+      }
+      if (!again) {
         p->control->claim();
         return;
       }
@@ -82,6 +91,7 @@ struct Periodic {
 
 Timer Runtime::every_impl(std::chrono::nanoseconds period, std::function<bool()> tick) {
   if (period <= std::chrono::nanoseconds::zero()) throw Error("troupe: a periodic timer needs a positive period");
+  if (core_->is_stopped()) throw Error("troupe: a timer started after finish() would never fire");
   auto c = std::make_shared<detail::TimerControl>();
   c->core = core_.get();
   c->one_shot = false;

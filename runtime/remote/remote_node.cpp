@@ -335,9 +335,16 @@ std::uint64_t RemoteNode::monitor(NodeId node, ActorId actor, MonitorFn fn) {
     core_.post([fn = std::move(fn), info]() mutable { fn(info); });
     return token;
   }
-  auto e = envelope(node, Kind::monitor, token, actor, 0);
-  seal(*e);
-  post(std::move(e));
+  try {
+    auto e = envelope(node, Kind::monitor, token, actor, 0);
+    seal(*e);
+    post(std::move(e));
+  } catch (...) {
+    // Not sent: the caller gets the exception, and no watch stays behind.
+    std::lock_guard lk(watch_mu_);
+    watches_.erase(token);
+    throw;
+  }
   return token;
 }
 
@@ -351,24 +358,39 @@ void RemoteNode::demonitor(NodeId node, ActorId actor, std::uint64_t token) {
   post(std::move(e));
 }
 
+template <class Make>
+void RemoteNode::send_expected(std::uint64_t corr, Make&& make) {
+  try {
+    post(make());
+  } catch (...) {
+    // Out of memory, or a message too large, on the way to the engine: the
+    // caller's future fails with it (a reply to a forgotten ask is dropped).
+    if (auto r = take(corr)) r->fail(std::current_exception());
+  }
+}
+
 void RemoteNode::mailbox_size(NodeId node, ActorId actor, Promise<std::size_t> p) {
   const auto corr = expect(node, std::make_unique<TypedReply<std::size_t>>(std::move(p)));
   if (corr == 0) return;
-  auto e = envelope(node, Kind::mailbox, corr, actor, 0);
-  seal(*e);
-  post(std::move(e));
+  send_expected(corr, [&] {
+    auto e = envelope(node, Kind::mailbox, corr, actor, 0);
+    seal(*e);
+    return e;
+  });
 }
 
 void RemoteNode::mailbox_size_named(NodeId node, const std::string& name, Promise<std::size_t> p) {
   const auto corr = expect(node, std::make_unique<TypedReply<std::size_t>>(std::move(p)));
   if (corr == 0) return;
-  auto e = envelope(node, Kind::mailbox, corr, 0, 0, kFlagNamed);
-  {
-    WireOutputArchive ar(e->bytes, nullptr);
-    ar(name);
-  }
-  seal(*e);
-  post(std::move(e));
+  send_expected(corr, [&] {
+    auto e = envelope(node, Kind::mailbox, corr, 0, 0, kFlagNamed);
+    {
+      WireOutputArchive ar(e->bytes, nullptr);
+      ar(name);
+    }
+    seal(*e);
+    return e;
+  });
 }
 
 void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
@@ -381,16 +403,15 @@ void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
     return done(0, std::make_exception_ptr(Error("troupe: spawn_on: no node " + std::to_string(node))));
   const auto corr = expect(node, std::make_unique<SpawnReply>(std::move(done)));
   if (corr == 0) return;
-  auto e = envelope(node, Kind::spawn, corr, 0, c->id);
-  try {
-    WireOutputArchive ar(e->bytes, nullptr);  // init lives on the caller's stack: copy it all
-    c->encode_init(init, ar);
-  } catch (...) {
-    if (auto r = take(corr)) r->fail(std::current_exception());
-    return;
-  }
-  seal(*e);
-  post(std::move(e));
+  send_expected(corr, [&] {
+    auto e = envelope(node, Kind::spawn, corr, 0, c->id);
+    {
+      WireOutputArchive ar(e->bytes, nullptr);  // init lives on the caller's stack: copy it all
+      c->encode_init(init, ar);
+    }
+    seal(*e);
+    return e;
+  });
 }
 
 void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) {

@@ -589,6 +589,9 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
         auto cell = core_.find_cell(target);
         if (!cell) return send_exit_notice(from, target, corr, ExitReason::stopped);
         std::lock_guard lk(watch_mu_);
+        // A watcher lost since it asked: node_lost() has swept its watches
+        // (under this lock, after it left the live set); none is added back.
+        if (!cluster_->alive(from)) break;
         const auto local = cell->add_monitor([this, from, target, corr](const ExitInfo& info) {
           {
             std::lock_guard lk2(watch_mu_);

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "failing_new.hpp"
+#include "remote/remote_node.hpp"
 #include "test_actors.hpp"
 #include "troupe/mpi.hpp"
 
@@ -121,6 +122,31 @@ TEST(Remote, AResultWithABlockWaitsOutAShortageButNotAnAbsurdRequest) {
       }
       EXPECT_GE(met, 3) << failures << " failures: the main thread read too few of the replies";
     }
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, AQueryWhoseSendingFindsNoMemoryFailsItsFutureAndLeavesNoAskBehind) {
+  // A mailbox query by name (as least_busy dispatchers make) whose envelope
+  // finds no memory for its name: its future fails with std::bad_alloc, and
+  // no ask stays waiting in the table (its sending used to throw at the
+  // caller after the ask was recorded, and the record stayed until the
+  // runtime finished; spawns and monitors had the same path).
+  Job j;
+  if (j.me == 0) {
+    auto& node = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote());
+    const std::string name(512 * 1024, 'n');
+    troupe::Promise<std::size_t> p(j.rt.core().waiter());
+    auto f = p.get_future();
+    tt::fail_large_allocations(256 * 1024, 1);
+    try {
+      node.mailbox_size_named(1, name, std::move(p));
+    } catch (const std::bad_alloc&) {
+      ADD_FAILURE() << "the query threw at its caller";
+    }
+    EXPECT_TRUE(tt::stop_failing()) << "nothing allocated that much";
+    EXPECT_THROW(f.get_for(10s), std::bad_alloc);
+    EXPECT_EQ(node.pending_asks(), 0u);
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }

@@ -510,3 +510,39 @@ TEST(Actors, MonitorsAddedByAConstructorThatThrowsFire) {
   EXPECT_EQ(rt.finish(), 0);
   EXPECT_EQ(fired.load(), 1);
 }
+
+TEST(Actors, AnActorSpawnedWhileTheOthersEndIsEndedToo) {
+  // A monitor's callback (a supervisor's, say) spawns an actor while finish()
+  // ends the others: it is ended too, and its own monitors fire.
+  std::atomic<int> ended{0};
+  troupe::Runtime rt(threads(2));
+  auto a = rt.spawn<Counter>(0);
+  rt.monitor(a, [&rt, &ended](const troupe::ExitInfo&) {
+    auto b = rt.spawn<Counter>(1);
+    rt.monitor(b, [&ended](const troupe::ExitInfo& info) {
+      if (info.reason == troupe::ExitReason::shutdown) ended.fetch_add(1);
+    });
+  });
+  EXPECT_EQ(rt.finish(), 0);
+  EXPECT_EQ(ended.load(), 1);
+}
+
+TEST(Actors, APeriodicTickThatThrowsStopsItsTimerAndIsReported) {
+  std::atomic<int> reported{0}, ticks{0};
+  auto cfg = threads(2);
+  cfg.on_unhandled = [&](troupe::ActorId, const char* what, std::exception_ptr) {
+    if (std::string(what).find("periodic") != std::string::npos) reported.fetch_add(1);
+  };
+  troupe::Runtime rt(cfg);
+  auto t = rt.every(std::chrono::milliseconds(1), [&]() -> bool {
+    ticks.fetch_add(1);
+    throw std::runtime_error("tick");
+  });
+  for (int i = 0; i < 5000 && t.active(); ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_FALSE(t.active()) << "a timer whose tick threw still says it is active";
+  EXPECT_EQ(ticks.load(), 1);
+  EXPECT_EQ(reported.load(), 1);
+  EXPECT_EQ(rt.finish(), 0);
+  // After finish() nothing would fire it, and nothing would count it done.
+  EXPECT_THROW(rt.after(std::chrono::milliseconds(1), [] {}), troupe::Error);
+}

@@ -120,6 +120,8 @@ class Core {
   /// Local shutdown: waits for quiescence, ends all actors, stops threads.
   void shutdown() noexcept;
   bool is_shut_down() const noexcept { return shut_down_; }
+  /// Shut down and its threads stopped: a timer started now would never fire.
+  bool is_stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
 
  private:
   Runtime& rt_;
@@ -134,6 +136,7 @@ class Core {
   std::atomic<ActorId> next_id_{1};
   std::atomic<std::size_t> outstanding_{0};
   bool shut_down_ = false;
+  std::atomic<bool> stopped_{false};
   mutable std::mutex names_mu_;
   std::unordered_map<std::string, std::shared_ptr<ActorCell>> names_;
   std::mutex periodic_mu_;
