@@ -73,7 +73,7 @@ ActorCell::Extras& ActorCell::extras() {
   Extras* e = extras_.load(std::memory_order_acquire);
   if (e != nullptr) return *e;
   auto* fresh = new Extras();
-  if (extras_.compare_exchange_strong(e, fresh, std::memory_order_acq_rel)) return *fresh;
+  if (extras_.compare_exchange_strong(e, fresh, std::memory_order_seq_cst)) return *fresh;
   delete fresh;
   return *e;
 }

@@ -99,18 +99,23 @@ class TbbScheduler final : public Scheduler {
   }
   ~TbbScheduler() override { shutdown(); }
 
+  // After shutdown() nothing runs: work that comes late (a delivery from
+  // another node to a runtime torn down without finish()) is dropped.
+  // Enqueued, it would bring the terminated arena back to life, and run
+  // against a runtime being destroyed. (Counted first, then checked, against
+  // shutdown's flag then wait: one of the two sees the other.)
   void schedule(std::shared_ptr<ActorCell> cell) override {
-    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    if (!enter()) return;
     arena_.enqueue(Turn(this, std::move(cell)));
   }
   void post(UniqueFunction<void()> f) override {
-    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    if (!enter()) return;
     arena_.enqueue(Posted(this, std::move(f)));
   }
   bool on_worker_thread() const noexcept override { return tls_worker_of == this; }
   std::size_t threads() const noexcept override { return threads_; }
   void shutdown() noexcept override {
-    if (down_.exchange(true)) return;
+    if (down_.exchange(true, std::memory_order_seq_cst)) return;
     // Every enqueued turn must have finished touching the runtime.
     while (in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     observer_.stop();
@@ -119,6 +124,13 @@ class TbbScheduler final : public Scheduler {
   void set_batch(std::size_t b) { batch_ = b; }
 
  private:
+  bool enter() noexcept {
+    in_flight_.fetch_add(1, std::memory_order_seq_cst);
+    if (!down_.load(std::memory_order_seq_cst)) return true;
+    in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+    return false;
+  }
+
   // oneTBB calls its functors as const; the mutable members let a task release
   // what it holds before it reports itself finished.
   struct Turn {

@@ -546,3 +546,14 @@ TEST(Actors, APeriodicTickThatThrowsStopsItsTimerAndIsReported) {
   // After finish() nothing would fire it, and nothing would count it done.
   EXPECT_THROW(rt.after(std::chrono::milliseconds(1), [] {}), troupe::Error);
 }
+
+TEST(Actors, WorkThatComesAfterShutdownIsDropped) {
+  // As a late delivery from another node to a runtime torn down without
+  // finish() would: it must not run (nor revive the scheduler's threads).
+  troupe::Runtime rt(threads(2));
+  EXPECT_EQ(rt.finish(), 0);
+  std::atomic<bool> ran{false};
+  rt.core().post([&] { ran = true; });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(ran.load());
+}
