@@ -173,6 +173,12 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       merge_lost(lost);  // anti-entropy: news the tree may have missed
       break;
     }
+    case Control::leaving:
+      if (alive(from)) {
+        std::fprintf(stderr, "troupe: node %u: node %u is lost (its runtime went without finish())\n", self_, from);
+        declare_lost(from);  // a node its notice missed learns it from the heartbeats' lost sets
+      }
+      break;
     case Control::lost: {
       NodeId root = 0;
       std::vector<NodeId> lost;
@@ -233,7 +239,10 @@ std::vector<NodeId> Cluster::lost_set() const {
 bool Cluster::merge_lost(const std::vector<NodeId>& lost) {
   bool news = false;
   for (NodeId n : lost) {
-    if (n == self_) expelled();
+    if (n == self_) {
+      if (left_.load()) continue;  // it told them so itself
+      expelled();
+    }
     if (n < size() && alive(n)) {
       declare_lost(n);
       news = true;
@@ -267,7 +276,7 @@ void Cluster::send_heartbeat(NodeId to) {
 }
 
 void Cluster::tick() {
-  if (done_.load()) return;
+  if (done_.load() || left_.load()) return;
   // A node declared lost stays lost: told so by a node that still hears it,
   // it stops; one that still sends after being declared lost is told so, at
   // most once a second.
@@ -281,6 +290,20 @@ void Cluster::tick() {
     engine_.send_expel(n);
   }
   detector_->tick(now);
+}
+
+void Cluster::leave(std::chrono::milliseconds limit) {
+  if (done_.load() || left_.exchange(true)) return;
+  for (NodeId n = 0; n < size(); ++n)
+    if (n != self_ && alive(n)) send_control(n, Control::leaving, nullptr);
+  // A lost node's sends are abandoned, so only a live but slow one can make
+  // this wait, and only until the limit.
+  const auto deadline = steady_clock::now() + limit;
+  while (steady_clock::now() < deadline) {
+    engine_.progress();
+    if (!engine_.sends_pending()) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 void Cluster::expelled() {

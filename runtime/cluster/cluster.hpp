@@ -34,6 +34,7 @@ enum class Control : std::uint32_t {
   finish_ack = 4,     ///< -> coordinator: done received
   heartbeat = 16,     ///< -> the node that watches me
   lost = 17,          ///< failure news: these nodes are lost (gossiped)
+  leaving = 18,       ///< the sender's runtime goes without finish(): it is lost from now on
   replicate = 32,     ///< registry and groups: an update to apply (32..47 are theirs)
   replicate_ack = 33,
   replicate_sync = 34,  ///< a node that joined later asks for a copy of every replica
@@ -100,6 +101,11 @@ class Cluster {
   /// and no work is in flight or being handled anywhere.
   void finish();
   bool finishing() const noexcept { return in_finish_.load(); }
+  /// This node's runtime goes without finish() (an exception left main, say):
+  /// tells every live node, which counts it lost at once instead of after the
+  /// heartbeat timeout, and waits (at most `limit`) for the notices to leave.
+  /// From here on this node detects nothing and ignores news of its own loss.
+  void leave(std::chrono::milliseconds limit);
   /// The wave node n asked of us that we have not answered yet (tests, diagnostics).
   std::optional<std::uint64_t> unanswered_probe(NodeId n) const;
 
@@ -141,6 +147,7 @@ class Cluster {
   // termination protocol (under mu_)
   std::atomic<bool> in_finish_{false};
   std::atomic<bool> done_{false};
+  std::atomic<bool> left_{false};  // leave() was called
   // The latest unanswered wave each node asked of us. Per node, not one slot:
   // a late probe from a node being declared lost (stopped, then resumed) must
   // not overwrite the one from the node that coordinates after it, which

@@ -11,9 +11,10 @@ void DeterministicScheduler::schedule(std::shared_ptr<ActorCell> cell) {
   queue_.emplace_back(std::move(cell));
 }
 
-void DeterministicScheduler::post(UniqueFunction<void()> f) {
+bool DeterministicScheduler::post(UniqueFunction<void()> f) {
   std::lock_guard lk(mu_);
   queue_.emplace_back(std::move(f));
+  return true;
 }
 
 void DeterministicScheduler::shutdown() noexcept {

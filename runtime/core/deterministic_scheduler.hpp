@@ -17,7 +17,7 @@ class DeterministicScheduler final : public Scheduler, public Waiter {
   DeterministicScheduler(VirtualTimerService& timers, std::size_t batch) : timers_(timers), batch_(batch) {}
 
   void schedule(std::shared_ptr<ActorCell> cell) override;
-  void post(UniqueFunction<void()> f) override;
+  bool post(UniqueFunction<void()> f) override;
   Waiter* waiter() noexcept override { return this; }
   bool on_worker_thread() const noexcept override { return false; }
   std::size_t threads() const noexcept override { return 1; }

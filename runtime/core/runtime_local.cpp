@@ -14,6 +14,9 @@ Runtime::~Runtime() {
   if (finished_ < 0 && core_) {
     core_->stop_periodic();
     core_->shutdown();
+    // The other nodes count this one lost now, not after the heartbeat
+    // timeout (or never, if this process goes on without troupe).
+    if (link_) link_->leave();
   }
   names_.reset();
   link_.reset();

@@ -24,8 +24,9 @@ class Scheduler {
   virtual ~Scheduler() = default;
   /// Runs one turn of the cell (a bounded batch). The cell stays alive meanwhile.
   virtual void schedule(std::shared_ptr<ActorCell> cell) = 0;
-  /// Runs f once, on a worker.
-  virtual void post(UniqueFunction<void()> f) = 0;
+  /// Runs f once, on a worker. False if the scheduler was shut down: f is
+  /// dropped, not run (a caller that waits for f must stop waiting).
+  virtual bool post(UniqueFunction<void()> f) = 0;
   /// The waiter futures of this runtime use while a thread blocks on them.
   virtual Waiter* waiter() noexcept { return nullptr; }
   /// True if the calling thread is one of this scheduler's workers.

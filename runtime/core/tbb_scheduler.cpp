@@ -108,9 +108,10 @@ class TbbScheduler final : public Scheduler {
     if (!enter()) return;
     arena_.enqueue(Turn(this, std::move(cell)));
   }
-  void post(UniqueFunction<void()> f) override {
-    if (!enter()) return;
+  bool post(UniqueFunction<void()> f) override {
+    if (!enter()) return false;
     arena_.enqueue(Posted(this, std::move(f)));
+    return true;
   }
   bool on_worker_thread() const noexcept override { return tls_worker_of == this; }
   std::size_t threads() const noexcept override { return threads_; }

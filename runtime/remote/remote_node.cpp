@@ -57,7 +57,11 @@ void RemoteNode::start_polling() {
     return;
   }
   engine_->helper_enter();
-  core_.scheduler().post([this, now = Clock::now()] { poll(now); });
+  if (!core_.scheduler().post([this, now = Clock::now()] { poll(now); })) {
+    // The scheduler was shut down (a runtime going without finish()).
+    engine_->helper_stop();
+    polling_.store(false, std::memory_order_release);
+  }
 }
 
 void RemoteNode::poll(Clock::time_point last_activity) {
@@ -80,9 +84,9 @@ void RemoteNode::poll(Clock::time_point last_activity) {
       if (did) last_activity = now;
     }
     if (now - last_activity < kQuietSpell) {
-      // Behind whatever turns that progress just queued (FIFO), then again.
-      core_.scheduler().post([this, last_activity] { poll(last_activity); });
-      return;
+      // Behind whatever turns that progress just queued (FIFO), then again
+      // (unless the scheduler is being shut down).
+      if (core_.scheduler().post([this, last_activity] { poll(last_activity); })) return;
     }
   }
   engine_->helper_stop();
@@ -571,6 +575,17 @@ int RemoteNode::finish() {
   stop_polling();
   engine_->stop_progress_thread();
   return 0;
+}
+
+void RemoteNode::leave() {
+  // Its last messages (what the ending actors sent) go before the notice: per
+  // pair of nodes, everything arrives in order.
+  if (finalized_) return;
+  try {
+    cluster_->leave(std::chrono::seconds(1));
+  } catch (...) {
+    // No memory for the notices: the others find this node lost by its silence.
+  }
 }
 
 void RemoteNode::finalize() {

@@ -59,6 +59,7 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   void spawn(NodeId node, const TypeTag* type, const void* init,
              UniqueFunction<void(ActorId, std::exception_ptr)> done) override;
   int finish() override;
+  void leave() override;
   void finalize() override;
   void flush() override { engine_->flush(); }
   ClusterState cluster_state() const override { return cluster_->state(); }

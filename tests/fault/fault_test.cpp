@@ -691,6 +691,58 @@ void stopped_node(troupe::Runtime& rt, Outcome& out) {
   rt.finish();
 }
 
+// Node 2's runtime goes without finish() (an exception leaves the scope that
+// holds it) while its process lives on. The heartbeat timeout is a minute and
+// the process table shows node 2 running: the others can only learn it from
+// node 2 itself, and must, at once.
+constexpr auto kLeftLivesOn = 8s;
+void left_without_finish(Outcome& out, int& node) {
+  const std::vector<troupe::NodeId> survivors{0, 1};
+  try {
+    troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+    node = static_cast<int>(rt.node());
+    rt.spawn<Recorder>();  // id 1 everywhere
+    if (rt.node() == 2) {
+      // Leave once both others monitor a Victim here and said so.
+      auto me = recorder_of(rt, 2);
+      bool ready = false;
+      for (int i = 0; i < 1000 && !ready; ++i) {
+        ready = me.ask<&Recorder::check>(0, 1).get_for(5s).empty() &&
+                me.ask<&Recorder::check>(1, 1).get_for(5s).empty();
+        if (!ready) std::this_thread::sleep_for(10ms);
+      }
+      out.expect(ready, "the others never said they were ready");
+      throw std::runtime_error("leaving");
+    }
+    expect_streams_from(survivors);
+    auto v = rt.spawn_on<Victim>(2, 1 << 30).get_for(10s);
+    std::atomic<int> fired{0};
+    rt.monitor(v, [&](const troupe::ExitInfo& e) {
+      if (e.node == 2 && e.actor == v.id()) fired++;
+    });
+    recorder_of(rt, 2).tell<&Recorder::record>(static_cast<int>(rt.node()), 0);
+    const auto told = std::chrono::steady_clock::now();
+    const bool seen = rt.wait_cluster([](const troupe::ClusterState& s) { return !s.alive(2); }, kLeftLivesOn / 2);
+    out.expect(seen, "node 2 left without finish() but was not seen lost while its process lived on");
+    for (int i = 0; i < 200 && fired.load() == 0; ++i) std::this_thread::sleep_for(5ms);
+    out.expect(fired.load() == 1, "the monitor of node 2's actor fired " + std::to_string(fired.load()) + " times");
+    try {
+      v.ask<&Victim::hit>(1).get_for(5s);
+      out.fail("an ask to the node that left was answered");
+    } catch (const troupe::ConnectionLost& e) {
+      out.expect(e.node_id() == 2, "ConnectionLost names node " + std::to_string(e.node_id()));
+    }
+    stream_to_survivors(rt, survivors, 0, kStream);
+    out.expect(rt.finish() == 0, "finish() failed");
+    check_streams(rt, survivors, out);
+    out.expect(std::chrono::steady_clock::now() - told < kLeftLivesOn / 2, "the survivors' finish() waited for node 2");
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()) != "leaving") throw;
+    // Not expelled (which would end this process with code 70): it said so itself.
+    std::this_thread::sleep_for(kLeftLivesOn);
+  }
+}
+
 }  // namespace ft
 
 int main(int argc, char** argv) {
@@ -711,23 +763,28 @@ int main(int argc, char** argv) {
     MPI_Comm_get_parent(&parent);
     setenv("TROUPE_ROLE", parent == MPI_COMM_NULL && rank == 0 ? "head" : "worker", 1);
   }
+  if (scenario == "left_without_finish") setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", "60000", 1);
   try {
-    troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
-    node = static_cast<int>(rt.node());
-    rt.spawn<ft::Recorder>();  // id 1 everywhere
-    if (scenario == "asks_in_flight") ft::asks_in_flight(rt, out);
-    else if (scenario == "monitored_actors") ft::monitored_actors(rt, out);
-    else if (scenario == "two_at_once") ft::two_at_once(rt, out);
-    else if (scenario == "rank0_dies") ft::rank0_dies(rt, out);
-    else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
-    else if (scenario == "replace") ft::replace(rt, out);
-    else if (scenario == "replace_twice") ft::replace_twice(rt, out);
-    else if (scenario == "resync") ft::resync(rt, out);
-    else if (scenario == "stopped_node") ft::stopped_node(rt, out);
-    else if (scenario == "late_probe") ft::late_probe(rt, out);
-    else if (scenario == "half_written") ft::half_written(rt, out);
-    else if (scenario == "blocks_in_flight") ft::blocks_in_flight(rt, out);
-    else out.fail("unknown scenario '" + scenario + "'");
+    if (scenario == "left_without_finish") {
+      ft::left_without_finish(out, node);
+    } else {
+      troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+      node = static_cast<int>(rt.node());
+      rt.spawn<ft::Recorder>();  // id 1 everywhere
+      if (scenario == "asks_in_flight") ft::asks_in_flight(rt, out);
+      else if (scenario == "monitored_actors") ft::monitored_actors(rt, out);
+      else if (scenario == "two_at_once") ft::two_at_once(rt, out);
+      else if (scenario == "rank0_dies") ft::rank0_dies(rt, out);
+      else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
+      else if (scenario == "replace") ft::replace(rt, out);
+      else if (scenario == "replace_twice") ft::replace_twice(rt, out);
+      else if (scenario == "resync") ft::resync(rt, out);
+      else if (scenario == "stopped_node") ft::stopped_node(rt, out);
+      else if (scenario == "late_probe") ft::late_probe(rt, out);
+      else if (scenario == "half_written") ft::half_written(rt, out);
+      else if (scenario == "blocks_in_flight") ft::blocks_in_flight(rt, out);
+      else out.fail("unknown scenario '" + scenario + "'");
+    }
   } catch (const std::exception& e) {
     out.fail(std::string("exception: ") + e.what());
   }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <algorithm>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "polite_mpi.hpp"
@@ -588,4 +589,34 @@ TEST(Remote, FinishDeliversEverythingSentBeforeIt) {
   }
   EXPECT_EQ(j.rt.finish(), 0);
   EXPECT_EQ(tt::g_recorded.load(), static_cast<long>(kEach * j.n));
+}
+
+TEST(Remote, ARuntimeGoneWithoutFinishIsLostToTheOthersAtOnce) {
+  // The last rank's runtime is destroyed without finish() (an exception left
+  // the scope that held it) while its process goes on. The heartbeat timeout
+  // is a minute: the others can only learn it from the rank itself, and must.
+  troupe::Config cfg;
+  cfg.heartbeat_timeout = std::chrono::minutes(1);
+  std::optional<troupe::Runtime> rt;
+  rt.emplace(troupe::adopt(MPI_COMM_WORLD), cfg);
+  const troupe::NodeId me = rt->node();
+  const auto leaver = static_cast<troupe::NodeId>(rt->size() - 1);
+  troupe::ActorRef<Counter> c;
+  if (me != leaver) c = rt->spawn_on<Counter>(leaver, 7).get_for(10s);
+  tt::barrier();  // (test only: nobody has left yet)
+  if (me == leaver) {
+    rt.reset();
+  } else {
+    EXPECT_TRUE(rt->wait_cluster([&](const troupe::ClusterState& s) { return !s.alive(leaver); }, 10s))
+        << "the rank that left was not seen lost";
+    try {
+      c.ask<&Counter::value>().get_for(5s);
+      ADD_FAILURE() << "an actor of the rank that left answered";
+    } catch (const troupe::ConnectionLost& e) {
+      EXPECT_EQ(e.node_id(), leaver);
+    }
+    EXPECT_EQ(rt->finish(), 0);  // among the others
+    rt.reset();
+  }
+  tt::barrier();  // the process that left lived on (it was not told to stop)
 }

@@ -60,6 +60,9 @@ class RemoteLink {
   /// Graceful collective shutdown of the whole job; returns the exit code.
   /// Afterwards nothing more is sent or received.
   virtual int finish() = 0;
+  /// The runtime goes without finish(), after its local actors ended: the
+  /// other nodes are told to count this one lost now.
+  virtual void leave() {}
   /// Releases MPI (MPI_Finalize if troupe initialised it), after the local actors ended.
   virtual void finalize() {}
   /// Hands queued envelopes to MPI now (called when an actor's turn ends).
