@@ -101,9 +101,10 @@ class Cluster {
   /// and no work is in flight or being handled anywhere.
   void finish();
   bool finishing() const noexcept { return in_finish_.load(); }
-  /// This node's runtime goes without finish() (an exception left main, say):
-  /// tells every live node, which counts it lost at once instead of after the
-  /// heartbeat timeout, and waits (at most `limit`) for the notices to leave.
+  /// This node's runtime goes without finish() (an exception unwound the
+  /// scope that holds it, say): tells every live node, which counts it lost at
+  /// once instead of after the heartbeat timeout, and waits (at most `limit`)
+  /// for the notices to leave.
   /// From here on this node detects nothing and ignores news of its own loss.
   void leave(std::chrono::milliseconds limit);
   /// The wave node n asked of us that we have not answered yet (tests, diagnostics).
