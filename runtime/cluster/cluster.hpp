@@ -107,6 +107,8 @@ class Cluster {
   /// for the notices to leave.
   /// From here on this node detects nothing and ignores news of its own loss.
   void leave(std::chrono::milliseconds limit);
+  /// leave() was called: the others count this node lost.
+  bool left() const noexcept { return left_.load(); }
   /// The wave node n asked of us that we have not answered yet (tests, diagnostics).
   std::optional<std::uint64_t> unanswered_probe(NodeId n) const;
 

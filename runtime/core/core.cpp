@@ -83,9 +83,9 @@ std::shared_ptr<ActorCell> Core::find_local(const std::string& name) const {
   return it == names_.end() || it->second->exited() ? nullptr : it->second;
 }
 
-void Core::post(UniqueFunction<void()> f) {
+bool Core::post(UniqueFunction<void()> f) {
   work_started();
-  sched_->post([this, f = std::move(f)]() mutable {
+  const bool taken = sched_->post([this, f = std::move(f)]() mutable {
     try {
       auto run = std::move(f);
       run();
@@ -97,6 +97,8 @@ void Core::post(UniqueFunction<void()> f) {
     // waiting coroutine), and quiescence must not be seen before it.
     work_done();
   });
+  if (!taken) work_done();  // refused after shutdown: it will not run
+  return taken;
 }
 
 void Core::work_done() noexcept {

@@ -118,7 +118,7 @@ class TbbScheduler final : public Scheduler {
   void shutdown() noexcept override {
     if (down_.exchange(true, std::memory_order_seq_cst)) return;
     // Every enqueued turn must have finished touching the runtime.
-    while (in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    while (in_flight_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
     observer_.stop();
     arena_.terminate();
   }

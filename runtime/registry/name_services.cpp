@@ -151,9 +151,10 @@ void NameServices::group_changed(const std::string& key, const ReplEntry* before
   events_.push_back(GroupEvent{std::move(group), e->owner, e->actor, after != nullptr, std::move(scope)});
   if (draining_) return;
   draining_ = true;
-  core_.post([this, life = std::weak_ptr<bool>(life_)] {
+  const bool taken = core_.post([this, life = std::weak_ptr<bool>(life_)] {
     if (!life.expired()) drain_events();
   });
+  if (!taken) draining_ = false;  // the runtime is shut down: nothing will drain
 }
 
 void NameServices::drain_events() {

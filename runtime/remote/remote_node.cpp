@@ -622,10 +622,12 @@ void RemoteNode::finalize() {
     // intercommunicators (collective over their members, so only while none
     // of them was lost).
     engine_->release_joined_comms();
+    // A node that left without finish() is lost to the others, who skip the
+    // disconnect: so does it.
     const std::size_t lost = cluster_->lost_set().size();
     for (auto& sp : spawns_) {
       if (sp.merged != MPI_COMM_NULL) MPI_Comm_free(&sp.merged);
-      if (lost == sp.lost_at && sp.inter != MPI_COMM_NULL) MPI_Comm_disconnect(&sp.inter);
+      if (!cluster_->left() && lost == sp.lost_at && sp.inter != MPI_COMM_NULL) MPI_Comm_disconnect(&sp.inter);
     }
     for (auto& c : owned_comms_)
       if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
@@ -640,12 +642,13 @@ void RemoteNode::finalize() {
     if (done) return;
     // MPICH's MPI_Finalize waits for every rank, the dead included, and has no
     // switch to skip that (Open MPI's fence is skipped, see runtime_mpi.cpp):
-    // after a loss, survivors leave MPI without it.
+    // after a loss, survivors leave MPI without it, and so does a node that
+    // left without finish() (lost to the others).
     char version[MPI_MAX_LIBRARY_VERSION_STRING];
     int len = 0;
     MPI_Get_library_version(version, &len);
     const bool mpich = std::string(version, static_cast<std::size_t>(len)).find("MPICH") != std::string::npos;
-    if (mpich && cluster_->lost_set().size() > 0) return;
+    if (mpich && (cluster_->left() || !cluster_->lost_set().empty())) return;
     MPI_Finalize();
   }
 }

@@ -553,7 +553,7 @@ TEST(Actors, WorkThatComesAfterShutdownIsDropped) {
   troupe::Runtime rt(threads(2));
   EXPECT_EQ(rt.finish(), 0);
   std::atomic<bool> ran{false};
-  rt.core().post([&] { ran = true; });
+  EXPECT_FALSE(rt.core().post([&] { ran = true; })) << "work after shutdown is refused";
   std::this_thread::sleep_for(50ms);
   EXPECT_FALSE(ran.load());
 }

@@ -103,8 +103,9 @@ class Core {
   void unregister_local(const std::string& name) noexcept;
   std::shared_ptr<ActorCell> find_local(const std::string& name) const;
 
-  /// Runs f on a scheduler thread.
-  void post(UniqueFunction<void()> f);
+  /// Runs f on a scheduler thread. False once the scheduler is shut down:
+  /// f is dropped, not run.
+  bool post(UniqueFunction<void()> f);
 
   /// Quiescence accounting: every scheduled actor, posted task and pending
   /// one-shot timer counts as outstanding work.
