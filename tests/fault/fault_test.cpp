@@ -470,6 +470,23 @@ void half_written(troupe::Runtime& rt, Outcome& out) {
   rt.finish();
 }
 
+// Every node registers a Victim (id 2) as "n<node>" (the workers also put
+// it in "pool"); node 2 puts node 3's in "orphan", the group only it writes,
+// and dies. Returns once the others see it lost.
+template <class Groups>
+void orphan_writer_dies(troupe::Runtime& rt, Groups& pool, bool workers_join_pool, Outcome& out) {
+  auto v = rt.spawn<Victim>(1 << 30);  // id 2
+  rt.registry().put("n" + std::to_string(rt.node()), v).get();
+  if (workers_join_pool && rt.node() != 0) pool.join("pool", v).get();
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 2) {
+    pool.join("orphan", *rt.registry().get<Victim>("n3")).get();  // applied on every worker when it returns
+    std::this_thread::sleep_for(300ms);
+    die();
+  }
+  expect_lost(rt, {2}, out);
+}
+
 // Rank 2 dies; the survivors bring in a replacement process (add_nodes) and
 // put work on it; the newcomer sees the registry as it was, and the groups of
 // its role. Roles: node 0 "head", the others (and the newcomer) "worker".
@@ -509,16 +526,7 @@ void replace(troupe::Runtime& rt, Outcome& out) {
     return;
   }
   const std::vector<troupe::NodeId> survivors{0, 1, 3};
-  auto v = rt.spawn<Victim>(1 << 30);  // id 2
-  rt.registry().put("n" + std::to_string(rt.node()), v).get();
-  if (rt.node() != 0) pool.join("pool", v).get();
-  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
-  if (rt.node() == 2) {
-    pool.join("orphan", *rt.registry().get<Victim>("n3")).get();  // applied on every worker when it returns
-    std::this_thread::sleep_for(300ms);
-    die();
-  }
-  expect_lost(rt, {2}, out);
+  orphan_writer_dies(rt, pool, /*workers_join_pool=*/true, out);
   auto added = rt.add_nodes(1, {"replace"});
   out.expect(added == std::vector<troupe::NodeId>{4}, "add_nodes did not return node 4");
   out.expect(rt.cluster().size() == 5 && rt.cluster().alive(4), "the new node is not in the cluster");
@@ -568,15 +576,7 @@ void resync(troupe::Runtime& rt, Outcome& out) {
     rt.finish();
     return;
   }
-  auto v = rt.spawn<Victim>(1 << 30);
-  rt.registry().put("n" + std::to_string(rt.node()), v).get();
-  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
-  if (rt.node() == 2) {
-    pool.join("orphan", *rt.registry().get<Victim>("n3")).get();  // applied on every worker when it returns
-    std::this_thread::sleep_for(300ms);
-    die();
-  }
-  expect_lost(rt, {2}, out);
+  orphan_writer_dies(rt, pool, /*workers_join_pool=*/false, out);
   if (rt.node() == 1) {
     auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*rt.core().remote()).cluster();
     cluster.set_extra_control([](troupe::NodeId, std::uint64_t, troupe::detail::WireInputArchive&) {});
