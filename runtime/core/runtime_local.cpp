@@ -51,8 +51,14 @@ void Runtime::demonitor(const MonitorId& id) {
   }
 }
 
+namespace {
+void refuse_if_stopped(const detail::Core& core) {
+  if (core.is_stopped()) throw Error("troupe: a timer started after finish() would never fire");
+}
+}  // namespace
+
 Timer Runtime::after_impl(std::chrono::nanoseconds delay, detail::UniqueFunction<void()> fn) {
-  if (core_->is_stopped()) throw Error("troupe: a timer started after finish() would never fire");
+  refuse_if_stopped(*core_);
   auto c = std::make_shared<detail::TimerControl>();
   c->core = core_.get();
   c->one_shot = true;
@@ -94,7 +100,7 @@ struct Periodic {
 
 Timer Runtime::every_impl(std::chrono::nanoseconds period, std::function<bool()> tick) {
   if (period <= std::chrono::nanoseconds::zero()) throw Error("troupe: a periodic timer needs a positive period");
-  if (core_->is_stopped()) throw Error("troupe: a timer started after finish() would never fire");
+  refuse_if_stopped(*core_);
   auto c = std::make_shared<detail::TimerControl>();
   c->core = core_.get();
   c->one_shot = false;

@@ -75,15 +75,15 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   bool joined_later() const noexcept { return joined_; }
 
   // ---- diagnostics and tests: hand-made bytes ------------------------------
-  /// Sends `payload` as an envelope of the given kind that expects a reply
-  /// (version overrides the protocol version byte). The future holds the error
-  /// the receiver reports, or completes if it answers at all. coalesce: it
-  /// waits in its destination's open frame like a tell, for what follows.
   /// Asks (calls, spawns, queries) waiting for their reply. For tests.
   std::size_t pending_asks() {
     std::lock_guard lk(pending_mu_);
     return pending_.size();
   }
+  /// Sends `payload` as an envelope of the given kind that expects a reply
+  /// (version overrides the protocol version byte). The future holds the error
+  /// the receiver reports, or completes if it answers at all. coalesce: it
+  /// waits in its destination's open frame like a tell, for what follows.
   Future<void> raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
                        std::uint8_t version = kProtocolVersion, bool coalesce = false);
   /// The same with one block after the envelope, declared at its full size
@@ -140,11 +140,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   Future<void> send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
                             std::uint8_t version, bool coalesce, std::shared_ptr<ByteBuffer> block, std::size_t sent);
   void post(Draft e);
-  /// Registers an ask's reply handler, unless the node is already lost.
   /// Posts what make() builds for the ask expecting reply corr; whatever
   /// throws on the way fails that ask instead of leaving its entry behind.
   template <class Make>
   void send_expected(std::uint64_t corr, Make&& make);
+  /// Registers an ask's reply handler, unless the node is already lost.
   std::uint64_t expect(NodeId node, std::unique_ptr<PendingReply> reply);
   std::unique_ptr<PendingReply> take(std::uint64_t corr);
   using PendingNode = std::unordered_map<std::uint64_t, Pending>::node_type;

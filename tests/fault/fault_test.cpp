@@ -577,14 +577,17 @@ void resync(troupe::Runtime& rt, Outcome& out) {
     return;
   }
   orphan_writer_dies(rt, pool, /*workers_join_pool=*/false, out);
+  static std::atomic<bool> asked{false};  // node 1: the newcomer's copy request came
   if (rt.node() == 1) {
     auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*rt.core().remote()).cluster();
-    cluster.set_extra_control([](troupe::NodeId, std::uint64_t, troupe::detail::WireInputArchive&) {});
+    cluster.set_extra_control([](troupe::NodeId, std::uint64_t type, troupe::detail::WireInputArchive&) {
+      if (type == static_cast<std::uint64_t>(troupe::detail::Control::replicate_sync)) asked = true;
+    });
   }
   out.expect(rt.add_nodes(1, {"resync"}) == std::vector<troupe::NodeId>{4}, "add_nodes did not return node 4");
   if (rt.node() == 1) {
-    std::this_thread::sleep_for(300ms);  // the newcomer asked this node by now
-    die();
+    for (int i = 0; i < 2000 && !asked.load(); ++i) std::this_thread::sleep_for(10ms);
+    die();  // once the newcomer has asked this node
   }
   expect_lost(rt, {1, 2}, out);
   rt.finish();
@@ -724,7 +727,7 @@ void left_without_finish(Outcome& out, int& node) {
     const auto told = std::chrono::steady_clock::now();
     const bool seen = rt.wait_cluster([](const troupe::ClusterState& s) { return !s.alive(2); }, kLeftLivesOn / 2);
     out.expect(seen, "node 2 left without finish() but was not seen lost while its process lived on");
-    for (int i = 0; i < 200 && fired.load() == 0; ++i) std::this_thread::sleep_for(5ms);
+    for (int i = 0; i < 2000 && fired.load() == 0; ++i) std::this_thread::sleep_for(5ms);
     out.expect(fired.load() == 1, "the monitor of node 2's actor fired " + std::to_string(fired.load()) + " times");
     try {
       v.ask<&Victim::hit>(1).get_for(5s);

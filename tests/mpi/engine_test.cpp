@@ -531,7 +531,12 @@ TEST(Engine, AnUnreadableEnvelopeIsAnnouncedBeforeTheOnesAfterIt) {
     MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
   } else if (rank == 1) {
     engine.start_progress_thread(nullptr, 10ms, nullptr);
-    EXPECT_TRUE(wait_until([&] { return sink.reports.load() == 1; }, 20s));
+    EXPECT_TRUE(wait_until(
+        [&] {
+          std::lock_guard lk(sink.mu);
+          return sink.reports.load() == 1 && sink.seen.size() == 3;
+        },
+        20s));
     engine.stop_progress_thread();
     std::lock_guard lk(sink.mu);
     EXPECT_EQ(sink.seen, (std::vector<std::int64_t>{1, -1, 3}));

@@ -429,11 +429,16 @@ TEST(Actors, FinishInsideAnActorIsRefused) {
 TEST(Actors, AReadyFutureMayBeReadInsideAnActorsContinuation) {
   // A continuation runs on the thread that completes the future (here the
   // actor's, in its turn): get() on the future it is handed never blocks.
+  struct Fulfiller {
+    void fulfil(troupe::Promise<int>* p) { p->set_value(42); }
+  };
   troupe::Runtime rt(threads(2));
-  auto c = rt.spawn<Counter>(40);
+  troupe::Promise<int> source;
   troupe::Promise<int> seen;
   auto f = seen.get_future();
-  c.ask<&Counter::add>(2).on_complete([&seen](troupe::Future<int> done) mutable { seen.set_value(done.get()); });
+  // Attached before the actor completes it: it runs in the actor's turn.
+  source.get_future().on_complete([&seen](troupe::Future<int> done) mutable { seen.set_value(done.get()); });
+  rt.spawn<Fulfiller>().tell<&Fulfiller::fulfil>(&source);
   EXPECT_EQ(f.get_for(10s), 42);
   EXPECT_EQ(rt.finish(), 0);
 }
