@@ -122,8 +122,12 @@ class Groups {
     return out;
   }
   std::vector<std::string> groups() const;
-  /// Called (on a scheduler thread) for every join and leave this node applies.
+  /// Called (on a scheduler thread, one event at a time, in the order this
+  /// node applied them) for every join and leave this node applies from now on.
   std::uint64_t subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn);
+  /// Once it returns, the callback does not run and will not run again, so
+  /// what it captured may go. Called from inside that callback, it returns at
+  /// once (the call under way finishes).
   void unsubscribe(std::uint64_t token);
 
   // ---- internal --------------------------------------------------------------

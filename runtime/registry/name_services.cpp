@@ -33,6 +33,23 @@ std::pair<std::string, std::string> split_scoped_group(const std::string& scoped
   return {scope, scoped.substr(scope.size() + 2)};
 }
 
+NodeId copy_source(const ClusterState& st, NodeId self, const std::string& role, NodeId first_of_batch) {
+  // A node of its own role keeps everything it keeps (scoped groups too); a
+  // node that joined with it is as empty as it is, so one from before comes
+  // first (then, if every one of those is lost, one of the batch).
+  NodeId best = kInvalidNode;
+  int best_rank = 4;
+  for (NodeId n = 0; n < st.size(); ++n) {
+    if (n == self || !st.alive(n)) continue;
+    const int rank = (n >= first_of_batch ? 2 : 0) + (st.node(n).role == role ? 0 : 1);
+    if (rank < best_rank) {
+      best = n;
+      best_rank = rank;
+    }
+  }
+  return best;
+}
+
 NameServices::NameServices(Runtime& rt)
     : rt_(rt),
       core_(rt.core()),
@@ -47,7 +64,9 @@ NameServices::NameServices(Runtime& rt)
       groups_(*this) {
   if (auto* node = dynamic_cast<RemoteNode*>(core_.remote())) {
     cluster_ = &node->cluster();
-    cluster_->set_extra_control([this](NodeId from, std::uint64_t type, WireInputArchive& ar) { on_control(from, type, ar); });
+    // The listeners first: the messages that came before the handler are
+    // applied when it is set, and a loss declared meanwhile must reach the
+    // entries they bring.
     cluster_->on_lost([this, life = std::weak_ptr<bool>(life_)](NodeId n) {
       if (life.expired()) return;
       registry_map_.node_lost(n);
@@ -60,18 +79,11 @@ NameServices::NameServices(Runtime& rt)
       registry_map_.push_own(fresh);
       group_map_.push_own(fresh);
     });
+    cluster_->set_extra_control(
+        [this](NodeId from, std::uint64_t type, WireInputArchive& ar) { on_control(from, type, ar); });
     // A node that joined later starts empty: it asks a live member for a copy.
     if (node->joined_later()) {
-      const auto st = cluster_->state();
-      const std::string& mine = rt_.config().role;
-      NodeId any = kInvalidNode, same_role = kInvalidNode;
-      for (NodeId n = 0; n < st.size(); ++n) {
-        if (n == self() || !st.alive(n)) continue;
-        if (any == kInvalidNode) any = n;
-        if (same_role == kInvalidNode && st.node(n).role == mine) same_role = n;
-      }
-      // A node of its own role keeps everything it keeps (scoped groups too).
-      const NodeId from = same_role != kInvalidNode ? same_role : any;
+      const NodeId from = copy_source(cluster_->state(), self(), rt_.config().role, node->first_of_batch());
       if (from != kInvalidNode) cluster_->send_control(from, Control::replicate_sync, nullptr, /*work=*/true);
     }
   }
@@ -100,7 +112,7 @@ void NameServices::on_control(NodeId from, std::uint64_t type, WireInputArchive&
     ReplEntry e;
     std::uint64_t corr = 0;
     ar(map, key, e, corr);
-    (map == 1 ? registry_map_ : group_map_).apply(key, std::move(e));
+    (map == 1 ? registry_map_ : group_map_).apply(key, std::move(e), from);
     if (corr != 0)
       cluster_->send_control(
           from, Control::replicate_ack, [&](WireOutputArchive& out) { out(map, corr); }, /*work=*/true);
@@ -132,15 +144,22 @@ DispatchFn NameServices::dispatcher(const std::string& name) const {
 }
 
 std::uint64_t NameServices::subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn) {
+  std::uint64_t since = 0;
+  {
+    std::lock_guard lk(events_mu_);  // an event applied from here on is heard; one before, not
+    since = events_seq_;
+  }
   std::lock_guard lk(mu_);
   const auto token = next_token_++;
-  subscribers_.emplace(token, std::make_pair(group, std::move(fn)));
+  subscribers_.emplace(token, Subscriber{group, since, std::move(fn)});
   return token;
 }
 
 void NameServices::unsubscribe(std::uint64_t token) {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
   subscribers_.erase(token);
+  const auto me = std::this_thread::get_id();
+  called_.wait(lk, [&] { return calling_ != token || calling_thread_ == me; });
 }
 
 void NameServices::group_changed(const std::string& key, const ReplEntry* before, const ReplEntry* after) {
@@ -148,7 +167,8 @@ void NameServices::group_changed(const std::string& key, const ReplEntry* before
   const ReplEntry* e = after != nullptr ? after : before;
   std::lock_guard lk(events_mu_);
   auto [scope, group] = split_scoped_group(group_of_key(key));
-  events_.push_back(GroupEvent{std::move(group), e->owner, e->actor, after != nullptr, std::move(scope)});
+  events_.emplace_back(events_seq_++,
+                       GroupEvent{std::move(group), e->owner, e->actor, after != nullptr, std::move(scope)});
   if (draining_) return;
   draining_ = true;
   const bool taken = core_.post([this, life = std::weak_ptr<bool>(life_)] {
@@ -159,6 +179,7 @@ void NameServices::group_changed(const std::string& key, const ReplEntry* before
 
 void NameServices::drain_events() {
   while (true) {
+    std::uint64_t seq = 0;
     GroupEvent ev;
     {
       std::lock_guard lk(events_mu_);
@@ -166,17 +187,27 @@ void NameServices::drain_events() {
         draining_ = false;
         return;
       }
-      ev = std::move(events_.front());
+      seq = events_.front().first;
+      ev = std::move(events_.front().second);
       events_.pop_front();
     }
-    std::vector<std::function<void(const GroupEvent&)>> fns;
+    std::vector<std::uint64_t> tokens;
     {
       std::lock_guard lk(mu_);
       const std::string scoped = scoped_group(ev.scope, ev.group);
       for (auto& [token, sub] : subscribers_)
-        if (sub.first == scoped) fns.push_back(sub.second);
+        if (sub.group == scoped && seq >= sub.since) tokens.push_back(token);
     }
-    for (auto& fn : fns) {
+    for (const auto token : tokens) {
+      std::function<void(const GroupEvent&)> fn;
+      {
+        std::lock_guard lk(mu_);
+        auto it = subscribers_.find(token);
+        if (it == subscribers_.end()) continue;  // unsubscribed meanwhile: not called again
+        fn = it->second.fn;
+        calling_ = token;
+        calling_thread_ = std::this_thread::get_id();
+      }
       try {
         fn(ev);
       } catch (const std::exception& x) {
@@ -186,6 +217,12 @@ void NameServices::drain_events() {
         // subscriber here would hear of a group again.
         std::fprintf(stderr, "troupe: a group subscriber threw something other than a std::exception\n");
       }
+      fn = nullptr;  // what it captured goes before unsubscribe() returns
+      {
+        std::lock_guard lk(mu_);
+        calling_ = 0;
+      }
+      called_.notify_all();
     }
   }
 }

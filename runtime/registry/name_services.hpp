@@ -4,11 +4,13 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "registry/replicated_map.hpp"
 #include "troupe/dispatch.hpp"
@@ -69,11 +71,22 @@ class NameServices {
   mutable std::mutex mu_;
   std::map<std::string, std::uint64_t> round_robin_;
   std::map<std::string, DispatchFn> dispatchers_;
-  std::map<std::uint64_t, std::pair<std::string, std::function<void(const GroupEvent&)>>> subscribers_;
+  struct Subscriber {
+    std::string group;  // scoped
+    std::uint64_t since;  // the first event it hears of (events_seq_ when it subscribed)
+    std::function<void(const GroupEvent&)> fn;
+  };
+  std::map<std::uint64_t, Subscriber> subscribers_;
   std::uint64_t next_token_ = 1;
+  // The subscriber being called (0: none) and by which thread: unsubscribe()
+  // waits for that call, unless it is made from it.
+  std::uint64_t calling_ = 0;
+  std::thread::id calling_thread_;
+  std::condition_variable called_;
   // Group events reach subscribers one at a time, in the order applied.
   std::mutex events_mu_;
-  std::deque<GroupEvent> events_;
+  std::deque<std::pair<std::uint64_t, GroupEvent>> events_;  // with their numbers, from 0
+  std::uint64_t events_seq_ = 0;  // the next event's number (under events_mu_)
   bool draining_ = false;
   void drain_events();
 };
@@ -85,6 +98,11 @@ std::string group_of_key(const std::string& key);
 std::string scoped_group(const std::string& scope, const std::string& group);
 /// The role a key is confined to (empty: cluster-wide).
 std::string scope_of_key(const std::string& key);
+/// The live node a node that joined later asks for a copy of the replicas:
+/// one that was there before its batch (ids from first_of_batch on) over one
+/// that joined with it, then one of its own role over another. kInvalidNode:
+/// none is alive.
+NodeId copy_source(const ClusterState& st, NodeId self, const std::string& role, NodeId first_of_batch);
 /// {scope, group} of a (possibly scoped) group name.
 std::pair<std::string, std::string> split_scoped_group(const std::string& scoped);
 

@@ -98,14 +98,16 @@ std::vector<std::pair<std::string, ReplEntry>> ReplicatedMap::everything_for(Nod
   return out;
 }
 
-bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
+bool ReplicatedMap::apply(const std::string& key, ReplEntry e, NodeId from) {
   Cluster* cl = ns_.cluster();
   {
     std::lock_guard lk(mu_);
     // Under the lock: node_lost() scans the entries under it, after the node
     // left the live set. Checked before taking the lock, a node lost in
     // between would keep this entry here for ever.
-    if (!e.tombstone && e.owner != kInvalidNode && cl != nullptr && !cl->alive(e.owner)) {
+    // An owner this node does not know yet (an id past its view: a node being
+    // added, written about by a member that took it in first) is not lost.
+    if (!e.tombstone && e.owner != kInvalidNode && cl != nullptr && e.owner < cl->size() && !cl->alive(e.owner)) {
       e.tombstone = true;  // points at a lost node: it is gone, and stays gone
       e.value.clear();
     }
@@ -124,9 +126,12 @@ bool ReplicatedMap::apply(const std::string& key, ReplEntry e) {
     if (listener_ && (before || after)) listener_(key, before ? &*before : nullptr, after);
   }
   if (!e.tombstone && e.owner == ns_.self() && e.actor != 0) watch_owner_actor(key, e);
-  // A write of a node lost meanwhile that was new here: the key's relay
-  // passes it on to every survivor (others leave it to the relay).
-  if (cl != nullptr && e.origin != ns_.self() && !cl->alive(e.origin)) forward({{key, e}}, /*relay_only=*/true);
+  // A write of a node lost meanwhile that was new here: it goes on through
+  // the key's relay. Not only the relay's job: this node may have read it
+  // from the lost node just before the loss and applied it after node_lost()
+  // looked, and the relay may never have had it.
+  if (cl != nullptr && e.origin != ns_.self() && e.origin < cl->size() && !cl->alive(e.origin))
+    forward({{key, e}}, from);
   return true;
 }
 
@@ -172,7 +177,7 @@ void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {
   for (auto& p : done) p.set_value();
 }
 
-void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, bool relay_only) {
+void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, NodeId came_from) {
   if (entries.empty() || ns_.cluster() == nullptr) return;
   const auto st = view();
   for (auto& [key, e] : entries) {
@@ -185,11 +190,11 @@ void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>
       if (kept_on(scope, m, st)) relay = m;
     if (relay == kInvalidNode) continue;
     if (relay != ns_.self()) {
-      if (!relay_only) ns_.send_update(relay, id_, key, e, 0);
+      if (came_from != relay) ns_.send_update(relay, id_, key, e, 0);  // the relay has what it sent us
       continue;
     }
     for (NodeId m = 0; m < st.size(); ++m)
-      if (m != ns_.self() && kept_on(scope, m, st)) ns_.send_update(m, id_, key, e, 0);
+      if (m != ns_.self() && m != came_from && kept_on(scope, m, st)) ns_.send_update(m, id_, key, e, 0);
   }
 }
 
@@ -224,7 +229,7 @@ void ReplicatedMap::node_lost(NodeId n) {
     }
   }
   for (auto& p : done) p.set_value();
-  forward(written_by_lost);
+  forward(written_by_lost, kInvalidNode);
 }
 
 }  // namespace troupe::detail

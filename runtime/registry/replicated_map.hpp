@@ -64,8 +64,8 @@ class ReplicatedMap {
   std::optional<ReplEntry> get(const std::string& key) const;
   std::vector<std::pair<std::string, ReplEntry>> scan(const std::string& prefix) const;
 
-  /// An update from another node (or ourselves); true if it changed the map.
-  bool apply(const std::string& key, ReplEntry e);
+  /// An update from node `from` (kInvalidNode: made here); true if it changed the map.
+  bool apply(const std::string& key, ReplEntry e, NodeId from = kInvalidNode);
   void acked(std::uint64_t corr, NodeId from);
   void node_lost(NodeId n);
   /// Every entry node n keeps, tombstones included (to bring it up to date).
@@ -79,9 +79,10 @@ class ReplicatedMap {
  private:
   void watch_owner_actor(const std::string& key, const ReplEntry& e);
   /// Passes on entries a lost node wrote: to each key's relay (its lowest
-  /// live keeper), which sends them to every other live keeper. relay_only:
-  /// only the relay sends (the entry came from another node).
-  void forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, bool relay_only = false);
+  /// live keeper), which sends them to every other live keeper. came_from:
+  /// the node this node had them from (kInvalidNode: none), which is not sent
+  /// them back (so an entry the relay spread costs about 2·N messages).
+  void forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, NodeId came_from);
   Future<void> broadcast(const std::string& key, const ReplEntry& e);
   void finish_waits(std::vector<Promise<void>>& done);
 

@@ -151,6 +151,10 @@ void RemoteNode::join_from_parent(MPI_Comm parent) {
   int rank = 0;
   MPI_Comm_rank(merged, &rank);
   const NodeId self = info.node_of_rank.at(static_cast<std::size_t>(rank));
+  int parents = 0;  // they take the merged communicator's low ranks; the batch the rest
+  MPI_Comm_remote_size(parent, &parents);
+  for (std::size_t r = static_cast<std::size_t>(parents); r < info.node_of_rank.size(); ++r)
+    first_of_batch_ = std::min(first_of_batch_, info.node_of_rank[r]);
   auto hosts = gather_hosts(merged, core_.config().role);
   std::vector<NodeInfo> nodes;
   for (std::size_t i = 0; i < info.total; ++i)

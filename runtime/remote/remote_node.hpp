@@ -73,6 +73,9 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// as new nodes; returns their ids.
   std::vector<NodeId> add_nodes(int count, const std::vector<std::string>& args);
   bool joined_later() const noexcept { return joined_; }
+  /// A node that joined later: the lowest id of the nodes that joined with it
+  /// (they know no more than it does). kInvalidNode otherwise.
+  NodeId first_of_batch() const noexcept { return first_of_batch_; }
 
   // ---- diagnostics and tests: hand-made bytes ------------------------------
   /// Asks (calls, spawns, queries) waiting for their reply. For tests.
@@ -208,6 +211,7 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   // gets it back as it lent it.
   std::vector<MPI_Comm> owned_comms_;
   bool joined_ = false;
+  NodeId first_of_batch_ = kInvalidNode;
   struct Spawn {
     MPI_Comm inter;   // the spawn's intercommunicator (the parent's, in a joiner)
     MPI_Comm merged;  // its merged intracommunicator

@@ -440,6 +440,8 @@ void names_after_loss(troupe::Runtime& rt, Outcome& out) {
 
 // Node 3 overwrites a name and dies before its update reaches node 2: the
 // survivors pass on what it wrote, so every one ends with the same binding.
+// Then a write of node 3's that only node 2 (not the relay) applies, late,
+// must reach the others too.
 void half_written(troupe::Runtime& rt, Outcome& out) {
   auto v = rt.spawn<Victim>(1 << 30);  // id 2 on every node
   if (rt.node() == 0) rt.registry().put("k", v).get();  // on every node before anyone dies
@@ -467,6 +469,25 @@ void half_written(troupe::Runtime& rt, Outcome& out) {
     if (!moved) std::this_thread::sleep_for(10ms);
   }
   out.expect(moved, "node " + std::to_string(rt.node()) + " kept the binding that the lost node overwrote");
+  // A write of node 3's that node 2 read just before the loss and applies
+  // only now (handed to its map as a delivery would): node 2 is not the
+  // key's relay (node 0 is), and the relay never had it; it must still
+  // reach the others.
+  auto& names = rt.names().registry_map();
+  if (rt.node() == 2) {
+    auto late = *names.get("k");  // a value the registry can read, pointing at a live actor
+    late.origin = 3;
+    late.ts = rt.core().clock().now().raw;
+    names.apply("late", late, /*from=*/3);
+  } else {
+    bool spread = false;
+    for (int i = 0; i < 500 && !spread; ++i) {
+      spread = rt.registry().contains("late");
+      if (!spread) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(spread, "a late write of the lost node that a non-relay applied did not reach node " +
+                           std::to_string(rt.node()));
+  }
   rt.finish();
 }
 
@@ -590,6 +611,36 @@ void resync(troupe::Runtime& rt, Outcome& out) {
     die();  // once the newcomer has asked this node
   }
   expect_lost(rt, {1, 2}, out);
+  rt.finish();
+}
+
+/// Two nodes join together, of a role ("extra") no earlier node has: each
+/// must take its copy of the registry from an earlier node, not from the
+/// other newcomer, which has nothing to give yet. What node 2 wrote before it
+/// died ("by2") only a copy brings.
+void batch_copy(troupe::Runtime& rt, Outcome& out) {
+  if (rt.joined_later()) {
+    out.expect(rt.config().role == "extra", "the new node's role is not extra");
+    bool copied = false;
+    for (int i = 0; i < 500 && !copied; ++i) {
+      copied = rt.registry().contains("by2") && rt.registry().contains("n0");
+      if (!copied) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(copied, "node " + std::to_string(rt.node()) + " lacks what node 2 wrote before it died");
+    rt.finish();
+    return;
+  }
+  auto v = rt.spawn<Victim>(1 << 30);  // id 2
+  rt.registry().put("n" + std::to_string(rt.node()), v).get();
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 2) {
+    rt.registry().put("by2", *rt.registry().get<Victim>("n0")).get();  // applied on every node when it returns
+    std::this_thread::sleep_for(300ms);
+    die();
+  }
+  expect_lost(rt, {2}, out);
+  out.expect(rt.registry().contains("by2"), "a survivor lacks by2");
+  out.expect(rt.add_nodes(2, {"batch_copy"}) == std::vector<troupe::NodeId>{4, 5}, "add_nodes did not return 4, 5");
   rt.finish();
 }
 
@@ -767,6 +818,11 @@ int main(int argc, char** argv) {
     MPI_Comm_get_parent(&parent);
     setenv("TROUPE_ROLE", parent == MPI_COMM_NULL && rank == 0 ? "head" : "worker", 1);
   }
+  if (scenario == "batch_copy") {
+    MPI_Comm parent = MPI_COMM_NULL;
+    MPI_Comm_get_parent(&parent);
+    setenv("TROUPE_ROLE", parent == MPI_COMM_NULL ? "worker" : "extra", 1);
+  }
   if (scenario == "left_without_finish") setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", "60000", 1);
   try {
     if (scenario == "left_without_finish") {
@@ -783,6 +839,7 @@ int main(int argc, char** argv) {
       else if (scenario == "replace") ft::replace(rt, out);
       else if (scenario == "replace_twice") ft::replace_twice(rt, out);
       else if (scenario == "resync") ft::resync(rt, out);
+      else if (scenario == "batch_copy") ft::batch_copy(rt, out);
       else if (scenario == "stopped_node") ft::stopped_node(rt, out);
       else if (scenario == "late_probe") ft::late_probe(rt, out);
       else if (scenario == "half_written") ft::half_written(rt, out);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -402,6 +403,111 @@ TEST(Groups, ASubscriberThatThrowsAnythingDoesNotSilenceTheGroup) {
     j.rt.groups().join("loud", a).get();
     j.rt.groups().join("loud", b).get();
     EXPECT_TRUE(eventually([&] { return heard.load() == 2; })) << heard.load() << " of 2 events heard";
+  }
+  barrier();
+  j.rt.finish();
+}
+
+// Once unsubscribe() returns, the callback is not running and will not run
+// again: what it captured may go.
+TEST(Groups, UnsubscribeReturnsOnlyOnceItsCallbackIsNoLongerRunning) {
+  std::atomic<bool> entered{false}, left{false};
+  std::atomic<int> calls{0}, later{0};
+  Job j;
+  if (j.me == 1) {
+    auto token = j.rt.groups().subscribe("slow", [&](const troupe::GroupEvent&) {
+      calls++;
+      entered = true;
+      std::this_thread::sleep_for(300ms);
+      left = true;
+    });
+    j.rt.groups().join("slow", j.rt.spawn<Echo>()).get();
+    ASSERT_TRUE(eventually([&] { return entered.load(); }));
+    j.rt.groups().unsubscribe(token);
+    EXPECT_TRUE(left.load()) << "unsubscribe returned while its callback was running";
+    // Events reach subscribers in order: once a later subscriber heard the
+    // next one, the first would have been called for it too.
+    j.rt.groups().subscribe("slow", [&](const troupe::GroupEvent&) { later++; });
+    j.rt.groups().join("slow", j.rt.spawn<Echo>()).get();
+    EXPECT_TRUE(eventually([&] { return later.load() == 1; }));
+    EXPECT_EQ(calls.load(), 1) << "called after unsubscribe returned";
+  }
+  barrier();
+  j.rt.finish();
+}
+
+// A callback may unsubscribe itself (unsubscribe returns at once there).
+TEST(Groups, ACallbackMayUnsubscribeItself) {
+  std::atomic<int> calls{0}, later{0};  // outlive the runtime, whose subscribers count into them
+  std::atomic<std::uint64_t> token{0};
+  std::atomic<bool> returned{false};
+  Job j;
+  if (j.me == 1) {
+    token = j.rt.groups().subscribe("once", [&](const troupe::GroupEvent&) {
+      calls++;
+      j.rt.groups().unsubscribe(token.load());
+      returned = true;
+    });
+    j.rt.groups().join("once", j.rt.spawn<Echo>()).get();
+    EXPECT_TRUE(eventually([&] { return returned.load(); })) << "unsubscribe inside the callback did not return";
+    j.rt.groups().subscribe("once", [&](const troupe::GroupEvent&) { later++; });
+    j.rt.groups().join("once", j.rt.spawn<Echo>()).get();
+    EXPECT_TRUE(eventually([&] { return later.load() == 1; }));
+    EXPECT_EQ(calls.load(), 1);
+  }
+  barrier();
+  j.rt.finish();
+}
+
+// A subscriber hears of the joins and leaves this node applies after it
+// subscribed, not of one applied before and still waiting to be handed out.
+TEST(Groups, ASubscriberDoesNotHearOfEventsAppliedBeforeItSubscribed) {
+  std::atomic<bool> blocking{false}, release{false};
+  std::vector<troupe::ActorId> heard;
+  std::mutex heard_mu;
+  Job j;
+  if (j.me == 1) {
+    // Events are handed out one at a time: this one holds the queue.
+    j.rt.groups().subscribe("first", [&](const troupe::GroupEvent&) {
+      blocking = true;
+      for (int i = 0; i < 1000 && !release.load(); ++i) std::this_thread::sleep_for(5ms);
+    });
+    j.rt.groups().join("first", j.rt.spawn<Echo>()).get();
+    ASSERT_TRUE(eventually([&] { return blocking.load(); }));
+    auto before = j.rt.spawn<Echo>();
+    j.rt.groups().join("g", before).get();  // applied here; its event waits in the queue
+    j.rt.groups().subscribe("g", [&](const troupe::GroupEvent& e) {
+      std::lock_guard lk(heard_mu);
+      heard.push_back(e.actor);
+    });
+    auto after = j.rt.spawn<Echo>();
+    j.rt.groups().join("g", after).get();
+    release = true;
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lk(heard_mu);
+      return !heard.empty();
+    }));
+    std::this_thread::sleep_for(50ms);
+    std::lock_guard lk(heard_mu);
+    EXPECT_EQ(heard, std::vector<troupe::ActorId>{after.id()});
+  }
+  barrier();
+  j.rt.finish();
+}
+
+// An entry that points at a node this node does not know yet (a member that
+// took a new node in first wrote about it) is kept, not taken for an entry
+// of a lost node and turned into a tombstone, which no later copy could undo.
+TEST(Registry, AnEntryOwnedByANodeNotKnownYetIsKept) {
+  Job j;
+  if (j.me == 1) {
+    auto& names = j.rt.names().registry_map();
+    j.rt.registry().put("model", j.rt.spawn<Echo>()).get();
+    auto e = *names.get("model");  // a value the registry can read
+    e.owner = static_cast<troupe::NodeId>(j.rt.size());  // the next node to join
+    e.ts = j.rt.core().clock().now().raw;
+    EXPECT_TRUE(names.apply("ahead", e, /*from=*/0));
+    EXPECT_TRUE(j.rt.registry().contains("ahead")) << "the entry was taken for one of a lost node";
   }
   barrier();
   j.rt.finish();
