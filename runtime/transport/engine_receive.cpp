@@ -462,7 +462,20 @@ bool Engine::read_frame(NodeId from, ByteBuffer& frame, std::size_t& at) {
     if (frame.size() - at < kFrameSlot) break;  // our own framing is intact unless MPI broke it
     std::memcpy(&len, frame.data() + at, sizeof len);
     if (len > frame.size() - at - kFrameSlot) {
+      // The entry runs past the end of the frame (a frame shorter than its
+      // sender made it). If what is there starts an envelope, its sender
+      // hears why (DecodeError); the rest of the frame is dropped.
       std::fprintf(stderr, "troupe: node %u: malformed frame from node %u\n", self_, from);
+      try {
+        const std::size_t present = frame.size() - at - kFrameSlot;
+        if (parse_envelope(frame.data() + at + kFrameSlot, present, env, fault) == 0 && fault.have_prefix) {
+          fault.frame_lost = true;
+          (void)read_entry(from, present, 0, env, fault);
+        }
+      } catch (const std::bad_alloc&) {
+        short_of_memory_.store(true, std::memory_order_relaxed);
+        return false;  // read again, from this entry, in a later round
+      }
       break;
     }
     try {
@@ -547,7 +560,21 @@ bool Engine::read_entry(NodeId from, std::size_t len, std::size_t n, Envelope& e
     // Kept from here on.
     src.queue[src.queue.size() - (d ? 2 : 1)] = std::move(report);
     partial_.fetch_add(1, std::memory_order_relaxed);
-    if (!d) return true;  // unreadable: skip just this entry
+    if (!d) {
+      // Unreadable, and its blocks cannot be drained. If its prefix says it
+      // has some, they would land in the receives of the source's next
+      // envelopes, which would then run on the wrong bytes: nothing more
+      // from that source is read, and the cluster comes to count it lost
+      // (its asks fail with ConnectionLost). Without blocks (or without a
+      // readable prefix: not troupe data), just this entry is skipped.
+      if (!fault.have_prefix || fault.segment_count == 0) return true;
+      std::fprintf(stderr,
+                   "troupe: node %u: an unreadable envelope from node %u declares %u blocks that cannot be told "
+                   "apart from the next ones; nothing more from that node is read\n",
+                   self_, from, static_cast<unsigned>(fault.segment_count));
+      break_source(from);
+      return false;
+    }
     if (!drained) {
       stop_reading(from, std::move(d));
       return false;

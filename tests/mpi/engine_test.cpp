@@ -623,6 +623,141 @@ TEST(Engine, LargeFramesFollowTheirStubsInOrderAndBadFramesAreDropped) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/// Records envelopes (id, and the first byte of each block) and reports of
+/// bad ones (what, whether they had a prefix), in delivery order.
+class FaultSink final : public InboundHandler {
+ public:
+  std::mutex mu;
+  std::vector<std::string> log;  // "id:<id>[/<first byte of each block>]" or "bad:<what>"
+  std::deque<std::vector<std::byte>> blocks;
+  std::unique_ptr<Inbound> on_envelope(NodeId, Envelope& env) override {
+    struct Recorded final : Inbound {
+      Recorded(FaultSink& s, std::uint64_t i) : sink(s), id(i) {}
+      void deliver() override {
+        std::lock_guard lk(sink.mu);
+        std::string entry = "id:" + std::to_string(id);
+        for (auto* b : mine) entry += "/" + std::to_string(static_cast<int>(b->empty() ? std::byte{0} : (*b)[0]));
+        sink.log.push_back(entry);
+      }
+      FaultSink& sink;
+      std::uint64_t id;
+      std::vector<std::vector<std::byte>*> mine;
+    };
+    auto in = std::make_unique<Recorded>(*this, env.id);
+    std::lock_guard lk(mu);
+    for (auto size : env.segment_sizes) {
+      blocks.emplace_back(size);
+      in->mine.push_back(&blocks.back());
+      in->segments.push_back(InSegment{blocks.back().data(), blocks.back().size()});
+    }
+    return in;
+  }
+  void on_bad_envelope(NodeId, const EnvelopeFault& fault) override {
+    std::lock_guard lk(mu);
+    log.push_back(std::string(fault.have_prefix ? "bad:" : "bad-no-prefix:") + fault.what);
+  }
+  std::vector<std::string> seen() {
+    std::lock_guard lk(mu);
+    return log;
+  }
+};
+
+TEST(Engine, AnUnreadableEnvelopeWithBlocksBreaksItsSourceRatherThanMisplaceTheBlocks) {
+  // Envelope 1's lengths disagree (it cannot be read), yet its prefix says it
+  // has a block of 20000 bytes, which its sender sends (all 0xAA); envelope 2
+  // declares a block of the same size (0xBB). Were envelope 1 merely skipped,
+  // 0xAA would land in envelope 2's receive and it would run on the wrong
+  // bytes. Envelope 1 is reported, and nothing more from rank 0 is read: the
+  // source is broken (the cluster then counts rank 0 lost).
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  FaultSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  if (rank == 0) {
+    ByteBuffer frame = frame_of(1, {20000});
+    std::uint32_t payload = 0;
+    std::memcpy(&payload, frame.data() + troupe::detail::kFrameSlot + 48, sizeof payload);
+    payload += 1;  // the payload's length no longer adds up with the envelope's
+    std::memcpy(frame.data() + troupe::detail::kFrameSlot + 48, &payload, sizeof payload);
+    const ByteBuffer second = frame_of(2, {20000});
+    frame.append(second.data(), second.size());
+    MPI_Send(frame.data(), static_cast<int>(frame.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+    for (const auto fill : {std::byte{0xAA}, std::byte{0xBB}}) {
+      std::vector<std::byte> block(20000, fill);
+      MPI_Send(block.data(), static_cast<int>(block.size()), MPI_BYTE, 1, troupe::detail::kTagSegment, engine.comm());
+    }
+  } else if (rank == 1) {
+    std::vector<NodeId> broken;
+    engine.start_progress_thread(
+        [&] {
+          for (auto n : engine.newly_broken()) broken.push_back(n);
+        },
+        10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return !sink.seen().empty(); }, 10s));
+    std::this_thread::sleep_for(100ms);  // envelope 2, were it read, would be delivered by now
+    engine.stop_progress_thread();
+    const auto seen = sink.seen();
+    EXPECT_EQ(seen.size(), 1u) << seen.back();
+    if (!seen.empty())
+      EXPECT_NE(seen[0].find("bad:troupe: inconsistent envelope lengths"), std::string::npos) << seen[0];
+    EXPECT_EQ(broken, std::vector<NodeId>{0}) << "rank 0's source was not broken";
+    // Neither block was taken by the engine; the test takes what is left, so
+    // that rank 0's sends end.
+    std::vector<std::byte> left;
+    for (int k = 0; k < 2; ++k) {
+      int there = 0;
+      for (int i = 0; i < 400 && !there; ++i) {
+        MPI_Iprobe(0, troupe::detail::kTagSegment, engine.comm(), &there, MPI_STATUS_IGNORE);
+        if (!there) std::this_thread::sleep_for(5ms);
+      }
+      if (!there) break;
+      std::vector<std::byte> block(20000);
+      MPI_Recv(block.data(), static_cast<int>(block.size()), MPI_BYTE, 0, troupe::detail::kTagSegment, engine.comm(),
+               MPI_STATUS_IGNORE);
+      left.push_back(block[0]);
+    }
+    EXPECT_EQ(left, (std::vector<std::byte>{std::byte{0xAA}, std::byte{0xBB}})) << "the engine took a block";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, AnEnvelopeCutShortByItsFramesEndIsReportedNotDroppedInSilence) {
+  // A large frame shorter than its stub announced (its sender is broken):
+  // envelopes 1..100 are whole, envelope 101 is cut 20 bytes short. The whole
+  // ones are delivered, and the cut one is reported (its sender gets a
+  // DecodeError, and its work is counted), not dropped without a word.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  FaultSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  ByteBuffer large;
+  for (std::uint64_t id = 1; id <= 101; ++id) {
+    const ByteBuffer f = frame_of(id, {});
+    large.append(f.data(), f.size());
+  }
+  ASSERT_GT(large.size() - 20, troupe::detail::kPostedFrame);
+  if (rank == 0) {
+    ByteBuffer stub;
+    const std::uint32_t head[2] = {troupe::detail::kStubMark, 0};
+    const std::uint64_t size = large.size();
+    stub.append(head, sizeof head);
+    stub.append(&size, sizeof size);
+    MPI_Send(stub.data(), static_cast<int>(stub.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+    MPI_Send(large.data(), static_cast<int>(large.size() - 20), MPI_BYTE, 1, troupe::detail::kTagLargeFrame,
+             engine.comm());
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.seen().size() >= 101; }, 10s)) << sink.seen().size() << " of 101";
+    std::this_thread::sleep_for(50ms);
+    engine.stop_progress_thread();
+    const auto seen = sink.seen();
+    ASSERT_EQ(seen.size(), 101u);
+    for (std::size_t i = 0; i < 100; ++i) EXPECT_EQ(seen[i], "id:" + std::to_string(i + 1));
+    EXPECT_NE(seen[100].find("bad:troupe: truncated envelope"), std::string::npos) << seen[100];
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
   // The runtime shuts its engine before MPI_Finalize (or before an application
   // that lent it MPI goes on alone). A thread that is waiting on a future, and
