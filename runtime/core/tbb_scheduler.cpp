@@ -106,11 +106,21 @@ class TbbScheduler final : public Scheduler {
   // shutdown's flag then wait: one of the two sees the other.)
   void schedule(std::shared_ptr<ActorCell> cell) override {
     if (!enter()) return;
-    arena_.enqueue(Turn(this, std::move(cell)));
+    try {
+      arena_.enqueue(Turn(this, std::move(cell)));
+    } catch (...) {  // oneTBB found no memory for the task: it was not counted after all
+      in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+      throw;
+    }
   }
   bool post(UniqueFunction<void()> f) override {
     if (!enter()) return false;
-    arena_.enqueue(Posted(this, std::move(f)));
+    try {
+      arena_.enqueue(Posted(this, std::move(f)));
+    } catch (...) {
+      in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+      throw;
+    }
     return true;
   }
   bool on_worker_thread() const noexcept override { return tls_worker_of == this; }

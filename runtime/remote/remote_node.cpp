@@ -57,8 +57,14 @@ void RemoteNode::start_polling() {
     return;
   }
   engine_->helper_enter();
-  if (!core_.scheduler().post([this, now = Clock::now()] { poll(now); })) {
-    // The scheduler was shut down (a runtime going without finish()).
+  bool posted = false;
+  try {
+    posted = core_.scheduler().post([this, now = Clock::now()] { poll(now); });
+  } catch (...) {
+    // No memory for the task: the progress thread goes on polling alone.
+  }
+  if (!posted) {
+    // Or the scheduler was shut down (a runtime going without finish()).
     engine_->helper_stop();
     polling_.store(false, std::memory_order_release);
   }

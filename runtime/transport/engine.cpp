@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <thread>
 
 #include "engine_internal.hpp"
 #include "core/thread_name.hpp"
@@ -208,11 +209,41 @@ void Engine::drop_queued_frames(Source& src) noexcept {
 
 void Engine::mark_lost(NodeId n) {
   if (n >= nodes()) return;
+  for (bool told = false;;) {
+    try {
+      mark_lost_once(n);
+      return;
+    } catch (const std::bad_alloc&) {
+      // Nothing was changed (the room is made first): again, once there is
+      // memory. Half done, the request arrays would be left inconsistent.
+      short_of_memory_.store(true, std::memory_order_relaxed);
+      if (!told) std::fprintf(stderr, "troupe: node %u: no memory to drop node %u's traffic; waiting\n", self_, n);
+      told = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+}
+
+void Engine::mark_lost_once(NodeId n) {
   std::vector<std::shared_ptr<Delivery>> undelivered;
   {
   std::lock_guard lk(mu_);
   auto& p = *peers_[n];
-  if (!p.alive.exchange(false) || shut_) return;  // shut: MPI is not ours to call any more
+  if (!p.alive.load()) return;
+  if (shut_) {  // MPI is not ours to call any more
+    p.alive.store(false);
+    return;
+  }
+  // Room first, for everything kept below: past this point nothing throws.
+  std::size_t sends = 0, receives = 0;
+  for (const auto& m : send_meta_) sends += m.peer == n ? 1 : 0;
+  for (const auto& m : seg_meta_) receives += m.from == n ? 1 : 0;
+  std::vector<std::shared_ptr<SendMeta>> kept(sends);
+  for (auto& k : kept) k = std::make_shared<SendMeta>();
+  auto& src = *sources_[n];
+  abandoned_.reserve(abandoned_.size() + sends + receives + src.queue.size() + src.frames.size());
+  undelivered.reserve(src.queue.size());
+  p.alive.store(false);
   for (auto* e : p.outbox) delete e;
   p.outbox.clear();
   {
@@ -230,11 +261,14 @@ void Engine::mark_lost(NodeId n) {
   }
   // Sends to it may never complete: free the requests, keep their buffers.
   bool slot_lost = false;
+  std::size_t next_kept = 0;
   compact(send_reqs_, send_meta_, [&](std::size_t r) {
     if (send_meta_[r].peer != n) return true;
     if (send_reqs_[r] != MPI_REQUEST_NULL) MPI_Request_free(&send_reqs_[r]);  // null: MPI refused the send
     slot_lost |= static_cast<bool>(send_meta_[r].slot);
-    abandoned_.push_back(std::make_shared<SendMeta>(std::move(send_meta_[r])));
+    auto& k = kept[next_kept++];
+    *k = std::move(send_meta_[r]);
+    abandoned_.push_back(std::move(k));
     return false;
   });
   // Staging slots MPI may still read are never given back: later blocks get a
@@ -250,7 +284,6 @@ void Engine::mark_lost(NodeId n) {
     abandoned_.push_back(seg_meta_[r].owner);
     return false;
   });
-  auto& src = *sources_[n];
   drop_queued_frames(src);
   src.undrained.reset();
   partial_.fetch_sub(src.queue.size(), std::memory_order_relaxed);
@@ -509,8 +542,13 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
       // (the task's worker then took a third of the asking rank's context
       // switches in the round-trip benchmark).
       if (on_activity && !helped && helpers_.load(std::memory_order_acquire) == 0 &&
-          arrivals_.load(std::memory_order_relaxed) != arrived_before)
-        on_activity();
+          arrivals_.load(std::memory_order_relaxed) != arrived_before) {
+        try {
+          on_activity();
+        } catch (const std::exception& e) {  // escaping, it would end the process
+          std::fprintf(stderr, "troupe: node %u: handing polling to the workers failed: %s\n", self_, e.what());
+        }
+      }
       continue;
     }
     if (helpers_.load(std::memory_order_acquire) > 0) {

@@ -273,6 +273,7 @@ class Engine {
   void stop_receiving();
   /// Stops all traffic with a lost node: its queued envelopes are dropped, its
   /// requests abandoned (never waited on), what it sends later is ignored.
+  /// Memory short: it waits for some rather than leave anything half done.
   void mark_lost(NodeId n);
   bool alive(NodeId n) const;
   /// When something last arrived from n (failure detection).
@@ -555,6 +556,8 @@ class Engine {
   /// Frames of a source that will never be read: their receives cancelled,
   /// their buffers kept (MPI may still write them).
   void drop_queued_frames(Source& src) noexcept;
+  /// mark_lost(): throws std::bad_alloc having changed nothing.
+  void mark_lost_once(NodeId n);
   /// While memory is short for what waits since `since` (0: from now): true
   /// until kMemoryPatience has passed. Notes the shortage.
   bool still_patient(std::int64_t& since);

@@ -758,6 +758,47 @@ TEST(Engine, AnEnvelopeCutShortByItsFramesEndIsReportedNotDroppedInSilence) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, RunningOutOfMemoryWhileMarkingANodeLostLeavesNothingHalfDone) {
+  // Rank 0 has two 1 MiB blocks on their way to rank 1, which does not read
+  // yet: their sends stay pending. Marking rank 1 lost with the first
+  // allocation failing must not throw and must leave the request arrays
+  // whole (a request freed but still listed, or listed twice, breaks the
+  // next MPI_Testsome): nothing is pending afterwards, and the blocks' memory
+  // stays for MPI, so rank 1 still receives them intact.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  constexpr int kTagDone = 78;
+  char token = 1;
+  if (rank == 0) {
+    std::uint64_t total = 0;
+    std::vector<std::uint64_t> fills;
+    for (OutEnvelope* e : make_batch({{8, 1 << 20}, {8, 1 << 20}}, total, fills)) engine.send(e, /*urgent=*/false);
+    engine.flush();
+    for (int i = 0; i < 100; ++i) engine.progress();
+    EXPECT_TRUE(engine.sends_pending()) << "the blocks left before the test could begin";
+    tt::fail_allocation_after(0);
+    EXPECT_NO_THROW(engine.mark_lost(1));
+    EXPECT_TRUE(tt::stop_failing()) << "no allocation failed";
+    EXPECT_NO_THROW(engine.progress());
+    EXPECT_FALSE(engine.sends_pending());
+    MPI_Send(&token, 1, MPI_CHAR, 1, kTagGo, MPI_COMM_WORLD);
+    MPI_Recv(&token, 1, MPI_CHAR, 1, kTagDone, MPI_COMM_WORLD, MPI_STATUS_IGNORE);  // MPI moves the blocks meanwhile
+  } else if (rank == 1) {
+    MPI_Recv(&token, 1, MPI_CHAR, 0, kTagGo, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == 2; }, 20s)) << "delivered " << sink.delivered();
+    engine.stop_progress_thread();
+    MPI_Send(&token, 1, MPI_CHAR, 0, kTagDone, MPI_COMM_WORLD);
+    std::lock_guard lk(sink.mu);
+    ASSERT_EQ(sink.blocks.size(), 2u);
+    EXPECT_TRUE(filled_with(sink.blocks[0], std::byte{1}));
+    EXPECT_TRUE(filled_with(sink.blocks[1], std::byte{2}));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
   // The runtime shuts its engine before MPI_Finalize (or before an application
   // that lent it MPI goes on alone). A thread that is waiting on a future, and
