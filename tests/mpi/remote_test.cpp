@@ -246,6 +246,25 @@ TEST(Remote, ExceptionsCrossRanksAsRemoteError) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+// Spawn arguments and error replies are written without a segment list:
+// their large blocks (16 KiB and more) travel inline and must read back.
+TEST(Remote, LargeSpawnArgumentsAndLongErrorMessagesCrossRanks) {
+  Job j;
+  const troupe::NodeId next = (j.me + 1) % j.n;
+  auto h = j.rt.spawn_on<tt::Holder>(next, std::vector<double>(4096, 0.5), std::string(20000, 'l')).get();
+  EXPECT_EQ(h.ask<&tt::Holder::sum>().get(), 2048.0);
+  EXPECT_EQ(h.ask<&tt::Holder::label_size>().get(), 20000u);
+  auto c = j.rt.spawn_on<Counter>(next, 0).get();
+  try {
+    c.ask<&Counter::fail_ask>(std::string(20000, 'x')).get();
+    FAIL() << "expected RemoteError";
+  } catch (const troupe::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::domain_error");
+    EXPECT_EQ(e.message(), std::string(20000, 'x'));
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, ExitedRemoteActorsFailWithActorExited) {
   Job j;
   auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 0).get();

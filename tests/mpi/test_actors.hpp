@@ -265,6 +265,23 @@ class Bulk {
   std::vector<double> kept_;
   std::vector<std::pair<std::uint64_t, double>> folded_;
 };
+// Made from a vector (spawn arguments travel inline, whatever their size).
+class Holder {
+ public:
+  explicit Holder(std::vector<double> v, std::string label) : v_(std::move(v)), label_(std::move(label)) {}
+  double sum() const {
+    double s = 0;
+    for (double x : v_) s += x;
+    return s;
+  }
+  std::size_t label_size() const { return label_.size(); }
+
+ private:
+  std::vector<double> v_;
+  std::string label_;
+};
+TROUPE_REMOTE(Holder, troupe::init<std::vector<double>, std::string>, &Holder::sum, &Holder::label_size);
+
 TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::own, &Bulk::keep, &Bulk::kept_sum, &Bulk::recycled,
               &Bulk::shout, &Bulk::double_all, &Bulk::fold, &Bulk::fold_array, &Bulk::fold_text, &Bulk::folded);
 

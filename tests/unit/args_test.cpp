@@ -3,6 +3,7 @@
 // the generic path refuses.
 #include <cereal/types/string.hpp>
 #include <cereal/types/tuple.hpp>
+#include <cereal/types/vector.hpp>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -279,4 +280,27 @@ TEST(WireArgs, AContainerClaimIsRefusedBeforeAnythingIsAllocatedForIt) {
     EXPECT_TRUE(r.complete());
     EXPECT_EQ(got, sent);
   }
+}
+
+// Bytes written without a segment list (spawn arguments, error replies,
+// control messages) hold their large blocks inline, and read back so; with a
+// segment list, a large block missing from it is still refused.
+TEST(WireArchives, LargeBlocksWrittenWithoutASegmentListReadBackInline) {
+  const std::string text(20000, 't');
+  const std::vector<double> numbers(4096, 0.25);
+  ByteBuffer b;
+  {
+    WireOutputArchive out(b, nullptr);
+    out(text, numbers);
+  }
+  std::string text_back;
+  std::vector<double> numbers_back;
+  WireInputArchive in(b.data(), b.size(), nullptr, 0);
+  ASSERT_NO_THROW(in(text_back, numbers_back));
+  EXPECT_EQ(text_back, text);
+  EXPECT_EQ(numbers_back, numbers);
+  EXPECT_TRUE(in.complete());
+  const std::uint64_t none = 0;
+  WireInputArchive declared_none(b.data(), b.size(), &none, 0);
+  EXPECT_THROW(declared_none(text_back), DecodeError);
 }

@@ -93,14 +93,18 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
 
 class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision> {
  public:
-  /// segment_sizes: the sizes the envelope declares, in order.
+  /// segment_sizes: the sizes the envelope declares, in order. Null: the
+  /// bytes were written without a segment list (WireOutputArchive with null
+  /// segments: spawn arguments, error replies, control messages), so every
+  /// block, large ones too, is inline.
   WireInputArchive(const std::byte* data, std::size_t size, const std::uint64_t* segment_sizes,
                    std::size_t segment_count)
       : cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision>(this),
         data_(data),
         size_(size),
         seg_sizes_(segment_sizes),
-        seg_count_(segment_count) {}
+        seg_count_(segment_sizes == nullptr ? 0 : segment_count),
+        inline_blocks_(segment_sizes == nullptr) {}
 
   void loadBinary(void* data, std::size_t size) {
     if (size == 0) return;
@@ -114,7 +118,7 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
   void use_received_segments(const ByteBuffer* segments) noexcept { received_ = segments; }
 
   void loadBlock(void* data, std::size_t size) {
-    if (size < kSegmentThreshold) return loadBinary(data, size);
+    if (size < kSegmentThreshold || inline_blocks_) return loadBinary(data, size);
     if (next_seg_ >= seg_count_) throw DecodeError("troupe: message refers to a segment it does not declare");
     if (seg_sizes_[next_seg_] != size)
       throw DecodeError("troupe: segment size mismatch (" + std::to_string(seg_sizes_[next_seg_]) +
@@ -156,7 +160,7 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
   /// refuse before anything is allocated for it unless the message holds it,
   /// as the next declared segment or as inline bytes.
   void checkBlock(std::uint64_t bytes) const {
-    const bool fits = bytes >= kSegmentThreshold
+    const bool fits = bytes >= kSegmentThreshold && !inline_blocks_
                           ? next_seg_ < seg_count_ && seg_sizes_[next_seg_] == bytes
                           : bytes <= size_ - pos_;
     if (!fits)
@@ -176,6 +180,7 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
   std::size_t pos_ = 0;
   const std::uint64_t* seg_sizes_;
   std::size_t seg_count_;
+  bool inline_blocks_;  // written without a segment list: blocks of any size are inline
   std::size_t next_seg_ = 0;
   std::vector<InSegment> destinations_;
   const ByteBuffer* received_ = nullptr;
