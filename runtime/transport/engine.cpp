@@ -9,6 +9,7 @@
 
 #include "engine_internal.hpp"
 #include "core/thread_name.hpp"
+#include "troupe/detail/future_state.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -499,6 +500,11 @@ void Engine::progress_loop(std::function<void()> tick, std::chrono::microseconds
   };
   auto tick_if_due = [&](clock::time_point now) {
     if (!tick || now < next_tick) return;
+    // A loss found here fails the asks to the lost node on this thread, and
+    // their continuations run here: one that blocked would stop failure
+    // detection (no heartbeats: this node would be declared lost in turn).
+    // As on a thread delivering messages, blocking is refused.
+    const NoBlockingHere no_blocking("the progress thread (a continuation of an ask failed by a loss it found)");
     try {
       tick();
     } catch (const std::exception& e) {

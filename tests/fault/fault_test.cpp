@@ -644,6 +644,47 @@ void batch_copy(troupe::Runtime& rt, Outcome& out) {
   rt.finish();
 }
 
+/// Node 1 dies while node 2 waits for its answer. Node 2 watches node 1, so
+/// its progress thread finds the loss and fails the ask there; the ask's
+/// continuation tries to block. Refused (as on a thread delivering messages),
+/// not obeyed: blocking there would stop node 2's heartbeats, and node 2
+/// would be declared lost in turn (and stop with exit code 70).
+void blocking_continuation(troupe::Runtime& rt, Outcome& out) {
+  const std::vector<troupe::NodeId> survivors{0, 2};
+  expect_streams_from(survivors);
+  auto v = rt.spawn<Victim>(1);  // id 2; dies at its first hit
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 1) {
+    for (;;) std::this_thread::sleep_for(1s);
+  }
+  static std::atomic<int> refused{0}, blocked_for_ms{-1};
+  if (rt.node() == 2) {
+    troupe::ActorRef<Victim> there(&rt.core(), 1, v.id());
+    static troupe::Promise<int> never;  // never fulfilled, never destroyed before the test ends
+    auto never_ready = never.get_future();
+    there.ask<&Victim::hit>(1).on_complete([f = std::move(never_ready)](troupe::Future<int>) mutable {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        f.wait_for(3s);  // on the progress thread: must be refused at once
+      } catch (const troupe::Error&) {
+        refused++;
+      }
+      blocked_for_ms = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+    });
+  }
+  expect_lost(rt, {1}, out);
+  if (rt.node() == 2) {
+    for (int i = 0; i < 500 && blocked_for_ms.load() < 0; ++i) std::this_thread::sleep_for(10ms);
+    out.expect(refused.load() == 1, "blocking in the continuation was not refused");
+    out.expect(blocked_for_ms.load() >= 0 && blocked_for_ms.load() < 500,
+               "the continuation blocked for " + std::to_string(blocked_for_ms.load()) + " ms");
+  }
+  stream_to_survivors(rt, survivors, 0, kStream);
+  rt.finish();
+  check_streams(rt, survivors, out);
+}
+
 /// A node dies, its replacement joins and dies in turn, and a second
 /// replacement joins: finish() and MPI_Finalize must not wait on the first
 /// replacement's spawn communicator, which holds a dead node.
@@ -840,6 +881,7 @@ int main(int argc, char** argv) {
       else if (scenario == "replace_twice") ft::replace_twice(rt, out);
       else if (scenario == "resync") ft::resync(rt, out);
       else if (scenario == "batch_copy") ft::batch_copy(rt, out);
+      else if (scenario == "blocking_continuation") ft::blocking_continuation(rt, out);
       else if (scenario == "stopped_node") ft::stopped_node(rt, out);
       else if (scenario == "late_probe") ft::late_probe(rt, out);
       else if (scenario == "half_written") ft::half_written(rt, out);
