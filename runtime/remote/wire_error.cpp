@@ -45,17 +45,27 @@ WireError WireError::from(std::exception_ptr e, NodeId self) {
   } catch (const Timeout& x) {
     w.code = timeout;
     w.message = x.what();
-  } catch (const RemoteError& x) {  // a nested remote failure keeps its origin
+  } catch (const RemoteError& x) {  // a nested remote failure keeps its origin: type, message and node
     w.code = remote_exception;
     w.type = x.type_name();
     w.message = x.message();
+    w.node = x.node_id();
   } catch (const std::exception& x) {
     w.code = remote_exception;
     w.type = demangle(typeid(x).name());
     w.message = x.what();
+  } catch (const char* x) {  // throw "text": common in older scientific code
+    w.code = remote_exception;
+    w.type = "const char*";
+    w.message = x != nullptr ? x : "";
+  } catch (const std::string& x) {
+    w.code = remote_exception;
+    w.type = "std::string";
+    w.message = x;
   } catch (...) {
     w.code = remote_exception;
-    w.type = "unknown exception";
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    w.type = t != nullptr ? demangle(t->name()) : "unknown exception";
     w.message = "a non-standard exception was thrown";
   }
   return w;
@@ -69,7 +79,8 @@ std::exception_ptr WireError::to_exception(NodeId from) const {
     case connection_lost: return std::make_exception_ptr(ConnectionLost(node, message));
     case timeout: return std::make_exception_ptr(Timeout(message));
     case name_not_found: return std::make_exception_ptr(NameNotFound(message));
-    default: return std::make_exception_ptr(RemoteError(from, type, message));
+    // The node that threw it (a reply relayed through other nodes keeps it).
+    default: return std::make_exception_ptr(RemoteError(code == remote_exception ? node : from, type, message));
   }
 }
 

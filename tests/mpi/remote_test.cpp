@@ -265,6 +265,36 @@ TEST(Remote, LargeSpawnArgumentsAndLongErrorMessagesCrossRanks) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+// A failure relayed through a third node names the node that threw it;
+// exceptions that are not std::exceptions keep what they can say.
+TEST(Remote, RemoteErrorsKeepTheirOriginAndNonStandardExceptionsTheirText) {
+  Job j;
+  const troupe::NodeId broker_node = (j.me + 1) % j.n, counter_node = (j.me + 2) % j.n;
+  auto broker = j.rt.spawn_on<Broker>(broker_node).get();
+  auto c = j.rt.spawn_on<Counter>(counter_node, 0).get();
+  try {
+    broker.ask<&Broker::relay_failure>(c, std::string("deep")).get();
+    FAIL() << "expected RemoteError";
+  } catch (const troupe::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::domain_error");
+    EXPECT_EQ(e.message(), "deep");
+    EXPECT_EQ(e.node_id(), counter_node) << "the error names the node that relayed it, not the one that threw";
+  }
+  const std::vector<std::pair<std::string, std::string>> expected{
+      {"const char*", "bad mesh"}, {"std::string", "bad grid"}, {"int", "a non-standard exception was thrown"}};
+  for (int how = 0; how < 3; ++how) {
+    try {
+      c.ask<&Counter::fail_plain>(how).get();
+      ADD_FAILURE() << "expected RemoteError";
+    } catch (const troupe::RemoteError& e) {
+      EXPECT_EQ(e.type_name(), expected[static_cast<std::size_t>(how)].first);
+      EXPECT_EQ(e.message(), expected[static_cast<std::size_t>(how)].second);
+      EXPECT_EQ(e.node_id(), counter_node);
+    }
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, ExitedRemoteActorsFailWithActorExited) {
   Job j;
   auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 0).get();

@@ -22,6 +22,11 @@ class Counter {
   troupe::NodeId where() const { return troupe::runtime().node(); }
   void fail(std::string why) { throw std::invalid_argument(why); }
   int fail_ask(std::string why) { throw std::domain_error(why); }
+  int fail_plain(int how) {  // what older code throws
+    if (how == 0) throw "bad mesh";
+    if (how == 1) throw std::string("bad grid");
+    throw how;
+  }
   /// Keeps its turn busy for ms milliseconds.
   int hold(int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -32,7 +37,7 @@ class Counter {
   int n_;
 };
 TROUPE_REMOTE(Counter, troupe::init<int>, &Counter::add, &Counter::value, &Counter::where, &Counter::fail,
-              &Counter::fail_ask, &Counter::hold);
+              &Counter::fail_ask, &Counter::fail_plain, &Counter::hold);
 
 /// Records (sender, sequence) pairs; counts everything it got process-wide.
 inline std::atomic<long> g_recorded{0};
@@ -129,8 +134,11 @@ class Broker {
   troupe::Task<troupe::NodeId> where_is(troupe::ActorRef<Counter> target) {
     co_return co_await target.ask<&Counter::where>();
   }
+  troupe::Task<int> relay_failure(troupe::ActorRef<Counter> target, std::string why) {
+    co_return co_await target.ask<&Counter::fail_ask>(std::move(why));
+  }
 };
-TROUPE_REMOTE(Broker, troupe::init<>, &Broker::relay, &Broker::where_is);
+TROUPE_REMOTE(Broker, troupe::init<>, &Broker::relay, &Broker::where_is, &Broker::relay_failure);
 
 /// A coroutine method that waits for ever (until its actor stops).
 class Stuck {
