@@ -13,12 +13,12 @@ namespace troupe::detail {
 
 using std::chrono::steady_clock;
 
-Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes)
+Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes, std::size_t capacity)
     : core_(core),
       engine_(engine),
       self_(engine.self()),
       info_(std::move(nodes)),
-      capacity_(info_.size() + kSpareNodes),
+      capacity_(std::max(capacity != 0 ? capacity : info_.size() + kSpareNodes, info_.size())),
       count_(info_.size()),
       alive_(new std::atomic<bool>[capacity_]),
       sent_(new std::atomic<std::uint64_t>[capacity_]),

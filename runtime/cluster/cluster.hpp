@@ -42,10 +42,14 @@ enum class Control : std::uint32_t {
 
 class Cluster {
  public:
-  Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes);
+  /// capacity: how many nodes the job may ever hold (0: these and kSpareNodes
+  /// more). Every node of a job must hold the same (add_nodes refuses, on
+  /// every member alike, what goes past it).
+  Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes, std::size_t capacity = 0);
 
   NodeId self() const noexcept { return self_; }
   std::size_t size() const noexcept { return count_.load(std::memory_order_acquire); }
+  std::size_t capacity() const noexcept { return capacity_; }
   bool alive(NodeId n) const noexcept { return n < size() && alive_[n].load(std::memory_order_acquire); }
   ClusterState state() const;
   HybridClock& clock() noexcept;

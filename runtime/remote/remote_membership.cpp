@@ -40,9 +40,10 @@ struct JoinInfo {
   std::vector<NodeId> node_of_rank;  // in the merged communicator
   std::vector<std::string> roles, hosts;
   std::vector<std::uint8_t> alive;
+  std::uint64_t capacity = 0;  // the most nodes the job may hold (the same on every node)
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(total, node_of_rank, roles, hosts, alive);
+    ar(total, node_of_rank, roles, hosts, alive, capacity);
   }
 };
 
@@ -166,13 +167,13 @@ void RemoteNode::join_from_parent(MPI_Comm parent) {
     n.role = hosts[r].second;
     n.alive = true;
   }
-  engine_ = std::make_unique<Engine>(merged, *this, self, info.total, info.node_of_rank);
+  engine_ = std::make_unique<Engine>(merged, *this, self, info.total, info.node_of_rank, info.capacity);
   core_.set_node(self);
   membership_comm_ = merged;
   owned_comms_.push_back(merged);
   membership_nodes_ = info.node_of_rank;
   note_neighbours(nodes);
-  cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes));
+  cluster_ = std::make_unique<Cluster>(core_, *engine_, std::move(nodes), info.capacity);
   cluster_->on_lost([this](NodeId lost) { node_lost(lost); });
   spawns_.push_back(Spawn{parent, MPI_COMM_NULL, cluster_->lost_set().size()});
   start_services();
@@ -196,6 +197,12 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   if (count <= 0) return {};
   std::lock_guard lk(membership_mu_);
   if (closed_.load(std::memory_order_acquire)) throw Error("troupe: add_nodes() after finish()");
+  // Refused before anything collective, by every member alike (they agree on
+  // the size and the capacity): spawned first, the newcomers would find no
+  // room on some members and join on others.
+  if (cluster_->size() + static_cast<std::size_t>(count) > cluster_->capacity())
+    throw Error("troupe: add_nodes(" + std::to_string(count) + "): this job has room for " +
+                std::to_string(cluster_->capacity() - cluster_->size()) + " more nodes");
   // The live members, in the membership communicator's order.
   std::vector<int> live_ranks;
   std::vector<NodeId> live_nodes;
@@ -224,6 +231,7 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   JoinInfo info;
   const auto before = static_cast<NodeId>(cluster_->size());
   info.total = before + static_cast<std::uint64_t>(count);
+  info.capacity = cluster_->capacity();
   info.node_of_rank = live_nodes;
   std::vector<NodeId> fresh;
   for (int i = 0; i < count; ++i) {

@@ -59,7 +59,7 @@ Engine::Engine(MPI_Comm comm, InboundHandler& handler) : handler_(handler) {
 }
 
 Engine::Engine(MPI_Comm comm, InboundHandler& handler, NodeId self, std::size_t total,
-               const std::vector<NodeId>& node_of_rank)
+               const std::vector<NodeId>& node_of_rank, std::size_t capacity)
     : self_(self), handler_(handler) {
   MPI_Comm dup = MPI_COMM_NULL;
   MPI_Comm_dup(comm, &dup);
@@ -67,7 +67,7 @@ Engine::Engine(MPI_Comm comm, InboundHandler& handler, NodeId self, std::size_t 
   comms_.push_back(dup);
   rank_node_.push_back(node_of_rank);
   joined_start_ = true;
-  init_storage(total + kSpareNodes);
+  init_storage(std::max(capacity != 0 ? capacity : total + kSpareNodes, total));
   for (std::size_t r = 0; r < node_of_rank.size(); ++r) {
     auto& p = *peers_[node_of_rank[r]];
     p.alive.store(true);

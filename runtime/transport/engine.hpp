@@ -164,9 +164,10 @@ class Engine {
   Engine(MPI_Comm comm, InboundHandler& handler);
   /// For a node that joined later: comm (duplicated) holds every live node;
   /// node_of_rank maps its ranks to node ids; node ids below `total` that it
-  /// does not hold are lost.
+  /// does not hold are lost. capacity: the most nodes the job may hold (0:
+  /// total and kSpareNodes more).
   Engine(MPI_Comm comm, InboundHandler& handler, NodeId self, std::size_t total,
-         const std::vector<NodeId>& node_of_rank);
+         const std::vector<NodeId>& node_of_rank, std::size_t capacity = 0);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

@@ -295,6 +295,23 @@ TEST(Remote, RemoteErrorsKeepTheirOriginAndNonStandardExceptionsTheirText) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+// More nodes than the job has room for: refused on every member alike,
+// before anything collective (spawned first, the newcomers would have found
+// room on some members and none on others).
+TEST(Remote, AddNodesPastTheJobsRoomIsRefusedBeforeAnythingIsSpawned) {
+  Job j;
+  try {
+    j.rt.add_nodes(300);
+    ADD_FAILURE() << "add_nodes(300) was not refused";
+  } catch (const troupe::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("room for 256 more nodes"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(j.rt.size(), static_cast<std::size_t>(j.n));
+  auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 1).get();
+  EXPECT_EQ(c.ask<&Counter::add>(1).get(), 2);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, ExitedRemoteActorsFailWithActorExited) {
   Job j;
   auto c = j.rt.spawn_on<Counter>((j.me + 1) % j.n, 0).get();
