@@ -23,11 +23,13 @@
 #include <cereal/cereal.hpp>
 
 #include "troupe/detail/fresh_memory.hpp"
+#include "troupe/error.hpp"
 
 namespace troupe {
 
 namespace detail {
 class WireOutputArchive;
+class WireInputArchive;
 /// A block of at least `bytes` (its real size in `capacity`), from the pool.
 void* array_acquire(std::size_t bytes, std::size_t& capacity);
 /// Gives a block back; the pool keeps it for reuse within its budget
@@ -101,6 +103,13 @@ class Array {
   void load(Archive& ar) {
     cereal::size_type n = 0;
     ar(cereal::make_size_tag(n));
+    if constexpr (std::is_same_v<Archive, detail::WireInputArchive>) {
+      // The block must be in the message, at its size in bytes, before memory
+      // is taken (and pre-faulted) for it: the tag counts elements.
+      if (n > std::numeric_limits<std::uint64_t>::max() / sizeof(T))
+        throw DecodeError("troupe: oversized Array (" + std::to_string(n) + " elements claimed)");
+      ar.checkBlock(static_cast<std::uint64_t>(n) * sizeof(T));
+    }
     *this = Array(static_cast<std::size_t>(n));
     ar(cereal::binary_data(mem_, size_ * sizeof(T)));
   }

@@ -1,16 +1,19 @@
 // Argument tuples and results of plain numbers skip cereal's dispatch on both
 // sides: the bytes must be the ones cereal writes, and reading must refuse what
 // the generic path refuses.
+#include <cereal/types/array.hpp>
 #include <cereal/types/string.hpp>
 #include <cereal/types/tuple.hpp>
 #include <cereal/types/vector.hpp>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
 #include <string>
 #include <tuple>
 #include <type_traits>
 
+#include "troupe/array.hpp"
 #include "troupe/error.hpp"
 #include "troupe/future.hpp"
 #include "troupe/remote.hpp"
@@ -303,4 +306,45 @@ TEST(WireArchives, LargeBlocksWrittenWithoutASegmentListReadBackInline) {
   const std::uint64_t none = 0;
   WireInputArchive declared_none(b.data(), b.size(), &none, 0);
   EXPECT_THROW(declared_none(text_back), DecodeError);
+}
+
+namespace {
+struct Big {  // 8 KiB in memory and on the wire (inline: under the block threshold)
+  static inline int made = 0;
+  Big() { ++made; }
+  std::array<double, 1024> values{};
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(values);
+  }
+};
+}  // namespace
+
+// A count the message cannot back costs only what was read before it fell
+// short: 4096 elements of 8 KiB claimed by 4 KiB of bytes are refused after
+// one, not after 32 MiB were made.
+TEST(WireArchives, AClaimOfLargeElementsIsRefusedBeforeTheyAreMade) {
+  ByteBuffer b;
+  const std::uint64_t n = 4096;
+  b.append(&n, sizeof n);
+  const std::vector<std::byte> zeros(4096);
+  b.append(zeros.data(), zeros.size());
+  std::vector<Big> out;
+  Big::made = 0;
+  WireInputArchive in(b.data(), b.size(), nullptr, 0);
+  EXPECT_THROW(in(out), DecodeError);
+  EXPECT_LE(Big::made, 2);
+}
+
+// An Array's count is checked, in bytes, against the block that must follow
+// before memory is taken for it.
+TEST(WireArchives, AnArraysCountIsCheckedAgainstItsBlockInBytes) {
+  ByteBuffer b;
+  const std::uint64_t n = std::uint64_t{1} << 17;  // 1 MiB of doubles claimed
+  b.append(&n, sizeof n);
+  const std::uint64_t declared = n;  // a block of n bytes: an eighth of the claim
+  WireInputArchive in(b.data(), b.size(), &declared, 1);
+  troupe::Array<double> a;
+  EXPECT_THROW(in(a), DecodeError);
+  EXPECT_EQ(a.size(), 0u);
 }

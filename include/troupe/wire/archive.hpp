@@ -305,8 +305,16 @@ inline std::enable_if_t<!std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(trou
   size_type n = 0;
   ar(make_size_tag(n));
   ar.checkElements(n);
-  vec.resize(static_cast<std::size_t>(n));
-  for (auto& v : vec) ar(v);
+  // Grown as elements are read, not sized for the claim up front: each takes
+  // at least a byte of the message, but may be far larger in memory (a struct
+  // of 8 KiB, a string's 32 bytes), so a claim the message cannot back costs
+  // only what was read before it fell short.
+  vec.clear();
+  vec.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n, 1024)));
+  for (size_type i = 0; i < n; ++i) {
+    vec.emplace_back();
+    ar(vec.back());
+  }
 }
 
 /// std::basic_string: cereal's bytes, but the length is checked against the
