@@ -797,6 +797,9 @@ void left_without_finish(Outcome& out, int& node) {
     troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
     node = static_cast<int>(rt.node());
     rt.spawn<Recorder>();  // id 1 everywhere
+    // (Test only: nobody is dead yet.) Before the others spawn a Victim on
+    // node 2: arriving first, it would take id 1 there.
+    MPI_Barrier(MPI_COMM_WORLD);
     if (rt.node() == 2) {
       // Leave once both others monitor a Victim here and said so.
       auto me = recorder_of(rt, 2);
