@@ -126,8 +126,9 @@ class Groups {
   /// node applied them) for every join and leave this node applies from now on.
   std::uint64_t subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn);
   /// Once it returns, the callback does not run and will not run again, so
-  /// what it captured may go. Called from inside that callback, it returns at
-  /// once (the call under way finishes).
+  /// what it captured may go: it waits for a call under way, so do not call it
+  /// holding a lock the callback takes. Called from inside that callback, it
+  /// returns at once (the call under way finishes).
   void unsubscribe(std::uint64_t token);
 
   // ---- internal --------------------------------------------------------------

@@ -123,7 +123,7 @@ void Cluster::set_extra_control(std::function<void(NodeId, std::uint64_t, WireIn
     return;
   }
   for (auto& m : early) {
-    WireInputArchive ar(m.payload->data(), m.payload->size(), nullptr, 0);
+    WireInputArchive ar(m.payload->data(), m.payload->size(), WireInputArchive::InlineBlocks{});
     handler(m.from, m.type, ar);
   }
 }
@@ -136,7 +136,7 @@ void Cluster::on_control_bytes(NodeId from, std::uint64_t type, std::shared_ptr<
       return;
     }
   }
-  WireInputArchive ar(payload->data(), payload->size(), nullptr, 0);
+  WireInputArchive ar(payload->data(), payload->size(), WireInputArchive::InlineBlocks{});
   on_control(from, type, ar);
 }
 

@@ -156,10 +156,15 @@ std::uint64_t NameServices::subscribe(const std::string& group, std::function<vo
 }
 
 void NameServices::unsubscribe(std::uint64_t token) {
+  std::function<void(const GroupEvent&)> gone;  // destroyed after the lock: what it holds may unsubscribe too
   std::unique_lock lk(mu_);
-  subscribers_.erase(token);
+  if (auto it = subscribers_.find(token); it != subscribers_.end()) {
+    gone = std::move(it->second.fn);
+    subscribers_.erase(it);
+  }
   const auto me = std::this_thread::get_id();
   called_.wait(lk, [&] { return calling_ != token || calling_thread_ == me; });
+  lk.unlock();
 }
 
 void NameServices::group_changed(const std::string& key, const ReplEntry* before, const ReplEntry* after) {
@@ -217,7 +222,7 @@ void NameServices::drain_events() {
         // subscriber here would hear of a group again.
         std::fprintf(stderr, "troupe: a group subscriber threw something other than a std::exception\n");
       }
-      fn = nullptr;  // what it captured goes before unsubscribe() returns
+      fn = nullptr;  // what it captured goes before unsubscribe() returns (outside the lock)
       {
         std::lock_guard lk(mu_);
         calling_ = 0;
@@ -258,7 +263,8 @@ std::optional<RegistryValue> Registry::get_value(const std::string& name) const 
   auto e = ns_->registry_map().get(name);
   if (!e) return std::nullopt;
   RegistryValue v;
-  WireInputArchive ar(reinterpret_cast<const std::byte*>(e->value.data()), e->value.size(), nullptr, 0);
+  WireInputArchive ar(reinterpret_cast<const std::byte*>(e->value.data()), e->value.size(),
+                      WireInputArchive::InlineBlocks{});
   ar(v);
   return v;
 }

@@ -190,7 +190,10 @@ void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>
       if (kept_on(scope, m, st)) relay = m;
     if (relay == kInvalidNode) continue;
     if (relay != ns_.self()) {
-      if (came_from != relay) ns_.send_update(relay, id_, key, e, 0);  // the relay has what it sent us
+      // To the relay: what this node has of a lost node (came_from none), or
+      // read from the lost writer itself, late. Not what another node sent
+      // on (the relay, or a newcomer's copy source: they pass it on themselves).
+      if (came_from == kInvalidNode || came_from == e.origin) ns_.send_update(relay, id_, key, e, 0);
       continue;
     }
     for (NodeId m = 0; m < st.size(); ++m)

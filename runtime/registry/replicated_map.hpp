@@ -80,8 +80,10 @@ class ReplicatedMap {
   void watch_owner_actor(const std::string& key, const ReplEntry& e);
   /// Passes on entries a lost node wrote: to each key's relay (its lowest
   /// live keeper), which sends them to every other live keeper. came_from:
-  /// the node this node had them from (kInvalidNode: none), which is not sent
-  /// them back (so an entry the relay spread costs about 2·N messages).
+  /// the node this node had them from (kInvalidNode: its own copy, at a
+  /// loss). A node other than the relay sends on only its own copy or what it
+  /// read from the lost writer itself; the relay sends to all but came_from
+  /// (so an entry the relay spread costs about 2·N messages).
   void forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, NodeId came_from);
   Future<void> broadcast(const std::string& key, const ReplEntry& e);
   void finish_waits(std::vector<Promise<void>>& done);

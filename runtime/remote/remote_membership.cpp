@@ -58,7 +58,7 @@ void bcast_join_info(JoinInfo& info, MPI_Comm comm, bool root) {
   buf.resize(size);
   MPI_Bcast(buf.data(), static_cast<int>(size), MPI_BYTE, 0, comm);
   if (!root) {
-    WireInputArchive ar(buf.data(), buf.size(), nullptr, 0);
+    WireInputArchive ar(buf.data(), buf.size(), WireInputArchive::InlineBlocks{});
     ar(info);
   }
 }

@@ -478,7 +478,7 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
   if (env.kind == Kind::reply_error) {
     std::exception_ptr err;
     try {
-      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      WireInputArchive ar(env.payload, env.payload_size, WireInputArchive::InlineBlocks{});
       WireError w;
       ar(w);
       err = w.to_exception(from);
@@ -522,7 +522,7 @@ std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {
                                                       " (not registered with TROUPE_REMOTE in its build?)")));
   std::shared_ptr<SpawnJob> job;
   try {
-    WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+    WireInputArchive ar(env.payload, env.payload_size, WireInputArchive::InlineBlocks{});
     if (!env.segment_sizes.empty()) throw DecodeError("troupe: spawn arguments never carry segments");
     DecodingScope scope(&core_);
     job = c->decode_init(ar);

@@ -26,7 +26,7 @@ struct WireError {
   std::uint8_t code = remote_exception;
   std::string type;
   std::string message;
-  std::uint32_t node = 0;   // connection_lost: the lost node; actor_exited: its node
+  std::uint32_t node = 0;   // connection_lost: the lost node; actor_exited: its node; remote_exception: the thrower
   std::uint64_t actor = 0;  // actor_exited: the actor
 
   template <class Archive>

@@ -209,7 +209,7 @@ void decode_payload(const std::byte* p, std::size_t n, const std::vector<std::ui
     }
   }
   try {
-    WireInputArchive ar(p, n, nullptr, 0);
+    WireInputArchive ar(p, n, WireInputArchive::InlineBlocks{});
     WireError w;
     ar(w);
     (void)w.to_exception(1);
@@ -217,7 +217,7 @@ void decode_payload(const std::byte* p, std::size_t n, const std::vector<std::ui
   }
   const ClassEntry* c = WireRegistry::instance().cls(fnv1a64("class Sink"));
   try {
-    WireInputArchive ar(p, n, nullptr, 0);
+    WireInputArchive ar(p, n, WireInputArchive::InlineBlocks{});
     auto job = c->decode_init(ar);
   } catch (const std::exception&) {
   }

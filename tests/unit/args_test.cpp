@@ -298,13 +298,12 @@ TEST(WireArchives, LargeBlocksWrittenWithoutASegmentListReadBackInline) {
   }
   std::string text_back;
   std::vector<double> numbers_back;
-  WireInputArchive in(b.data(), b.size(), nullptr, 0);
+  WireInputArchive in(b.data(), b.size(), WireInputArchive::InlineBlocks{});
   ASSERT_NO_THROW(in(text_back, numbers_back));
   EXPECT_EQ(text_back, text);
   EXPECT_EQ(numbers_back, numbers);
   EXPECT_TRUE(in.complete());
-  const std::uint64_t none = 0;
-  WireInputArchive declared_none(b.data(), b.size(), &none, 0);
+  WireInputArchive declared_none(b.data(), b.size(), nullptr, 0);  // an envelope's: it declares no block
   EXPECT_THROW(declared_none(text_back), DecodeError);
 }
 

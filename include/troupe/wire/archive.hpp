@@ -93,18 +93,26 @@ class WireOutputArchive : public cereal::OutputArchive<WireOutputArchive, cereal
 
 class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision> {
  public:
-  /// segment_sizes: the sizes the envelope declares, in order. Null: the
-  /// bytes were written without a segment list (WireOutputArchive with null
-  /// segments: spawn arguments, error replies, control messages), so every
-  /// block, large ones too, is inline.
+  /// segment_sizes: the sizes the envelope declares, in order (none: a large
+  /// block is refused).
   WireInputArchive(const std::byte* data, std::size_t size, const std::uint64_t* segment_sizes,
                    std::size_t segment_count)
       : cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision>(this),
         data_(data),
         size_(size),
         seg_sizes_(segment_sizes),
-        seg_count_(segment_sizes == nullptr ? 0 : segment_count),
-        inline_blocks_(segment_sizes == nullptr) {}
+        seg_count_(segment_count) {}
+  struct InlineBlocks {};
+  /// Bytes written without a segment list (WireOutputArchive with null
+  /// segments: spawn arguments, error replies, control messages): every
+  /// block, large ones too, is inline.
+  WireInputArchive(const std::byte* data, std::size_t size, InlineBlocks)
+      : cereal::InputArchive<WireInputArchive, cereal::AllowEmptyClassElision>(this),
+        data_(data),
+        size_(size),
+        seg_sizes_(nullptr),
+        seg_count_(0),
+        inline_blocks_(true) {}
 
   void loadBinary(void* data, std::size_t size) {
     if (size == 0) return;
@@ -180,7 +188,7 @@ class WireInputArchive : public cereal::InputArchive<WireInputArchive, cereal::A
   std::size_t pos_ = 0;
   const std::uint64_t* seg_sizes_;
   std::size_t seg_count_;
-  bool inline_blocks_;  // written without a segment list: blocks of any size are inline
+  bool inline_blocks_ = false;  // written without a segment list: blocks of any size are inline
   std::size_t next_seg_ = 0;
   std::vector<InSegment> destinations_;
   const ByteBuffer* received_ = nullptr;
