@@ -59,6 +59,15 @@ ByteBuffer frame_of(std::uint64_t id, std::vector<std::uint64_t> blocks) {
   return frame;
 }
 
+/// A stub: [u32 kStubMark][u32 0][u64 size of the large frame that follows].
+ByteBuffer stub_of(std::uint64_t size) {
+  ByteBuffer s;
+  const std::uint32_t head[2] = {troupe::detail::kStubMark, 0};
+  s.append(head, sizeof head);
+  s.append(&size, sizeof size);
+  return s;
+}
+
 /// Records the order in which envelopes are delivered, each block in a buffer of its own.
 class OrderSink final : public InboundHandler {
  public:
@@ -560,13 +569,7 @@ TEST(Engine, LargeFramesFollowTheirStubsInOrderAndBadFramesAreDropped) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
   Engine engine(MPI_COMM_WORLD, sink);
-  auto stub = [](std::uint64_t size) {
-    ByteBuffer s;
-    const std::uint32_t head[2] = {troupe::detail::kStubMark, 0};
-    s.append(head, sizeof head);
-    s.append(&size, sizeof size);
-    return s;
-  };
+  auto stub = stub_of;
   auto send = [&](const ByteBuffer& b, int tag) {
     MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, 1, tag, engine.comm());
   };
@@ -737,11 +740,7 @@ TEST(Engine, AnEnvelopeCutShortByItsFramesEndIsReportedNotDroppedInSilence) {
   }
   ASSERT_GT(large.size() - 20, troupe::detail::kPostedFrame);
   if (rank == 0) {
-    ByteBuffer stub;
-    const std::uint32_t head[2] = {troupe::detail::kStubMark, 0};
-    const std::uint64_t size = large.size();
-    stub.append(head, sizeof head);
-    stub.append(&size, sizeof size);
+    const ByteBuffer stub = stub_of(large.size());
     MPI_Send(stub.data(), static_cast<int>(stub.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
     MPI_Send(large.data(), static_cast<int>(large.size() - 20), MPI_BYTE, 1, troupe::detail::kTagLargeFrame,
              engine.comm());
