@@ -177,6 +177,9 @@ void asks_in_flight(troupe::Runtime& rt, Outcome& out) {
   stream_to_survivors(rt, survivors, 0, kStream / 2);
   if (rt.node() == 0) {
     troupe::ActorRef<Victim> v(&rt.core(), victim_node, 2);
+    // Node 2 spawns it after the barrier: an ask that came first found no
+    // actor 2 ("actor 2 on node 2 has exited", seen once in CI).
+    wait_until_spawned(v);
     std::vector<std::pair<int, troupe::Future<int>>> inflight;
     int answered = 0, lost = 0;
     for (int i = 0; i < 5000 && lost == 0; ++i) {
