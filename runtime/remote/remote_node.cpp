@@ -188,22 +188,28 @@ std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> repl
   return 0;
 }
 
-std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr) {
+std::unique_ptr<PendingReply> RemoteNode::take(std::uint64_t corr, NodeId from) {
   std::lock_guard lk(pending_mu_);
   auto it = pending_.find(corr);
-  if (it == pending_.end()) return nullptr;
+  if (it == pending_.end() || (from != kInvalidNode && it->second.node != from)) return nullptr;
   auto n = pending_.extract(it);
   auto r = std::move(n.mapped().reply);
   if (spare_count_ < kSparePending) spare_pending_[spare_count_++] = std::move(n);
   return r;
 }
 
-RemoteNode::PendingNode RemoteNode::take_node(std::uint64_t corr) {
+RemoteNode::PendingNode RemoteNode::take_node(std::uint64_t corr, NodeId from) {
   std::lock_guard lk(pending_mu_);
   if (!reply_node_.empty() && spare_count_ < kSparePending) spare_pending_[spare_count_++] = std::move(reply_node_);
   auto it = pending_.find(corr);
-  if (it == pending_.end()) return {};
+  if (it == pending_.end() || it->second.node != from) return {};
   return pending_.extract(it);
+}
+
+NodeId RemoteNode::asked_of(std::uint64_t corr) {
+  std::lock_guard lk(pending_mu_);
+  auto it = pending_.find(corr);
+  return it == pending_.end() ? kInvalidNode : it->second.node;
 }
 
 void RemoteNode::put_back(PendingNode n) noexcept {

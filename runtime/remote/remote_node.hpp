@@ -149,12 +149,16 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   void send_expected(std::uint64_t corr, Make&& make);
   /// Registers an ask's reply handler, unless the node is already lost.
   std::uint64_t expect(NodeId node, std::unique_ptr<PendingReply> reply);
-  std::unique_ptr<PendingReply> take(std::uint64_t corr);
+  /// The reply handler of ask `corr`, if it is pending and (unless `from` is
+  /// kInvalidNode) was sent to `from`: nobody else may end it.
+  std::unique_ptr<PendingReply> take(std::uint64_t corr, NodeId from = kInvalidNode);
   using PendingNode = std::unordered_map<std::uint64_t, Pending>::node_type;
   /// on_reply's take(), under the engine lock: the table's node is kept, so
   /// that put_back() returns the reply to its place without allocating (when
   /// memory runs out), or it goes to reply_node_.
-  PendingNode take_node(std::uint64_t corr);
+  PendingNode take_node(std::uint64_t corr, NodeId from);
+  /// The node ask `corr` went to, if it is pending; kInvalidNode otherwise.
+  NodeId asked_of(std::uint64_t corr);
   void put_back(PendingNode n) noexcept;
   /// The last reply's node, kept for the next ask without a lock of its own
   /// (it is on_reply's, under the engine lock): take_node hands it to the

@@ -437,8 +437,14 @@ std::unique_ptr<Inbound> RemoteNode::failed_reply(NodeId from, std::unique_ptr<P
 
 std::unique_ptr<Inbound> RemoteNode::on_reply(NodeId from, Envelope& env) {
   TROUPE_STAGE(on_reply);
-  auto node = take_node(env.corr);
-  if (node.empty()) {  // late (the node was declared lost meanwhile) or bogus
+  auto node = take_node(env.corr, from);
+  if (node.empty()) {
+    // Late (the node was declared lost meanwhile), or not from the node the
+    // ask went to (a faulty peer): that ask is left alone.
+    const NodeId asked = asked_of(env.corr);
+    if (asked != kInvalidNode)
+      std::fprintf(stderr, "troupe: node %u: a reply from node %u to an ask sent to node %u was ignored\n",
+                   engine_->self(), from, asked);
     return at_delivery([this, from] { cluster_->count_delivered(from); });
   }
   try {
@@ -644,7 +650,7 @@ void RemoteNode::on_bad_envelope(NodeId from, const EnvelopeFault& fault) {
   // its ask: with the reason, rather than never.
   const bool replies = fault.kind == Kind::reply_ok || fault.kind == Kind::reply_error;
   if (replies && fault.corr != 0)
-    if (auto r = take(fault.corr)) r->fail(std::make_exception_ptr(DecodeError(fault.what)));
+    if (auto r = take(fault.corr, from)) r->fail(std::make_exception_ptr(DecodeError(fault.what)));
 }
 
 }  // namespace troupe::detail

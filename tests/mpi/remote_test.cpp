@@ -299,6 +299,41 @@ TEST(Remote, RemoteErrorsKeepTheirOriginAndNonStandardExceptionsTheirText) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+// Only the node an ask went to can answer it: a reply from any other node
+// (a faulty peer, or bytes gone astray) is ignored, and the ask still gets
+// its own answer later.
+TEST(Remote, OnlyTheNodeAnAskWentToCanAnswerIt) {
+  Job j;
+  if (j.n < 3) {  // needs a third node to answer out of turn
+    j.rt.finish();
+    GTEST_SKIP();
+  }
+  auto& node = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote());
+  std::optional<troupe::ActorRef<tt::Stuck>> stuck;
+  std::optional<troupe::Future<int>> pending;
+  std::uint64_t corr = 0;
+  if (j.me == 0) {
+    stuck = j.rt.spawn_on<tt::Stuck>(1).get();
+    pending = stuck->ask<&tt::Stuck::hang>();
+    corr = node.last_corr();
+    EXPECT_EQ(stuck->ask<&tt::Stuck::ping>().get(), 1);  // hang() has started
+  }
+  corr = share_from(0, corr);
+  if (j.me == 2) {
+    node.raw_reply(0, corr, troupe::detail::kProtocolVersion);  // an empty reply_ok, out of turn
+    // Node 0 reads what node 2 sends in order: once this spawn is answered,
+    // the stray reply has been read and handled.
+    EXPECT_NO_THROW(j.rt.spawn_on<Counter>(0, 0).get_for(10s));
+  }
+  share_from(2, 0);
+  if (j.me == 0) {
+    EXPECT_FALSE(pending->ready()) << "node 2's reply ended an ask sent to node 1";
+    stuck->tell<&tt::Stuck::release>(41);
+    EXPECT_EQ(pending->get_for(10s), 41);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 // More nodes than the job has room for: refused on every member alike,
 // before anything collective (spawned first, the newcomers would have found
 // room on some members and none on others).

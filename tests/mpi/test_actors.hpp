@@ -145,11 +145,12 @@ class Stuck {
  public:
   troupe::Task<int> hang() { co_return co_await gate_.get_future(); }
   int ping() { return 1; }
+  void release(int v) { gate_.set_value(v); }
 
  private:
   troupe::Promise<int> gate_;
 };
-TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::ping);
+TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::ping, &Stuck::release);
 
 /// Classes whose remote methods belong to their bases: Stats sits at an
 /// offset inside both (after a vptr, and after another base), and its hit()
