@@ -496,14 +496,14 @@ Future<void> RemoteNode::raw_ask(NodeId to, Kind kind, std::uint64_t id, std::ui
 }
 
 Future<void> RemoteNode::raw_ask_with_block(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
-                                            const ByteBuffer& payload, ByteBuffer block, std::size_t sent) {
+                                            const ByteBuffer& payload, ByteBuffer block, std::size_t declared) {
   return send_raw_ask(to, kind, id, target, payload, kProtocolVersion, false,
-                      std::make_shared<ByteBuffer>(std::move(block)), sent);
+                      std::make_shared<ByteBuffer>(std::move(block)), declared);
 }
 
 Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
                                       const ByteBuffer& payload, std::uint8_t version, bool coalesce,
-                                      std::shared_ptr<ByteBuffer> block, std::size_t sent) {
+                                      std::shared_ptr<ByteBuffer> block, std::size_t declared) {
   Promise<void> p(waiter_.get());
   auto f = p.get_future();
   const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
@@ -512,11 +512,11 @@ Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, st
   e->bytes.append(payload.data(), payload.size());
   if (block) {
     // Never staged (as if on huge pages): it leaves whole, as one message cut short.
-    e->segments.push_back({block->data(), block->size(), /*huge_pages=*/true});
+    e->segments.push_back({block->data(), declared, /*huge_pages=*/true});
     e->keep.push_back(block);
   }
-  seal(*e);  // declares the whole block
-  if (block) e->segments.back().size = std::min(sent, block->size());  // sends only this much
+  seal(*e);  // declares `declared` bytes
+  if (block) e->segments.back().size = block->size();  // and sends them all
   std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
   e->kind_tell = coalesce;
   post(std::move(e));

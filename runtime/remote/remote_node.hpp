@@ -89,10 +89,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// waits in its destination's open frame like a tell, for what follows.
   Future<void> raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
                        std::uint8_t version = kProtocolVersion, bool coalesce = false);
-  /// The same with one block after the envelope, declared at its full size
-  /// but sent only up to `sent` bytes (a sender that breaks the protocol).
+  /// The same with one block after the envelope, sent whole as one message
+  /// but declared as `declared` bytes (more or fewer: a sender that breaks
+  /// the protocol).
   Future<void> raw_ask_with_block(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
-                                  const ByteBuffer& payload, ByteBuffer block, std::size_t sent);
+                                  const ByteBuffer& payload, ByteBuffer block, std::size_t declared);
   /// Sends bytes as a frame, unchecked.
   void raw_frame(NodeId to, const ByteBuffer& bytes);
   /// Sends an empty reply to `corr` in the given protocol version.
@@ -139,9 +140,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   void set_gathering(WireOutputArchive& ar, NodeId to) const noexcept {
     ar.gather_blocks_on_huge_pages(engine_->gathers_blocks(to), engine_->stages_blocks(to) ? kStageUpTo : 0);
   }
-  /// raw_ask and raw_ask_with_block: an optional block, declared in full, sent up to `sent` bytes.
+  /// raw_ask and raw_ask_with_block: an optional block, sent whole, declared as `declared` bytes.
   Future<void> send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
-                            std::uint8_t version, bool coalesce, std::shared_ptr<ByteBuffer> block, std::size_t sent);
+                            std::uint8_t version, bool coalesce, std::shared_ptr<ByteBuffer> block,
+                            std::size_t declared);
   void post(Draft e);
   /// Posts what make() builds for the ask expecting reply corr; whatever
   /// throws on the way fails that ask instead of leaving its entry behind.

@@ -25,6 +25,8 @@ class FnInbound final : public Inbound {
   FnInbound(UniqueFunction<void()> fn, UniqueFunction<void()> on_abandon)
       : fn_(std::move(fn)), on_abandon_(std::move(on_abandon)) {}
   void deliver() override { fn_(); }
+  /// What runs never reads a block (a refusal, a notice): its answer stands.
+  void reject(std::exception_ptr) override { fn_(); }
   void abandon() noexcept override {
     try {
       if (on_abandon_) on_abandon_();
@@ -44,12 +46,22 @@ std::unique_ptr<Inbound> at_delivery(UniqueFunction<void()> fn, UniqueFunction<v
 /// A call decoded in place; its segments (if any) land inside its arguments.
 class CallInbound final : public Inbound {
  public:
-  CallInbound(Cluster& cluster, NodeId from, std::shared_ptr<ActorCell> cell, std::unique_ptr<Message> msg)
-      : cluster_(cluster), from_(from), cell_(std::move(cell)), msg_(std::move(msg)) {}
+  /// `caller`: whom a call whose blocks came damaged answers (a batch has none).
+  CallInbound(Cluster& cluster, NodeId from, std::shared_ptr<ActorCell> cell, std::unique_ptr<Message> msg,
+              RemoteCaller caller = {})
+      : cluster_(cluster), from_(from), cell_(std::move(cell)), msg_(std::move(msg)), caller_(caller) {}
   void deliver() override {
     cluster_.count_delivered(from_, msg_->weight);  // a batch of calls counts each
     cell_->enqueue(msg_.release());
     TROUPE_STAGE(in_mailbox);
+  }
+  void reject(std::exception_ptr why) override {
+    cluster_.count_delivered(from_, msg_->weight);
+    if (caller_.corr != 0) {
+      caller_.sink->reply_error(from_, caller_.corr, why);
+    } else {
+      cell_->core().on_unhandled(cell_->id(), "a tell from another node", why);
+    }
   }
 
  private:
@@ -57,15 +69,22 @@ class CallInbound final : public Inbound {
   NodeId from_;
   std::shared_ptr<ActorCell> cell_;
   std::unique_ptr<Message> msg_;
+  RemoteCaller caller_;
 };
 
 /// An envelope whose segments must arrive before it can be decoded: a copy of
 /// its payload and buffers for its segments; decoded at delivery.
 class BufferedInbound final : public Inbound {
  public:
-  BufferedInbound(Core& core, const Envelope& env, UniqueFunction<void(WireInputArchive&)> decode,
-                  UniqueFunction<void(std::exception_ptr)> failed)
-      : core_(core), source_(env.source), sizes_(env.segment_sizes), decode_(std::move(decode)), failed_(std::move(failed)) {
+  /// Counts as delivered work (a call or a reply) before it is decoded.
+  BufferedInbound(Core& core, Cluster& cluster, NodeId from, const Envelope& env,
+                  UniqueFunction<void(WireInputArchive&)> decode, UniqueFunction<void(std::exception_ptr)> failed)
+      : core_(core),
+        cluster_(cluster),
+        source_(from),
+        sizes_(env.segment_sizes),
+        decode_(std::move(decode)),
+        failed_(std::move(failed)) {
     payload_.append(env.payload, env.payload_size);
     buffers_.resize(sizes_.size());
     for (std::size_t i = 0; i < sizes_.size(); ++i) {
@@ -80,9 +99,14 @@ class BufferedInbound final : public Inbound {
     } catch (...) {
     }
   }
+  void reject(std::exception_ptr why) override {
+    cluster_.count_delivered(source_);
+    failed_(why);
+  }
 
  private:
   Core& core_;
+  Cluster& cluster_;
   NodeId source_;
   ByteBuffer payload_;
   std::vector<std::uint64_t> sizes_;
@@ -109,6 +133,7 @@ std::exception_ptr as_decode_error(std::exception_ptr e) {
 }
 
 void BufferedInbound::deliver() {
+  cluster_.count_delivered(source_);
   try {
     WireInputArchive ar(payload_.data(), payload_.size(), sizes_.data(), sizes_.size());
     ar.use_received_segments(buffers_.data());
@@ -266,6 +291,10 @@ class ReplyInbound final : public Inbound {
     reply_->complete();
   }
   void abandon() noexcept override { reply_->fail(std::make_exception_ptr(ConnectionLost(from_))); }
+  void reject(std::exception_ptr why) override {
+    cluster_.count_delivered(from_);
+    reply_->fail(why);
+  }
 
  private:
   Cluster& cluster_;
@@ -388,7 +417,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       DecodingScope scope(&core_);
       auto msg = m->decode_call(ar, caller);
       check_complete(ar);
-      auto in = std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(msg));
+      auto in = std::make_unique<CallInbound>(*cluster_, from, std::move(cell), std::move(msg), caller);
       in->segments = std::move(ar.destinations());
       return in;
     } catch (...) {
@@ -397,9 +426,8 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
   }
   try {
     return std::make_unique<BufferedInbound>(
-        core_, env,
-        [this, m, cell, caller, from](WireInputArchive& ar) {
-          cluster_->count_delivered(from);
+        core_, *cluster_, from, env,
+        [m, cell, caller](WireInputArchive& ar) {
           auto msg = m->decode_call(ar, caller);
           check_complete(ar);
           cell->enqueue(msg.release());
@@ -498,9 +526,8 @@ std::unique_ptr<Inbound> RemoteNode::reply_inbound(NodeId from, Envelope& env, s
   std::unique_ptr<Inbound> in;
   try {
     in = std::make_unique<BufferedInbound>(
-        core_, env,
-        [this, from, r](WireInputArchive& ar) {
-          cluster_->count_delivered(from);
+        core_, *cluster_, from, env,
+        [r](WireInputArchive& ar) {
           (*r)->decode(ar);
           check_complete(ar);
           (*r)->complete();

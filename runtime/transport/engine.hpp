@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -122,6 +123,21 @@ class Inbound {
   /// Its source was lost before it could be delivered (outside the engine lock):
   /// whoever waits for it must learn so.
   virtual void abandon() noexcept {}
+  /// A segment arrived shorter or longer than declared (a sender that breaks
+  /// the protocol): runs instead of deliver(), with the DecodeError for
+  /// whoever waits for it. What its blocks hold must not be used; a delivery
+  /// that counts as work must still be counted, and an asker must still be
+  /// answered (no default: one that did nothing would leave it waiting).
+  virtual void reject(std::exception_ptr why) = 0;
+  /// Set by the engine (under its lock) when a segment came with another size
+  /// than declared: the first such chunk.
+  struct SegmentFault {
+    bool any = false;
+    bool longer = false;       // more than declared arrived (and was cut off by MPI)
+    bool failed = false;       // MPI reported another error for its receive
+    std::size_t declared = 0;  // the chunk's declared bytes
+    std::size_t got = 0;       // bytes that arrived (if shorter)
+  } segment_fault;
 };
 
 class InboundHandler {

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <string>
 
 #include "engine_internal.hpp"
+#include "troupe/error.hpp"
 #include "troupe/detail/future_state.hpp"
 #include "troupe/detail/stage_probe.hpp"
 
@@ -32,12 +34,25 @@ class FaultReport final : public Inbound {
  public:
   FaultReport(InboundHandler& h, NodeId from, EnvelopeFault f) : h_(h), from_(from), fault_(std::move(f)) {}
   void deliver() override { h_.on_bad_envelope(from_, fault_); }
+  void reject(std::exception_ptr) override { deliver(); }  // it has no blocks
 
  private:
   InboundHandler& h_;
   NodeId from_;
   EnvelopeFault fault_;
 };
+
+/// What a caller learns of a segment that came with another size than declared.
+std::exception_ptr segment_fault_error(const Inbound::SegmentFault& f) {
+  const std::string what =
+      f.failed   ? "troupe: a block of the message could not be received (MPI reported an error)"
+      : f.longer ? "troupe: a block of the message arrived longer than the " + std::to_string(f.declared) +
+                       " bytes its envelope declared (the sender broke the protocol)"
+                 : "troupe: a block of the message arrived " + std::to_string(f.declared - f.got) +
+                       " bytes short of the " + std::to_string(f.declared) +
+                       " its envelope declared (the sender broke the protocol)";
+  return std::make_exception_ptr(DecodeError(what));
+}
 
 }  // namespace
 
@@ -724,21 +739,45 @@ bool Engine::test_segment_recvs() {
     return false;
   }
   auto& idx = test_idx_;
-  checked(MPI_Testsome(static_cast<int>(seg_reqs_.size()), seg_reqs_.data(), &outcount, idx.data(),
-                       seg_status_.data()),
-          "MPI_Testsome");
+  // MPI_ERR_IN_STATUS: a chunk came longer than its receive (MPI_ERR_TRUNCATE
+  // in its status), which is a sender's fault, reported below with its delivery.
+  const int rc = MPI_Testsome(static_cast<int>(seg_reqs_.size()), seg_reqs_.data(), &outcount, idx.data(),
+                              seg_status_.data());
+  if (rc != MPI_ERR_IN_STATUS) checked(rc, "MPI_Testsome");
   if (outcount <= 0) return false;
   arrivals_.fetch_add(static_cast<std::uint64_t>(outcount), std::memory_order_relaxed);
   for (int k = 0; k < outcount; ++k) {
     auto& m = seg_meta_[static_cast<std::size_t>(idx[static_cast<std::size_t>(k)])];
+    const MPI_Status& st = seg_status_[static_cast<std::size_t>(k)];
     int count = 0;
-    MPI_Get_count(&seg_status_[static_cast<std::size_t>(k)], MPI_BYTE, &count);
-    if (count >= 0 && static_cast<std::size_t>(count) < m.len) {
-      // A sender that sent less than it declared (not this code): the rest
-      // reads as zeros, never as what the memory held before (a kept vector).
-      std::memset(m.data + count, 0, m.len - static_cast<std::size_t>(count));
-      std::fprintf(stderr, "troupe: node %u: a block from node %u was %d bytes short of the %zu declared\n", self_,
-                   m.from, static_cast<int>(m.len) - count, m.len);
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    int error_class = MPI_SUCCESS;
+    if (rc == MPI_ERR_IN_STATUS && st.MPI_ERROR != MPI_SUCCESS) {
+      MPI_Error_class(st.MPI_ERROR, &error_class);
+      if (error_class != MPI_ERR_TRUNCATE) checked(st.MPI_ERROR, "a block's receive");
+    }
+    const bool failed = error_class != MPI_SUCCESS && error_class != MPI_ERR_TRUNCATE;
+    const bool longer = error_class == MPI_ERR_TRUNCATE;
+    const bool shorter = !longer && !failed && count >= 0 && static_cast<std::size_t>(count) < m.len;
+    if (failed) {
+      if (m.owner->inbound && !m.owner->inbound->segment_fault.any)
+        m.owner->inbound->segment_fault = {true, false, true, m.len, 0};
+    } else if (longer || shorter) {
+      // A sender that broke the protocol (not this code). What arrived is
+      // never delivered: its delivery is rejected (a DecodeError for its
+      // asker), and the rest of a short chunk reads as zeros meanwhile, never
+      // as what the memory held before (a kept vector).
+      if (shorter) std::memset(m.data + count, 0, m.len - static_cast<std::size_t>(count));
+      if (m.owner->inbound && !m.owner->inbound->segment_fault.any)
+        m.owner->inbound->segment_fault = {true, longer, false, m.len,
+                                           shorter ? static_cast<std::size_t>(count) : m.len};
+      if (longer) {
+        std::fprintf(stderr, "troupe: node %u: a block from node %u was longer than the %zu bytes declared\n", self_,
+                     m.from, m.len);
+      } else {
+        std::fprintf(stderr, "troupe: node %u: a block from node %u was %zu bytes short of the %zu declared\n", self_,
+                     m.from, m.len - static_cast<std::size_t>(count), m.len);
+      }
     }
     // What it completes goes to the ready list now (nothing is allocated
     // here: a delivery's last chunk must not be lost to a failed allocation).
@@ -787,7 +826,11 @@ void Engine::deliver_ready() {
     for (auto& in : batch) {
       if (in) {
         try {
-          in->deliver();
+          if (in->segment_fault.any) {
+            in->reject(segment_fault_error(in->segment_fault));
+          } else {
+            in->deliver();
+          }
         } catch (const std::exception& e) {
           std::fprintf(stderr, "troupe: node %u: delivery failed: %s\n", self_, e.what());
         } catch (...) {

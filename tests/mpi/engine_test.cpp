@@ -84,6 +84,7 @@ class OrderSink final : public InboundHandler {
         std::lock_guard lk(sink.mu);
         sink.order.push_back(id);
       }
+      void reject(std::exception_ptr) override { ADD_FAILURE() << "envelope " << id << " had a block of a wrong size"; }
       OrderSink& sink;
       std::uint64_t id;
     };
@@ -642,6 +643,10 @@ class FaultSink final : public InboundHandler {
         for (auto* b : mine) entry += "/" + std::to_string(static_cast<int>(b->empty() ? std::byte{0} : (*b)[0]));
         sink.log.push_back(entry);
       }
+      void reject(std::exception_ptr) override {
+        std::lock_guard lk(sink.mu);
+        sink.log.push_back("rejected:" + std::to_string(id));
+      }
       FaultSink& sink;
       std::uint64_t id;
       std::vector<std::vector<std::byte>*> mine;
@@ -701,8 +706,9 @@ TEST(Engine, AnUnreadableEnvelopeWithBlocksBreaksItsSourceRatherThanMisplaceTheB
     engine.stop_progress_thread();
     const auto seen = sink.seen();
     EXPECT_EQ(seen.size(), 1u);
-    if (!seen.empty())
+    if (!seen.empty()) {
       EXPECT_NE(seen[0].find("bad:troupe: inconsistent envelope lengths"), std::string::npos) << seen[0];
+    }
     EXPECT_EQ(broken, std::vector<NodeId>{0}) << "rank 0's source was not broken";
     // Neither block was taken by the engine; the test takes what is left, so
     // that rank 0's sends end.
