@@ -75,8 +75,10 @@ TEST(Remote, SpawnOnEveryRankAndAsk) {
     EXPECT_EQ(counters[i].ask<&Counter::add>(static_cast<int>(j.me)).get(), 100 * static_cast<int>(i) + static_cast<int>(j.me));
   }
   for (auto& c : counters) c.tell<&Counter::add>(1);
-  for (troupe::NodeId i = 0; i < j.n; ++i)
+  for (troupe::NodeId i = 0; i < j.n; ++i) {
     EXPECT_EQ(counters[i].ask<&Counter::value>().get(), 100 * static_cast<int>(i) + static_cast<int>(j.me) + 1);
+    EXPECT_EQ(counters[i].ask<&Counter::current>().get(), 100 * static_cast<int>(i) + static_cast<int>(j.me) + 1);
+  }
   EXPECT_EQ(j.rt.finish(), 0);
 }
 

@@ -19,6 +19,8 @@ class Counter {
   explicit Counter(int start) : n_(start) {}
   int add(int k) { return n_ += k; }
   int value() const { return n_; }
+  /// A reference result and the last qualifiers: the asker gets a copy.
+  const int& current() const& noexcept { return n_; }
   troupe::NodeId where() const { return troupe::runtime().node(); }
   void fail(std::string why) { throw std::invalid_argument(why); }
   int fail_ask(std::string why) { throw std::domain_error(why); }
@@ -36,8 +38,8 @@ class Counter {
  private:
   int n_;
 };
-TROUPE_REMOTE(Counter, troupe::init<int>, &Counter::add, &Counter::value, &Counter::where, &Counter::fail,
-              &Counter::fail_ask, &Counter::fail_plain, &Counter::hold);
+TROUPE_REMOTE(Counter, troupe::init<int>, &Counter::add, &Counter::value, &Counter::current, &Counter::where,
+              &Counter::fail, &Counter::fail_ask, &Counter::fail_plain, &Counter::hold);
 
 /// Records (sender, sequence) pairs; counts everything it got process-wide.
 inline std::atomic<long> g_recorded{0};

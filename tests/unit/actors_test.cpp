@@ -4,6 +4,7 @@
 #include <atomic>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "troupe/testing.hpp"
@@ -56,6 +57,28 @@ class Exclusive {
   int done_ = 0;
 };
 
+// Every qualifier a method of an lvalue object may carry, and results
+// returned by reference (an ask yields a copy, made inside the actor's turn).
+class Qualified {
+ public:
+  int plain() { return 1; }
+  int as_const() const { return 2; }
+  int nothrow() noexcept { return 3; }
+  int const_nothrow() const noexcept { return 4; }
+  int lvalue() & { return 5; }
+  int const_lvalue() const& { return 6; }
+  int lvalue_nothrow() & noexcept { return 7; }
+  int const_lvalue_nothrow() const& noexcept { return 8; }
+  const std::string& name() const { return name_; }
+  std::string& rename(std::string n) { return name_ = std::move(n); }
+  std::vector<int>&& take() { return std::move(items_); }
+  std::size_t items() const { return items_.size(); }
+
+ private:
+  std::string name_ = "first";
+  std::vector<int> items_{1, 2, 3};
+};
+
 troupe::Config threads(std::size_t n) {
   troupe::Config c;
   c.threads = n;
@@ -72,6 +95,28 @@ TEST(Actors, TellAndAsk) {
   EXPECT_EQ(c.ask<&Counter::echo>(std::string("hi")).get(), "hi!");
   EXPECT_TRUE(c.is_local());
   EXPECT_EQ(c.node(), 0u);
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(Actors, MethodsOfEveryQualifierAndReferenceResultsWork) {
+  troupe::Runtime rt(threads(2));
+  auto q = rt.spawn<Qualified>();
+  const int sum = q.ask<&Qualified::plain>().get() + q.ask<&Qualified::as_const>().get() +
+                  q.ask<&Qualified::nothrow>().get() + q.ask<&Qualified::const_nothrow>().get() +
+                  q.ask<&Qualified::lvalue>().get() + q.ask<&Qualified::const_lvalue>().get() +
+                  q.ask<&Qualified::lvalue_nothrow>().get() + q.ask<&Qualified::const_lvalue_nothrow>().get();
+  EXPECT_EQ(sum, 36);
+  q.tell<&Qualified::lvalue_nothrow>();
+  // A reference result arrives as a copy taken in the turn: later changes
+  // to the actor's member do not show through it.
+  troupe::Future<std::string> before = q.ask<&Qualified::name>();
+  static_assert(std::is_same_v<decltype(q.ask<&Qualified::rename>(std::string())), troupe::Future<std::string>>);
+  EXPECT_EQ(q.ask<&Qualified::rename>(std::string("second")).get(), "second");
+  EXPECT_EQ(before.get(), "first");
+  EXPECT_EQ(q.ask<&Qualified::name>().get(), "second");
+  // An rvalue reference result is moved out of the actor.
+  EXPECT_EQ(q.ask<&Qualified::take>().get(), (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(q.ask<&Qualified::items>().get(), 0u);
   EXPECT_EQ(rt.finish(), 0);
 }
 

@@ -32,7 +32,15 @@ template <class... T> struct args_hold_views<std::tuple<T...>> : std::disjunctio
 template <class Tuple> struct params_have_reference : std::false_type {};
 template <class... P> struct params_have_reference<std::tuple<P...>> : std::disjunction<std::is_reference<P>...> {};
 
-template <class F> struct MemFn;
+template <class F> inline constexpr bool always_false = false;
+
+/// Anything but a member function of an object an actor can be called on.
+template <class F>
+struct MemFn {
+  static_assert(always_false<F>,
+                "troupe: an actor method must be a non-static member function callable on an lvalue object: "
+                "not &&-qualified (the actor is never an rvalue) and not volatile");
+};
 
 #define TROUPE_DETAIL_MEMFN(QUAL, IS_CONST)                 \
   template <class C, class R, class... P>                   \
@@ -50,6 +58,8 @@ TROUPE_DETAIL_MEMFN(noexcept, false)
 TROUPE_DETAIL_MEMFN(const noexcept, true)
 TROUPE_DETAIL_MEMFN(&, false)
 TROUPE_DETAIL_MEMFN(const&, true)
+TROUPE_DETAIL_MEMFN(& noexcept, false)
+TROUPE_DETAIL_MEMFN(const& noexcept, true)
 #undef TROUPE_DETAIL_MEMFN
 
 template <class R> struct Unwrap { using type = R; };
@@ -57,11 +67,17 @@ template <class R> struct Unwrap<Task<R>> { using type = R; };
 template <class R> struct Unwrap<Future<R>> { using type = R; };
 
 /// Facts about the method M: its class, its argument tuple, and the type an ask
-/// of it yields (Task<R> and Future<R> unwrap to R).
+/// of it yields (Task<R> and Future<R> unwrap to R). A method that returns a
+/// reference yields a copy (or, for R&&, what is moved out), made inside the
+/// actor's turn: nothing outside the actor ever refers into it.
 template <auto M>
 struct Method : MemFn<decltype(M)> {
   using Base = MemFn<decltype(M)>;
-  using Result = typename Unwrap<typename Base::Return>::type;
+  using Result = std::remove_cvref_t<typename Unwrap<typename Base::Return>::type>;
+  static_assert(!std::is_reference_v<typename Base::Return> ||
+                    std::is_constructible_v<Result, typename Base::Return>,
+                "troupe: a method that returns a reference yields a copy of what it refers to, and this type "
+                "cannot be copied from it (return by value, or return R&& to move it out)");
 };
 
 /// The text after "<param> = " in a compiler's pretty function name: the
