@@ -124,6 +124,10 @@ class Groups {
   std::vector<std::string> groups() const;
   /// Called (on a scheduler thread, one event at a time, in the order this
   /// node applied them) for every join and leave this node applies from now on.
+  /// To know the members from before too, subscribe first, then read
+  /// members(): every change is in that list or heard as an event (maybe
+  /// both, so treat a join of a known member as nothing new). The other order
+  /// can miss a change made between the two calls.
   std::uint64_t subscribe(const std::string& group, std::function<void(const GroupEvent&)> fn);
   /// Once it returns, the callback does not run and will not run again, so
   /// what it captured may go: it waits for a call under way, so do not call it

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -41,9 +42,14 @@ struct JoinInfo {
   std::vector<std::string> roles, hosts;
   std::vector<std::uint8_t> alive;
   std::uint64_t capacity = 0;  // the most nodes the job may hold (the same on every node)
+  // The members' failure detector settings, which the newcomers take: a node
+  // watched with a shorter timeout than its watcher's own, or watching with
+  // one, would call slow ranks lost (or real losses late) at random.
+  std::int64_t heartbeat_period_ms = 0;
+  std::int64_t heartbeat_timeout_ms = 0;
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(total, node_of_rank, roles, hosts, alive, capacity);
+    ar(total, node_of_rank, roles, hosts, alive, capacity, heartbeat_period_ms, heartbeat_timeout_ms);
   }
 };
 
@@ -149,6 +155,9 @@ void RemoteNode::join_from_parent(MPI_Comm parent) {
   MPI_Intercomm_merge(parent, 1, &merged);  // the parents take the low ranks
   JoinInfo info;
   bcast_join_info(info, merged, false);
+  if (info.heartbeat_period_ms > 0 && info.heartbeat_timeout_ms > 0)
+    core_.adopt_heartbeat(std::chrono::milliseconds(info.heartbeat_period_ms),
+                          std::chrono::milliseconds(info.heartbeat_timeout_ms));
   int rank = 0;
   MPI_Comm_rank(merged, &rank);
   const NodeId self = info.node_of_rank.at(static_cast<std::size_t>(rank));
@@ -232,6 +241,8 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   const auto before = static_cast<NodeId>(cluster_->size());
   info.total = before + static_cast<std::uint64_t>(count);
   info.capacity = cluster_->capacity();
+  info.heartbeat_period_ms = core_.config().heartbeat_period.count();
+  info.heartbeat_timeout_ms = core_.config().heartbeat_timeout.count();
   info.node_of_rank = live_nodes;
   std::vector<NodeId> fresh;
   for (int i = 0; i < count; ++i) {

@@ -746,8 +746,14 @@ bool Engine::test_segment_recvs() {
   if (rc != MPI_ERR_IN_STATUS) checked(rc, "MPI_Testsome");
   if (outcount <= 0) return false;
   arrivals_.fetch_add(static_cast<std::uint64_t>(outcount), std::memory_order_relaxed);
+  const auto now = coarse_now();
   for (int k = 0; k < outcount; ++k) {
     auto& m = seg_meta_[static_cast<std::size_t>(idx[static_cast<std::size_t>(k)])];
+    // Its sender lives: a block from it is in. Its heartbeats may wait behind
+    // its blocks (MPI sends a pair's messages in order: over TCP a window of
+    // 64 MiB vectors takes longer than the heartbeat timeout), and a node
+    // sending that much must not be called lost for it.
+    heard_[m.from].store(now, std::memory_order_relaxed);
     const MPI_Status& st = seg_status_[static_cast<std::size_t>(k)];
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);

@@ -539,6 +539,8 @@ void replace(troupe::Runtime& rt, Outcome& out) {
     // only from a copy (its writer, node 2, is dead; its member lives on node 3),
     // which node 0 cannot give: it is not a worker and keeps no worker groups.
     out.expect(rt.config().role == "worker", "the new node's role is not worker");
+    out.expect(rt.config().heartbeat_period == 90ms && rt.config().heartbeat_timeout != 30000ms,
+               "the new node kept its own failure detector settings, not the members'");
     const auto in_pool = scoped_members("pool", 2);
     out.expect(in_pool == 2, "the new node's worker groups: pool has " + std::to_string(in_pool) + " members, not 2");
     const auto orphans = scoped_members("orphan", 1);
@@ -864,6 +866,12 @@ int main(int argc, char** argv) {
     MPI_Comm parent = MPI_COMM_NULL;
     MPI_Comm_get_parent(&parent);
     setenv("TROUPE_ROLE", parent == MPI_COMM_NULL && rank == 0 ? "head" : "worker", 1);
+    if (scenario == "replace") {
+      // The newcomer's own detector settings differ from the members': it
+      // must take theirs (replace checks).
+      setenv("TROUPE_HEARTBEAT_PERIOD_MS", parent == MPI_COMM_NULL ? "90" : "250", 1);
+      if (parent != MPI_COMM_NULL) setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", "30000", 1);
+    }
   }
   if (scenario == "batch_copy") {
     MPI_Comm parent = MPI_COMM_NULL;

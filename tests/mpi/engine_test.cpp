@@ -250,6 +250,33 @@ TEST(Engine, ABlockArrivingAfterItsFrameHandsPollingToTheWorkers) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, ABlockThatCompletesCountsAsHearingFromItsSender) {
+  // A sender's heartbeats may wait behind its blocks (MPI sends a pair's
+  // messages in order): a completed block is news of its sender too. Rank 0
+  // sends a frame declaring a 4 MiB block, and the block only once rank 1,
+  // having read the frame, has waited 200 ms: no frame comes between, so only
+  // the block can move rank 1's last news of rank 0 past the frame's.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  constexpr std::size_t kBlock = std::size_t{4} << 20;
+  if (rank == 0) {
+    send_frames_then_blocks(engine, {{kBlock}}, {{kBlock, std::byte{5}}});
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.read.load() == 1; }, 10s)) << "the frame was never read";
+    const auto at_frame = engine.last_heard(0);
+    std::this_thread::sleep_for(200ms);
+    go_ahead();  // whatever happened: rank 0 must not wait forever
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == 1; }, 10s)) << "the envelope was never delivered";
+    const auto at_block = engine.last_heard(0);
+    engine.stop_progress_thread();
+    EXPECT_GE(at_block - at_frame, 190ms) << "the block's arrival did not count as news of its sender";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
   // Per source, delivery follows arrival order. Rank 0 sends, by hand: envelope
   // 1 declaring a 2 MiB block, envelope 2 with none, envelope 3 declaring a

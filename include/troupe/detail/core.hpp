@@ -80,6 +80,12 @@ class Core {
 
   Runtime& runtime() const noexcept { return rt_; }
   const Config& config() const noexcept { return cfg_; }
+  /// A node that joined later takes the members' failure detector settings
+  /// (before its cluster view, which reads them, is made).
+  void adopt_heartbeat(std::chrono::milliseconds period, std::chrono::milliseconds timeout) noexcept {
+    cfg_.heartbeat_period = period;
+    cfg_.heartbeat_timeout = timeout;
+  }
   NodeId node() const noexcept { return node_; }
   void set_node(NodeId n) noexcept { node_ = n; }
 
