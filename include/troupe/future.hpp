@@ -51,7 +51,12 @@ class Promise {
   Promise& operator=(const Promise&) = delete;
   ~Promise() { abandon(); }
 
-  Future<T> get_future() const { return Future<T>(s_); }
+  /// Its one future. A second call throws troupe::Error, as std::promise
+  /// does: two futures would share one value and one continuation.
+  Future<T> get_future() const {
+    if (s_ && !s_->claim_future()) throw Error("troupe: this Promise's future was taken already (a Promise has one)");
+    return Future<T>(s_);
+  }
 
   template <class... A>
   void set_value(A&&... a) {

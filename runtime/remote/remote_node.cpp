@@ -523,6 +523,18 @@ Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, st
   return f;
 }
 
+void RemoteNode::raw_reply_with_block(NodeId to, std::uint64_t corr, const ByteBuffer& payload, ByteBuffer block,
+                                      std::size_t declared) {
+  auto kept = std::make_shared<ByteBuffer>(std::move(block));
+  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
+  e->bytes.append(payload.data(), payload.size());
+  e->segments.push_back({kept->data(), declared, /*huge_pages=*/true});  // never staged: it leaves whole
+  e->keep.push_back(kept);
+  seal(*e);                                 // declares `declared` bytes
+  e->segments.back().size = kept->size();  // and sends them all
+  post(std::move(e));
+}
+
 void RemoteNode::raw_reply(NodeId to, std::uint64_t corr, std::uint8_t version) {
   auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
   seal(*e);

@@ -94,6 +94,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// the protocol).
   Future<void> raw_ask_with_block(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
                                   const ByteBuffer& payload, ByteBuffer block, std::size_t declared);
+  /// A reply to `corr` whose one block is sent whole but declared as
+  /// `declared` bytes (a replier that breaks the protocol).
+  void raw_reply_with_block(NodeId to, std::uint64_t corr, const ByteBuffer& payload, ByteBuffer block,
+                            std::size_t declared);
   /// Sends bytes as a frame, unchecked.
   void raw_frame(NodeId to, const ByteBuffer& bytes);
   /// Sends an empty reply to `corr` in the given protocol version.

@@ -211,6 +211,56 @@ TEST(BadBytes, ABlockSentShorterOrLongerThanDeclaredFailsItsAskAndIsNeverRun) {
   EXPECT_EQ(rt.finish(), 0);
 }
 
+TEST(BadBytes, AReplyWhoseBlockIsShorterOrLongerThanDeclaredFailsItsAsk) {
+  // Node 1 answers two asks of node 0 (expecting a vector) in the actor's
+  // place, each with a block of another size than its reply declares: 1 MiB
+  // declared, half sent; 16 KiB declared, three times that sent. Each ask
+  // fails with DecodeError, never a vector of zeros or cut short.
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  auto& node = node_of(rt);
+  std::uint64_t corrs[2] = {0, 0};
+  std::optional<troupe::Future<std::vector<double>>> asks[2];
+  std::optional<troupe::ActorRef<tt::Stuck>> stuck;
+  if (rt.node() == 0) {
+    stuck = rt.spawn_on<tt::Stuck>(1).get();
+    for (int i = 0; i < 2; ++i) {
+      asks[i] = stuck->ask<&tt::Stuck::hang_vector>();
+      corrs[i] = node.last_corr();
+    }
+    EXPECT_EQ(stuck->ask<&tt::Stuck::ping>().get(), 1);  // both have started
+  }
+  tt::bcast(corrs, sizeof corrs, 0);
+  if (rt.node() == 1) {
+    auto reply = [&](std::uint64_t corr, std::uint64_t declared, std::uint64_t sent) {
+      ByteBuffer size_tag;
+      size_tag.append(&declared, sizeof declared);
+      ByteBuffer block;
+      const std::vector<double> ones(sent, 1.0);
+      block.append(ones.data(), sent * sizeof(double));
+      node.raw_reply_with_block(0, corr, size_tag, std::move(block), declared * sizeof(double));
+    };
+    constexpr std::uint64_t kShort = (1u << 20) / sizeof(double), kLong = troupe::detail::kSegmentThreshold / sizeof(double);
+    reply(corrs[0], kShort, kShort / 2);
+    reply(corrs[1], kLong, 3 * kLong);
+  }
+  if (rt.node() == 0) {
+    const char* says[2] = {"short", "longer"};
+    for (int i = 0; i < 2; ++i) {
+      try {
+        auto v = asks[i]->get_for(10s);
+        ADD_FAILURE() << "ask " << i << " got a vector of " << v.size();
+      } catch (const troupe::DecodeError& e) {
+        EXPECT_NE(std::string(e.what()).find(says[i]), std::string::npos) << e.what();
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "wrong error: " << e.what();
+      }
+    }
+    EXPECT_EQ(stuck->ask<&tt::Stuck::ping>().get(), 1) << "node 1 still answers";
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
 TEST(BadBytes, ABadCallInsideABatchFailsAloneAndTheOthersRun) {
   // Plain calls of one frame to one actor run as one batch inside one turn. A
   // call in the middle of such a run that cannot be decoded fails alone (its

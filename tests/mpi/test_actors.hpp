@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <deque>
 #include <vector>
 
 #include "troupe/remote.hpp"
@@ -146,13 +147,20 @@ TROUPE_REMOTE(Broker, troupe::init<>, &Broker::relay, &Broker::where_is, &Broker
 class Stuck {
  public:
   troupe::Task<int> hang() { co_return co_await gate_.get_future(); }
+  /// Never answers either (each call waits on a promise of its own): its
+  /// asker expects a vector.
+  troupe::Task<std::vector<double>> hang_vector() {
+    vector_gates_.emplace_back();
+    co_return co_await vector_gates_.back().get_future();
+  }
   int ping() { return 1; }
   void release(int v) { gate_.set_value(v); }
 
  private:
   troupe::Promise<int> gate_;
+  std::deque<troupe::Promise<std::vector<double>>> vector_gates_;  // elements never move
 };
-TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::ping, &Stuck::release);
+TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::hang_vector, &Stuck::ping, &Stuck::release);
 
 /// Classes whose remote methods belong to their bases: Stats sits at an
 /// offset inside both (after a vptr, and after another base), and its hit()

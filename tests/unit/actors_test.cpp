@@ -282,6 +282,16 @@ TEST(Actors, FutureThenAndWhenAll) {
   EXPECT_THROW(cs[0].ask<&Counter::fail_ask>().get_for(1s), std::out_of_range);
 }
 
+TEST(Actors, APromiseHasOneFuture) {
+  // Two futures of one state would share its one continuation and its one
+  // value: a second co_await resumed at once, reading a value never set.
+  troupe::Promise<std::vector<double>> p;
+  auto f = p.get_future();
+  EXPECT_THROW((void)p.get_future(), troupe::Error);
+  p.set_value(std::vector<double>{1.0, 2.0});
+  EXPECT_EQ(f.get(), (std::vector<double>{1.0, 2.0}));
+}
+
 TEST(Actors, MailboxSizeCountsWaitingMessages) {
   troupe::Runtime rt(troupe::testing::deterministic());
   troupe::testing::Scheduler sched(rt);

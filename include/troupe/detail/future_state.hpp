@@ -66,6 +66,9 @@ class StateBase {
   bool has_error() const noexcept { return error_ != nullptr; }
   const std::exception_ptr& error() const noexcept { return error_; }
   Waiter* waiter() const noexcept { return waiter_; }
+  /// True the first time only: a state has one future (its one continuation
+  /// and its one value are that future's).
+  bool claim_future() noexcept { return !future_claimed_.exchange(true, std::memory_order_relaxed); }
 
   void set_error(std::exception_ptr e) {
     error_ = std::move(e);
@@ -90,6 +93,7 @@ class StateBase {
  private:
   enum : std::uint32_t { kPending = 0, kContinuation = 1, kReady = 2 };
   std::atomic<std::uint32_t> phase_{kPending};
+  std::atomic<bool> future_claimed_{false};
   std::exception_ptr error_;
   UniqueFunction<void()> cont_;
   Waiter* waiter_;
