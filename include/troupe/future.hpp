@@ -105,6 +105,7 @@ class Future {
   /// (in an on_complete callback, say); otherwise not inside an actor or on a
   /// runtime thread (troupe::Error).
   T get() {
+    check_valid();
     if (!s_->ready()) {
       detail::check_blocking_allowed("Future::get()");
       s_->wait();
@@ -114,16 +115,19 @@ class Future {
   /// Like get(), but throws troupe::Timeout if the result is not there in time.
   template <class Rep, class Per>
   T get_for(std::chrono::duration<Rep, Per> d) {
+    check_valid();
     if (!wait_for(d)) throw Timeout("troupe: Future::get_for timed out");
     return take();
   }
   void wait() {
+    check_valid();
     if (s_->ready()) return;
     detail::check_blocking_allowed("Future::wait()");
     s_->wait();
   }
   template <class Rep, class Per>
   bool wait_for(std::chrono::duration<Rep, Per> d) {
+    check_valid();
     if (s_->ready()) return true;
     detail::check_blocking_allowed("Future::wait_for()");
     return s_->wait(detail::deadline_after(d));
@@ -137,6 +141,7 @@ class Future {
   /// Calls f(Future<T>&&) once ready, with the value or the error inside.
   template <class F>
   void on_complete(F&& f) {
+    check_valid();
     auto s = s_;
     s->on_ready([s, f = std::forward<F>(f)]() mutable { f(Future<T>(std::move(s))); });
     s_.reset();
@@ -156,7 +161,10 @@ class Future {
       }
     }
   };
-  Awaiter operator co_await() && noexcept { return Awaiter{std::move(s_)}; }
+  Awaiter operator co_await() && {
+    check_valid();
+    return Awaiter{std::move(s_)};
+  }
 
   // Internal: precondition ready().
   T take() {
@@ -170,6 +178,11 @@ class Future {
   const std::shared_ptr<detail::State<T>>& state() const noexcept { return s_; }
 
  private:
+  /// A future whose value was taken (get, co_await, then, on_complete) or
+  /// that was moved from, or made empty, has nothing left to give.
+  void check_valid() const {
+    if (!s_) throw Error("troupe: this Future is empty (its result was taken already, or it was moved from)");
+  }
   std::shared_ptr<detail::State<T>> s_;
 };
 
@@ -227,6 +240,7 @@ template <class F>
 auto Future<T>::then(F&& f)
     -> Future<typename detail::flatten<typename detail::then_result<F, T>::type>::type> {
   using U = typename detail::flatten<typename detail::then_result<F, T>::type>::type;
+  check_valid();
   Promise<U> p(s_->waiter());
   auto out = p.get_future();
   auto s = std::move(s_);
