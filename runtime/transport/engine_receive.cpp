@@ -753,7 +753,7 @@ bool Engine::test_segment_recvs() {
     // its blocks (MPI sends a pair's messages in order: over TCP a window of
     // 64 MiB vectors takes longer than the heartbeat timeout), and a node
     // sending that much must not be called lost for it.
-    heard_[m.from].store(now, std::memory_order_relaxed);
+    if (!sources_[m.from]->broken) heard_[m.from].store(now, std::memory_order_relaxed);  // (as take_landed)
     const MPI_Status& st = seg_status_[static_cast<std::size_t>(k)];
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);

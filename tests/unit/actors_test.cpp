@@ -73,6 +73,7 @@ class Qualified {
   std::string& rename(std::string n) { return name_ = std::move(n); }
   std::vector<int>&& take() { return std::move(items_); }
   std::size_t items() const { return items_.size(); }
+  troupe::Future<int> nothing() { return {}; }  // an empty future, by mistake
 
  private:
   std::string name_ = "first";
@@ -117,6 +118,15 @@ TEST(Actors, MethodsOfEveryQualifierAndReferenceResultsWork) {
   // An rvalue reference result is moved out of the actor.
   EXPECT_EQ(q.ask<&Qualified::take>().get(), (std::vector<int>{1, 2, 3}));
   EXPECT_EQ(q.ask<&Qualified::items>().get(), 0u);
+  // A method that returns an empty Future fails its ask (it crashed before).
+  try {
+    (void)q.ask<&Qualified::nothing>().get();
+    ADD_FAILURE() << "no error";
+  } catch (const troupe::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("empty Future"), std::string::npos) << e.what();
+  }
+  q.tell<&Qualified::nothing>();  // reported as unhandled, and the actor lives on
+  EXPECT_EQ(q.ask<&Qualified::plain>().get(), 1);
   EXPECT_EQ(rt.finish(), 0);
 }
 

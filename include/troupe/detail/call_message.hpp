@@ -84,7 +84,10 @@ void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
       cell.start_task<R>(std::move(task), std::forward<Finish>(finish));
       return;
     } else if constexpr (is_future<Ret>::value) {
-      invoke_method<M>(obj, args).on_complete(
+      auto fut = invoke_method<M>(obj, args);
+      // Checked before finish moves into the continuation: it must still be ours.
+      if (!fut.valid()) throw Error(std::string("troupe: ") + method_tag<M, C>.debug_name + " returned an empty Future");
+      std::move(fut).on_complete(
           [f = std::forward<Finish>(finish)](Future<R> fut) mutable {
             TaskResult<R> res;
             try {
