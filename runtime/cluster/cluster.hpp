@@ -78,6 +78,8 @@ class Cluster {
   void count_delivered(NodeId from, std::uint64_t n = 1) noexcept {
     delivered_[from].fetch_add(n, std::memory_order_relaxed);
   }
+  /// Work messages from `from` delivered here so far (diagnostics and tests).
+  std::uint64_t delivered_from(NodeId from) const noexcept { return delivered_[from].load(std::memory_order_relaxed); }
 
   /// Nodes joined (Runtime::add_nodes): `all` describes every node id so far.
   void add_nodes(const std::vector<NodeInfo>& all);

@@ -501,14 +501,10 @@ Future<void> RemoteNode::raw_ask_with_block(NodeId to, Kind kind, std::uint64_t 
                       std::make_shared<ByteBuffer>(std::move(block)), declared);
 }
 
-Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
-                                      const ByteBuffer& payload, std::uint8_t version, bool coalesce,
-                                      std::shared_ptr<ByteBuffer> block, std::size_t declared) {
-  Promise<void> p(waiter_.get());
-  auto f = p.get_future();
-  const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
-  if (corr == 0) return f;
-  auto e = envelope(to, kind, corr, target, id);
+Draft RemoteNode::raw_envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
+                               std::uint32_t flags, const ByteBuffer& payload, std::shared_ptr<ByteBuffer> block,
+                               std::size_t declared) {
+  auto e = envelope(to, kind, corr, target, id, flags);
   e->bytes.append(payload.data(), payload.size());
   if (block) {
     // Never staged (as if on huge pages): it leaves whole, as one message cut short.
@@ -517,6 +513,17 @@ Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, st
   }
   seal(*e);  // declares `declared` bytes
   if (block) e->segments.back().size = block->size();  // and sends them all
+  return e;
+}
+
+Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
+                                      const ByteBuffer& payload, std::uint8_t version, bool coalesce,
+                                      std::shared_ptr<ByteBuffer> block, std::size_t declared) {
+  Promise<void> p(waiter_.get());
+  auto f = p.get_future();
+  const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
+  if (corr == 0) return f;
+  auto e = raw_envelope(to, kind, corr, target, id, 0, payload, std::move(block), declared);
   std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
   e->kind_tell = coalesce;
   post(std::move(e));
@@ -525,13 +532,16 @@ Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, st
 
 void RemoteNode::raw_reply_with_block(NodeId to, std::uint64_t corr, const ByteBuffer& payload, ByteBuffer block,
                                       std::size_t declared) {
-  auto kept = std::make_shared<ByteBuffer>(std::move(block));
-  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
-  e->bytes.append(payload.data(), payload.size());
-  e->segments.push_back({kept->data(), declared, /*huge_pages=*/true});  // never staged: it leaves whole
-  e->keep.push_back(kept);
-  seal(*e);                                 // declares `declared` bytes
-  e->segments.back().size = kept->size();  // and sends them all
+  post(raw_envelope(to, Kind::reply_ok, corr, 0, 0, 0, payload, std::make_shared<ByteBuffer>(std::move(block)),
+                    declared));
+}
+
+void RemoteNode::raw_control_with_block(NodeId to, std::uint64_t id, std::uint32_t flags, const ByteBuffer& payload,
+                                        ByteBuffer block, bool work) {
+  const std::size_t size = block.size();
+  auto e = raw_envelope(to, Kind::control, 0, 0, id, flags, payload, std::make_shared<ByteBuffer>(std::move(block)),
+                        size);
+  e->work = work;
   post(std::move(e));
 }
 

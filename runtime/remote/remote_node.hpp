@@ -98,6 +98,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// `declared` bytes (a replier that breaks the protocol).
   void raw_reply_with_block(NodeId to, std::uint64_t corr, const ByteBuffer& payload, ByteBuffer block,
                             std::size_t declared);
+  /// A control message of type `id` with `flags` and one block (sent whole,
+  /// declared as its size), counted as work if `work`: no sender of ours
+  /// gives a control message a block.
+  void raw_control_with_block(NodeId to, std::uint64_t id, std::uint32_t flags, const ByteBuffer& payload,
+                              ByteBuffer block, bool work);
   /// Sends bytes as a frame, unchecked.
   void raw_frame(NodeId to, const ByteBuffer& bytes);
   /// Sends an empty reply to `corr` in the given protocol version.
@@ -148,6 +153,11 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   Future<void> send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target, const ByteBuffer& payload,
                             std::uint8_t version, bool coalesce, std::shared_ptr<ByteBuffer> block,
                             std::size_t declared);
+  /// The raw senders' envelope, sealed: `payload`, then `block` if any, never
+  /// staged, declared as `declared` bytes but sent whole.
+  Draft raw_envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
+                     std::uint32_t flags, const ByteBuffer& payload, std::shared_ptr<ByteBuffer> block,
+                     std::size_t declared);
   void post(Draft e);
   /// Posts what make() builds for the ask expecting reply corr; whatever
   /// throws on the way fails that ask instead of leaving its entry behind.

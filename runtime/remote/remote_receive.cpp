@@ -320,10 +320,19 @@ std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
     case Kind::exit_notice:
     case Kind::mailbox: return on_notice(from, env);
     case Kind::control: {
-      if (!env.segment_sizes.empty()) return nullptr;
+      const bool work = (env.flags & kFlagWork) != 0;
+      if (!env.segment_sizes.empty()) {
+        // No control message of ours has blocks (the engine drains them).
+        // Counted if its sender counted it, or finish() would wait forever.
+        return at_delivery([this, from, type = env.id, work] {
+          std::fprintf(stderr, "troupe: node %u: dropping a control message (type %llu) from node %u: it has blocks\n",
+                       engine_->self(), static_cast<unsigned long long>(type), from);
+          if (work) cluster_->count_delivered(from);
+        });
+      }
       auto payload = std::make_shared<ByteBuffer>();
       payload->append(env.payload, env.payload_size);
-      return at_delivery([this, from, payload, type = env.id, work = (env.flags & kFlagWork) != 0] {
+      return at_delivery([this, from, payload, type = env.id, work] {
         if (work) cluster_->count_delivered(from);
         try {
           cluster_->on_control_bytes(from, type, payload);
@@ -670,7 +679,7 @@ void RemoteNode::on_bad_envelope(NodeId from, const EnvelopeFault& fault) {
   std::fprintf(stderr, "troupe: node %u: bad envelope from node %u: %s\n", engine_->self(), from, fault.what.c_str());
   if (!fault.have_prefix) return;
   // The sender counted it as work: count it too, or finish() would wait forever.
-  if (counts_as_work(fault.kind)) cluster_->count_delivered(from);
+  if (counts_as_work(fault.kind) || (fault.flags & kFlagWork) != 0) cluster_->count_delivered(from);
   const bool asks = fault.kind == Kind::call || fault.kind == Kind::spawn || fault.kind == Kind::mailbox;
   if (asks && fault.corr != 0) reply_error(from, fault.corr, std::make_exception_ptr(DecodeError(fault.what)));
   // A reply that cannot be read (another protocol version, say) still ends

@@ -62,6 +62,7 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
   fault.kind = Kind{};
   fault.source = 0;
   fault.corr = 0;
+  fault.flags = 0;
   fault.skip = 0;
   fault.segment_count = 0;
   fault.segment_sizes.clear();
@@ -116,6 +117,7 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
     fault.frame_lost = true;
     return 0;
   }
+  fault.flags = get<std::uint32_t>(p + 52);  // a control message counted as work is still counted
   const auto payload = get<std::uint32_t>(p + 48);
   const auto nseg = fault.segment_count;
   if (nseg > kMaxSegments || std::uint64_t{kHeaderSize} + payload + std::uint64_t{nseg} * 8 != length) {

@@ -98,6 +98,7 @@ struct EnvelopeFault {
   Kind kind{};
   NodeId source = 0;
   std::uint64_t corr = 0;
+  std::uint32_t flags = 0;  ///< read when the envelope is of this version and holds a whole header
   std::size_t skip = 0;  ///< bytes to skip when !frame_lost
   std::uint32_t segment_count = 0;
   std::vector<std::uint64_t> segment_sizes;  ///< when !frame_lost: the segments to drain

@@ -232,6 +232,38 @@ TEST(BadBytes, ABlockSentShorterOrLongerThanDeclaredFailsItsAskAndIsNeverRun) {
   EXPECT_EQ(rt.finish(), 0);
 }
 
+TEST(BadBytes, AControlMessageWithABlockIsDroppedAndStillCountedIfItWasWork) {
+  // No sender of ours gives a control message a block: one that comes with
+  // one is dropped (its block drained), but counted as delivered if its
+  // sender counted it as work, or finish() would wait for it forever.
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  auto& node = node_of(rt);
+  std::optional<troupe::ActorRef<tt::Counter>> counter;
+  if (rt.node() == 0) counter = rt.spawn_on<tt::Counter>(1, 0).get();
+  tt::barrier();
+  const std::uint64_t before = rt.node() == 1 ? node.cluster().delivered_from(0) : 0;
+  tt::barrier();
+  if (rt.node() == 0) {
+    auto block = [] {
+      ByteBuffer b;
+      b.resize(troupe::detail::kSegmentThreshold);  // a block, however small blocks may be
+      return b;
+    };
+    ByteBuffer body;
+    body.resize(8);
+    node.raw_control_with_block(1, 999, troupe::detail::kFlagWork, body, block(), /*work=*/true);
+    node.raw_control_with_block(1, 999, 0, body, block(), /*work=*/false);
+    // Delivered after both (in order per pair), and counted too.
+    EXPECT_EQ(counter->ask<&tt::Counter::add>(5).get(), 5);
+  }
+  tt::barrier();
+  if (rt.node() == 1) {
+    EXPECT_EQ(node.cluster().delivered_from(0) - before, 2u) << "the work control and the call";
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
 TEST(BadBytes, AReplyWhoseBlockIsShorterOrLongerThanDeclaredFailsItsAsk) {
   const WorldErrorsReturn world_errors_return;
   // Node 1 answers two asks of node 0 (expecting a vector) in the actor's
