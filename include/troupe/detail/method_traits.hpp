@@ -65,6 +65,10 @@ TROUPE_DETAIL_MEMFN(const& noexcept, true)
 template <class R> struct Unwrap { using type = R; };
 template <class R> struct Unwrap<Task<R>> { using type = R; };
 template <class R> struct Unwrap<Future<R>> { using type = R; };
+/// Results whose value comes later: a Task or a Future.
+template <class R> inline constexpr bool is_deferred_result = false;
+template <class R> inline constexpr bool is_deferred_result<Task<R>> = true;
+template <class R> inline constexpr bool is_deferred_result<Future<R>> = true;
 
 /// Facts about the method M: its class, its argument tuple, and the type an ask
 /// of it yields (Task<R> and Future<R> unwrap to R). A method that returns a
@@ -75,6 +79,11 @@ struct Method : MemFn<decltype(M)> {
   using Base = MemFn<decltype(M)>;
   using Result = std::remove_cvref_t<typename Unwrap<typename Base::Return>::type>;
   static_assert(!std::is_reference_v<typename Base::Return> ||
+                    !is_deferred_result<std::remove_cvref_t<typename Base::Return>>,
+                "troupe: a method that returns a Future or a Task must return it by value (an ask yields what it "
+                "completes with, and the actor must not keep a Future it handed out)");
+  static_assert(!std::is_reference_v<typename Base::Return> ||
+                    is_deferred_result<std::remove_cvref_t<typename Base::Return>> ||
                     std::is_constructible_v<Result, typename Base::Return>,
                 "troupe: a method that returns a reference yields a copy of what it refers to, and this type "
                 "cannot be copied from it (return by value, or return R&& to move it out)");
