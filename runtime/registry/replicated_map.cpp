@@ -38,8 +38,11 @@ void ReplicatedMap::push_own(const std::vector<NodeId>& to) {
   std::vector<std::pair<std::string, ReplEntry>> mine;
   {
     std::lock_guard lk(mu_);
+    // What this node wrote, and the deletions it made of others' writes (of
+    // its actors that exited): the newcomer's copy may have come from a node
+    // that such a deletion had not reached yet.
     for (auto& [key, e] : entries_)
-      if (e.origin == ns_.self()) mine.emplace_back(key, e);
+      if (e.origin == ns_.self() || (e.tombstone && e.owner == ns_.self())) mine.emplace_back(key, e);
   }
   const auto st = view();
   for (NodeId n : to)

@@ -59,7 +59,8 @@ class ReplicatedMap {
   Future<void> write(const std::string& key, std::string value, NodeId owner, ActorId actor, bool tombstone);
   /// Deletes exactly this version of key (if nothing newer replaced it).
   void remove_version(const std::string& key, const ReplEntry& version);
-  /// Sends every entry this node wrote to the given nodes (new members).
+  /// Sends every entry this node wrote, and every deletion it made of an
+  /// entry pointing at its actors, to the given nodes (new members).
   void push_own(const std::vector<NodeId>& to);
   std::optional<ReplEntry> get(const std::string& key) const;
   std::vector<std::pair<std::string, ReplEntry>> scan(const std::string& prefix) const;

@@ -649,6 +649,45 @@ void batch_copy(troupe::Runtime& rt, Outcome& out) {
   rt.finish();
 }
 
+/// No node dies. Node 0 binds "k" to node 1's actor; the actor exits, and
+/// node 1 deletes the binding, but its update to node 0 is held back (as if
+/// still in flight). A node joins then: its copy comes from node 0, which
+/// still has "k"; the deletion must reach it anyway, from node 1, which made
+/// it (a new member gets what each node wrote, and what each deleted).
+void late_delete(troupe::Runtime& rt, Outcome& out) {
+  if (rt.joined_later()) {
+    bool gone = false;
+    for (int i = 0; i < 500 && !gone; ++i) {
+      gone = rt.registry().contains("n0") && !rt.registry().contains("k");
+      if (!gone) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(rt.registry().contains("n0"), "the new node has no copy of the registry");
+    out.expect(!rt.registry().contains("k"), "the new node kept a binding that node 1 deleted before it joined");
+    rt.finish();
+    return;
+  }
+  auto v = rt.spawn<Victim>(1 << 30);  // id 2
+  if (rt.node() == 0) {
+    rt.registry().put("n0", v).get();
+    rt.registry().put("k", troupe::ActorRef<Victim>(&rt.core(), 1, v.id())).get();  // on every node when it returns
+  }
+  MPI_Barrier(MPI_COMM_WORLD);  // (test only: nobody is dead yet)
+  if (rt.node() == 1) {
+    rt.names().drop_updates_to_for_tests(0);
+    v.stop();  // its binding is deleted here, and the news reaches nobody
+    bool deleted = false;
+    for (int i = 0; i < 500 && !deleted; ++i) {
+      deleted = !rt.registry().contains("k");
+      if (!deleted) std::this_thread::sleep_for(10ms);
+    }
+    out.expect(deleted, "node 1 did not delete the binding of its actor that exited");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rt.node() == 0) out.expect(rt.registry().contains("k"), "node 0 got the deletion it was not to get yet");
+  out.expect(rt.add_nodes(1, {"late_delete"}) == std::vector<troupe::NodeId>{2}, "add_nodes did not return node 2");
+  rt.finish();
+}
+
 /// Node 1 dies while node 2 waits for its answer. Node 2 watches node 1, so
 /// its progress thread finds the loss and fails the ask there; the ask's
 /// continuation tries to block. Refused (as on a thread delivering messages),
@@ -899,6 +938,7 @@ int main(int argc, char** argv) {
       else if (scenario == "replace_twice") ft::replace_twice(rt, out);
       else if (scenario == "resync") ft::resync(rt, out);
       else if (scenario == "batch_copy") ft::batch_copy(rt, out);
+      else if (scenario == "late_delete") ft::late_delete(rt, out);
       else if (scenario == "blocking_continuation") ft::blocking_continuation(rt, out);
       else if (scenario == "stopped_node") ft::stopped_node(rt, out);
       else if (scenario == "late_probe") ft::late_probe(rt, out);
