@@ -668,7 +668,10 @@ class Engine {
   std::vector<SendMeta> send_meta_;
   std::vector<NodeId> staging_;              // peers with blocks waiting (Peer::blocks)
   std::shared_ptr<StagePool> stage_pool_;    // made at the first staged block
-  bool stage_pool_failed_ = false;           // could not be mapped: staged blocks go from their own memory
+  // The pool could not be mapped: staged blocks go from their own memory (in
+  // their pieces, as announced) until this time, then it is tried again.
+  std::chrono::steady_clock::time_point stage_pool_retry_{};
+  bool stage_pool_failed_ = false;
   std::size_t frames_pending_ = 0;
   std::size_t next_source_ = 0;
   std::vector<MPI_Request> seg_reqs_;

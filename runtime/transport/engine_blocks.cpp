@@ -6,6 +6,7 @@
 // waits behind the ones queued before it to the same peer, since the receiver
 // takes a peer's segments in order.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -16,6 +17,9 @@ namespace {
 /// Bytes copied into staging slots per progress round: the copies happen under
 /// the engine lock, about 0.1 ms per MiB, and frames wait meanwhile.
 constexpr std::size_t kCopiedPerRound = std::size_t{2} << 20;
+/// After the staging pool could not be mapped: how long staged blocks leave
+/// from their own memory before it is tried again.
+constexpr auto kStagePoolRetry = std::chrono::seconds(1);
 }  // namespace
 
 void Engine::queue_blocks(NodeId peer, const std::shared_ptr<OutEnvelope>& e) {
@@ -57,13 +61,21 @@ bool Engine::pump_blocks() {
       auto& p = *peers_[peer];
       while (!p.blocks.empty()) {
         auto& b = p.blocks.front();
-        if (b.staged && !stage_pool_ && !stage_pool_failed_) {
+        if (b.staged && !stage_pool_ &&
+            (!stage_pool_failed_ || std::chrono::steady_clock::now() >= stage_pool_retry_)) {
           stage_pool_ = StagePool::make();
           if (!stage_pool_) {
+            // A shortage may pass: tried again a while later (a failed try
+            // costs one mmap), and said once per spell.
+            if (!stage_pool_failed_)
+              std::fprintf(stderr,
+                           "troupe: node %u: no memory for staging buffers; blocks leave from their own memory "
+                           "until there is\n",
+                           self_);
             stage_pool_failed_ = true;
-            std::fprintf(stderr,
-                         "troupe: node %u: no memory for staging buffers; blocks leave from their own memory\n",
-                         self_);
+            stage_pool_retry_ = std::chrono::steady_clock::now() + kStagePoolRetry;
+          } else {
+            stage_pool_failed_ = false;
           }
         }
         if (!b.staged || stage_pool_failed_) {

@@ -1,5 +1,6 @@
 #include "stage_pool.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -75,7 +76,15 @@ void StageSlot::reset() noexcept {
   pool_.reset();
 }
 
+namespace {
+std::atomic<unsigned> g_failing_makes{0};
+}  // namespace
+
+void StagePool::fail_next_makes_for_tests(unsigned n) noexcept { g_failing_makes.store(n); }
+
 std::shared_ptr<StagePool> StagePool::make() {
+  for (unsigned n = g_failing_makes.load(); n != 0;)
+    if (g_failing_makes.compare_exchange_weak(n, n - 1)) return nullptr;
   constexpr std::size_t bytes = std::size_t{kSlots} * kPiece;
 #if defined(__linux__)
   // On ordinary 4 KiB pages, on purpose: with the slots on transparent huge

@@ -86,6 +86,8 @@ class StagePool : public std::enable_shared_from_this<StagePool> {
  public:
   /// Null if the memory cannot be mapped.
   static std::shared_ptr<StagePool> make();
+  /// Tests: the next n calls of make() fail as if the memory could not be mapped.
+  static void fail_next_makes_for_tests(unsigned n) noexcept;
   ~StagePool();
   StagePool(const StagePool&) = delete;
   StagePool& operator=(const StagePool&) = delete;

@@ -19,6 +19,7 @@
 #include "mpi/polite_mpi.hpp"
 #include "mpi/mpi_call_count.hpp"
 #include "transport/engine.hpp"
+#include "transport/stage_pool.hpp"
 #include "wire/envelope.hpp"
 
 using namespace std::chrono_literals;
@@ -1073,6 +1074,55 @@ TEST(Engine, RunningOutOfMemoryWhileReceivingLosesNothingAndReadsNothingTwice) {
     EXPECT_GT(engine.stats().receive_waits, 0u) << "no frame ever waited for memory";
   }
   MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, AStagingPoolThatCouldNotBeMappedIsTriedAgainLater) {
+  // Rank 0's staging pool cannot be mapped at its first staged block: the
+  // block leaves from its own memory, in the pieces its envelope announced,
+  // and arrives whole. A shortage may pass: a staged block sent over a second
+  // later goes through a pool again.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  sink.order.reserve(64);
+  Engine engine(MPI_COMM_WORLD, sink);  // collective
+  std::uint64_t total = 0;
+  std::vector<std::uint64_t> fills;
+  for (int round = 0; round < 2; ++round) {
+    const auto envs = make_batch({{40}, {8, 300 << 10, true}, {40}}, total, fills);
+    if (rank == 0) {
+      engine.set_stage_blocks(1, true);
+      if (round == 0) troupe::detail::StagePool::fail_next_makes_for_tests(1);
+      if (round == 1) std::this_thread::sleep_for(1200ms);  // past the time it waits before trying again
+      const auto staged_before = engine.stats().pieces_staged;
+      for (OutEnvelope* e : envs) engine.send(e, /*urgent=*/false);
+      engine.flush();
+      EXPECT_TRUE(wait_until(
+          [&] {
+            engine.progress();
+            return !engine.sends_pending();
+          },
+          20s))
+          << "round " << round;
+      troupe::detail::StagePool::fail_next_makes_for_tests(0);
+      if (round == 0) {
+        EXPECT_EQ(engine.stats().pieces_staged, staged_before) << "staged, with no pool?";
+      } else {
+        EXPECT_GT(engine.stats().pieces_staged, staged_before) << "the pool was never tried again";
+      }
+    } else {
+      for (OutEnvelope* e : envs) delete e;
+      EXPECT_TRUE(wait_until(
+          [&] {
+            engine.progress();
+            return sink.delivered() == total;
+          },
+          20s))
+          << "round " << round << ": delivered " << sink.delivered() << " of " << total;
+      expect_all_delivered(sink, total, fills);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 }
 
 TEST(Engine, RunningOutOfMemoryOnItsFirstFramesLosesNothing) {
