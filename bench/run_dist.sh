@@ -96,6 +96,10 @@ for r in rows:
     if "mpi_alone" in r:
         md.append(f"{r['transport']} {r['bench']}: raw MPI measured alone before troupe started (5 runs, median): {r['mpi_alone']:.4g} {r['unit']}"
                   f" (in the paired rounds, beside an idle troupe runtime: {r['mpi']:.4g}).")
+    if "mpi_nonblocking_alone" in r:
+        md.append(f"{r['transport']} {r['bench']}: the same raw ping-pong made the way troupe's engine calls MPI (a receive"
+                  f" from MPI_ANY_SOURCE posted ahead and polled with MPI_Test, MPI_Isend tested at once), alone:"
+                  f" {r['mpi_nonblocking_alone']:.4g} {r['unit']}.")
 if any("mpi_alone" in r for r in rows):
     md.append("The machine's speed can change between the two; an idle runtime itself cost raw MPI's shm message rate"
               " 1.5-2 % in a controlled check (docs/benchmarks.md).")
