@@ -17,9 +17,6 @@ namespace {
 /// Bytes copied into staging slots per progress round: the copies happen under
 /// the engine lock, about 0.1 ms per MiB, and frames wait meanwhile.
 constexpr std::size_t kCopiedPerRound = std::size_t{2} << 20;
-/// After the staging pool could not be mapped: how long staged blocks leave
-/// from their own memory before it is tried again.
-constexpr auto kStagePoolRetry = std::chrono::seconds(1);
 }  // namespace
 
 void Engine::queue_blocks(NodeId peer, const std::shared_ptr<OutEnvelope>& e) {
@@ -73,7 +70,7 @@ bool Engine::pump_blocks() {
                            "until there is\n",
                            self_);
             stage_pool_failed_ = true;
-            stage_pool_retry_ = std::chrono::steady_clock::now() + kStagePoolRetry;
+            stage_pool_retry_ = std::chrono::steady_clock::now() + StagePool::kRetryAfter;
           } else {
             stage_pool_failed_ = false;
           }

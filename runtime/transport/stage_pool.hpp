@@ -17,6 +17,7 @@
 // engine starts a new pool and the old one lives on with them.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <vector>
@@ -86,6 +87,9 @@ class StagePool : public std::enable_shared_from_this<StagePool> {
  public:
   /// Null if the memory cannot be mapped.
   static std::shared_ptr<StagePool> make();
+  /// After make() failed: how long staged blocks leave from their own memory
+  /// before the engine tries again.
+  static constexpr std::chrono::milliseconds kRetryAfter{1000};
   /// Tests: the next n calls of make() fail as if the memory could not be mapped.
   static void fail_next_makes_for_tests(unsigned n) noexcept;
   ~StagePool();

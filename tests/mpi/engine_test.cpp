@@ -1099,7 +1099,8 @@ TEST(Engine, AStagingPoolThatCouldNotBeMappedIsTriedAgainLater) {
     if (rank == 0) {
       engine.set_stage_blocks(1, true);
       if (round == 0) troupe::detail::StagePool::fail_next_makes_for_tests(1);
-      if (round == 1) std::this_thread::sleep_for(1200ms);  // past the time it waits before trying again
+      if (round == 1)  // past the time it waits before trying again
+        std::this_thread::sleep_for(troupe::detail::StagePool::kRetryAfter + 200ms);
       const auto staged_before = engine.stats().pieces_staged;
       for (OutEnvelope* e : envs) engine.send(e, /*urgent=*/false);
       engine.flush();
