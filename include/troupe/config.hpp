@@ -36,8 +36,10 @@ struct Config {
   /// (for tests and what-if studies; threads are then not bound).
   std::string synthetic_topology;
 
-  /// Called when a method handling a tell throws (nobody waits for its result).
-  /// Default: one line on stderr. The actor keeps running.
+  /// Called when a tell fails and nobody waits for its result: its method
+  /// threw, or a tell from another node could not be read or named a method or
+  /// class this build does not know. (A tell to an exited actor is dropped, on
+  /// any node.) Default: one line on stderr. The actor keeps running.
   std::function<void(ActorId actor, const char* method, std::exception_ptr error)> on_unhandled;
 
   // ---- memory ----------------------------------------------------------------

@@ -27,6 +27,24 @@ void apply_detector_env(Config& cfg) {
     cfg.heartbeat_timeout = std::chrono::milliseconds(std::strtoul(v, nullptr, 10));
 }
 
+// Both constructors (an adopting application's ranks are launched by the
+// same scripts, which set TROUPE_THREADS and TROUPE_ROLE). The role: the
+// command line wins, then the environment, then the program's Config. The
+// worker count: the command line or the Config, then the environment.
+void apply_env(Config& cfg, const std::string& role_flag) {
+  if (!role_flag.empty()) {
+    cfg.role = role_flag;
+  } else if (const char* env = std::getenv("TROUPE_ROLE"); env != nullptr && *env != '\0') {
+    cfg.role = env;
+  }
+  if (cfg.role.empty()) cfg.role = "default";
+  if (cfg.threads == 0) {
+    if (const char* env = std::getenv("TROUPE_THREADS"); env != nullptr && *env != '\0')
+      cfg.threads = std::strtoul(env, nullptr, 10);
+  }
+  apply_detector_env(cfg);
+}
+
 // Takes --troupe-NAME=VALUE options out of argv.
 void take_options(int& argc, char**& argv, Config& cfg) {
   std::string role_flag;
@@ -47,18 +65,7 @@ void take_options(int& argc, char**& argv, Config& cfg) {
     argv[out] = nullptr;
     argc = out;
   }
-  // The command line wins, then the environment, then the program's Config.
-  if (!role_flag.empty()) {
-    cfg.role = role_flag;
-  } else if (const char* env = std::getenv("TROUPE_ROLE"); env != nullptr && *env != '\0') {
-    cfg.role = env;
-  }
-  if (cfg.role.empty()) cfg.role = "default";
-  if (cfg.threads == 0) {
-    if (const char* env = std::getenv("TROUPE_THREADS"); env != nullptr && *env != '\0')
-      cfg.threads = std::strtoul(env, nullptr, 10);
-  }
-  apply_detector_env(cfg);
+  apply_env(cfg, role_flag);
 }
 
 }  // namespace
@@ -107,11 +114,7 @@ Runtime::Runtime(const AdoptedComm& comm, Config cfg) {
   MPI_Query_thread(&provided);
   if (provided < MPI_THREAD_MULTIPLE)
     throw Error("troupe: MPI was initialised below MPI_THREAD_MULTIPLE; troupe's threads need it");
-  if (cfg.role.empty()) {
-    const char* env = std::getenv("TROUPE_ROLE");
-    cfg.role = env != nullptr && *env != '\0' ? env : "default";
-  }
-  apply_detector_env(cfg);
+  apply_env(cfg, {});
   start_cluster(&comm.comm, false, std::move(cfg));
 }
 

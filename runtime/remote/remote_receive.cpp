@@ -360,7 +360,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       cluster_->count_delivered(from);
       if (corr != 0) {
         reply_error(from, corr, e);
-      } else {
+      } else if (e) {
         core_.on_unhandled(target, "a tell from another node", e);
       }
     });
@@ -399,7 +399,9 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
   } else {
     cell = core_.find_cell(env.target);
     TROUPE_STAGE(actor_found);
-    if (!cell) return refuse(std::make_exception_ptr(ActorExited(engine_->self(), env.target)));
+    // A tell to an exited actor is dropped, as a local one is (ActorRef::tell);
+    // an ask learns why.
+    if (!cell) return refuse(corr != 0 ? std::make_exception_ptr(ActorExited(engine_->self(), env.target)) : nullptr);
   }
   frame_method_ = m;
   if (cell->type() != m->cls)

@@ -443,6 +443,119 @@ TEST(Remote, MonitorsAndMailboxSizeAcrossRanks) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, AConstructorThatThrowsFailsItsSpawnWithRemoteError) {
+  Job j;
+  const troupe::NodeId there = (j.me + 1) % j.n;
+  try {
+    j.rt.spawn_on<tt::Picky>(there, -1).get();
+    FAIL() << "expected RemoteError";
+  } catch (const troupe::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::length_error");
+    EXPECT_EQ(e.message(), "troupe test: a negative size");
+    EXPECT_EQ(e.node_id(), there);
+  }
+  // The node goes on: the next spawn of the class there works.
+  auto p = j.rt.spawn_on<tt::Picky>(there, 4).get();
+  EXPECT_EQ(p.ask<&tt::Picky::size>().get(), 4);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, RefsComeBackInsideResults) {
+  // A reply's refs are read on the asking node: local there if their actor
+  // lives there, remote otherwise, and usable either way.
+  Job j;
+  const troupe::NodeId there = (j.me + 1) % j.n, third = (j.me + 2) % j.n;
+  auto p = j.rt.spawn_on<tt::Picky>(there, 1).get();
+  auto made = p.ask<&tt::Picky::make_counter>(7).get();
+  EXPECT_EQ(made.node(), there);
+  EXPECT_EQ(made.is_local(), there == j.me);
+  EXPECT_EQ(made.ask<&Counter::add>(1).get(), 8);
+  EXPECT_EQ(made.ask<&Counter::where>().get(), there);
+  auto mine = j.rt.spawn<Counter>(100);
+  auto far = j.rt.spawn_on<Counter>(third, 200).get();
+  for (const auto& handed : {mine, far}) {
+    auto refs = p.ask<&tt::Picky::gather>(handed, 3).get();
+    ASSERT_EQ(refs.size(), 4u);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(refs[static_cast<std::size_t>(i)].node(), there);
+      EXPECT_EQ(refs[static_cast<std::size_t>(i)].ask<&Counter::add>(1).get(), 10 * i + 1);
+    }
+    // The ref handed over comes back as the same actor, local again if it is ours.
+    EXPECT_EQ(refs[3].node(), handed.node());
+    EXPECT_EQ(refs[3].id(), handed.id());
+    EXPECT_EQ(refs[3].is_local(), handed.node() == j.me);
+  }
+  EXPECT_EQ(mine.ask<&Counter::value>().get(), 100);
+  EXPECT_EQ(made.ask<&Counter::value>().get(), 8);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, ATellToAnExitedRemoteActorIsDroppedAsALocalOneIs) {
+  // ActorRef::tell: a tell to an exited actor is dropped. Config::on_unhandled
+  // hears of tells that failed, not of these; a method that throws still
+  // reaches it.
+  std::atomic<int> heard{0};
+  std::atomic<int> threw{0};
+  troupe::Config cfg;
+  cfg.on_unhandled = [&](troupe::ActorId, const char*, std::exception_ptr e) {
+    ++heard;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::invalid_argument&) {
+      ++threw;
+    } catch (...) {
+    }
+  };
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD), cfg);
+  const troupe::NodeId there = (rt.node() + 1) % rt.size();
+  auto gone = rt.spawn_on<Counter>(there, 0).get();
+  auto local = rt.spawn<Counter>(0);
+  std::atomic<int> exits{0};
+  rt.monitor(gone, [&](const troupe::ExitInfo&) { ++exits; });
+  rt.monitor(local, [&](const troupe::ExitInfo&) { ++exits; });
+  gone.stop();
+  local.stop();
+  for (int i = 0; i < 5000 && exits.load() < 2; ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(exits.load(), 2);
+  for (int i = 0; i < 50; ++i) {
+    gone.tell<&Counter::add>(i);                    // plain numbers, written in place
+    gone.tell<&Counter::fail>(std::string("late"));  // through the encoder
+    local.tell<&Counter::add>(i);
+  }
+  auto live = rt.spawn_on<Counter>(there, 0).get();
+  live.tell<&Counter::fail>(std::string("thrown"));
+  EXPECT_EQ(live.ask<&Counter::add>(1).get(), 1);
+  EXPECT_EQ(rt.finish(), 0);  // every tell above was delivered and handled
+  EXPECT_EQ(threw.load(), 1) << "node " << rt.node();  // the one thrown by `live` (from the node before this one)
+  EXPECT_EQ(heard.load(), 1) << "node " << rt.node();
+}
+
+TEST(Remote, AnAdoptingApplicationReadsTheLaunchersSettings) {
+  // The Slurm templates set TROUPE_THREADS and TROUPE_ROLE for every rank,
+  // and an MPI application that adopts its communicator is launched by them
+  // too. The role comes from the environment before the Config.
+  setenv("TROUPE_THREADS", "3", 1);
+  setenv("TROUPE_ROLE", "solver", 1);
+  {
+    troupe::Config cfg;
+    cfg.role = "from-config";
+    troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD), cfg);
+    EXPECT_EQ(rt.threads(), 3u);
+    EXPECT_EQ(rt.config().role, "solver");
+    EXPECT_EQ(rt.cluster().node((rt.node() + 1) % rt.size()).role, "solver");
+    EXPECT_EQ(rt.finish(), 0);
+  }
+  {
+    troupe::Config cfg;  // a worker count the program set wins over the environment's
+    cfg.threads = 2;
+    troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD), cfg);
+    EXPECT_EQ(rt.threads(), 2u);
+    EXPECT_EQ(rt.finish(), 0);
+  }
+  unsetenv("TROUPE_THREADS");
+  unsetenv("TROUPE_ROLE");
+}
+
 TEST(Remote, MailboxSizeCountsEveryCallOfABatch) {
   // Calls that arrive in one frame share one mailbox message; mailbox_size()
   // still counts each of them.

@@ -143,6 +143,28 @@ class Broker {
 };
 TROUPE_REMOTE(Broker, troupe::init<>, &Broker::relay, &Broker::where_is, &Broker::relay_failure);
 
+/// A constructor that refuses some starts, and refs handed back as results.
+class Picky {
+ public:
+  explicit Picky(int size) : size_(size) {
+    if (size < 0) throw std::length_error("troupe test: a negative size");
+  }
+  int size() const { return size_; }
+  /// A Counter made on this node, returned inside the ask's result.
+  troupe::ActorRef<Counter> make_counter(int start) { return troupe::runtime().spawn<Counter>(start); }
+  /// Refs in a container: this node's Counters and the one it was handed.
+  std::vector<troupe::ActorRef<Counter>> gather(troupe::ActorRef<Counter> other, int count) {
+    std::vector<troupe::ActorRef<Counter>> out;
+    for (int i = 0; i < count; ++i) out.push_back(troupe::runtime().spawn<Counter>(10 * i));
+    out.push_back(std::move(other));
+    return out;
+  }
+
+ private:
+  int size_;
+};
+TROUPE_REMOTE(Picky, troupe::init<int>, &Picky::size, &Picky::make_counter, &Picky::gather);
+
 /// A coroutine method that waits for ever (until its actor stops).
 class Stuck {
  public:
