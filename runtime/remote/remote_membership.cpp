@@ -26,16 +26,6 @@ namespace troupe::detail {
 
 namespace {
 
-constexpr int kField = 64;
-
-/// Host and role of this process, in two fixed fields (for MPI_Allgather).
-std::vector<char> my_host_and_role(const std::string& role) {
-  std::vector<char> mine(2 * kField, '\0');
-  gethostname(mine.data(), kField - 1);
-  std::snprintf(mine.data() + kField, kField, "%s", role.c_str());
-  return mine;
-}
-
 struct JoinInfo {
   std::uint64_t total = 0;
   std::vector<NodeId> node_of_rank;  // in the merged communicator
@@ -69,17 +59,32 @@ void bcast_join_info(JoinInfo& info, MPI_Comm comm, bool root) {
   }
 }
 
-/// Host and role of every rank of comm, gathered.
+/// Host and role of every rank of comm, gathered (at start-up and when nodes
+/// join; no rank can be lost yet). Each rank's "host\0role" is as long as it
+/// is: a role of any length reaches the others whole.
 std::vector<std::pair<std::string, std::string>> gather_hosts(MPI_Comm comm, const std::string& role) {
   int n = 0;
   MPI_Comm_size(comm, &n);
-  auto mine = my_host_and_role(role);
-  std::vector<char> all(static_cast<std::size_t>(n) * 2 * kField);
-  MPI_Allgather(mine.data(), 2 * kField, MPI_CHAR, all.data(), 2 * kField, MPI_CHAR, comm);
-  std::vector<std::pair<std::string, std::string>> out;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::string mine(host);
+  mine.push_back('\0');
+  mine += role;
+  int length = static_cast<int>(mine.size());
+  std::vector<int> lengths(static_cast<std::size_t>(n)), offsets(static_cast<std::size_t>(n));
+  MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm);
+  std::size_t total = 0;
   for (int i = 0; i < n; ++i) {
-    const char* rec = all.data() + static_cast<std::size_t>(i) * 2 * kField;
-    out.emplace_back(std::string(rec), std::string(rec + kField));
+    offsets[static_cast<std::size_t>(i)] = static_cast<int>(total);
+    total += static_cast<std::size_t>(lengths[static_cast<std::size_t>(i)]);
+  }
+  std::vector<char> all(total);
+  MPI_Allgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, comm);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+    const std::string_view rec(all.data() + offsets[i], static_cast<std::size_t>(lengths[i]));
+    const auto cut = std::min(rec.find('\0'), rec.size());
+    out.emplace_back(std::string(rec.substr(0, cut)), std::string(rec.substr(std::min(cut + 1, rec.size()))));
   }
   return out;
 }

@@ -556,6 +556,23 @@ TEST(Remote, AnAdoptingApplicationReadsTheLaunchersSettings) {
   unsetenv("TROUPE_ROLE");
 }
 
+TEST(Remote, RoleNamesOfAnyLengthReachEveryNodeWhole) {
+  auto role_of = [](troupe::NodeId n) {
+    return "stage-" + std::to_string(n) + "-" + std::string(60 + 37 * n, static_cast<char>('a' + n));
+  };
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  troupe::Config cfg;
+  cfg.role = role_of(static_cast<troupe::NodeId>(rank));
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD), cfg);
+  for (troupe::NodeId n = 0; n < rt.size(); ++n) {
+    EXPECT_EQ(rt.cluster().node(n).role, role_of(n));
+    EXPECT_EQ(rt.role(role_of(n)).nodes(), std::vector<troupe::NodeId>{n});
+  }
+  EXPECT_FALSE(rt.cluster().node(rt.node()).host.empty());
+  EXPECT_EQ(rt.finish(), 0);
+}
+
 TEST(Remote, MailboxSizeCountsEveryCallOfABatch) {
   // Calls that arrive in one frame share one mailbox message; mailbox_size()
   // still counts each of them.
