@@ -55,10 +55,15 @@ function(troupe_unit_test name)
   set_tests_properties(unit.${name} PROPERTIES LABELS unit TIMEOUT ${T_TIMEOUT})
 endfunction()
 
-# troupe_mpi_test(name NP n SOURCES ... LIBS ... [LABEL mpi|fault] [TIMEOUT s] [ARGS ...] [MPIEXEC_FLAGS ...])
+# troupe_mpi_test(name NP n SOURCES ... LIBS ... [LABEL mpi|fault] [TIMEOUT s] [ARGS ...] [MPIEXEC_FLAGS ...]
+#                 [TARGET existing-target] [PASS_REGEX re] [PROCESSORS p] [MPMD "np args..." ...])
 # Runs the test binary on NP ranks with mpiexec, loopback only, oversubscribed.
+# MPMD: one launch of several groups of the same binary (mpiexec's colon form),
+# each "np args..." (the group's rank count, then its own arguments after ARGS);
+# NP is then their sum, computed here. PROCESSORS (default NP) counts ranks the
+# test starts itself (MPI_Comm_spawn).
 function(troupe_mpi_test name)
-  cmake_parse_arguments(T "" "NP;TIMEOUT;LABEL;TARGET" "SOURCES;LIBS;ARGS;MPIEXEC_FLAGS" ${ARGN})
+  cmake_parse_arguments(T "" "NP;TIMEOUT;LABEL;TARGET;PASS_REGEX;PROCESSORS" "SOURCES;LIBS;ARGS;MPIEXEC_FLAGS;MPMD" ${ARGN})
   if(NOT T_LABEL)
     set(T_LABEL mpi)
   endif()
@@ -69,9 +74,29 @@ function(troupe_mpi_test name)
     set(T_TARGET ${T_LABEL}_${name})
     _troupe_test_exe(${T_TARGET} MPI_MAIN SOURCES ${T_SOURCES} LIBS ${T_LIBS})
   endif()
-  add_test(NAME ${T_LABEL}.${name}
-    COMMAND ${TROUPE_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} ${T_NP} ${TROUPE_MPIEXEC_FLAGS} ${T_MPIEXEC_FLAGS}
-            $<TARGET_FILE:${T_TARGET}> ${T_ARGS})
+  if(T_MPMD)
+    set(launch)
+    set(T_NP 0)
+    foreach(group IN LISTS T_MPMD)
+      separate_arguments(group UNIX_COMMAND "${group}")
+      list(POP_FRONT group np)
+      math(EXPR T_NP "${T_NP} + ${np}")
+      if(launch)
+        list(APPEND launch :)
+      endif()
+      list(APPEND launch ${MPIEXEC_NUMPROC_FLAG} ${np} ${TROUPE_MPIEXEC_FLAGS} ${T_MPIEXEC_FLAGS}
+                  $<TARGET_FILE:${T_TARGET}> ${T_ARGS} ${group})
+    endforeach()
+  else()
+    set(launch ${MPIEXEC_NUMPROC_FLAG} ${T_NP} ${TROUPE_MPIEXEC_FLAGS} ${T_MPIEXEC_FLAGS} $<TARGET_FILE:${T_TARGET}> ${T_ARGS})
+  endif()
+  if(NOT T_PROCESSORS)
+    set(T_PROCESSORS ${T_NP})
+  endif()
+  add_test(NAME ${T_LABEL}.${name} COMMAND ${TROUPE_MPIEXEC} ${launch})
   set_tests_properties(${T_LABEL}.${name} PROPERTIES
-    LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT} ENVIRONMENT "${TROUPE_MPI_ENV}" PROCESSORS ${T_NP})
+    LABELS "${T_LABEL}" TIMEOUT ${T_TIMEOUT} ENVIRONMENT "${TROUPE_MPI_ENV}" PROCESSORS ${T_PROCESSORS})
+  if(T_PASS_REGEX)
+    set_tests_properties(${T_LABEL}.${name} PROPERTIES PASS_REGULAR_EXPRESSION "${T_PASS_REGEX}")
+  endif()
 endfunction()
