@@ -9,6 +9,7 @@
 
 #include "registry/name_services.hpp"
 #include "remote/remote_node.hpp"
+#include "remote/wire_agreement.hpp"
 #include "topology/placement.hpp"
 #include "troupe/detail/fresh_memory.hpp"
 #include "troupe/mpi.hpp"
@@ -121,8 +122,10 @@ Runtime::Runtime(const AdoptedComm& comm, Config cfg) {
 void Runtime::start_cluster(const void* comm, bool owns_mpi, Config cfg) {
   // Over TCP, a dead peer's socket raises SIGPIPE: survivors must not die of it.
   std::signal(SIGPIPE, SIG_IGN);
-  detail::WireRegistry::instance().freeze();
-  auto problems = detail::WireRegistry::instance().problems();
+  auto& registry = detail::WireRegistry::instance();
+  registry.freeze();
+  // Every rank learns every rank's problems, so that all refuse together.
+  auto problems = detail::wire_disagreements(*static_cast<const MPI_Comm*>(comm), registry.table(), registry.problems());
   if (!problems.empty()) {
     std::string all;
     for (auto& p : problems) all += p + "\n";

@@ -1,5 +1,6 @@
 #include "troupe/wire/registry.hpp"
 
+#include <algorithm>
 #include <cctype>
 
 namespace troupe::detail {
@@ -73,6 +74,18 @@ const ClassEntry* WireRegistry::cls(const TypeTag* tag) const {
   auto it = class_tags_.find(tag);
   if (it == class_tags_.end()) return nullptr;
   return &classes_.at(it->second);
+}
+
+std::vector<std::string> WireRegistry::table() const {
+  std::lock_guard lk(mu_);
+  std::vector<std::pair<WireId, std::string>> rows;
+  for (const auto& [id, c] : classes_) rows.emplace_back(id, "class " + std::to_string(id) + " " + c.name + " " + c.shape);
+  for (const auto& [id, m] : methods_) rows.emplace_back(id, "method " + std::to_string(id) + " " + m.name + " " + m.shape);
+  std::sort(rows.begin(), rows.end());
+  std::vector<std::string> out;
+  out.reserve(rows.size());
+  for (auto& r : rows) out.push_back(std::move(r.second));
+  return out;
 }
 
 std::vector<std::string> WireRegistry::problems() const {

@@ -3,9 +3,16 @@
 // share an id are reported, not silently merged.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "troupe/array.hpp"
 #include "troupe/remote.hpp"
 #include "troupe/wire/registry.hpp"
 
@@ -72,4 +79,42 @@ TEST(WireRegistry, AMethodOfABaseIsNamedForTheClassItIsRegisteredWith) {
             (std::vector<std::string>{"ns::Meter::Stats::hit", "ns::Meter::level"}));
   // A class whose name begins another's is not mistaken for it.
   EXPECT_EQ(method_wire_names("Pin", "troupe::init<>, &Pinned::get"), (std::vector<std::string>{"Pin::Pinned::get"}));
+}
+
+namespace shapes {
+enum class Colour : std::uint16_t { red };
+struct Opaque {
+  int x = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(x);
+  }
+};
+}  // namespace shapes
+
+TEST(WireRegistry, ShapesNameTheWireBytesTheSameWayFromEveryCompiler) {
+  using troupe::detail::wire_shape;
+  EXPECT_EQ(wire_shape<int>(), "i4");
+  EXPECT_EQ(wire_shape<const std::uint64_t&>(), "u8");
+  EXPECT_EQ(wire_shape<double>(), "f8");
+  EXPECT_EQ(wire_shape<bool>(), "b");
+  EXPECT_EQ(wire_shape<char>(), "c");
+  EXPECT_EQ(wire_shape<shapes::Colour>(), "e2");
+  EXPECT_EQ(wire_shape<void>(), "-");
+  EXPECT_EQ(wire_shape<std::string>(), "str");
+  EXPECT_EQ(wire_shape<std::vector<std::vector<float>>>(), "vec<vec<f4>>");
+  EXPECT_EQ((wire_shape<std::array<std::int8_t, 3>>()), "arr3<i1>");
+  EXPECT_EQ((wire_shape<std::pair<int, std::string>>()), "(i4,str)");
+  EXPECT_EQ((wire_shape<std::tuple<>>()), "()");
+  EXPECT_EQ((wire_shape<std::map<std::string, std::optional<double>>>()), "map<str,opt<f8>>");
+  EXPECT_EQ(wire_shape<troupe::ActorRef<pinned::Pinned>>(), "ref");
+  EXPECT_EQ(wire_shape<troupe::Array<double>>(), "Array<f8>");
+  EXPECT_EQ(wire_shape<shapes::Opaque>(), "obj");  // a user class's serialize() is not looked into
+  // A registered method and class carry theirs; table() lists them in id order.
+  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Pinned::set"))->shape, "(i4)->-");
+  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Pinned::get"))->shape, "()->i4");
+  EXPECT_EQ(WireRegistry::instance().cls(fnv1a64("class Pinned"))->shape, "init()");
+  const auto table = WireRegistry::instance().table();
+  EXPECT_NE(std::find(table.begin(), table.end(), "method 7309684615214666057 Pinned::get ()->i4"), table.end());
+  EXPECT_NE(std::find(table.begin(), table.end(), "class 7717329937214915911 Pinned init()"), table.end());
 }

@@ -18,6 +18,7 @@
 #include "troupe/detail/call_message.hpp"
 #include "troupe/detail/method_traits.hpp"
 #include "troupe/wire/archive.hpp"
+#include "troupe/wire/shape.hpp"
 
 namespace troupe::detail {
 
@@ -129,6 +130,7 @@ struct MethodEntry {
   WireId id = 0;
   WireId class_id = 0;
   std::string name;
+  std::string shape;  ///< wire_shape of its arguments and result (compared across nodes)
   const MethodTag* tag = nullptr;
   const TypeTag* cls = nullptr;
   bool args_zero_copy = false;
@@ -157,6 +159,7 @@ class SpawnJob {
 struct ClassEntry {
   WireId id = 0;
   std::string name;
+  std::string shape;  ///< wire_shape of its init<...> arguments (compared across nodes)
   const TypeTag* tag = nullptr;
   bool init_zero_copy = false;
   void (*encode_init)(const void* init, WireOutputArchive& ar) = nullptr;
@@ -178,6 +181,9 @@ class WireRegistry {
   const ClassEntry* cls(const TypeTag* tag) const;
   /// Collisions and other registration mistakes, found at start-up.
   std::vector<std::string> problems() const;
+  /// One line per class and method ("class|method <id> <name> <shape>"), in
+  /// id order: what nodes compare when a cluster runtime starts.
+  std::vector<std::string> table() const;
   /// Called when a cluster runtime starts: from then on lookups take no lock
   /// (registration happens during static initialisation, before main).
   void freeze() noexcept { frozen_.store(true, std::memory_order_release); }

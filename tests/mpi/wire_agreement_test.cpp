@@ -1,0 +1,83 @@
+// Nodes that register one class differently (an MPMD job of two binaries, made
+// here by one binary that registers by rank) refuse to start, all of them,
+// with the reason (run on 2 ranks).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "troupe/mpi.hpp"
+#include "troupe/remote.hpp"
+#include "troupe/troupe.hpp"
+
+namespace first {
+struct Probe {
+  explicit Probe(int v) : v_(v) {}
+  int get(int k) const { return v_ + k; }
+  int v_;
+};
+}  // namespace first
+
+namespace second {
+struct Probe {  // the "other binary's" Probe: other types under the same names
+  explicit Probe(double v) : v_(v) {}
+  double get(double k) const { return v_ + k; }
+  double v_;
+};
+}  // namespace second
+
+namespace {
+
+// The launcher's rank, known before MPI starts (registration runs before main).
+int launch_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"})
+    if (const char* v = std::getenv(var); v != nullptr && *v != '\0') return std::atoi(v);
+  return -1;
+}
+
+const bool registered = launch_rank() == 0
+                            ? troupe::detail::register_remote<first::Probe, troupe::init<int>, &first::Probe::get>(
+                                  "Probe", "troupe::init<int>, &Probe::get")
+                            : troupe::detail::register_remote<second::Probe, troupe::init<double>, &second::Probe::get>(
+                                  "Probe", "troupe::init<double>, &Probe::get");
+
+std::string refusal() {
+  try {
+    troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+    rt.finish();
+  } catch (const troupe::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST(WireAgreement, NodesThatRegisterAClassDifferentlyAllRefuseToStartAndSayWhy) {
+  ASSERT_TRUE(registered);
+  ASSERT_GE(launch_rank(), 0) << "this test needs the launcher's rank in the environment";
+  const std::string why = refusal();
+  EXPECT_TRUE(has(why, "class 'Probe' is registered as init(i4) on node 0 but as init(f8) on node 1")) << why;
+  EXPECT_TRUE(has(why, "method 'Probe::get' is registered as (i4)->i4 on node 0 but as (f8)->f8 on node 1")) << why;
+}
+
+TEST(WireAgreement, ARegistrationProblemOfOneNodeStopsEveryNode) {
+  // Node 1 registers once more after a runtime started (a mistake of its
+  // own). Node 0 must refuse as well: left to go on alone, it would wait in
+  // the next collective for ever.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank == 1)
+    troupe::detail::register_remote<second::Probe, troupe::init<double>, &second::Probe::get>(
+        "Late", "troupe::init<double>, &Probe::get");
+  const std::string why = refusal();
+  if (rank == 1) {
+    EXPECT_TRUE(has(why, "'Late' registered after a runtime started")) << why;
+  } else {
+    EXPECT_TRUE(has(why, "node 1 found 2 registration problem(s) of its own")) << why;
+  }
+  EXPECT_TRUE(has(why, "is registered as init(i4) on node 0 but as init(f8) on node 1")) << why;
+}
