@@ -217,7 +217,7 @@ ClassEntry make_class_entry(std::string name) {
 }
 
 template <class C, class Init, auto... M>
-bool register_remote(const char* class_name, const char* registration_text) {
+bool register_remote(const char* class_name, const char* registration_text, const char* written_as = "") {
   static_assert((std::is_base_of_v<typename Method<M>::Class, C> && ...),
                 "TROUPE_REMOTE: every method must be a member of the class (or of a base)");
   static_assert([]<class... A>(std::tuple<A...>*) { return std::is_constructible_v<C, A&&...>; }(
@@ -227,7 +227,7 @@ bool register_remote(const char* class_name, const char* registration_text) {
   auto cls = make_class_entry<C, Init>(class_name);
   const auto class_id = cls.id;
   reg.add_class(std::move(cls));
-  auto names = method_wire_names(class_name, registration_text);
+  auto names = method_wire_names(class_name, registration_text, written_as);
   std::size_t i = 0;
   (reg.add_method(make_method_entry<M, C>(class_id, i < names.size() ? names[i++] : std::string("?"))), ...);
   return true;
@@ -239,12 +239,20 @@ bool register_remote(const char* class_name, const char* registration_text) {
 #define TROUPE_DETAIL_CAT2(a, b) a##b
 #define TROUPE_DETAIL_CAT(a, b) TROUPE_DETAIL_CAT2(a, b)
 
-/// TROUPE_REMOTE(Class, troupe::init<CtorArgs...>, &Class::method...);
-#define TROUPE_REMOTE(Class, ...)                                                                      \
+#define TROUPE_DETAIL_REMOTE(Class, WireName, WrittenAs, ...)                                          \
   [[maybe_unused]] inline auto troupe_remote_descriptor(Class*)                                        \
       ->decltype(::troupe::detail::remote_class_of<Class, __VA_ARGS__>()) {                           \
     return {};                                                                                         \
   }                                                                                                    \
   [[maybe_unused]] inline const bool TROUPE_DETAIL_CAT(troupe_remote_registered_, Class) =             \
-      ::troupe::detail::register_remote<Class, __VA_ARGS__>(#Class, #__VA_ARGS__)
+      ::troupe::detail::register_remote<Class, __VA_ARGS__>(WireName, #__VA_ARGS__, WrittenAs)
+
+/// TROUPE_REMOTE(Class, troupe::init<CtorArgs...>, &Class::method...);
+/// in the class's namespace. Its wire ids hash the names as written.
+#define TROUPE_REMOTE(Class, ...) TROUPE_DETAIL_REMOTE(Class, #Class, "", __VA_ARGS__)
+
+/// TROUPE_REMOTE_AS(Class, "wire name", troupe::init<...>, &Class::method...);
+/// the same under a name of its own ("fluid::Solver", its methods
+/// "fluid::Solver::step"): for classes of one name in two namespaces.
+#define TROUPE_REMOTE_AS(Class, WireName, ...) TROUPE_DETAIL_REMOTE(Class, WireName, #Class, __VA_ARGS__)
 

@@ -116,14 +116,21 @@ std::vector<std::string> split_method_names(std::string_view text) {
   return names;
 }
 
-std::vector<std::string> method_wire_names(std::string_view class_name, std::string_view registration_text) {
-  std::string cls;
-  for (char c : class_name)
-    if (!std::isspace(static_cast<unsigned char>(c))) cls.push_back(c);
-  const std::string prefix = cls + "::";
+std::vector<std::string> method_wire_names(std::string_view class_name, std::string_view registration_text,
+                                           std::string_view written_as) {
+  auto squeeze = [](std::string_view text) {
+    std::string out;
+    for (char c : text)
+      if (!std::isspace(static_cast<unsigned char>(c))) out.push_back(c);
+    return out;
+  };
+  const std::string prefix = squeeze(class_name) + "::";
+  const std::string written = written_as.empty() ? prefix : squeeze(written_as) + "::";
   auto names = split_method_names(registration_text);
-  for (auto& n : names)
-    if (n.compare(0, prefix.size(), prefix) != 0) n = prefix + n;
+  for (auto& n : names) {
+    if (n.compare(0, prefix.size(), prefix) == 0) continue;
+    n = n.compare(0, written.size(), written) == 0 ? prefix + n.substr(written.size()) : prefix + n;
+  }
   return names;
 }
 

@@ -573,6 +573,17 @@ TEST(Remote, RoleNamesOfAnyLengthReachEveryNodeWhole) {
   EXPECT_EQ(rt.finish(), 0);
 }
 
+TEST(Remote, ClassesOfOneNameInTwoNamespacesAreTwoClassesOnTheWire) {
+  Job j;
+  const troupe::NodeId there = (j.me + 1) % j.n;
+  auto f = j.rt.spawn_on<tt::fluid::Solver>(there, 10).get();
+  auto s = j.rt.spawn_on<tt::solid::Solver>(there, std::string("steel")).get();
+  EXPECT_EQ(f.ask<&tt::fluid::Solver::kind>().get(), "fluid");
+  EXPECT_EQ(f.ask<&tt::fluid::Solver::step>(5).get(), 15);
+  EXPECT_EQ(s.ask<&tt::solid::Solver::kind>().get(), "solid steel");
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
 TEST(Remote, MailboxSizeCountsEveryCallOfABatch) {
   // Calls that arrive in one frame share one mailbox message; mailbox_size()
   // still counts each of them.

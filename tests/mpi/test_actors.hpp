@@ -165,6 +165,32 @@ class Picky {
 };
 TROUPE_REMOTE(Picky, troupe::init<int>, &Picky::size, &Picky::make_counter, &Picky::gather);
 
+/// Two classes of one name in two namespaces, each registered under a wire
+/// name of its own.
+namespace fluid {
+class Solver {
+ public:
+  explicit Solver(int cells) : cells_(cells) {}
+  int step(int k) { return cells_ += k; }
+  std::string kind() const { return "fluid"; }
+
+ private:
+  int cells_;
+};
+TROUPE_REMOTE_AS(Solver, "fluid::Solver", troupe::init<int>, &Solver::step, &Solver::kind);
+}  // namespace fluid
+namespace solid {
+class Solver {
+ public:
+  explicit Solver(std::string material) : material_(std::move(material)) {}
+  std::string kind() const { return "solid " + material_; }
+
+ private:
+  std::string material_;
+};
+TROUPE_REMOTE_AS(Solver, "solid::Solver", troupe::init<std::string>, &solid::Solver::kind);
+}  // namespace solid
+
 /// A coroutine method that waits for ever (until its actor stops).
 class Stuck {
  public:

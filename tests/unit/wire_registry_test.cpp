@@ -79,6 +79,10 @@ TEST(WireRegistry, AMethodOfABaseIsNamedForTheClassItIsRegisteredWith) {
             (std::vector<std::string>{"ns::Meter::Stats::hit", "ns::Meter::level"}));
   // A class whose name begins another's is not mistaken for it.
   EXPECT_EQ(method_wire_names("Pin", "troupe::init<>, &Pinned::get"), (std::vector<std::string>{"Pin::Pinned::get"}));
+  // Registered under a name of its own (TROUPE_REMOTE_AS): the class's
+  // written name gives way to it, a base's stays.
+  EXPECT_EQ(method_wire_names("fluid::Solver", "troupe::init<>, &Solver::step, &fluid::Solver::kind, &Base::id", "Solver"),
+            (std::vector<std::string>{"fluid::Solver::step", "fluid::Solver::kind", "fluid::Solver::Base::id"}));
 }
 
 namespace shapes {

@@ -207,7 +207,11 @@ std::vector<std::string> split_method_names(std::string_view registration_text);
 /// method written with another class's name (a base's, "Stats::hit"
 /// registered for class Service) is named for the class it is registered
 /// with too ("Service::Stats::hit"), so that the same base method registered
-/// for two classes is two methods.
-std::vector<std::string> method_wire_names(std::string_view class_name, std::string_view registration_text);
+/// for two classes is two methods. `written_as`: the class's name as the
+/// methods are written when it is registered under another
+/// (TROUPE_REMOTE_AS(Solver, "fluid::Solver", ...): "&Solver::step" is
+/// "fluid::Solver::step").
+std::vector<std::string> method_wire_names(std::string_view class_name, std::string_view registration_text,
+                                           std::string_view written_as = {});
 
 }  // namespace troupe::detail
