@@ -4,7 +4,14 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cereal/types/tuple.hpp>
+
+#include <cstddef>
 #include <optional>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "polite_mpi.hpp"
 #include "remote/remote_node.hpp"
@@ -341,6 +348,112 @@ TEST(BadBytes, ABadCallInsideABatchFailsAloneAndTheOthersRun) {
       auto msg = expect_error<troupe::DecodeError>(std::move(bad));
       EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
     }
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(BadBytes, RandomlyDamagedAsksAreEachAnsweredAndNothingElseIsLost) {
+  // Valid calls, spawns and mailbox queries, damaged at random (bytes flipped,
+  // cut short, lengthened or replaced; another method or actor; another
+  // protocol version), through the receiving rank's whole path: its engine's
+  // frame reader, the remote layer, batches, the decoders and the actors. The
+  // decoders alone are fuzzed in unit.decoder_fuzz. Every ask gets an answer,
+  // a value or a troupe::Error, and the tells sent between them all arrive, in
+  // order. Run under ASan/UBSan in the asan phase.
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  if (rt.node() == 0) {
+    auto& node = node_of(rt);
+    auto counter = rt.spawn_on<tt::Counter>(1, 0).get();
+    auto rec = rt.spawn_on<tt::Recorder>(1).get();
+    auto target = rt.spawn_on<tt::Recorder>(1).get();  // the damaged records land here
+    auto bulk = rt.spawn_on<tt::Bulk>(1).get();
+    auto encoded = [](auto&&... values) {
+      ByteBuffer b;
+      troupe::detail::WireOutputArchive ar(b, nullptr);
+      ar(values...);
+      return std::vector<std::byte>(b.data(), b.data() + b.size());
+    };
+    struct Ask {
+      Kind kind;
+      std::uint64_t id;
+      std::uint64_t target;
+      std::vector<std::byte> payload;
+    };
+    const std::vector<Ask> valid{
+        {Kind::call, method_id("Recorder::record"), target.id(), encoded(5, 6)},
+        {Kind::call, method_id("Counter::value"), counter.id(), {}},
+        {Kind::call, method_id("Counter::where"), counter.id(), {}},
+        {Kind::call, method_id("Counter::fail_plain"), counter.id(), encoded(1)},
+        {Kind::call, method_id("Counter::fail_ask"), counter.id(), encoded(std::string("thrown"))},
+        {Kind::call, method_id("Bulk::sum"), bulk.id(), encoded(std::vector<double>(5, 1.5))},
+        {Kind::call, method_id("Bulk::scale"), bulk.id(), encoded(std::vector<double>(3, 2.0), 0.5)},
+        {Kind::spawn, troupe::detail::fnv1a64("class Counter"), 0, encoded(std::make_tuple(11))},
+        {Kind::spawn, troupe::detail::fnv1a64("class Holder"), 0,
+         encoded(std::make_tuple(std::vector<double>(4, 0.25), std::string("held")))},
+        {Kind::mailbox, 0, counter.id(), {}},
+    };
+    const std::vector<std::uint64_t> actors{counter.id(), rec.id() + 1000, bulk.id(), target.id(), 0};
+    std::mt19937_64 rng(20261202);
+    auto below = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+    std::vector<troupe::Future<void>> asks;
+    int seq = 0;
+    constexpr int kAsks = 3000;
+    for (int i = 0; i < kAsks; ++i) {
+      Ask a = valid[below(valid.size())];
+      std::uint8_t version = troupe::detail::kProtocolVersion;
+      auto& bytes = a.payload;
+      switch (below(8)) {
+        case 0:  // bits flipped
+          for (std::size_t k = 0, n = 1 + below(3); k < n && !bytes.empty(); ++k)
+            bytes[below(bytes.size())] ^= static_cast<std::byte>(1u << below(8));
+          break;
+        case 1:  // bytes replaced
+          for (std::size_t k = 0, n = 1 + below(4); k < n && !bytes.empty(); ++k)
+            bytes[below(bytes.size())] = static_cast<std::byte>(rng());
+          break;
+        case 2:  // cut short
+          bytes.resize(below(bytes.size() + 1));
+          break;
+        case 3:  // lengthened
+          for (std::size_t k = 0, n = 1 + below(16); k < n; ++k) bytes.push_back(static_cast<std::byte>(rng()));
+          break;
+        case 4:  // another method or class, known or not
+          a.id = below(4) == 0 ? rng() : valid[below(valid.size())].id;
+          break;
+        case 5:  // another actor, alive or not
+          a.target = actors[below(actors.size())];
+          break;
+        case 6:  // another protocol version
+          version = static_cast<std::uint8_t>(rng());
+          break;
+        default:  // sent as it is
+          break;
+      }
+      ByteBuffer payload;
+      payload.append(bytes.data(), bytes.size());
+      asks.push_back(node.raw_ask(1, a.kind, a.id, a.target, payload, version, /*coalesce=*/below(2) == 0));
+      rec.tell<&tt::Recorder::record>(0, seq++);
+    }
+    int values = 0, errors = 0;
+    for (auto& f : asks) {
+      try {
+        f.get_for(30s);
+        ++values;
+      } catch (const troupe::Timeout&) {
+        ADD_FAILURE() << "an ask was never answered";
+      } catch (const troupe::Error&) {
+        ++errors;
+      }
+    }
+    EXPECT_EQ(values + errors, kAsks);
+    EXPECT_GT(values, kAsks / 10);  // the damage leaves some calls whole
+    EXPECT_GT(errors, kAsks / 10);
+    EXPECT_EQ(node.pending_asks(), 0u);
+    // Nothing else was lost, and the actors on rank 1 are still there.
+    EXPECT_TRUE(rec.ask<&tt::Recorder::in_order>(0, seq).get());
+    EXPECT_EQ(counter.ask<&tt::Counter::where>().get(), 1u);
+    EXPECT_EQ(bulk.ask<&tt::Bulk::sum>(std::vector<double>(4, 2.0)).get(), 8.0);
   }
   EXPECT_EQ(rt.finish(), 0);
 }
