@@ -1,10 +1,10 @@
 #include "wire_agreement.hpp"
 
+#include <climits>
 #include <cstdint>
 #include <map>
 #include <set>
 #include <sstream>
-#include <string_view>
 
 #include "troupe/wire/registry.hpp"
 
@@ -19,27 +19,35 @@ struct Row {
   int rank = 0;
 };
 
-/// Every rank's table, gathered ("kind id name shape" lines).
-std::vector<std::vector<std::string>> gather_tables(MPI_Comm comm, const std::vector<std::string>& table) {
+/// Every rank's `mine`, gathered (an empty text from a rank with nothing to
+/// say); none if they are too large together for MPI's int counts (every rank
+/// sees every length, so all of them learn it together).
+std::vector<std::string> gather_texts(MPI_Comm comm, const std::string& mine) {
   int n = 0;
   MPI_Comm_size(comm, &n);
-  std::string mine;
-  for (const auto& line : table) mine += line + "\n";
-  int length = static_cast<int>(mine.size());
-  std::vector<int> lengths(static_cast<std::size_t>(n)), offsets(static_cast<std::size_t>(n));
-  MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm);
-  int total = 0;
+  const unsigned long long length = mine.size();
+  std::vector<unsigned long long> lengths(static_cast<std::size_t>(n));
+  MPI_Allgather(&length, 1, MPI_UNSIGNED_LONG_LONG, lengths.data(), 1, MPI_UNSIGNED_LONG_LONG, comm);
+  std::vector<int> counts(lengths.size()), offsets(lengths.size());
+  unsigned long long total = 0;
   for (std::size_t r = 0; r < lengths.size(); ++r) {
-    offsets[r] = total;
+    if (total + lengths[r] > static_cast<unsigned long long>(INT_MAX)) return {};
+    offsets[r] = static_cast<int>(total);
+    counts[r] = static_cast<int>(lengths[r]);
     total += lengths[r];
   }
   std::string all(static_cast<std::size_t>(total), '\0');
-  MPI_Allgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, comm);
-  std::vector<std::vector<std::string>> out(static_cast<std::size_t>(n));
-  for (std::size_t r = 0; r < out.size(); ++r) {
-    std::istringstream in(all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(lengths[r])));
-    for (std::string line; std::getline(in, line);) out[r].push_back(line);
-  }
+  MPI_Allgatherv(mine.data(), static_cast<int>(length), MPI_CHAR, all.data(), counts.data(), offsets.data(), MPI_CHAR,
+                 comm);
+  std::vector<std::string> out(lengths.size());
+  for (std::size_t r = 0; r < out.size(); ++r)
+    out[r] = all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(counts[r]));
+  return out;
+}
+
+std::string lines(const std::vector<std::string>& list) {
+  std::string out;
+  for (const auto& line : list) out += line + "\n";
   return out;
 }
 
@@ -55,32 +63,44 @@ std::vector<std::string> wire_disagreements(MPI_Comm comm, const std::vector<std
   const std::uint64_t mine[2] = {digest, local_problems.size()};
   std::vector<std::uint64_t> all(2 * static_cast<std::size_t>(n));
   MPI_Allgather(mine, 2, MPI_UINT64_T, all.data(), 2, MPI_UINT64_T, comm);
+  auto digest_of = [&](int r) { return all[2 * static_cast<std::size_t>(r)]; };
+  auto problems_of = [&](int r) { return all[2 * static_cast<std::size_t>(r) + 1]; };
 
   std::vector<std::string> out;
-  bool differ = false;
+  bool problems = false, differ = false;
   for (int r = 0; r < n; ++r) {
-    const auto own = all[2 * static_cast<std::size_t>(r) + 1];
-    if (r == me) {
-      out.insert(out.end(), local_problems.begin(), local_problems.end());
-    } else if (own != 0) {
-      out.push_back("troupe: node " + std::to_string(r) + " found " + std::to_string(own) +
-                    " registration problem(s) of its own (its error lists them)");
+    problems = problems || problems_of(r) != 0;
+    differ = differ || digest_of(r) != digest_of(0);
+  }
+  if (problems) {  // each rank's own, in words, on every rank
+    const auto texts = gather_texts(comm, lines(local_problems));
+    if (texts.empty()) out.push_back("troupe: the nodes found registration problems too long to gather");
+    for (std::size_t r = 0; r < texts.size(); ++r) {
+      std::istringstream in(texts[r]);
+      for (std::string line; std::getline(in, line);) out.push_back("node " + std::to_string(r) + ": " + line);
     }
-    differ = differ || all[2 * static_cast<std::size_t>(r)] != all[0];
   }
   if (!differ) return out;
 
   // The tables differ (an MPMD job): what two ranks both register must agree.
+  // One rank of each distinct table sends it, the lowest.
+  bool first_of_its_kind = true;
+  for (int r = 0; r < me && first_of_its_kind; ++r) first_of_its_kind = digest_of(r) != digest;
+  const auto tables = gather_texts(comm, first_of_its_kind ? lines(table) : std::string());
+  if (tables.empty()) {
+    out.push_back("troupe: the nodes register different classes or methods, in tables too large to compare");
+    return out;
+  }
   std::map<std::string, Row> first;  // "kind id" -> where it was first seen
   std::set<std::string> reported;
   std::size_t more = 0;
-  const auto tables = gather_tables(comm, table);
   for (int r = 0; r < n; ++r) {
-    for (const auto& line : tables[static_cast<std::size_t>(r)]) {
-      std::istringstream in(line);
+    std::istringstream in(tables[static_cast<std::size_t>(r)]);
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream fields(line);
       std::string kind, id;
       Row row{{}, {}, r};
-      in >> kind >> id >> row.name >> row.shape;
+      fields >> kind >> id >> row.name >> row.shape;
       const std::string key = kind + " " + id;
       auto [it, fresh] = first.emplace(key, row);
       if (fresh || (it->second.name == row.name && it->second.shape == row.shape)) continue;

@@ -16,9 +16,11 @@ namespace troupe::detail {
 /// this rank's WireRegistry::table(), `local_problems` its own registration
 /// problems. Returns what keeps the job from starting, the same list on every
 /// rank, so that all of them refuse together and none waits alone in a later
-/// collective: each rank's own problems, and each class or method that two
-/// ranks register differently. Empty when all agree (one 16-byte allgather
-/// then; the tables travel only when the ranks' digests differ).
+/// collective: every rank's own problems ("node 3: ..."), and each class or
+/// method that two ranks register differently. Empty when all agree: one
+/// 16-byte allgather then. Problems travel only when some rank has one, and
+/// tables only when the ranks' digests differ (an MPMD job), one table per
+/// distinct digest, sent by the lowest rank that has it.
 std::vector<std::string> wire_disagreements(MPI_Comm comm, const std::vector<std::string>& table,
                                             const std::vector<std::string>& local_problems);
 

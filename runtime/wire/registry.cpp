@@ -17,6 +17,10 @@ void WireRegistry::add_class(ClassEntry e) {
     return;
   }
   if (auto it = class_tags_.find(e.tag); it != class_tags_.end()) return;  // same class, another TU
+  if (std::any_of(e.name.begin(), e.name.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); })) {
+    problems_.push_back("TROUPE_REMOTE_AS: the wire name '" + e.name + "' has white space; name it without");
+    return;
+  }
   if (auto it = classes_.find(e.id); it != classes_.end()) {
     problems_.push_back("TROUPE_REMOTE: class '" + e.name + "' has the same wire id as '" + it->second.name +
                         "' (rename one, or register it once)");

@@ -34,6 +34,29 @@ struct Job {
   std::size_t n = rt.size();
 };
 
+// Sets an environment variable for a scope (before any runtime of the
+// scope starts its threads), and puts back what it was.
+class EnvSetting {
+ public:
+  EnvSetting(const char* name, const char* value) : name_(name) {
+    if (const char* was = std::getenv(name)) was_ = was;
+    setenv(name, value, 1);
+  }
+  ~EnvSetting() {
+    if (was_) {
+      setenv(name_, was_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  EnvSetting(const EnvSetting&) = delete;
+  EnvSetting& operator=(const EnvSetting&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> was_;
+};
+
 // Hands a value from one rank to all (tests only; troupe itself never runs
 // collectives after start-up).
 template <class T>
@@ -534,8 +557,7 @@ TEST(Remote, AnAdoptingApplicationReadsTheLaunchersSettings) {
   // The Slurm templates set TROUPE_THREADS and TROUPE_ROLE for every rank,
   // and an MPI application that adopts its communicator is launched by them
   // too. The role comes from the environment before the Config.
-  setenv("TROUPE_THREADS", "3", 1);
-  setenv("TROUPE_ROLE", "solver", 1);
+  const EnvSetting threads("TROUPE_THREADS", "3"), role("TROUPE_ROLE", "solver");
   {
     troupe::Config cfg;
     cfg.role = "from-config";
@@ -552,8 +574,6 @@ TEST(Remote, AnAdoptingApplicationReadsTheLaunchersSettings) {
     EXPECT_EQ(rt.threads(), 2u);
     EXPECT_EQ(rt.finish(), 0);
   }
-  unsetenv("TROUPE_THREADS");
-  unsetenv("TROUPE_ROLE");
 }
 
 TEST(Remote, RoleNamesOfAnyLengthReachEveryNodeWhole) {

@@ -122,3 +122,21 @@ TEST(WireRegistry, ShapesNameTheWireBytesTheSameWayFromEveryCompiler) {
   EXPECT_NE(std::find(table.begin(), table.end(), "method 7309684615214666057 Pinned::get ()->i4"), table.end());
   EXPECT_NE(std::find(table.begin(), table.end(), "class 7717329937214915911 Pinned init()"), table.end());
 }
+
+namespace spaced {
+struct Solver {
+  int step() { return 1; }
+};
+}  // namespace spaced
+
+TEST(WireRegistry, AWireNameWithWhiteSpaceIsRefused) {
+  // The nodes compare their tables as space-separated fields at start-up.
+  auto& reg = WireRegistry::instance();
+  const auto before = reg.problems().size();
+  troupe::detail::register_remote<spaced::Solver, troupe::init<>, &spaced::Solver::step>("my Solver",
+                                                                                          "troupe::init<>, &Solver::step");
+  const auto problems = reg.problems();
+  ASSERT_GE(problems.size(), before + 1);
+  EXPECT_NE(problems[before].find("'my Solver' has white space"), std::string::npos) << problems[before];
+  EXPECT_EQ(reg.cls(fnv1a64("class my Solver")), nullptr);
+}
