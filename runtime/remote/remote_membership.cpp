@@ -18,6 +18,7 @@
 
 #include "troupe/runtime.hpp"
 #include "core/scheduler.hpp"
+#include "gather_text.hpp"
 #include "remote_waiter.hpp"
 #include "wire_error.hpp"
 
@@ -60,29 +61,17 @@ void bcast_join_info(JoinInfo& info, MPI_Comm comm, bool root) {
 }
 
 /// Host and role of every rank of comm, gathered (at start-up and when nodes
-/// join; no rank can be lost yet). Each rank's "host\0role" is as long as it
-/// is: a role of any length reaches the others whole.
+/// join; no rank can be lost yet), each "host\0role" whole, of any length.
 std::vector<std::pair<std::string, std::string>> gather_hosts(MPI_Comm comm, const std::string& role) {
-  int n = 0;
-  MPI_Comm_size(comm, &n);
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   std::string mine(host);
   mine.push_back('\0');
   mine += role;
-  int length = static_cast<int>(mine.size());
-  std::vector<int> lengths(static_cast<std::size_t>(n)), offsets(static_cast<std::size_t>(n));
-  MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm);
-  std::size_t total = 0;
-  for (int i = 0; i < n; ++i) {
-    offsets[static_cast<std::size_t>(i)] = static_cast<int>(total);
-    total += static_cast<std::size_t>(lengths[static_cast<std::size_t>(i)]);
-  }
-  std::vector<char> all(total);
-  MPI_Allgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, comm);
+  const auto all = allgather_text(comm, mine);
+  if (all.empty()) throw Error("troupe: the nodes' host names and roles are too long to gather (over 2 GB together)");
   std::vector<std::pair<std::string, std::string>> out;
-  for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
-    const std::string_view rec(all.data() + offsets[i], static_cast<std::size_t>(lengths[i]));
+  for (const std::string_view rec : all) {
     const auto cut = std::min(rec.find('\0'), rec.size());
     out.emplace_back(std::string(rec.substr(0, cut)), std::string(rec.substr(std::min(cut + 1, rec.size()))));
   }

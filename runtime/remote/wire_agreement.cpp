@@ -1,11 +1,11 @@
 #include "wire_agreement.hpp"
 
-#include <climits>
 #include <cstdint>
 #include <map>
 #include <set>
 #include <sstream>
 
+#include "gather_text.hpp"
 #include "troupe/wire/registry.hpp"
 
 namespace troupe::detail {
@@ -18,32 +18,6 @@ struct Row {
   std::string name, shape;
   int rank = 0;
 };
-
-/// Every rank's `mine`, gathered (an empty text from a rank with nothing to
-/// say); none if they are too large together for MPI's int counts (every rank
-/// sees every length, so all of them learn it together).
-std::vector<std::string> gather_texts(MPI_Comm comm, const std::string& mine) {
-  int n = 0;
-  MPI_Comm_size(comm, &n);
-  const unsigned long long length = mine.size();
-  std::vector<unsigned long long> lengths(static_cast<std::size_t>(n));
-  MPI_Allgather(&length, 1, MPI_UNSIGNED_LONG_LONG, lengths.data(), 1, MPI_UNSIGNED_LONG_LONG, comm);
-  std::vector<int> counts(lengths.size()), offsets(lengths.size());
-  unsigned long long total = 0;
-  for (std::size_t r = 0; r < lengths.size(); ++r) {
-    if (total + lengths[r] > static_cast<unsigned long long>(INT_MAX)) return {};
-    offsets[r] = static_cast<int>(total);
-    counts[r] = static_cast<int>(lengths[r]);
-    total += lengths[r];
-  }
-  std::string all(static_cast<std::size_t>(total), '\0');
-  MPI_Allgatherv(mine.data(), static_cast<int>(length), MPI_CHAR, all.data(), counts.data(), offsets.data(), MPI_CHAR,
-                 comm);
-  std::vector<std::string> out(lengths.size());
-  for (std::size_t r = 0; r < out.size(); ++r)
-    out[r] = all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(counts[r]));
-  return out;
-}
 
 std::string lines(const std::vector<std::string>& list) {
   std::string out;
@@ -73,7 +47,7 @@ std::vector<std::string> wire_disagreements(MPI_Comm comm, const std::vector<std
     differ = differ || digest_of(r) != digest_of(0);
   }
   if (problems) {  // each rank's own, in words, on every rank
-    const auto texts = gather_texts(comm, lines(local_problems));
+    const auto texts = allgather_text(comm, lines(local_problems));
     if (texts.empty()) out.push_back("troupe: the nodes found registration problems too long to gather");
     for (std::size_t r = 0; r < texts.size(); ++r) {
       std::istringstream in(texts[r]);
@@ -86,7 +60,7 @@ std::vector<std::string> wire_disagreements(MPI_Comm comm, const std::vector<std
   // One rank of each distinct table sends it, the lowest.
   bool first_of_its_kind = true;
   for (int r = 0; r < me && first_of_its_kind; ++r) first_of_its_kind = digest_of(r) != digest;
-  const auto tables = gather_texts(comm, first_of_its_kind ? lines(table) : std::string());
+  const auto tables = allgather_text(comm, first_of_its_kind ? lines(table) : std::string());
   if (tables.empty()) {
     out.push_back("troupe: the nodes register different classes or methods, in tables too large to compare");
     return out;
