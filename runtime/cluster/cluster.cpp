@@ -1,5 +1,8 @@
 #include "cluster.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -76,6 +79,13 @@ bool Cluster::wait(const std::function<bool(const ClusterState&)>& pred, steady_
       cv_.wait_for(lk, std::chrono::microseconds(500));
     }
   }
+}
+
+NodeId Cluster::next_alive(NodeId n) const noexcept {
+  const auto count = static_cast<NodeId>(size());
+  for (NodeId step = 1; step < count; ++step)
+    if (const NodeId m = (n + step) % count; alive(m)) return m;
+  return n;
 }
 
 void Cluster::send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body, bool work) {
@@ -158,10 +168,18 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       if (wave_open_ && wave == wave_ && from < replies_.size()) replies_[from] = st;
       break;
     }
-    case Control::finish_done:
-      done_.store(true);
+    case Control::finish_done: {
+      std::uint64_t wave = 0;
+      ar(wave);
+      const bool first = !done_.exchange(true);
       send_control(from, Control::finish_ack, nullptr);
+      // Passed on once, to the next live node: if the coordinator dies while
+      // it tells everyone, the nodes it missed hear it along the ring, rather
+      // than take the nodes that heard it, and finished, for lost.
+      if (const NodeId next = next_alive(self_); first && next != self_ && next != from)
+        send_control(next, Control::finish_done, [wave](WireOutputArchive& out) { out(wave); });
       break;
+    }
     case Control::finish_ack: {
       std::lock_guard lk(mu_);
       if (from < acked_.size()) acked_[from] = true;
@@ -371,8 +389,15 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
       const auto wave = wave_;
       acked_.assign(size(), false);
       lk.unlock();
-      for (NodeId n = 0; n < size(); ++n)
-        if (n != self_ && alive(n)) send_control(n, Control::finish_done, [wave](WireOutputArchive& ar) { ar(wave); });
+      int told = 0;
+      for (NodeId n = 0; n < size(); ++n) {
+        if (n == self_ || !alive(n)) continue;
+        if (told++ == die_after_done_.load()) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));  // what was told leaves first
+          ::kill(::getpid(), SIGKILL);
+        }
+        send_control(n, Control::finish_done, [wave](WireOutputArchive& ar) { ar(wave); });
+      }
       done_.store(true);
       return;
     }

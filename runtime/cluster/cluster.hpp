@@ -117,6 +117,9 @@ class Cluster {
   bool left() const noexcept { return left_.load(); }
   /// The wave node n asked of us that we have not answered yet (tests, diagnostics).
   std::optional<std::uint64_t> unanswered_probe(NodeId n) const;
+  /// Tests: as coordinator, this node tells `count` nodes that the job is
+  /// done, then dies (SIGKILL) before it tells the others.
+  static void die_telling_done_after_for_tests(int count) noexcept { die_after_done_.store(count); }
 
  private:
   using Status = WorkStatus;
@@ -127,6 +130,10 @@ class Cluster {
   [[noreturn]] void expelled();
   Status local_status() const;
   void run_coordinator(std::chrono::steady_clock::time_point now);
+
+  /// The live node after n on the ring of node ids (n itself if alone).
+  NodeId next_alive(NodeId n) const noexcept;
+  static inline std::atomic<int> die_after_done_{-1};
 
   Core& core_;
   Engine& engine_;

@@ -402,6 +402,17 @@ void rank0_dies(troupe::Runtime& rt, Outcome& out) {
   check_streams(rt, survivors, out);
 }
 
+// The coordinator of finish() (node 0) tells node 1 that the job is done, then
+// dies before it tells nodes 2 and 3. Node 1 passes it on along the ring, so
+// 2 and 3 finish too, and none of them takes another, finished, for lost.
+void coordinator_dies_telling_done(troupe::Runtime& rt, Outcome& out) {
+  if (rt.node() == 0) troupe::detail::Cluster::die_telling_done_after_for_tests(1);
+  rt.finish();
+  const auto st = rt.cluster();
+  for (troupe::NodeId n = 1; n < rt.size(); ++n)
+    out.expect(st.alive(n), "node " + std::to_string(n) + " finished, and was taken for lost");
+}
+
 // Rank 3 dies holding registry names, group members and a per-node name that
 // dispatchers target: all of it must leave every survivor's view.
 void names_after_loss(troupe::Runtime& rt, Outcome& out) {
@@ -933,6 +944,7 @@ int main(int argc, char** argv) {
       else if (scenario == "monitored_actors") ft::monitored_actors(rt, out);
       else if (scenario == "two_at_once") ft::two_at_once(rt, out);
       else if (scenario == "rank0_dies") ft::rank0_dies(rt, out);
+      else if (scenario == "coordinator_dies_telling_done") ft::coordinator_dies_telling_done(rt, out);
       else if (scenario == "names_after_loss") ft::names_after_loss(rt, out);
       else if (scenario == "replace") ft::replace(rt, out);
       else if (scenario == "replace_twice") ft::replace_twice(rt, out);
