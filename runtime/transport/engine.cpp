@@ -150,11 +150,14 @@ bool Engine::progress() {
     did |= progress_locked();
     const bool short_of_memory = short_of_memory_.load(std::memory_order_relaxed);
     lk.unlock();
+    // This round's deliveries before another: senders that keep queueing
+    // would otherwise keep this loop going and hold every delivery back.
+    deliver_ready();
     // A sender may have queued while we held the engine and found it busy.
     // (Short of memory, what is left waits for the next round.)
-    if (short_of_memory || outq_size_.load(std::memory_order_seq_cst) == 0) break;
+    if (short_of_memory || outq_size_.load(std::memory_order_seq_cst) == 0) return did;
   }
-  deliver_ready();
+  deliver_ready();  // what another thread's round made ready
   return did;
 }
 

@@ -875,7 +875,10 @@ TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
   });
   // Traffic both ways first: the engine works, and the two threads are busy
   // in it. Both ranks have seen theirs before either shuts.
-  EXPECT_TRUE(wait_until([&] { return sink.delivered() >= 100 && sent.load() >= 100; }, 20s));
+  EXPECT_TRUE(wait_until([&] { return sink.delivered() >= 100 && sent.load() >= 100; }, 20s))
+      << "delivered " << sink.delivered() << ", sent " << sent.load() << ", frames out "
+      << engine.stats().frames_sent << ", envelopes out " << engine.stats().envelopes_sent << ", frames in "
+      << engine.stats().frames_received << ", envelopes in " << engine.stats().envelopes_received;
   tt::barrier();  // polled: the two threads are in MPI meanwhile
   engine.shut();
   tt::g_mpi_calls.store(0);
