@@ -7,7 +7,8 @@
 #      under TSan its memory grew by about 1-3 MB per input (24 GB, killed, at
 #      20,000; 9.5 MB in the default build), in TSan's stack depot
 #   3. ASan+UBSan build: unit tests and the wire decoder fuzzer (short run)
-#   4. MPICH build: the multi-rank tests against MPICH
+#   4. MPICH build: the multi-rank tests (the heat2d pipeline among them) and
+#      the launcher tests against MPICH
 # TROUPE_PHASES selects phases (default: "default tsan asan mpich").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,10 @@ for phase in $phases; do
   stamp "phase $phase: configure and build"
   cmake --preset "$phase" >/dev/null
   target=()
-  # tsan runs the unit tests and two multi-rank ones (the engine's threads)
+  # tsan runs the unit tests and two multi-rank ones (the engine's threads);
+  # mpich the multi-rank and launcher tests (the rest does not depend on the MPI library)
   [[ $phase == tsan ]] && target=(--target troupe_unit_tests mpi_engine mpi_remote)
+  [[ $phase == mpich ]] && target=(--target troupe_mpi_tests)
   cmake --build --preset "$phase" -j "$jobs" "${target[@]}"
   stamp "phase $phase: test"
   ctest --preset "$phase" -j "$jobs" --timeout 300
