@@ -7,7 +7,7 @@
 #      under TSan its memory grew by about 1-3 MB per input (24 GB, killed, at
 #      20,000; 9.5 MB in the default build), in TSan's stack depot
 #   3. ASan+UBSan build: unit tests and the wire decoder fuzzer (short run)
-#   4. MPICH build: the multi-rank tests (the heat2d pipeline among them) and
+#   4. MPICH build (unoptimized): the multi-rank tests (the heat2d pipeline among them) and
 #      the launcher tests against MPICH
 # TROUPE_PHASES selects phases (default: "default tsan asan mpich").
 set -euo pipefail
