@@ -153,4 +153,8 @@ double serial_sum(const Params& p) {
   return total;
 }
 
+TROUPE_REMOTE_DEFINE(Tile, troupe::init<Params, std::size_t, std::size_t, troupe::ActorRef<Collector>>, &Tile::start,
+                     &Tile::halo, &Tile::sum, &Tile::interior);
+TROUPE_REMOTE_DEFINE(Collector, troupe::init<Params, std::size_t>, &Collector::progress, &Collector::done);
+
 }  // namespace heat

@@ -80,9 +80,9 @@ class Collector {
 /// The same computation on one thread, for checking.
 double serial_sum(const Params& p);
 
-// Tiles and the Collector may live on any rank.
-TROUPE_REMOTE(Tile, troupe::init<Params, std::size_t, std::size_t, troupe::ActorRef<Collector>>, &Tile::start,
-              &Tile::halo, &Tile::sum, &Tile::interior);
-TROUPE_REMOTE(Collector, troupe::init<Params, std::size_t>, &Collector::progress, &Collector::done);
+// Tiles and the Collector may live on any rank. Their wire code is compiled
+// once, in tile.cpp (TROUPE_REMOTE_DEFINE), not in every file that includes this.
+TROUPE_REMOTE_DECLARE(Tile, troupe::init<Params, std::size_t, std::size_t, troupe::ActorRef<Collector>>);
+TROUPE_REMOTE_DECLARE(Collector, troupe::init<Params, std::size_t>);
 
 }  // namespace heat

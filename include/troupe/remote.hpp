@@ -46,7 +46,7 @@ struct RemoteClass {
   using init_tuple = typename Init::tuple;
 };
 template <class C, class Init, auto... M>
-RemoteClass<C, Init> remote_class_of() {
+constexpr RemoteClass<C, Init> remote_class_of() {
   return {};
 }
 
@@ -56,6 +56,16 @@ template <class T>
 struct RemoteInit {
   using tuple = typename decltype(troupe_remote_descriptor(static_cast<T*>(nullptr)))::init_tuple;
 };
+
+/// TROUPE_REMOTE_DEFINE's check: the class was declared remote, with the same init<...> arguments.
+template <class C, class Init>
+constexpr bool declared_remote(RemoteClass<C, Init>) {
+  if constexpr (requires { troupe_remote_descriptor(static_cast<C*>(nullptr)); })
+    return std::is_same_v<typename decltype(troupe_remote_descriptor(static_cast<C*>(nullptr)))::init_tuple,
+                          typename Init::tuple>;
+  else
+    return false;
+}
 
 /// Sends an ask's result back to the caller's node; if it is destroyed unused
 /// (the coroutine's frame died with its actor), the caller gets ActorExited.
@@ -239,20 +249,49 @@ bool register_remote(const char* class_name, const char* registration_text, cons
 #define TROUPE_DETAIL_CAT2(a, b) a##b
 #define TROUPE_DETAIL_CAT(a, b) TROUPE_DETAIL_CAT2(a, b)
 
-#define TROUPE_DETAIL_REMOTE(Class, WireName, WrittenAs, ...)                                          \
-  [[maybe_unused]] inline auto troupe_remote_descriptor(Class*)                                        \
-      ->decltype(::troupe::detail::remote_class_of<Class, __VA_ARGS__>()) {                           \
-    return {};                                                                                         \
-  }                                                                                                    \
-  [[maybe_unused]] inline const bool TROUPE_DETAIL_CAT(troupe_remote_registered_, Class) =             \
+// Declared only: it is looked up, never called.
+#define TROUPE_DETAIL_REMOTE_DECLARE(Class, ...) \
+  auto troupe_remote_descriptor(Class*)->decltype(::troupe::detail::remote_class_of<Class, __VA_ARGS__>())
+
+#define TROUPE_DETAIL_REMOTE_REGISTER(Linkage, Class, WireName, WrittenAs, ...)                        \
+  [[maybe_unused]] Linkage const bool TROUPE_DETAIL_CAT(troupe_remote_registered_, Class) =            \
       ::troupe::detail::register_remote<Class, __VA_ARGS__>(WireName, #__VA_ARGS__, WrittenAs)
+
+#define TROUPE_DETAIL_REMOTE_DEFINE(Class, WireName, WrittenAs, ...)                                   \
+  static_assert(::troupe::detail::declared_remote(::troupe::detail::remote_class_of<Class, __VA_ARGS__>()),   \
+                "TROUPE_REMOTE_DEFINE: declare the class with TROUPE_REMOTE_DECLARE(Class, troupe::init<...>) "  \
+                "next to it, with the same init<...> as here");                                     \
+  TROUPE_DETAIL_REMOTE_REGISTER(, Class, WireName, WrittenAs, __VA_ARGS__)
 
 /// TROUPE_REMOTE(Class, troupe::init<CtorArgs...>, &Class::method...);
 /// in the class's namespace. Its wire ids hash the names as written.
-#define TROUPE_REMOTE(Class, ...) TROUPE_DETAIL_REMOTE(Class, #Class, "", __VA_ARGS__)
+/// Every translation unit that sees it compiles the class's wire code; for a
+/// class many files use, split it: TROUPE_REMOTE_DECLARE in the header and
+/// TROUPE_REMOTE_DEFINE in one source file.
+#define TROUPE_REMOTE(Class, ...)                   \
+  TROUPE_DETAIL_REMOTE_DECLARE(Class, __VA_ARGS__); \
+  TROUPE_DETAIL_REMOTE_REGISTER(inline, Class, #Class, "", __VA_ARGS__)
 
 /// TROUPE_REMOTE_AS(Class, "wire name", troupe::init<...>, &Class::method...);
 /// the same under a name of its own ("fluid::Solver", its methods
 /// "fluid::Solver::step"): for classes of one name in two namespaces.
-#define TROUPE_REMOTE_AS(Class, WireName, ...) TROUPE_DETAIL_REMOTE(Class, WireName, #Class, __VA_ARGS__)
+#define TROUPE_REMOTE_AS(Class, WireName, ...)      \
+  TROUPE_DETAIL_REMOTE_DECLARE(Class, __VA_ARGS__); \
+  TROUPE_DETAIL_REMOTE_REGISTER(inline, Class, WireName, #Class, __VA_ARGS__)
+
+/// TROUPE_REMOTE_DECLARE(Class, troupe::init<CtorArgs...>); next to the class,
+/// in its header: what spawn_on, tell and ask need. The class's wire code is
+/// compiled where TROUPE_REMOTE_DEFINE is, in one source file of the program
+/// (linked in as an object, not from a static archive, whose unreferenced
+/// members the linker leaves out).
+#define TROUPE_REMOTE_DECLARE(Class, ...) TROUPE_DETAIL_REMOTE_DECLARE(Class, __VA_ARGS__)
+
+/// TROUPE_REMOTE_DEFINE(Class, troupe::init<CtorArgs...>, &Class::method...);
+/// in one source file, in the class's namespace: registers it as TROUPE_REMOTE
+/// does. Its init<...> must be the declared one (checked at compile time).
+#define TROUPE_REMOTE_DEFINE(Class, ...) TROUPE_DETAIL_REMOTE_DEFINE(Class, #Class, "", __VA_ARGS__)
+
+/// TROUPE_REMOTE_DEFINE_AS(Class, "wire name", troupe::init<...>, &Class::method...);
+/// TROUPE_REMOTE_DEFINE under a wire name of its own, as TROUPE_REMOTE_AS.
+#define TROUPE_REMOTE_DEFINE_AS(Class, WireName, ...) TROUPE_DETAIL_REMOTE_DEFINE(Class, WireName, #Class, __VA_ARGS__)
 

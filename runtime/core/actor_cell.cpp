@@ -14,6 +14,7 @@ const char* to_string(ExitReason r) noexcept {
     case ExitReason::stopped: return "stopped";
     case ExitReason::node_lost: return "node lost";
     case ExitReason::shutdown: return "runtime shut down";
+    case ExitReason::unknown: return "unknown (an unreadable notice)";
   }
   return "unknown";
 }

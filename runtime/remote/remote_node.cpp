@@ -338,6 +338,10 @@ void RemoteNode::stop(NodeId node, ActorId actor) {
 }
 
 std::uint64_t RemoteNode::monitor(NodeId node, ActorId actor, MonitorFn fn) {
+  return monitor_in(node, actor, std::move(fn), kProtocolVersion);
+}
+
+std::uint64_t RemoteNode::monitor_in(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version) {
   const auto token = next_corr_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lk(watch_mu_);
@@ -354,6 +358,7 @@ std::uint64_t RemoteNode::monitor(NodeId node, ActorId actor, MonitorFn fn) {
   try {
     auto e = envelope(node, Kind::monitor, token, actor, 0);
     seal(*e);
+    if (version != kProtocolVersion) std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // tests
     post(std::move(e));
   } catch (...) {
     // Not sent: the caller gets the exception, and no watch stays behind.
@@ -469,6 +474,19 @@ void RemoteNode::send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t t
   post(std::move(e));
 }
 
+void RemoteNode::fire_watch(NodeId from, std::uint64_t token, ExitReason why) {
+  Watch w{};
+  {
+    std::lock_guard lk(watch_mu_);
+    auto it = watches_.find(token);
+    if (it == watches_.end() || it->second.node != from) return;  // ended already, or not that node's to end
+    w = std::move(it->second);
+    watches_.erase(it);
+  }
+  ExitInfo info{w.node, w.actor, why};
+  core_.post([fn = std::move(w.fn), info]() mutable { fn(info); });
+}
+
 namespace {
 /// Accepts any reply payload: raw asks only care whether an error came back.
 class AnyReply final : public PendingReply {
@@ -545,8 +563,9 @@ void RemoteNode::raw_control_with_block(NodeId to, std::uint64_t id, std::uint32
   post(std::move(e));
 }
 
-void RemoteNode::raw_reply(NodeId to, std::uint64_t corr, std::uint8_t version) {
-  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
+void RemoteNode::raw_envelope_in(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
+                                 std::uint8_t version) {
+  auto e = envelope(to, kind, corr, target, id);
   seal(*e);
   std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
   post(std::move(e));

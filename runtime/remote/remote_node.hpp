@@ -105,8 +105,14 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
                               ByteBuffer block, bool work);
   /// Sends bytes as a frame, unchecked.
   void raw_frame(NodeId to, const ByteBuffer& bytes);
-  /// Sends an empty reply to `corr` in the given protocol version.
-  void raw_reply(NodeId to, std::uint64_t corr, std::uint8_t version);
+  /// Sends an envelope with no payload in the given protocol version: an
+  /// empty reply_ok to `corr`, an exit_notice of watch `corr` with reason `id`...
+  void raw_envelope_in(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
+                       std::uint8_t version);
+  /// monitor() with its request sent in the given protocol version.
+  std::uint64_t raw_monitor(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version) {
+    return monitor_in(node, actor, std::move(fn), version);
+  }
   /// The correlation id of the latest ask this node sent (or spawn, or raw ask).
   std::uint64_t last_corr() const noexcept { return next_corr_.load(std::memory_order_relaxed) - 1; }
 
@@ -124,6 +130,10 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
     NodeId node;
     std::unique_ptr<PendingReply> reply;
   };
+  std::uint64_t monitor_in(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version);
+  /// Ends watch `token` that this node keeps on an actor of node `from`, if
+  /// it has one: its MonitorFn runs with `why`.
+  void fire_watch(NodeId from, std::uint64_t token, ExitReason why);
   struct Watch {
     NodeId node;
     ActorId actor;

@@ -658,19 +658,10 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
         if (auto cell = core_.find_cell(w.first)) cell->remove_monitor(w.second);
         break;
       }
-      case Kind::exit_notice: {
-        MonitorFn fn;
-        {
-          std::lock_guard lk(watch_mu_);
-          auto it = watches_.find(corr);
-          if (it == watches_.end()) break;
-          fn = std::move(it->second.fn);
-          watches_.erase(it);
-        }
-        ExitInfo info{from, target, static_cast<ExitReason>(id)};
-        core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+      case Kind::exit_notice:
+        fire_watch(from, corr, id <= static_cast<std::uint64_t>(ExitReason::unknown) ? static_cast<ExitReason>(id)
+                                                                                      : ExitReason::unknown);
         break;
-      }
       default:
         break;
     }
@@ -689,6 +680,10 @@ void RemoteNode::on_bad_envelope(NodeId from, const EnvelopeFault& fault) {
   const bool replies = fault.kind == Kind::reply_ok || fault.kind == Kind::reply_error;
   if (replies && fault.corr != 0)
     if (auto r = take(fault.corr, from)) r->fail(std::make_exception_ptr(DecodeError(fault.what)));
+  // Nor does a monitor wait for ever on a notice, or on a watch request, that
+  // cannot be read: it ends with an unknown reason.
+  if (fault.kind == Kind::exit_notice && fault.corr != 0) fire_watch(from, fault.corr, ExitReason::unknown);
+  if (fault.kind == Kind::monitor && fault.corr != 0) send_exit_notice(from, 0, fault.corr, ExitReason::unknown);
 }
 
 }  // namespace troupe::detail

@@ -7,6 +7,7 @@
 #include <cereal/types/tuple.hpp>
 
 #include <cstddef>
+#include <future>
 #include <optional>
 #include <random>
 #include <string>
@@ -155,10 +156,48 @@ TEST(BadBytes, AReplyInAnotherVersionEndsItsAskWithDecodeError) {
     EXPECT_EQ(stuck.ask<&tt::Stuck::ping>().get(), 1);  // hang() has started
   }
   tt::bcast(&corr, sizeof corr, 0);
-  if (rt.node() == 1) node.raw_reply(0, corr, /*version=*/9);
+  if (rt.node() == 1) node.raw_envelope_in(0, Kind::reply_ok, corr, 0, 0, /*version=*/9);
   if (rt.node() == 0) {
     auto msg = expect_error<troupe::DecodeError>(std::move(*pending));
     EXPECT_NE(msg.find("version"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+// A monitor ends, with an unknown reason, when what it waits for cannot be
+// read: its watch request at the actor's node (another protocol version), or
+// the notice that comes back (another version, or a reason it does not know).
+// The actor itself is not touched.
+TEST(BadBytes, UnreadableMonitorMessagesEndTheirMonitorsWithAnUnknownReason) {
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  auto& node = node_of(rt);
+  std::uint64_t shared[3] = {0, 0, 0};  // the counter's id, two watch tokens
+  std::promise<troupe::ExitInfo> ends[3];
+  auto ended = [&](int i) { return [&ends, i](const troupe::ExitInfo& e) { ends[i].set_value(e); }; };
+  std::optional<troupe::ActorRef<tt::Counter>> counter;
+  if (rt.node() == 0) {
+    counter = rt.spawn_on<tt::Counter>(1, 0).get();
+    shared[0] = counter->id();
+    node.raw_monitor(1, counter->id(), ended(0), /*version=*/9);
+    shared[1] = rt.monitor(*counter, ended(1)).token;
+    shared[2] = rt.monitor(*counter, ended(2)).token;
+  }
+  tt::bcast(shared, sizeof shared, 0);
+  if (rt.node() == 1) {
+    node.raw_envelope_in(0, Kind::exit_notice, shared[1], shared[0], 0, /*version=*/9);
+    node.raw_envelope_in(0, Kind::exit_notice, shared[2], shared[0], /*reason=*/77, troupe::detail::kProtocolVersion);
+  }
+  if (rt.node() == 0) {
+    for (auto& end : ends) {
+      auto f = end.get_future();
+      ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "a monitor never ended";
+      const auto info = f.get();
+      EXPECT_EQ(info.reason, troupe::ExitReason::unknown) << troupe::to_string(info.reason);
+      EXPECT_EQ(info.node, 1u);
+      EXPECT_EQ(info.actor, shared[0]);
+    }
+    EXPECT_EQ(counter->ask<&tt::Counter::add>(5).get_for(10s), 5);  // still running
   }
   EXPECT_EQ(rt.finish(), 0);
 }

@@ -345,7 +345,8 @@ TEST(Remote, OnlyTheNodeAnAskWentToCanAnswerIt) {
   }
   corr = share_from(0, corr);
   if (j.me == 2) {
-    node.raw_reply(0, corr, troupe::detail::kProtocolVersion);  // an empty reply_ok, out of turn
+    // An empty reply_ok, out of turn.
+    node.raw_envelope_in(0, troupe::detail::Kind::reply_ok, corr, 0, 0, troupe::detail::kProtocolVersion);
     // Node 0 reads what node 2 sends in order: once this spawn is answered,
     // the stray reply has been read and handled.
     EXPECT_NO_THROW(j.rt.spawn_on<Counter>(0, 0).get_for(10s));

@@ -1,4 +1,5 @@
-// Actors the multi-rank tests spawn on other ranks.
+// Actors the multi-rank tests spawn on other ranks. Declared here, registered
+// once for every test binary in test_actors.cpp (their wire code compiled once).
 #pragma once
 
 #include <atomic>
@@ -39,8 +40,7 @@ class Counter {
  private:
   int n_;
 };
-TROUPE_REMOTE(Counter, troupe::init<int>, &Counter::add, &Counter::value, &Counter::current, &Counter::where,
-              &Counter::fail, &Counter::fail_ask, &Counter::fail_plain, &Counter::hold);
+TROUPE_REMOTE_DECLARE(Counter, troupe::init<int>);
 
 /// Records (sender, sequence) pairs; counts everything it got process-wide.
 inline std::atomic<long> g_recorded{0};
@@ -68,7 +68,7 @@ class Recorder {
  private:
   std::map<int, std::vector<int>> seen_;
 };
-TROUPE_REMOTE(Recorder, troupe::init<>, &Recorder::record, &Recorder::in_order, &Recorder::total);
+TROUPE_REMOTE_DECLARE(Recorder, troupe::init<>);
 
 /// Checks the order and the contents of messages of the three shapes that leave
 /// a node in different ways: small (copied into an open frame), with a large
@@ -106,7 +106,7 @@ class Mixed {
   std::map<int, int> next_;
   int errors_ = 0;
 };
-TROUPE_REMOTE(Mixed, troupe::init<>, &Mixed::take, &Mixed::tick, &Mixed::received, &Mixed::errors);
+TROUPE_REMOTE_DECLARE(Mixed, troupe::init<>);
 
 /// Message seq of sender: every 7th carries a 32 KiB block, every 11th 10 KiB
 /// inline, every 3rd is plain numbers only (written in place).
@@ -141,7 +141,7 @@ class Broker {
     co_return co_await target.ask<&Counter::fail_ask>(std::move(why));
   }
 };
-TROUPE_REMOTE(Broker, troupe::init<>, &Broker::relay, &Broker::where_is, &Broker::relay_failure);
+TROUPE_REMOTE_DECLARE(Broker, troupe::init<>);
 
 /// A constructor that refuses some starts, and refs handed back as results.
 class Picky {
@@ -163,7 +163,7 @@ class Picky {
  private:
   int size_;
 };
-TROUPE_REMOTE(Picky, troupe::init<int>, &Picky::size, &Picky::make_counter, &Picky::gather);
+TROUPE_REMOTE_DECLARE(Picky, troupe::init<int>);
 
 /// Two classes of one name in two namespaces, each registered under a wire
 /// name of its own.
@@ -177,7 +177,7 @@ class Solver {
  private:
   int cells_;
 };
-TROUPE_REMOTE_AS(Solver, "fluid::Solver", troupe::init<int>, &Solver::step, &Solver::kind);
+TROUPE_REMOTE_DECLARE(Solver, troupe::init<int>);
 }  // namespace fluid
 namespace solid {
 class Solver {
@@ -188,7 +188,7 @@ class Solver {
  private:
   std::string material_;
 };
-TROUPE_REMOTE_AS(Solver, "solid::Solver", troupe::init<std::string>, &solid::Solver::kind);
+TROUPE_REMOTE_DECLARE(Solver, troupe::init<std::string>);
 }  // namespace solid
 
 /// A coroutine method that waits for ever (until its actor stops).
@@ -208,7 +208,7 @@ class Stuck {
   troupe::Promise<int> gate_;
   std::deque<troupe::Promise<std::vector<double>>> vector_gates_;  // elements never move
 };
-TROUPE_REMOTE(Stuck, troupe::init<>, &Stuck::hang, &Stuck::hang_vector, &Stuck::ping, &Stuck::release);
+TROUPE_REMOTE_DECLARE(Stuck, troupe::init<>);
 
 /// Classes whose remote methods belong to their bases: Stats sits at an
 /// offset inside both (after a vptr, and after another base), and its hit()
@@ -225,13 +225,13 @@ class Meter : public Named, public Stats {
  public:
   virtual ~Meter() = default;
 };
-TROUPE_REMOTE(Meter, troupe::init<>, &Stats::hit, &Named::ident);
+TROUPE_REMOTE_DECLARE(Meter, troupe::init<>);
 class Gauge : public Stats {
  public:
   virtual ~Gauge() = default;
   int level() const { return 3; }
 };
-TROUPE_REMOTE(Gauge, troupe::init<>, &Stats::hit, &Gauge::level);
+TROUPE_REMOTE_DECLARE(Gauge, troupe::init<>);
 
 /// A result with more large blocks than one message may carry, all from one
 /// static buffer (it costs no memory).
@@ -253,14 +253,14 @@ class Sprawl {
   ManyBlocks many() { return {}; }
   int ping() { return 1; }
 };
-TROUPE_REMOTE(Sprawl, troupe::init<>, &Sprawl::many, &Sprawl::ping);
+TROUPE_REMOTE_DECLARE(Sprawl, troupe::init<>);
 
 /// Reads its node's hybrid logical clock while handling a message.
 class ClockReader {
  public:
   std::uint64_t stamp() { return troupe::runtime().clock().now().raw; }
 };
-TROUPE_REMOTE(ClockReader, troupe::init<>, &ClockReader::stamp);
+TROUPE_REMOTE_DECLARE(ClockReader, troupe::init<>);
 
 /// Large payloads both ways.
 class Bulk {
@@ -347,9 +347,8 @@ class Holder {
   std::vector<double> v_;
   std::string label_;
 };
-TROUPE_REMOTE(Holder, troupe::init<std::vector<double>, std::string>, &Holder::sum, &Holder::label_size);
+TROUPE_REMOTE_DECLARE(Holder, troupe::init<std::vector<double>, std::string>);
 
-TROUPE_REMOTE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::own, &Bulk::keep, &Bulk::kept_sum, &Bulk::recycled,
-              &Bulk::shout, &Bulk::double_all, &Bulk::fold, &Bulk::fold_array, &Bulk::fold_text, &Bulk::folded);
+TROUPE_REMOTE_DECLARE(Bulk, troupe::init<>);
 
 }  // namespace tt

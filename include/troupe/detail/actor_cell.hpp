@@ -27,6 +27,10 @@ enum class ExitReason : std::uint8_t {
   stopped,    ///< stop() was handled
   node_lost,  ///< the node hosting the actor was lost
   shutdown,   ///< the runtime finished while the actor was alive
+  /// The actor's node sent a notice, or an answer to the watch, that this node
+  /// could not read (damaged bytes, another protocol version): the monitor
+  /// ends, but the actor may still run.
+  unknown,
 };
 const char* to_string(ExitReason r) noexcept;
 
