@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <algorithm>
 #include <numeric>
 #include <optional>
@@ -324,10 +325,11 @@ TEST(Remote, RemoteErrorsKeepTheirOriginAndNonStandardExceptionsTheirText) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
-// Only the node an ask went to can answer it: a reply from any other node
-// (a faulty peer, or bytes gone astray) is ignored, and the ask still gets
-// its own answer later.
-TEST(Remote, OnlyTheNodeAnAskWentToCanAnswerIt) {
+// Only the node an ask went to can answer it, and only the watched actor's
+// node can end a monitor: a reply or exit notice from any other node (a
+// faulty peer, or bytes gone astray) is ignored, and the ask and the monitor
+// still get their own answers later.
+TEST(Remote, OnlyTheNodeAnAskOrAWatchWentToCanEndIt) {
   Job j;
   if (j.n < 3) {  // needs a third node to answer out of turn
     j.rt.finish();
@@ -336,26 +338,37 @@ TEST(Remote, OnlyTheNodeAnAskWentToCanAnswerIt) {
   auto& node = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote());
   std::optional<troupe::ActorRef<tt::Stuck>> stuck;
   std::optional<troupe::Future<int>> pending;
+  std::promise<troupe::ExitInfo> ended;
   std::uint64_t corr = 0;
+  std::uint64_t watch = 0;
   if (j.me == 0) {
     stuck = j.rt.spawn_on<tt::Stuck>(1).get();
+    watch = j.rt.monitor(*stuck, [&ended](const troupe::ExitInfo& e) { ended.set_value(e); }).token;
     pending = stuck->ask<&tt::Stuck::hang>();
     corr = node.last_corr();
     EXPECT_EQ(stuck->ask<&tt::Stuck::ping>().get(), 1);  // hang() has started
   }
   corr = share_from(0, corr);
+  watch = share_from(0, watch);
   if (j.me == 2) {
-    // An empty reply_ok, out of turn.
-    node.raw_envelope_in(0, troupe::detail::Kind::reply_ok, corr, 0, 0, troupe::detail::kProtocolVersion);
+    using troupe::detail::Kind;
+    // An empty reply_ok, and a notice that the actor stopped, out of turn.
+    node.raw_envelope_in(0, Kind::reply_ok, corr, 0, 0, troupe::detail::kProtocolVersion);
+    node.raw_envelope_in(0, Kind::exit_notice, watch, 0, 0, troupe::detail::kProtocolVersion);
     // Node 0 reads what node 2 sends in order: once this spawn is answered,
-    // the stray reply has been read and handled.
+    // the stray reply and notice have been read and handled.
     EXPECT_NO_THROW(j.rt.spawn_on<Counter>(0, 0).get_for(10s));
   }
   share_from(2, 0);
   if (j.me == 0) {
+    auto end = ended.get_future();
     EXPECT_FALSE(pending->ready()) << "node 2's reply ended an ask sent to node 1";
+    EXPECT_EQ(end.wait_for(0s), std::future_status::timeout) << "node 2's notice ended a watch of node 1's actor";
     stuck->tell<&tt::Stuck::release>(41);
     EXPECT_EQ(pending->get_for(10s), 41);
+    stuck->stop();
+    ASSERT_EQ(end.wait_for(10s), std::future_status::ready);
+    EXPECT_EQ(end.get().reason, troupe::ExitReason::stopped);
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }
