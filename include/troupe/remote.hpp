@@ -43,6 +43,7 @@ namespace detail {
 
 template <class C, class Init>
 struct RemoteClass {
+  using cls = C;
   using init_tuple = typename Init::tuple;
 };
 template <class C, class Init, auto... M>
@@ -54,17 +55,23 @@ constexpr RemoteClass<C, Init> remote_class_of() {
 /// the descriptor TROUPE_REMOTE declares next to the class.
 template <class T>
 struct RemoteInit {
-  using tuple = typename decltype(troupe_remote_descriptor(static_cast<T*>(nullptr)))::init_tuple;
+  using descriptor = decltype(troupe_remote_descriptor(static_cast<T*>(nullptr)));
+  // Argument-dependent lookup also searches the namespaces of T's bases.
+  static_assert(std::is_same_v<typename descriptor::cls, T>,
+                "spawn_on: the class is not registered (TROUPE_REMOTE or TROUPE_REMOTE_DECLARE); a registered base "
+                "class is not enough");
+  using tuple = typename descriptor::init_tuple;
 };
 
 /// TROUPE_REMOTE_DEFINE's check: the class was declared remote, with the same init<...> arguments.
 template <class C, class Init>
 constexpr bool declared_remote(RemoteClass<C, Init>) {
-  if constexpr (requires { troupe_remote_descriptor(static_cast<C*>(nullptr)); })
-    return std::is_same_v<typename decltype(troupe_remote_descriptor(static_cast<C*>(nullptr)))::init_tuple,
-                          typename Init::tuple>;
-  else
+  if constexpr (requires { troupe_remote_descriptor(static_cast<C*>(nullptr)); }) {
+    using D = decltype(troupe_remote_descriptor(static_cast<C*>(nullptr)));  // maybe a base class's
+    return std::is_same_v<typename D::cls, C> && std::is_same_v<typename D::init_tuple, typename Init::tuple>;
+  } else {
     return false;
+  }
 }
 
 /// Sends an ask's result back to the caller's node; if it is destroyed unused
@@ -249,9 +256,13 @@ bool register_remote(const char* class_name, const char* registration_text, cons
 #define TROUPE_DETAIL_CAT2(a, b) a##b
 #define TROUPE_DETAIL_CAT(a, b) TROUPE_DETAIL_CAT2(a, b)
 
-// Declared only: it is looked up, never called.
-#define TROUPE_DETAIL_REMOTE_DECLARE(Class, ...) \
-  auto troupe_remote_descriptor(Class*)->decltype(::troupe::detail::remote_class_of<Class, __VA_ARGS__>())
+// Looked up, never called. With a body: a class in an unnamed namespace would
+// otherwise warn of a function declared and never defined.
+#define TROUPE_DETAIL_REMOTE_DESCRIPTOR(Class, ...)                                                      \
+  [[maybe_unused]] inline auto troupe_remote_descriptor(Class*)                                          \
+      ->decltype(::troupe::detail::remote_class_of<Class, __VA_ARGS__>()) {                              \
+    return {};                                                                                           \
+  }
 
 #define TROUPE_DETAIL_REMOTE_REGISTER(Linkage, Class, WireName, WrittenAs, ...)                        \
   [[maybe_unused]] Linkage const bool TROUPE_DETAIL_CAT(troupe_remote_registered_, Class) =            \
@@ -268,15 +279,15 @@ bool register_remote(const char* class_name, const char* registration_text, cons
 /// Every translation unit that sees it compiles the class's wire code; for a
 /// class many files use, split it: TROUPE_REMOTE_DECLARE in the header and
 /// TROUPE_REMOTE_DEFINE in one source file.
-#define TROUPE_REMOTE(Class, ...)                   \
-  TROUPE_DETAIL_REMOTE_DECLARE(Class, __VA_ARGS__); \
+#define TROUPE_REMOTE(Class, ...)                  \
+  TROUPE_DETAIL_REMOTE_DESCRIPTOR(Class, __VA_ARGS__) \
   TROUPE_DETAIL_REMOTE_REGISTER(inline, Class, #Class, "", __VA_ARGS__)
 
 /// TROUPE_REMOTE_AS(Class, "wire name", troupe::init<...>, &Class::method...);
 /// the same under a name of its own ("fluid::Solver", its methods
 /// "fluid::Solver::step"): for classes of one name in two namespaces.
-#define TROUPE_REMOTE_AS(Class, WireName, ...)      \
-  TROUPE_DETAIL_REMOTE_DECLARE(Class, __VA_ARGS__); \
+#define TROUPE_REMOTE_AS(Class, WireName, ...)     \
+  TROUPE_DETAIL_REMOTE_DESCRIPTOR(Class, __VA_ARGS__) \
   TROUPE_DETAIL_REMOTE_REGISTER(inline, Class, WireName, #Class, __VA_ARGS__)
 
 /// TROUPE_REMOTE_DECLARE(Class, troupe::init<CtorArgs...>); next to the class,
@@ -284,7 +295,9 @@ bool register_remote(const char* class_name, const char* registration_text, cons
 /// compiled where TROUPE_REMOTE_DEFINE is, in one source file of the program
 /// (linked in as an object, not from a static archive, whose unreferenced
 /// members the linker leaves out).
-#define TROUPE_REMOTE_DECLARE(Class, ...) TROUPE_DETAIL_REMOTE_DECLARE(Class, __VA_ARGS__)
+#define TROUPE_REMOTE_DECLARE(Class, ...)              \
+  TROUPE_DETAIL_REMOTE_DESCRIPTOR(Class, __VA_ARGS__) \
+  static_assert(true, "TROUPE_REMOTE_DECLARE takes a semicolon")
 
 /// TROUPE_REMOTE_DEFINE(Class, troupe::init<CtorArgs...>, &Class::method...);
 /// in one source file, in the class's namespace: registers it as TROUPE_REMOTE

@@ -16,7 +16,13 @@ void WireRegistry::add_class(ClassEntry e) {
     problems_.push_back("TROUPE_REMOTE: '" + e.name + "' registered after a runtime started; register at namespace scope");
     return;
   }
-  if (auto it = class_tags_.find(e.tag); it != class_tags_.end()) return;  // same class, another TU
+  if (auto it = class_tags_.find(e.tag); it != class_tags_.end()) {  // same class, another TU: alike, or reported
+    const auto& first = classes_.at(it->second);
+    if (first.name != e.name || first.shape != e.shape)
+      problems_.push_back("TROUPE_REMOTE: one class registered twice, as '" + first.name + "' " + first.shape +
+                          " and as '" + e.name + "' " + e.shape + " (register it once, or alike)");
+    return;
+  }
   if (std::any_of(e.name.begin(), e.name.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); })) {
     problems_.push_back("TROUPE_REMOTE_AS: the wire name '" + e.name + "' has white space; name it without");
     return;
@@ -36,7 +42,13 @@ void WireRegistry::add_method(MethodEntry e) {
     problems_.push_back("TROUPE_REMOTE: '" + e.name + "' registered after a runtime started; register at namespace scope");
     return;
   }
-  if (auto it = method_tags_.find(e.tag); it != method_tags_.end()) return;
+  if (auto it = method_tags_.find(e.tag); it != method_tags_.end()) {  // same method, another TU: alike, or reported
+    const auto& first = methods_.at(it->second);
+    if (first.name != e.name || first.shape != e.shape)
+      problems_.push_back("TROUPE_REMOTE: one method registered twice, as '" + first.name + "' " + first.shape +
+                          " and as '" + e.name + "' " + e.shape + " (register it once, or alike)");
+    return;
+  }
   if (auto it = methods_.find(e.id); it != methods_.end()) {
     problems_.push_back("TROUPE_REMOTE: method '" + e.name + "' has the same wire id as '" + it->second.name +
                         "' (overloads must be registered under distinct names)");

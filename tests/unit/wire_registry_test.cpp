@@ -31,6 +31,13 @@ class Pinned {
 };
 TROUPE_REMOTE(Pinned, troupe::init<>, &Pinned::get, &Pinned::set);
 
+/// Registered here, and again by hand below.
+class Twin {
+ public:
+  int get() const { return 8; }
+};
+TROUPE_REMOTE(Twin, troupe::init<>, &Twin::get);
+
 /// Two methods, registered by hand below under one name.
 struct Twice {
   int a() { return 1; }
@@ -59,11 +66,12 @@ TEST(WireRegistry, IdsAreHashesOfTheRegisteredNames) {
 
 TEST(WireRegistry, CollisionsAreReported) {
   auto& reg = WireRegistry::instance();
+  const auto before = reg.problems().size();
   reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::a, pinned::Twice>(0, "Twice::same"));
   reg.add_method(troupe::detail::make_method_entry<&pinned::Twice::b, pinned::Twice>(0, "Twice::same"));
   const auto problems = reg.problems();
-  ASSERT_EQ(problems.size(), 1u);
-  EXPECT_NE(problems[0].find("same wire id"), std::string::npos) << problems[0];
+  ASSERT_EQ(problems.size(), before + 1);
+  EXPECT_NE(problems[before].find("same wire id"), std::string::npos) << problems[before];
   // The first registration stands; the second is not merged into it.
   const auto* m = reg.method(fnv1a64("Twice::same"));
   ASSERT_NE(m, nullptr);
@@ -139,4 +147,26 @@ TEST(WireRegistry, AWireNameWithWhiteSpaceIsRefused) {
   ASSERT_GE(problems.size(), before + 1);
   EXPECT_NE(problems[before].find("'my Solver' has white space"), std::string::npos) << problems[before];
   EXPECT_EQ(reg.cls(fnv1a64("class my Solver")), nullptr);
+}
+
+// TROUPE_REMOTE in one file and TROUPE_REMOTE_DEFINE(_AS) in another both
+// register their class: alike, the second adds nothing; under another name
+// (or other arguments), it is reported, not dropped by the order of static
+// initialisation.
+TEST(WireRegistry, OneClassRegisteredTwiceIsReportedUnlessAlike) {
+  auto& reg = WireRegistry::instance();
+  const auto before = reg.problems().size();
+  using troupe::detail::register_remote;
+  register_remote<pinned::Twin, troupe::init<>, &pinned::Twin::get>("Twin", "troupe::init<>, &Twin::get");
+  EXPECT_EQ(reg.problems().size(), before);
+  register_remote<pinned::Twin, troupe::init<>, &pinned::Twin::get>("Twin2", "troupe::init<>, &Twin::get");
+  const auto problems = reg.problems();
+  ASSERT_EQ(problems.size(), before + 2);  // the class and its method
+  EXPECT_NE(problems[before].find("one class registered twice, as 'Twin' init() and as 'Twin2' init()"),
+            std::string::npos)
+      << problems[before];
+  EXPECT_NE(problems[before + 1].find("one method registered twice, as 'Twin::get'"), std::string::npos)
+      << problems[before + 1];
+  EXPECT_EQ(reg.cls(fnv1a64("class Twin2")), nullptr);
+  EXPECT_EQ(reg.method(fnv1a64("Twin::get"))->name, "Twin::get");
 }
