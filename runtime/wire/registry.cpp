@@ -2,8 +2,22 @@
 
 #include <algorithm>
 #include <cctype>
+#include <string>
 
 namespace troupe::detail {
+
+namespace {
+
+/// A class or method met again (another TU, or TROUPE_REMOTE beside
+/// TROUPE_REMOTE_DEFINE): alike, it adds nothing; otherwise the text of the problem.
+template <class Entry>
+std::string registered_again(const char* what, const Entry& first, const Entry& again) {
+  if (first.name == again.name && first.shape == again.shape) return {};
+  return std::string("TROUPE_REMOTE: one ") + what + " registered twice, as '" + first.name + "' " + first.shape +
+         " and as '" + again.name + "' " + again.shape + " (register it once, or alike)";
+}
+
+}  // namespace
 
 WireRegistry& WireRegistry::instance() {
   static WireRegistry registry;
@@ -16,11 +30,8 @@ void WireRegistry::add_class(ClassEntry e) {
     problems_.push_back("TROUPE_REMOTE: '" + e.name + "' registered after a runtime started; register at namespace scope");
     return;
   }
-  if (auto it = class_tags_.find(e.tag); it != class_tags_.end()) {  // same class, another TU: alike, or reported
-    const auto& first = classes_.at(it->second);
-    if (first.name != e.name || first.shape != e.shape)
-      problems_.push_back("TROUPE_REMOTE: one class registered twice, as '" + first.name + "' " + first.shape +
-                          " and as '" + e.name + "' " + e.shape + " (register it once, or alike)");
+  if (auto it = class_tags_.find(e.tag); it != class_tags_.end()) {
+    if (auto p = registered_again("class", classes_.at(it->second), e); !p.empty()) problems_.push_back(std::move(p));
     return;
   }
   if (std::any_of(e.name.begin(), e.name.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); })) {
@@ -42,11 +53,8 @@ void WireRegistry::add_method(MethodEntry e) {
     problems_.push_back("TROUPE_REMOTE: '" + e.name + "' registered after a runtime started; register at namespace scope");
     return;
   }
-  if (auto it = method_tags_.find(e.tag); it != method_tags_.end()) {  // same method, another TU: alike, or reported
-    const auto& first = methods_.at(it->second);
-    if (first.name != e.name || first.shape != e.shape)
-      problems_.push_back("TROUPE_REMOTE: one method registered twice, as '" + first.name + "' " + first.shape +
-                          " and as '" + e.name + "' " + e.shape + " (register it once, or alike)");
+  if (auto it = method_tags_.find(e.tag); it != method_tags_.end()) {
+    if (auto p = registered_again("method", methods_.at(it->second), e); !p.empty()) problems_.push_back(std::move(p));
     return;
   }
   if (auto it = methods_.find(e.id); it != methods_.end()) {
