@@ -352,9 +352,12 @@ TEST(Remote, OnlyTheNodeAnAskOrAWatchWentToCanEndIt) {
   watch = share_from(0, watch);
   if (j.me == 2) {
     using troupe::detail::Kind;
-    // An empty reply_ok, and a notice that the actor stopped, out of turn.
+    // An empty reply_ok, and a notice that the actor shut down, out of turn.
+    // Had it ended the watch, the monitor's one call would carry `shutdown`,
+    // not the `stopped` of node 1's own notice checked below.
     node.raw_envelope_in(0, Kind::reply_ok, corr, 0, 0, troupe::detail::kProtocolVersion);
-    node.raw_envelope_in(0, Kind::exit_notice, watch, 0, 0, troupe::detail::kProtocolVersion);
+    node.raw_envelope_in(0, Kind::exit_notice, watch, 0, static_cast<std::uint64_t>(troupe::ExitReason::shutdown),
+                         troupe::detail::kProtocolVersion);
     // Node 0 reads what node 2 sends in order: once this spawn is answered,
     // the stray reply and notice have been read and handled.
     EXPECT_NO_THROW(j.rt.spawn_on<Counter>(0, 0).get_for(10s));
