@@ -100,7 +100,7 @@ class Cluster {
   void tick();
   void send_heartbeat(NodeId to);
   std::chrono::steady_clock::time_point last_heard(NodeId n) const { return engine_.last_heard(n); }
-  bool heard_pending(NodeId n) { return engine_.heard_pending(n); }
+  bool heard_pending(NodeId n, std::chrono::milliseconds patience) { return engine_.heard_pending(n, patience); }
 
   // ---- shutdown ------------------------------------------------------------
   /// The termination protocol: returns once every live node called finish()

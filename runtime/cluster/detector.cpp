@@ -72,7 +72,7 @@ void FailureDetector::tick(Clock::time_point now) {
   }
   // Last check: something from it waiting to be received means it is alive
   // (we were the slow one).
-  if (suspect != kInvalidNode && !cluster_.heard_pending(suspect))
+  if (suspect != kInvalidNode && !cluster_.heard_pending(suspect, timeout_))
     cluster_.confirm_lost(suspect, "silent for more than " + std::to_string(timeout_.count()) + " ms");
 }
 

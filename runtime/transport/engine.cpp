@@ -386,15 +386,33 @@ bool Engine::expel_received() {
   return false;
 }
 
-bool Engine::heard_pending(NodeId n) {
+bool Engine::heard_pending(NodeId n, std::chrono::milliseconds patience) {
   if (n >= nodes()) return false;
   int flag = 0;
   bool queued = false;
   {
-    std::lock_guard lk(mu_);  // brief: a probe, no receive
-    if (shut_ || sources_[n]->broken) return false;  // nothing from it is read any more
-    MPI_Iprobe(peers_[n]->rank, MPI_ANY_TAG, peer_comm(n), &flag, MPI_STATUS_IGNORE);
-    queued = !sources_[n]->frames.empty();
+    std::lock_guard lk(mu_);  // brief: probes, no receive
+    const auto& src = *sources_[n];
+    if (shut_ || src.broken) return false;  // nothing from it is read any more
+    // Frames and stubs are taken in every round; large frames are received
+    // as their stubs come. Not MPI_ANY_TAG: a block waits in MPI until its
+    // envelope is read, which a frame that never ends holds back for good.
+    MPI_Iprobe(peers_[n]->rank, kTagFrame, peer_comm(n), &flag, MPI_STATUS_IGNORE);
+    if (!flag) MPI_Iprobe(peers_[n]->rank, kTagLargeFrame, peer_comm(n), &flag, MPI_STATUS_IGNORE);
+    if (!flag && !src.frames.empty()) {
+      // Its first frame: in (read at the next round, or waiting for memory,
+      // which has patience of its own), or arriving for a while yet.
+      const FrameRecv& f = src.frames.front();
+      int done = 1;
+      if (!f.unposted && f.req != MPI_REQUEST_NULL) {
+        MPI_Request_get_status(f.req, &done, MPI_STATUS_IGNORE);
+        const auto allowed = std::chrono::steady_clock::duration(patience).count() +
+                             std::chrono::steady_clock::duration(std::chrono::microseconds(1)).count() *
+                                 static_cast<std::int64_t>(std::min<std::uint64_t>(f.announced, kLargestFrame));
+        if (!done) done = coarse_now() - f.posted_at < allowed;
+      }
+      queued = done != 0;
+    }
     // A frame of its may sit in a posted receive, where a probe cannot see it.
     const auto c = static_cast<std::size_t>(peers_[n]->comm);
     if (!flag && !queued && c < posted_.size()) {

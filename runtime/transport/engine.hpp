@@ -295,9 +295,14 @@ class Engine {
   bool alive(NodeId n) const;
   /// When something last arrived from n (failure detection).
   std::chrono::steady_clock::time_point last_heard(NodeId n) const;
-  /// Looks (MPI_Iprobe) for a message from n that is waiting to be received: if
-  /// one is, n counts as heard now. Evidence checked before declaring n lost.
-  bool heard_pending(NodeId n);
+  /// Evidence checked before declaring n lost: whether something of n's is
+  /// waiting to be read, a frame or a stub MPI holds (MPI_Iprobe; we were the
+  /// slow one), or its first queued frame, in or still arriving. If so, n
+  /// counts as heard now. A large frame that keeps arriving for longer than
+  /// `patience` plus a microsecond per byte (1 MB/s) is no evidence: a sender
+  /// that died in its middle leaves its receive pending for ever. Nor are
+  /// blocks, or frames queued behind the first: those wait behind it.
+  bool heard_pending(NodeId n, std::chrono::milliseconds patience);
 
   // A node declared lost stays lost. If it was only silent (stopped, or
   // starved of CPU) and sends again, its frames are dropped, and it is told,
@@ -435,6 +440,7 @@ class Engine {
     std::size_t read = 0;         // bytes read so far (reading stopped where memory ran out)
     std::size_t comm = 0;         // a large frame: the communicator it comes on
     std::int64_t short_since = 0;  // steady_clock ticks: since when it waits for memory (0: it does not)
+    std::int64_t posted_at = 0;    // steady_clock ticks: when its receive was posted (a large frame)
     bool unposted = false;         // a large frame whose receive is not posted yet (no memory)
   };
   struct Source {

@@ -1,14 +1,32 @@
 // Helpers shared by the engine's source files (internal to runtime/transport).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <utility>
 #include <vector>
 
+#include <time.h>
+
 #include "engine.hpp"
 
 namespace troupe::detail {
+
+/// steady_clock ticks from the coarse monotonic clock (same epoch, a few ms of
+/// resolution, a fraction of the cost): enough for "last heard" times, which
+/// failure detection compares with timeouts of hundreds of milliseconds.
+inline std::int64_t coarse_now() noexcept {
+#ifdef CLOCK_MONOTONIC_COARSE
+  timespec ts{};
+  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(ts.tv_sec) +
+                                                                            std::chrono::nanoseconds(ts.tv_nsec))
+        .count();
+#endif
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
 
 inline int checked(int rc, const char* what) {
   if (rc != MPI_SUCCESS) {

@@ -15,20 +15,6 @@
 namespace troupe::detail {
 namespace {
 
-/// steady_clock ticks from the coarse monotonic clock (same epoch, a few ms of
-/// resolution, a fraction of the cost): enough for "last heard" times, which
-/// failure detection compares with timeouts of hundreds of milliseconds.
-std::int64_t coarse_now() noexcept {
-#ifdef CLOCK_MONOTONIC_COARSE
-  timespec ts{};
-  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
-    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(ts.tv_sec) +
-                                                                            std::chrono::nanoseconds(ts.tv_nsec))
-        .count();
-#endif
-  return std::chrono::steady_clock::now().time_since_epoch().count();
-}
-
 /// A bad envelope, reported to the handler when its turn to be delivered comes.
 class FaultReport final : public Inbound {
  public:
@@ -301,6 +287,7 @@ bool Engine::post_large_frame(NodeId from, FrameRecv& f) {
     f.buf = std::move(large);
     f.unposted = false;
     f.short_since = 0;
+    f.posted_at = coarse_now();
     return true;
   }
   // The frame it announces can never be received in its place: what this node
@@ -365,9 +352,17 @@ bool Engine::test_frame_recvs() {
       }
       const bool was_pending = front.req != MPI_REQUEST_NULL;
       MPI_Status st;
-      MPI_Test(&front.req, &done, &st);
+      if (checked(MPI_Test(&front.req, &done, &st), "MPI_Test (a large frame)") != MPI_SUCCESS) {
+        // Its status says nothing, and what follows it cannot be read in order.
+        std::fprintf(stderr, "troupe: node %u: a large frame from node %u failed; nothing more from it is read\n",
+                     self_, from);
+        break_source(from);
+        did = true;
+        break;
+      }
       if (!done) break;
       if (was_pending) {
+        heard_[from].store(coarse_now(), std::memory_order_relaxed);  // news of its sender, as a frame landing
         int count = 0;
         MPI_Get_count(&st, MPI_BYTE, &count);
         if (static_cast<std::uint64_t>(count) != front.announced) {

@@ -278,6 +278,64 @@ TEST(Engine, ABlockThatCompletesCountsAsHearingFromItsSender) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, AFrameThatNeverEndsKeepsItsSenderAliveOnlyForAWhile) {
+  // The failure detector's last check (heard_pending) looks for news of a
+  // silent node that is waiting to be read. A sender that died in the middle
+  // of a large frame leaves its receive pending for ever, and the blocks it
+  // sent after it waiting in MPI behind it: neither may keep it alive for
+  // ever, or it is never declared lost. Rank 0 sends a stub announcing a large
+  // frame, then a message with the blocks' tag, and the frame itself only once
+  // rank 1 has checked: evidence within the patience given (plus a microsecond
+  // per announced byte), none after it; and the frame, once in, is news again.
+  using troupe::detail::kPostedFrame;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  ByteBuffer frame;
+  std::uint64_t ids = 0;
+  while (frame.size() <= kPostedFrame) {
+    const ByteBuffer f = frame_of(++ids, {});
+    frame.append(f.data(), f.size());
+  }
+  const std::uint64_t stray = 42;
+  if (rank == 0) {
+    auto send = [&](const void* data, std::size_t size, int tag) {
+      MPI_Send(data, static_cast<int>(size), MPI_BYTE, 1, tag, engine.comm());
+    };
+    const ByteBuffer stub = stub_of(frame.size());
+    send(stub.data(), stub.size(), troupe::detail::kTagFrame);
+    send(&stray, sizeof stray, troupe::detail::kTagSegment);
+    wait_for_go_ahead();
+    send(frame.data(), frame.size(), troupe::detail::kTagLargeFrame);
+  } else if (rank == 1) {
+    constexpr auto patience = 100ms;
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return engine.stats().frames_received == 1; }, 10s)) << "the stub was never read";
+    EXPECT_TRUE(wait_until(
+        [&] {
+          int flag = 0;
+          MPI_Iprobe(0, troupe::detail::kTagSegment, engine.comm(), &flag, MPI_STATUS_IGNORE);
+          return flag != 0;
+        },
+        10s))
+        << "the stray block never came";
+    EXPECT_TRUE(engine.heard_pending(0, patience)) << "a large frame just announced is not news of its sender";
+    std::this_thread::sleep_for(patience + std::chrono::microseconds(frame.size()) + 30ms);
+    EXPECT_FALSE(engine.heard_pending(0, patience)) << "a frame that never ends keeps its sender alive";
+    const auto checked = engine.last_heard(0);
+    go_ahead();  // whatever happened: rank 0 must not wait forever
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == ids; }, 10s)) << "delivered " << sink.delivered();
+    const auto after = engine.last_heard(0);
+    engine.stop_progress_thread();
+    EXPECT_GE(after - checked, patience) << "the large frame's arrival did not count as news of its sender";
+    std::uint64_t got = 0;
+    MPI_Recv(&got, 1, MPI_UINT64_T, 0, troupe::detail::kTagSegment, engine.comm(), MPI_STATUS_IGNORE);
+    EXPECT_EQ(got, stray);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, AnEnvelopeWaitingForItsBlockHoldsBackWhatCameAfterIt) {
   // Per source, delivery follows arrival order. Rank 0 sends, by hand: envelope
   // 1 declaring a 2 MiB block, envelope 2 with none, envelope 3 declaring a
@@ -890,7 +948,7 @@ TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
   engine.progress();
   engine.flush();
   send_one(0);
-  EXPECT_FALSE(engine.heard_pending(peer));
+  EXPECT_FALSE(engine.heard_pending(peer, 1s));
   EXPECT_FALSE(engine.expel_received());
   engine.send_expel(peer);
   engine.mark_lost(peer);
