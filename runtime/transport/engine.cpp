@@ -143,7 +143,11 @@ Engine::~Engine() {
 
 bool Engine::progress() {
   bool did = false;
-  while (true) {
+  // A sender may have queued while we held the engine and found it busy: a
+  // few rounds more take it. Not for ever: senders that keep queueing would
+  // keep whoever drives here, and the progress thread runs failure detection
+  // (its heartbeats) between calls.
+  for (int round = 0; round < kProgressRounds; ++round) {
     std::unique_lock lk(mu_, std::try_to_lock);
     if (!lk.owns_lock() || shut_) break;
     forget_short_of_memory();
@@ -155,7 +159,8 @@ bool Engine::progress() {
     deliver_ready();
     // A sender may have queued while we held the engine and found it busy.
     // (Short of memory, what is left waits for the next round.)
-    if (short_of_memory || outq_size_.load(std::memory_order_seq_cst) == 0) return did;
+    if (short_of_memory || outq_size_.load(std::memory_order_seq_cst) == 0 || round + 1 == kProgressRounds)
+      return did;
   }
   deliver_ready();  // what another thread's round made ready
   return did;

@@ -722,6 +722,9 @@ inline constexpr std::chrono::microseconds kShortestNap{20}, kLongestNap{1000};
 /// none. Each wake-up takes a core from a polling thread, and with 200 us rests
 /// 0.5 % of the shm round trips took 5-40 us instead of 0.9 (docs/benchmarks.md).
 inline constexpr std::chrono::microseconds kShortestRest{200}, kLongestRest{kLongestNap};
+/// Rounds one progress() or flush() call makes at most while senders keep
+/// queueing (each round takes everything queued before it).
+inline constexpr int kProgressRounds = 32;
 /// While staged blocks wait for slots the progress thread yields instead of
 /// napping, for at most this long after it last got anything done.
 inline constexpr std::chrono::microseconds kStayNearWhileStaging{1000};

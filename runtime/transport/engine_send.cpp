@@ -189,7 +189,7 @@ void Engine::drain_open() {
 void Engine::flush() { flush_sends(); }
 
 void Engine::flush_sends() {
-  while (true) {
+  for (int round = 0; round < kProgressRounds; ++round) {  // (as progress())
     std::unique_lock lk(mu_, std::try_to_lock);
     if (!lk.owns_lock()) {
       // Whoever holds the engine may leave without looking at the queue again

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -77,6 +78,7 @@ class OrderSink final : public InboundHandler {
   std::deque<std::vector<std::byte>> blocks;  // stable addresses
   std::atomic<int> read{0};                // envelopes read (their frames are in)
   bool refuse_blocks_of_even_ids = false;  // their blocks are left to the engine (to drain)
+  std::function<void()> on_read;           // called for each envelope read (in the engine's round)
 
   std::unique_ptr<Inbound> on_envelope(NodeId, Envelope& env) override {
     struct Recorded final : Inbound {
@@ -106,6 +108,7 @@ class OrderSink final : public InboundHandler {
       throw;
     }
     read.fetch_add(1);
+    if (on_read) on_read();
     return in;
   }
   void on_bad_envelope(NodeId, const EnvelopeFault& fault) override { ADD_FAILURE() << fault.what; }
@@ -892,6 +895,70 @@ TEST(Engine, RunningOutOfMemoryWhileMarkingANodeLostLeavesNothingHalfDone) {
     ASSERT_EQ(sink.blocks.size(), 2u);
     EXPECT_TRUE(filled_with(sink.blocks[0], std::byte{1}));
     EXPECT_TRUE(filled_with(sink.blocks[1], std::byte{2}));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, ACallToProgressReturnsWhileAnotherThreadKeepsSending) {
+  // A sender that finds the engine busy queues its envelope for whoever holds
+  // it, who takes it in one more round. Senders that keep queueing must not
+  // keep the caller in one progress() call: the progress thread runs failure
+  // detection (its heartbeats) between calls. Rank 1 sends rank 0 2,000
+  // frames by hand; on rank 0, each envelope read makes another thread send
+  // one back while the engine is held, so every round leaves one queued. One
+  // progress() call must not read them all.
+  constexpr std::uint64_t kFrames = 2000;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  if (rank == 0) {
+    std::atomic<int> want{0};  // 1: send one now; 2: stop
+    std::thread sender([&] {
+      for (std::uint64_t id = 1;; ++id) {
+        int w = 0;
+        while ((w = want.load()) == 0) std::this_thread::yield();
+        if (w == 2) return;
+        auto d = troupe::detail::take_draft(1);
+        EnvelopeWriter wr(d->bytes);
+        wr.begin(Kind::control, 0, 0, 0, id, 0);
+        wr.finish(nullptr, 0);
+        engine.send(std::move(d), /*urgent=*/true);  // the engine is held: queued
+        want.store(0);
+      }
+    });
+    sink.on_read = [&] {  // inside a round, the engine held
+      want.store(1);
+      while (want.load() == 1) std::this_thread::yield();
+    };
+    tt::barrier();  // rank 1's frames are sent
+    engine.progress();
+    const int read_in_one_call = sink.read.load();
+    EXPECT_TRUE(wait_until(
+        [&] {
+          engine.progress();
+          return sink.read.load() == static_cast<int>(kFrames);
+        },
+        20s))
+        << "read " << sink.read.load();
+    sink.on_read = nullptr;
+    want.store(2);
+    sender.join();
+    EXPECT_LT(read_in_one_call, static_cast<int>(kFrames) / 2)
+        << "one progress() call kept going while another thread queued";
+    EXPECT_GT(read_in_one_call, 0);
+    engine.flush();
+    tt::barrier();  // polled: rank 1 takes in the replies meanwhile
+  } else if (rank == 1) {
+    for (std::uint64_t id = 1; id <= kFrames; ++id) {
+      const ByteBuffer f = frame_of(id, {});
+      MPI_Send(f.data(), static_cast<int>(f.size()), MPI_BYTE, 0, troupe::detail::kTagFrame, engine.comm());
+    }
+    tt::barrier();
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == kFrames; }, 20s)) << "delivered " << sink.delivered();
+    tt::barrier();
+    engine.stop_progress_thread();
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
