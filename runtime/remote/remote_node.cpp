@@ -341,7 +341,8 @@ std::uint64_t RemoteNode::monitor(NodeId node, ActorId actor, MonitorFn fn) {
   return monitor_in(node, actor, std::move(fn), kProtocolVersion);
 }
 
-std::uint64_t RemoteNode::monitor_in(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version) {
+std::uint64_t RemoteNode::monitor_in(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version,
+                                     const ByteBuffer* named) {
   const auto token = next_corr_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lk(watch_mu_);
@@ -356,7 +357,8 @@ std::uint64_t RemoteNode::monitor_in(NodeId node, ActorId actor, MonitorFn fn, s
     return token;
   }
   try {
-    auto e = envelope(node, Kind::monitor, token, actor, 0);
+    auto e = envelope(node, Kind::monitor, token, actor, 0, named != nullptr ? kFlagNamed : 0);
+    if (named != nullptr) e->bytes.append(named->data(), named->size());  // (tests)
     seal(*e);
     if (version != kProtocolVersion) std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // tests
     post(std::move(e));

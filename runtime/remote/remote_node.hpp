@@ -109,9 +109,12 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// empty reply_ok to `corr`, an exit_notice of watch `corr` with reason `id`...
   void raw_envelope_in(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
                        std::uint8_t version);
-  /// monitor() with its request sent in the given protocol version.
-  std::uint64_t raw_monitor(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version) {
-    return monitor_in(node, actor, std::move(fn), version);
+  /// monitor() with its request sent in the given protocol version; with
+  /// `named`, flagged as addressed by name with those bytes as its payload
+  /// (watches go by id only).
+  std::uint64_t raw_monitor(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version,
+                            const ByteBuffer* named = nullptr) {
+    return monitor_in(node, actor, std::move(fn), version, named);
   }
   /// The correlation id of the latest ask this node sent (or spawn, or raw ask).
   std::uint64_t last_corr() const noexcept { return next_corr_.load(std::memory_order_relaxed) - 1; }
@@ -130,7 +133,8 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
     NodeId node;
     std::unique_ptr<PendingReply> reply;
   };
-  std::uint64_t monitor_in(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version);
+  std::uint64_t monitor_in(NodeId node, ActorId actor, MonitorFn fn, std::uint8_t version,
+                           const ByteBuffer* named = nullptr);
   /// Ends watch `token` that this node keeps on an actor of node `from`, if
   /// it has one: its MonitorFn runs with `why`.
   void fire_watch(NodeId from, std::uint64_t token, ExitReason why);

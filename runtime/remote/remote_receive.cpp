@@ -600,15 +600,20 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
       ar(name);
     } catch (...) {
       auto err = decode_failure(env);
-      return at_delivery([this, from, corr, err] {
+      return at_delivery([this, from, kind, target, corr, err] {
         cluster_->count_delivered(from);
-        if (corr != 0) reply_error(from, corr, err);
+        if (corr == 0) return;
+        // A watch ends with a notice: nobody waits for a reply to one.
+        if (kind == Kind::monitor) return send_exit_notice(from, target, corr, ExitReason::unknown);
+        reply_error(from, corr, err);
       });
     }
   }
   return at_delivery([this, from, kind, target, corr, id, name = std::move(name)] {
     cluster_->count_delivered(from);
     if (!name.empty()) {
+      // Watches go by id only: a named one is not ours, but its watcher waits.
+      if (kind == Kind::monitor && corr != 0) return send_exit_notice(from, target, corr, ExitReason::unknown);
       if (kind == Kind::mailbox) {
         auto cell = core_.find_local(name);
         if (!cell)

@@ -173,13 +173,24 @@ TEST(BadBytes, UnreadableMonitorMessagesEndTheirMonitorsWithAnUnknownReason) {
   ASSERT_EQ(rt.size(), 2u);
   auto& node = node_of(rt);
   std::uint64_t shared[3] = {0, 0, 0};  // the counter's id, two watch tokens
-  std::promise<troupe::ExitInfo> ends[3];
+  std::promise<troupe::ExitInfo> ends[5];
   auto ended = [&](int i) { return [&ends, i](const troupe::ExitInfo& e) { ends[i].set_value(e); }; };
   std::optional<troupe::ActorRef<tt::Counter>> counter;
   if (rt.node() == 0) {
     counter = rt.spawn_on<tt::Counter>(1, 0).get();
     shared[0] = counter->id();
     node.raw_monitor(1, counter->id(), ended(0), /*version=*/9);
+    // Flagged as addressed by name (watches go by id only): a name that
+    // cannot be read, and one that can.
+    ByteBuffer cut;
+    cut.append("\x40\x00\x00", 3);
+    node.raw_monitor(1, counter->id(), ended(3), troupe::detail::kProtocolVersion, &cut);
+    ByteBuffer named;
+    {
+      troupe::detail::WireOutputArchive ar(named, nullptr);
+      ar(std::string("counter"));
+    }
+    node.raw_monitor(1, counter->id(), ended(4), troupe::detail::kProtocolVersion, &named);
     shared[1] = rt.monitor(*counter, ended(1)).token;
     shared[2] = rt.monitor(*counter, ended(2)).token;
   }
