@@ -100,7 +100,13 @@ class RemoteReply {
       const R v = *r.value;  // its bytes are what the archive writes (see append_numbers)
       caller_.sink->reply_bytes(caller_.node, caller_.corr, &v, sizeof v);
     } else {
-      caller_.sink->reply_value(caller_.node, caller_.corr, std::make_unique<ValueWriter<R>>(std::move(*r.value)));
+      std::unique_ptr<PayloadWriter> writer;
+      try {
+        writer = std::make_unique<ValueWriter<R>>(std::move(*r.value));
+      } catch (...) {  // no memory for it: the caller learns so, rather than the actor's turn
+        return caller_.sink->reply_error(caller_.node, caller_.corr, std::current_exception());
+      }
+      caller_.sink->reply_value(caller_.node, caller_.corr, std::move(writer));
     }
   }
 

@@ -242,7 +242,16 @@ void Cluster::declare_lost(NodeId n) {
   }
   {
     InHandler in(*this);
-    for (auto& l : listeners) l(n);
+    // Each listener handles its part of the loss whatever another's does.
+    for (auto& l : listeners) {
+      try {
+        l(n);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "troupe: node %u: handling the loss of node %u failed: %s\n", self_, n, e.what());
+      } catch (...) {
+        std::fprintf(stderr, "troupe: node %u: handling the loss of node %u failed\n", self_, n);
+      }
+    }
   }
   cv_.notify_all();
 }

@@ -281,17 +281,7 @@ std::vector<std::pair<std::uint64_t, MonitorFn>> ActorCell::take_monitors() noex
 
 void ActorCell::fire_monitors(std::vector<std::pair<std::uint64_t, MonitorFn>> monitors) noexcept {
   const ExitInfo info{node(), id_, exit_reason_};
-  for (auto& [token, fn] : monitors) {
-    try {
-      core_.post([fn = std::move(fn), info]() mutable { fn(info); });
-    } catch (...) {
-      // No memory for the task: run here rather than never.
-      try {
-        fn(info);
-      } catch (...) {
-      }
-    }
-  }
+  for (auto& [token, fn] : monitors) core_.fire_monitor(std::move(fn), info);
 }
 
 std::uint64_t ActorCell::add_monitor(MonitorFn fn) {

@@ -85,20 +85,45 @@ std::shared_ptr<ActorCell> Core::find_local(const std::string& name) const {
 
 bool Core::post(UniqueFunction<void()> f) {
   work_started();
-  const bool taken = sched_->post([this, f = std::move(f)]() mutable {
-    try {
-      auto run = std::move(f);
-      run();
-    } catch (...) {
-      on_unhandled(0, "posted task", std::current_exception());
-    }
-    // The callable and what it captured are gone before the work counts as
-    // done: a destructor may still make work (a promise it abandons wakes a
-    // waiting coroutine), and quiescence must not be seen before it.
-    work_done();
-  });
+  bool taken = false;
+  try {
+    taken = sched_->post([this, f = std::move(f)]() mutable {
+      try {
+        auto run = std::move(f);
+        run();
+      } catch (...) {
+        on_unhandled(0, "posted task", std::current_exception());
+      }
+      // The callable and what it captured are gone before the work counts as
+      // done: a destructor may still make work (a promise it abandons wakes a
+      // waiting coroutine), and quiescence must not be seen before it.
+      work_done();
+    });
+  } catch (...) {
+    work_done();  // no memory for the task: it will not run, nor be waited for
+    throw;
+  }
   if (!taken) work_done();  // refused after shutdown: it will not run
   return taken;
+}
+
+void Core::fire_monitor(MonitorFn fn, const ExitInfo& info) noexcept {
+  std::shared_ptr<MonitorFn> held;
+  try {
+    held = std::make_shared<MonitorFn>(std::move(fn));  // (fn unchanged if this throws)
+    post([held, info] { (*held)(info); });
+    return;
+  } catch (...) {
+  }
+  try {
+    if (held) {
+      (*held)(info);
+    } else {
+      fn(info);
+    }
+  } catch (...) {
+    on_unhandled(info.actor, "a monitor's callback", std::current_exception());
+  }
 }
 
 void Core::work_done() noexcept {

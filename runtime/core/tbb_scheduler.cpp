@@ -7,6 +7,8 @@
 #include <oneapi/tbb/task_scheduler_observer.h>
 
 #include <atomic>
+#include <cstdio>
+#include <exception>
 #include <memory>
 #include <string>
 #include <thread>
@@ -167,7 +169,15 @@ class TbbScheduler final : public Scheduler {
     void operator()() const {
       tsan_acquire(this);
       auto f = std::move(fn);
-      f();
+      // An exception that left an enqueued task would cancel the arena's
+      // context, and oneTBB aborts the process at the next task.
+      try {
+        f();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "troupe: a posted task failed: %s\n", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "troupe: a posted task failed\n");
+      }
       f = nullptr;
       s->in_flight_.fetch_sub(1, std::memory_order_release);
     }

@@ -72,28 +72,34 @@ void RemoteNode::start_polling() {
 
 void RemoteNode::poll(Clock::time_point last_activity) {
   constexpr auto kQuietSpell = std::chrono::microseconds(200);
-  if (!closed_.load(std::memory_order_acquire)) {
-    // Poll for a while in this task (rescheduling it for every poll would keep
-    // waking the arena's other workers), then yield the worker.
-    // The clock is read after activity and every 8th idle round only: an idle
-    // round is little more than one MPI probe, and reading the clock every
-    // round took 12 % of the polling rank's cycles (perf, round-trip benchmark).
-    auto now = Clock::now();
-    const auto slice_end = now + std::chrono::microseconds(50);
-    unsigned idle = 0;
-    while (now < slice_end && now - last_activity < kQuietSpell) {
-      InlineTurns turns;
-      const bool did = engine_->helper_progress();
-      turns.run(core_.config().batch);
-      if (!did && (++idle & 7u) != 0) continue;
-      now = Clock::now();
-      if (did) last_activity = now;
-    }
-    if (now - last_activity < kQuietSpell) {
+  // Whatever happens here (no memory, say), polling ends or goes on: never
+  // left marked as going on, which stop_polling() would wait for.
+  try {
+    if (!closed_.load(std::memory_order_acquire)) {
+      // Poll for a while in this task (rescheduling it for every poll would
+      // keep waking the arena's other workers), then yield the worker.
+      // The clock is read after activity and every 8th idle round only: an
+      // idle round is little more than one MPI probe, and reading the clock
+      // every round took 12 % of the polling rank's cycles (perf, round-trip
+      // benchmark).
+      auto now = Clock::now();
+      const auto slice_end = now + std::chrono::microseconds(50);
+      unsigned idle = 0;
+      while (now < slice_end && now - last_activity < kQuietSpell) {
+        InlineTurns turns;
+        const bool did = engine_->helper_progress();
+        turns.run(core_.config().batch);
+        if (!did && (++idle & 7u) != 0) continue;
+        now = Clock::now();
+        if (did) last_activity = now;
+      }
       // Behind whatever turns that progress just queued (FIFO), then again
-      // (unless the scheduler is being shut down).
-      if (core_.scheduler().post([this, last_activity] { poll(last_activity); })) return;
+      // (unless the scheduler is being shut down, or there is no memory for
+      // the task: the progress thread goes on polling alone).
+      if (now - last_activity < kQuietSpell && core_.scheduler().post([this, last_activity] { poll(last_activity); }))
+        return;
     }
+  } catch (...) {
   }
   engine_->helper_stop();
   polling_.store(false, std::memory_order_release);
@@ -353,7 +359,7 @@ std::uint64_t RemoteNode::monitor_in(NodeId node, ActorId actor, MonitorFn fn, s
   }
   if (fn) {  // already lost
     ExitInfo info{node, actor, ExitReason::node_lost};
-    core_.post([fn = std::move(fn), info]() mutable { fn(info); });
+    core_.fire_monitor(std::move(fn), info);
     return token;
   }
   try {
@@ -437,43 +443,76 @@ void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
   });
 }
 
-void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) {
-  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
-  try {
-    WireOutputArchive ar(e->bytes, &e->segments);
-    set_gathering(ar, to);
-    value->write(ar);
-    seal(*e);  // may refuse it: too large, or too many blocks
-  } catch (...) {
-    return reply_error(to, corr, std::current_exception());
+template <class Send>
+void RemoteNode::send_owed(const char* what, NodeId to, std::uint64_t corr, Send&& send) noexcept {
+  const auto give_up = std::chrono::steady_clock::now() + kMemoryPatience;
+  while (true) {
+    try {
+      send();
+      return;
+    } catch (const std::bad_alloc&) {
+      // Nothing of it was sent (post() queues all or nothing): try again.
+    } catch (...) {
+      break;  // (post() throws nothing else)
+    }
+    if (closed_.load(std::memory_order_acquire) || !cluster_->alive(to)) return;  // nobody waits for it any more
+    if (std::chrono::steady_clock::now() >= give_up) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (!e->segments.empty()) e->keep.push_back(std::shared_ptr<PayloadWriter>(std::move(value)));
-  post(std::move(e));
+  std::fprintf(stderr, "troupe: node %u: no memory to send %s %llu to node %u; given up\n", engine_->self(), what,
+               static_cast<unsigned long long>(corr), to);
+}
+
+void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) {
+  std::shared_ptr<PayloadWriter> writer;  // kept by an envelope whose blocks point into it
+  std::exception_ptr refused;
+  send_owed("the reply to ask", to, corr, [&] {
+    if (!writer) writer = std::move(value);  // (value unchanged if this throws)
+    auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
+    try {
+      WireOutputArchive ar(e->bytes, &e->segments);
+      set_gathering(ar, to);
+      writer->write(ar);
+      seal(*e);  // may refuse it: too large, or too many blocks
+    } catch (...) {
+      refused = std::current_exception();  // the caller learns why
+      return;
+    }
+    if (!e->segments.empty()) e->keep.push_back(writer);
+    post(std::move(e));
+  });
+  if (refused) reply_error(to, corr, std::move(refused));
 }
 
 void RemoteNode::reply_bytes(NodeId to, std::uint64_t corr, const void* data, std::size_t size) {
   TROUPE_STAGE(reply_begin);
-  auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
-  if (size != 0) e->bytes.append(data, size);
-  seal(*e);
-  post(std::move(e));
+  send_owed("the reply to ask", to, corr, [&] {
+    auto e = envelope(to, Kind::reply_ok, corr, 0, 0);
+    if (size != 0) e->bytes.append(data, size);
+    seal(*e);
+    post(std::move(e));
+  });
 }
 
 void RemoteNode::reply_error(NodeId to, std::uint64_t corr, std::exception_ptr error) {
-  auto w = WireError::from(std::move(error), engine_->self());
-  auto e = envelope(to, Kind::reply_error, corr, 0, 0);
-  {
-    WireOutputArchive ar(e->bytes, nullptr);
-    ar(w);
-  }
-  seal(*e);
-  post(std::move(e));
+  send_owed("the error reply to ask", to, corr, [&] {
+    auto w = WireError::from(error, engine_->self());
+    auto e = envelope(to, Kind::reply_error, corr, 0, 0);
+    {
+      WireOutputArchive ar(e->bytes, nullptr);
+      ar(w);
+    }
+    seal(*e);
+    post(std::move(e));
+  });
 }
 
 void RemoteNode::send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why) {
-  auto e = envelope(watcher, Kind::exit_notice, token, actor, static_cast<std::uint64_t>(why));
-  seal(*e);
-  post(std::move(e));
+  send_owed("the exit notice of watch", watcher, token, [&] {
+    auto e = envelope(watcher, Kind::exit_notice, token, actor, static_cast<std::uint64_t>(why));
+    seal(*e);
+    post(std::move(e));
+  });
 }
 
 void RemoteNode::fire_watch(NodeId from, std::uint64_t token, ExitReason why) {
@@ -485,8 +524,7 @@ void RemoteNode::fire_watch(NodeId from, std::uint64_t token, ExitReason why) {
     w = std::move(it->second);
     watches_.erase(it);
   }
-  ExitInfo info{w.node, w.actor, why};
-  core_.post([fn = std::move(w.fn), info]() mutable { fn(info); });
+  core_.fire_monitor(std::move(w.fn), ExitInfo{w.node, w.actor, why});
 }
 
 namespace {
@@ -617,10 +655,7 @@ void RemoteNode::node_lost(NodeId n) {
       }
     }
   }
-  for (auto& w : fired) {
-    ExitInfo info{w.node, w.actor, ExitReason::node_lost};
-    core_.post([fn = std::move(w.fn), info]() mutable { fn(info); });
-  }
+  for (auto& w : fired) core_.fire_monitor(std::move(w.fn), ExitInfo{w.node, w.actor, ExitReason::node_lost});
   for (auto& [actor, token] : unwatch)
     if (auto cell = core_.find_cell(actor)) cell->remove_monitor(token);
 }

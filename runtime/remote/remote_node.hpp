@@ -196,6 +196,13 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   PendingNode reply_node_;
   void node_lost(NodeId n);
   void send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why);
+  /// Runs `send`, which makes and posts what node `to` waits for (a reply,
+  /// an exit notice): if it finds no memory, again every millisecond while
+  /// `to` lives, for kMemoryPatience at most; then the message is given up,
+  /// said on stderr. Never throws: it runs at the end of actors' turns and
+  /// in deliveries, where nobody could take the exception.
+  template <class Send>
+  void send_owed(const char* what, NodeId to, std::uint64_t corr, Send&& send) noexcept;
 
   std::unique_ptr<Inbound> on_call(NodeId from, Envelope& env);
   void on_frame_done() noexcept override;

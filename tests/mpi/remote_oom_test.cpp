@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <optional>
+#include <string>
 
 #include "failing_new.hpp"
 #include "remote/remote_node.hpp"
@@ -21,6 +22,20 @@ struct Job {
   troupe::Runtime rt{troupe::adopt(MPI_COMM_WORLD)};
   troupe::NodeId me = rt.node();
 };
+
+/// An actor whose reply finds no memory: arm(k) makes the k-th allocation of
+/// its thread from its return on fail; disarm() stops that and counts
+/// whether it came (both run in one turn when one frame brings them).
+struct Frail {
+  std::string arm(long k) {
+    tt::fail_allocation_after(k);
+    return "armed";
+  }
+  void disarm() { hits += tt::stop_failing() ? 1 : 0; }
+  int hit_count() const { return hits; }
+  int hits = 0;
+};
+TROUPE_REMOTE(Frail, troupe::init<>, &Frail::arm, &Frail::disarm, &Frail::hit_count);
 
 }  // namespace
 
@@ -147,6 +162,57 @@ TEST(Remote, AQueryWhoseSendingFindsNoMemoryFailsItsFutureAndLeavesNoAskBehind) 
     EXPECT_TRUE(tt::stop_failing()) << "nothing allocated that much";
     EXPECT_THROW(f.get_for(10s), std::bad_alloc);
     EXPECT_EQ(node.pending_asks(), 0u);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, AReplyThatFindsNoMemoryIsSentOnceThereIsSome) {
+  // The replying rank runs short while it sends a reply: the k-th allocation
+  // of the actor's thread after its method returned fails, for k = 0, 1, ...
+  // until the reply needs fewer. The reply is tried again, not thrown into
+  // the actor's turn (where it became a DecodeError for a call that had run,
+  // or ended the process), and the asker gets its answer; or, if the result's
+  // writer found no memory, a RemoteError that says so. Rank 0 sends each
+  // arm(k) ask with a disarm() call behind it in one frame, so that both run
+  // in the same turn, on the thread that was set to fail; and rank 1 has one
+  // worker, so that a frame split between them changes nothing but the turn.
+  troupe::Config one_worker;
+  one_worker.threads = 1;
+  struct {
+    troupe::Runtime rt;
+    troupe::NodeId me;
+  } j{troupe::Runtime(troupe::adopt(MPI_COMM_WORLD), one_worker), 0};
+  j.me = j.rt.node();
+  if (j.me == 0) {
+    auto& node = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote());
+    auto frail = j.rt.spawn_on<Frail>(1).get_for(10s);
+    const auto arm = troupe::detail::fnv1a64("Frail::arm");
+    const auto disarm = troupe::detail::fnv1a64("Frail::disarm");
+    ASSERT_NE(troupe::detail::WireRegistry::instance().method(disarm), nullptr);
+    int hits = 0;
+    long k = 0;
+    for (; k < 200; ++k) {
+      troupe::detail::ByteBuffer arg;
+      arg.append(&k, sizeof k);  // a long, as the archive writes it
+      auto f = node.raw_ask(1, troupe::detail::Kind::call, arm, frail.id(), arg, troupe::detail::kProtocolVersion,
+                            /*coalesce=*/true);
+      node.raw_ask(1, troupe::detail::Kind::call, disarm, frail.id(), {}, troupe::detail::kProtocolVersion,
+                   /*coalesce=*/true);
+      try {
+        f.get_for(20s);
+      } catch (const troupe::RemoteError& e) {
+        // No memory for the result's writer: the asker learns so.
+        EXPECT_NE(std::string(e.what()).find("bad_alloc"), std::string::npos) << "allocation " << k << ": " << e.what();
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "allocation " << k << ": " << e.what();
+      }
+      const int now = frail.ask<&Frail::hit_count>().get_for(10s);
+      if (now == hits) break;  // the reply needed fewer than k allocations
+      hits = now;
+    }
+    EXPECT_GE(k, 2) << "the replies' allocations were never reached";  // its writer, and the writer shared
+    EXPECT_LT(k, 200);
+    EXPECT_EQ(frail.ask<&Frail::arm>(-1).get_for(10s), "armed");  // still answering (-1: nothing fails)
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }

@@ -112,6 +112,10 @@ class Core {
   /// Runs f on a scheduler thread. False once the scheduler is shut down:
   /// f is dropped, not run.
   bool post(UniqueFunction<void()> f);
+  /// Runs a monitor's callback on a scheduler thread; with no memory for the
+  /// task, here and now rather than never (its function is kept until the
+  /// task holds it). Dropped, as post()'s, once the scheduler is shut down.
+  void fire_monitor(MonitorFn fn, const ExitInfo& info) noexcept;
 
   /// Quiescence accounting: every scheduled actor, posted task and pending
   /// one-shot timer counts as outstanding work.

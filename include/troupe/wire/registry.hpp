@@ -53,7 +53,8 @@ class ValueWriter final : public PayloadWriter {
   Stored<R> value_;
 };
 
-/// Where the result of a call decoded from the wire goes.
+/// Where the result of a call decoded from the wire goes. Its calls do not
+/// throw: a reply is owed to a caller who waits for it.
 class ReplySink {
  public:
   virtual ~ReplySink() = default;
