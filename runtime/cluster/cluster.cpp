@@ -308,7 +308,7 @@ void Cluster::tick() {
   // it stops; one that still sends after being declared lost is told so, at
   // most once a second.
   if (engine_.expel_received()) expelled();
-  for (NodeId n : engine_.newly_broken()) confirm_lost(n, "its messages can no longer be read in order");
+  for (NodeId n : engine_.newly_broken()) confirm_lost(n, "its messages can no longer be exchanged in order");
   const auto now = steady_clock::now();
   for (NodeId n : engine_.lost_but_heard()) {
     if (n >= next_expel_.size()) next_expel_.resize(n + 1);

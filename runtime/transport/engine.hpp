@@ -310,8 +310,9 @@ class Engine {
   // its loss never reaches it the usual way (nothing is sent to a lost node).
   /// Lost nodes whose frames were dropped since the last call.
   std::vector<NodeId> lost_but_heard();
-  /// Sources whose messages can no longer be read in order (break_source),
-  /// since the last call: the cluster declares them lost.
+  /// Nodes whose messages can no longer be read in order (break_source), or
+  /// sent in order (MPI refused a send to them), since the last call: the
+  /// cluster declares them lost.
   std::vector<NodeId> newly_broken();
   /// Tells lost node n that it was declared lost (kTagExpel). Its request is
   /// kept until it completes (or the engine goes).
@@ -418,6 +419,7 @@ class Engine {
     bool dirty = false;
     BlockQueue blocks;                // under mu_: segments not yet handed to MPI, in order
     bool staging = false;             // listed in staging_
+    bool refused = false;             // under mu_: MPI refused a send to it; nothing more is sent
   };
   struct SendMeta {
     NodeId peer;

@@ -329,7 +329,18 @@ void Engine::post_send(NodeId peer, const void* data, std::size_t size, int tag,
 
 MPI_Request Engine::isend(NodeId peer, const void* data, std::size_t size, int tag) {
   MPI_Request req = MPI_REQUEST_NULL;
-  checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, peers_[peer]->rank, tag, peer_comm(peer), &req), "MPI_Isend");
+  auto& p = *peers_[peer];
+  if (p.refused) return req;
+  if (checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, p.rank, tag, peer_comm(peer), &req), "MPI_Isend") !=
+      MPI_SUCCESS) {
+    // What came after it would arrive with a gap before it: read out of order,
+    // or (a frame's stub, a block's chunk) into the wrong receive. Nothing
+    // more is sent to that node, and the cluster declares it lost.
+    std::fprintf(stderr, "troupe: node %u: MPI refused a send to node %u; nothing more is sent to it\n", self_, peer);
+    p.refused = true;
+    req = MPI_REQUEST_NULL;
+    broken_news_[peer].store(true, std::memory_order_relaxed);
+  }
   return req;
 }
 

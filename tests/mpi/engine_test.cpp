@@ -129,6 +129,14 @@ void wait_for_go_ahead() {
   char go = 0;
   MPI_Recv(&go, 1, MPI_CHAR, 1, kTagGo, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
 }
+void go_ahead_to(int rank) {
+  char go = 1;
+  MPI_Send(&go, 1, MPI_CHAR, rank, kTagGo, MPI_COMM_WORLD);
+}
+void wait_for_go_ahead_from(int rank) {
+  char go = 0;
+  MPI_Recv(&go, 1, MPI_CHAR, rank, kTagGo, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+}
 
 /// Rank 0's side of every test, by hand on the engine's communicator: one
 /// frame per entry of `declared` (envelope ids 1, 2, ..., each declaring those
@@ -959,6 +967,50 @@ TEST(Engine, ACallToProgressReturnsWhileAnotherThreadKeepsSending) {
     EXPECT_TRUE(wait_until([&] { return sink.delivered() == kFrames; }, 20s)) << "delivered " << sink.delivered();
     tt::barrier();
     engine.stop_progress_thread();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, ASendMpiRefusesEndsTheStreamToItsPeerAndIsReported) {
+  // Per pair of nodes, messages arrive in send order or not at all: a send
+  // MPI refuses leaves a gap, so nothing after it may go (a later frame would
+  // be read out of order, a later stub's frame land in the wrong receive),
+  // and the cluster is to declare the peer lost. Rank 0 sends envelope 1;
+  // once rank 1 has it, MPI refuses envelope 2's send, and envelope 3 must not
+  // follow; rank 0's engine reports rank 1 as broken.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  if (rank == 0) {
+    auto send_one = [&](std::uint64_t id) {
+      auto d = troupe::detail::take_draft(1);
+      EnvelopeWriter w(d->bytes);
+      w.begin(Kind::control, 0, 0, 0, id, 0);
+      w.finish(nullptr, 0);
+      engine.send(std::move(d), /*urgent=*/true);
+      engine.flush();
+    };
+    send_one(1);
+    wait_for_go_ahead();  // rank 1 has it
+    EXPECT_TRUE(engine.newly_broken().empty());
+    tt::g_refuse_isend_tag.store(troupe::detail::kTagFrame);
+    tt::g_refuse_isends.store(1);
+    send_one(2);
+    send_one(3);
+    EXPECT_EQ(tt::g_refuse_isends.load(), 0) << "envelope 2's send never came";
+    tt::g_refuse_isend_tag.store(-1);
+    EXPECT_EQ(engine.newly_broken(), std::vector<NodeId>{1});
+    go_ahead_to(1);
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() == 1; }, 10s)) << "envelope 1 never came";
+    go_ahead_to(0);
+    wait_for_go_ahead_from(0);
+    std::this_thread::sleep_for(100ms);  // envelope 3 would be here by now
+    engine.stop_progress_thread();
+    std::lock_guard lk(sink.mu);
+    EXPECT_EQ(sink.order, std::vector<std::uint64_t>{1}) << "something went after a refused send";
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

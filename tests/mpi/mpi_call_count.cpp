@@ -13,6 +13,8 @@ void count() {
 extern "C" {
 int MPI_Isend(const void* buf, int n, MPI_Datatype t, int dest, int tag, MPI_Comm comm, MPI_Request* req) {
   count();
+  if (tag == tt::g_refuse_isend_tag.load() && tt::g_refuse_isends.load() > 0 && tt::g_refuse_isends.fetch_sub(1) > 0)
+    return MPI_ERR_OTHER;
   return PMPI_Isend(buf, n, t, dest, tag, comm, req);
 }
 int MPI_Irecv(void* buf, int n, MPI_Datatype t, int src, int tag, MPI_Comm comm, MPI_Request* req) {
