@@ -309,14 +309,28 @@ void Engine::mark_lost_once(NodeId n) {
 }
 
 void Engine::shut() {
-  std::lock_guard lk(mu_);  // whoever is inside an MPI call of ours finishes it first
-  if (shut_) return;
-  stop_receiving_locked();
-  try {
-    test_sends();  // sends done (or refused) are no longer pending
-  } catch (...) {
+  std::vector<std::shared_ptr<Delivery>> undelivered;
+  {
+    std::lock_guard lk(mu_);  // whoever is inside an MPI call of ours finishes it first
+    if (shut_) return;
+    stop_receiving_locked();
+    try {
+      test_sends();  // sends done (or refused) are no longer pending
+    } catch (...) {
+    }
+    shut_ = true;
+    // What arrived and waits for its blocks, or behind such, is never
+    // delivered now: whoever waits for it learns so (an ask's reply, say, when
+    // a runtime goes without finish()). Its buffers stay where MPI may write.
+    try {
+      for (const auto& s : sources_) undelivered.insert(undelivered.end(), s->queue.begin(), s->queue.end());
+    } catch (const std::bad_alloc&) {
+      undelivered.clear();  // (no memory: they wait for ever, as before)
+    }
   }
-  shut_ = true;
+  deliver_ready();  // what is complete is delivered
+  for (auto& d : undelivered)
+    if (d->inbound) d->inbound->abandon();
 }
 
 void Engine::release_joined_comms() {

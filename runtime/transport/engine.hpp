@@ -213,7 +213,9 @@ class Engine {
   /// MPI_Finalize, or an application's that adopted it): waits for any thread
   /// inside an MPI call of the engine, cancels the posted receives, and from
   /// then on no thread calls MPI through the engine. Progress, sends, flushes
-  /// and probes do nothing after it; what was queued stays queued.
+  /// and probes do nothing after it; what was queued to send stays queued.
+  /// Envelopes read and complete are delivered; those still waiting for
+  /// their blocks (or behind such) are abandoned (Inbound::abandon).
   void shut();
   /// Frees the communicators add_nodes() (and a joiner's start) duplicated,
   /// which MPI_Finalize would otherwise wait on (their processes stay

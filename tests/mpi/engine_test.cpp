@@ -77,6 +77,7 @@ class OrderSink final : public InboundHandler {
   std::vector<std::uint64_t> order;        // envelope ids, as delivered
   std::deque<std::vector<std::byte>> blocks;  // stable addresses
   std::atomic<int> read{0};                // envelopes read (their frames are in)
+  std::atomic<int> abandoned{0};           // envelopes abandoned (never to be delivered)
   bool refuse_blocks_of_even_ids = false;  // their blocks are left to the engine (to drain)
   std::function<void()> on_read;           // called for each envelope read (in the engine's round)
 
@@ -88,6 +89,7 @@ class OrderSink final : public InboundHandler {
         sink.order.push_back(id);
       }
       void reject(std::exception_ptr) override { ADD_FAILURE() << "envelope " << id << " had a block of a wrong size"; }
+      void abandon() noexcept override { sink.abandoned.fetch_add(1); }
       OrderSink& sink;
       std::uint64_t id;
     };
@@ -1011,6 +1013,31 @@ TEST(Engine, ASendMpiRefusesEndsTheStreamToItsPeerAndIsReported) {
     engine.stop_progress_thread();
     std::lock_guard lk(sink.mu);
     EXPECT_EQ(sink.order, std::vector<std::uint64_t>{1}) << "something went after a refused send";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, OnceShutWhatWaitsForItsBlocksIsAbandonedNotLeftWaiting) {
+  // A runtime that goes without finish() shuts its engine while an envelope
+  // (an ask's reply, say) waits for its block: nobody will receive the block
+  // now, so whoever waits for the envelope must learn so. Rank 0 sends a
+  // frame declaring a 64 KiB block; rank 1 reads it and shuts its engine;
+  // only then does the block come.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  constexpr std::size_t kBlock = std::size_t{64} << 10;
+  if (rank == 0) {
+    send_frames_then_blocks(engine, {{kBlock}}, {{kBlock, std::byte{5}}});
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    EXPECT_TRUE(wait_until([&] { return sink.read.load() == 1; }, 10s)) << "the frame was never read";
+    engine.stop_progress_thread();
+    engine.shut();
+    EXPECT_EQ(sink.abandoned.load(), 1) << "an envelope that will never be delivered was not abandoned";
+    EXPECT_EQ(sink.delivered(), 0u);
+    go_ahead();  // the block may come now (into the receive posted for it)
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
