@@ -197,15 +197,28 @@ void Core::shutdown() noexcept {
 
 void Core::track_periodic(std::weak_ptr<TimerControl> c) {
   std::lock_guard lk(periodic_mu_);
+  if (periodic_stopped_) {  // stopped before it started: never active
+    if (auto t = c.lock()) {
+      t->cancelled.store(true, std::memory_order_release);
+      t->claim();
+    }
+    return;
+  }
   std::erase_if(periodic_, [](const auto& w) { return w.expired(); });
   periodic_.push_back(std::move(c));
 }
 
 void Core::stop_periodic() noexcept {
   std::lock_guard lk(periodic_mu_);
+  periodic_stopped_ = true;
   for (auto& w : periodic_)
     if (auto c = w.lock()) c->cancelled.store(true, std::memory_order_release);
   periodic_.clear();
+}
+
+bool Core::periodic_stopped() const {
+  std::lock_guard lk(periodic_mu_);
+  return periodic_stopped_;
 }
 
 void report_unhandled(Core& core, ActorId actor, const char* method, std::exception_ptr e) noexcept {

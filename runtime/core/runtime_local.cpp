@@ -64,11 +64,20 @@ Timer Runtime::after_impl(std::chrono::nanoseconds delay, detail::UniqueFunction
   c->one_shot = true;
   core_->work_started();
   auto* core = core_.get();
-  core_->timers().add(detail::saturated_add(core_->timers().now(), delay), [c, core, fn = std::move(fn)]() mutable {
-    if (!c->claim()) return;  // cancelled
-    core->post(std::move(fn));
-    core->work_done();
-  });
+  try {
+    core_->timers().add(detail::saturated_add(core_->timers().now(), delay), [c, core, fn = std::move(fn)]() mutable {
+      if (!c->claim()) return;  // cancelled
+      try {
+        core->post(std::move(fn));
+      } catch (...) {  // no memory for the task: the callback is lost, but not finish()
+        core->on_unhandled(0, "a timer's callback", std::current_exception());
+      }
+      core->work_done();
+    });
+  } catch (...) {
+    core_->work_done();  // never armed: nothing will count it done
+    throw;
+  }
   return Timer(c);
 }
 

@@ -89,7 +89,7 @@ std::size_t VirtualTimerService::advance(Clock::duration d) {
     ++fired;
     lk.lock();
   }
-  now_ = target;
+  now_ = std::max(now_, target);  // a tick's own wait may have moved it past the target
   return fired;
 }
 

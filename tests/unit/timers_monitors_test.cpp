@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "troupe/detail/core.hpp"
 #include "troupe/testing.hpp"
 #include "troupe/troupe.hpp"
 
@@ -33,7 +34,39 @@ class Log {
   std::vector<std::string> entries_;
 };
 
+/// Starts a periodic timer once finish() has begun (as an actor handling a
+/// message still in flight may), and says whether it was active.
+class LateTimer {
+ public:
+  void start_when_finishing(troupe::Runtime* rt, std::atomic<int>* ticks, std::atomic<int>* active) {
+    while (!rt->core().periodic_stopped()) std::this_thread::yield();
+    auto timer = rt->every(1ms, [ticks] {
+      ticks->fetch_add(1);
+      return true;
+    });
+    active->store(timer.active() ? 1 : 0);
+    std::this_thread::sleep_for(30ms);  // it would tick meanwhile
+  }
+};
+
 }  // namespace
+
+TEST(Timers, PeriodicTimersStartedOnceFinishBeganNeverTick) {
+  // finish() stops the periodic timers first: one started after that would
+  // keep ticking (a remote tell every period keeps a cluster's finish() from
+  // ever seeing two quiet waves alike).
+  std::atomic<int> ticks{0}, active{-1};
+  troupe::Config cfg;
+  cfg.threads = 2;
+  {
+    troupe::Runtime rt(cfg);
+    auto a = rt.spawn<LateTimer>();
+    a.tell<&LateTimer::start_when_finishing>(&rt, &ticks, &active);
+    EXPECT_EQ(rt.finish(), 0);
+  }
+  EXPECT_EQ(active.load(), 0) << "a periodic timer started while finish() waited was active";
+  EXPECT_EQ(ticks.load(), 0);
+}
 
 TEST(Timers, TellAfterFiresOnlyOnceTheDelayPassed) {
   troupe::Runtime rt(troupe::testing::deterministic());

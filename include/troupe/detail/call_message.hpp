@@ -66,27 +66,29 @@ void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
   using Class = typename Traits::Class;
   static_assert(std::is_base_of_v<Class, C>, "troupe: the method does not belong to this actor's class");
   TaskResult<R> out;
-  if (cell.type() != &type_tag<C>) {
-    out.error = std::make_exception_ptr(UnknownType(std::string("troupe: ") + method_tag<M, C>.debug_name +
-                                                    " called on an actor of class " + cell.type()->debug_name));
-    finish(std::move(out));
-    return;
-  }
-  // Through the actor's own class: a base's subobject may not start where
-  // the object does (a polymorphic derived class, a second base).
-  auto& obj = static_cast<Class&>(*static_cast<C*>(cell.object()));
+  // Once finish went to a coroutine or a continuation, it is theirs to call,
+  // or to drop (an ask's completion then answers ActorExited): never ours.
+  bool handed = false;
   try {
+    if (cell.type() != &type_tag<C>)
+      throw UnknownType(std::string("troupe: ") + method_tag<M, C>.debug_name + " called on an actor of class " +
+                        cell.type()->debug_name);
+    // Through the actor's own class: a base's subobject may not start where
+    // the object does (a polymorphic derived class, a second base).
+    auto& obj = static_cast<Class&>(*static_cast<C*>(cell.object()));
     if constexpr (is_task<Ret>::value) {
       static_assert(!params_have_reference<typename Traits::Params>::value,
                     "troupe: a method returning Task<R> must take its arguments by value: its call message "
                     "is gone once the coroutine first waits, and a reference parameter would dangle");
       auto task = invoke_method<M>(obj, args);  // first: if it throws, finish is still ours
+      handed = true;
       cell.start_task<R>(std::move(task), std::forward<Finish>(finish));
       return;
     } else if constexpr (is_future<Ret>::value) {
       auto fut = invoke_method<M>(obj, args);
       // Checked before finish moves into the continuation: it must still be ours.
       if (!fut.valid()) throw Error(std::string("troupe: ") + method_tag<M, C>.debug_name + " returned an empty Future");
+      handed = true;
       std::move(fut).on_complete(
           [f = std::forward<Finish>(finish)](Future<R> fut) mutable {
             TaskResult<R> res;
@@ -110,9 +112,16 @@ void invoke_call(ActorCell& cell, Args& args, Finish&& finish) {
       out.value.emplace(invoke_method<M>(obj, args));
     }
   } catch (...) {
+    if (handed) return report_unhandled(cell.core(), cell.id(), method_tag<M, C>.debug_name, std::current_exception());
     out.error = std::current_exception();
   }
-  finish(std::move(out));
+  // A result whose move throws leaves its error with the caller's promise and
+  // throws it here too: not into the actor's turn, which cannot take it.
+  try {
+    finish(std::move(out));
+  } catch (...) {
+    report_unhandled(cell.core(), cell.id(), method_tag<M, C>.debug_name, std::current_exception());
+  }
 }
 
 template <auto M, class C>

@@ -129,7 +129,10 @@ class Core {
 
   /// Periodic timers stop when finish() begins.
   void track_periodic(std::weak_ptr<struct TimerControl> c);
+  /// Cancels the periodic timers, and those started from now on (an actor
+  /// handling a message in flight while finish() waits may start one).
   void stop_periodic() noexcept;
+  bool periodic_stopped() const;
 
   /// Local shutdown: waits for quiescence, ends all actors, stops threads.
   void shutdown() noexcept;
@@ -153,8 +156,9 @@ class Core {
   std::atomic<bool> stopped_{false};
   mutable std::mutex names_mu_;
   std::unordered_map<std::string, std::shared_ptr<ActorCell>> names_;
-  std::mutex periodic_mu_;
+  mutable std::mutex periodic_mu_;
   std::vector<std::weak_ptr<TimerControl>> periodic_;
+  bool periodic_stopped_ = false;  // under periodic_mu_: later periodic timers start cancelled
 };
 
 /// The runtime that actors on this thread belong to, else the most recently
