@@ -173,10 +173,18 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       ar(wave);
       const bool first = !done_.exchange(true);
       send_control(from, Control::finish_ack, nullptr);
-      // Passed on once, to the next live node: if the coordinator dies while
-      // it tells everyone, the nodes it missed hear it along the ring, rather
-      // than take the nodes that heard it, and finished, for lost.
-      if (const NodeId next = next_alive(self_); first && next != self_ && next != from)
+      // The coordinator waits (boundedly) for every node's ack: one that
+      // heard it along the ring first acks the coordinator too, as it may
+      // have finished by the time the coordinator's own notice comes.
+      if (const NodeId c = coordinator(); first && c != from && c != self_) send_control(c, Control::finish_ack, nullptr);
+      // Passed on once, to the next live node but the one it came from: if
+      // the coordinator dies while it tells everyone, the nodes it missed hear
+      // it along the ring, rather than take the nodes that heard it, and
+      // finished, for lost (the node after the coordinator too, which the last
+      // node reaches past it).
+      NodeId next = next_alive(self_);
+      if (next == from) next = next_alive(next);
+      if (first && next != self_ && next != from)
         send_control(next, Control::finish_done, [wave](WireOutputArchive& out) { out(wave); });
       break;
     }
