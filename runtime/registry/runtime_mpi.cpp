@@ -2,7 +2,9 @@
 // and environment options, then the core plus the distributed half.
 #include <mpi.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -21,11 +23,28 @@ namespace {
 
 // Failure detection can be tuned per launch (e.g. slower timeouts for
 // sanitizer builds, which run many times slower).
+// A setting of 0 ms, or one that is not a number, would have every node take
+// its neighbour for lost at the first look: refused with a clear error.
+constexpr std::uint64_t kLongestHeartbeatMs = 24ull * 3600 * 1000;
+std::chrono::milliseconds heartbeat_ms(const char* name, const char* v) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long ms = std::strtoull(v, &end, 10);
+  if (errno != 0 || end == v || *end != '\0' || *v == '-' || ms == 0 || ms > kLongestHeartbeatMs)
+    throw Error(std::string("troupe: ") + name + "='" + v + "' is not a number of milliseconds from 1 to " +
+                std::to_string(kLongestHeartbeatMs));
+  return std::chrono::milliseconds(ms);
+}
+
 void apply_detector_env(Config& cfg) {
   if (const char* v = std::getenv("TROUPE_HEARTBEAT_PERIOD_MS"); v != nullptr && *v != '\0')
-    cfg.heartbeat_period = std::chrono::milliseconds(std::strtoul(v, nullptr, 10));
+    cfg.heartbeat_period = heartbeat_ms("TROUPE_HEARTBEAT_PERIOD_MS", v);
   if (const char* v = std::getenv("TROUPE_HEARTBEAT_TIMEOUT_MS"); v != nullptr && *v != '\0')
-    cfg.heartbeat_timeout = std::chrono::milliseconds(std::strtoul(v, nullptr, 10));
+    cfg.heartbeat_timeout = heartbeat_ms("TROUPE_HEARTBEAT_TIMEOUT_MS", v);
+  const auto period = cfg.heartbeat_period.count(), timeout = cfg.heartbeat_timeout.count();
+  if (period <= 0 || timeout <= period || static_cast<std::uint64_t>(timeout) > kLongestHeartbeatMs)
+    throw Error("troupe: the heartbeat timeout (" + std::to_string(timeout) +
+                " ms) must be longer than the heartbeat period (" + std::to_string(period) + " ms), both positive");
 }
 
 // Both constructors (an adopting application's ranks are launched by the

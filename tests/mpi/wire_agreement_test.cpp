@@ -82,3 +82,24 @@ TEST(WireAgreement, ARegistrationProblemOfOneNodeStopsEveryNode) {
   EXPECT_FALSE(has(why, "node 0:")) << why;
   EXPECT_TRUE(has(why, "is registered as init(i4) on node 0 but as init(f8) on node 1")) << why;
 }
+
+TEST(StartUp, HeartbeatSettingsThatWouldDeclareEveryNodeLostAreRefused) {
+  // 0 ms, or a value that is not a number (read as 0 before), had every node
+  // take its neighbour for lost at the first look.
+  const char* was = std::getenv("TROUPE_HEARTBEAT_TIMEOUT_MS");
+  const std::string kept = was != nullptr ? was : "";
+  for (const char* bad : {"abc", "0", "-5", "12ms", "99999999999999999999"}) {
+    setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", bad, 1);
+    const std::string why = refusal();
+    EXPECT_TRUE(has(why, std::string("TROUPE_HEARTBEAT_TIMEOUT_MS='") + bad + "' is not a number of milliseconds"))
+        << bad << ": " << why;
+  }
+  setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", "50", 1);  // shorter than the 100 ms period
+  const std::string why = refusal();
+  EXPECT_TRUE(has(why, "the heartbeat timeout (50 ms) must be longer than the heartbeat period (100 ms)")) << why;
+  if (was != nullptr) {
+    setenv("TROUPE_HEARTBEAT_TIMEOUT_MS", kept.c_str(), 1);
+  } else {
+    unsetenv("TROUPE_HEARTBEAT_TIMEOUT_MS");
+  }
+}
