@@ -170,16 +170,28 @@ void NameServices::unsubscribe(std::uint64_t token) {
 void NameServices::group_changed(const std::string& key, const ReplEntry* before, const ReplEntry* after) {
   if (before != nullptr && after != nullptr) return;  // rewritten, still a member
   const ReplEntry* e = after != nullptr ? after : before;
+  // Never throws: it runs inside the map's edits (a lost owner's entries are
+  // tombstoned in one loop), which must not stop half way.
   std::lock_guard lk(events_mu_);
-  auto [scope, group] = split_scoped_group(group_of_key(key));
-  events_.emplace_back(events_seq_++,
-                       GroupEvent{std::move(group), e->owner, e->actor, after != nullptr, std::move(scope)});
+  try {
+    auto [scope, group] = split_scoped_group(group_of_key(key));
+    events_.emplace_back(events_seq_++,
+                         GroupEvent{std::move(group), e->owner, e->actor, after != nullptr, std::move(scope)});
+  } catch (...) {
+    std::fprintf(stderr, "troupe: no memory to note a change of group '%s': its subscribers here miss it\n",
+                 key.c_str());
+    return;
+  }
   if (draining_) return;
   draining_ = true;
-  const bool taken = core_.post([this, life = std::weak_ptr<bool>(life_)] {
-    if (!life.expired()) drain_events();
-  });
-  if (!taken) draining_ = false;  // the runtime is shut down: nothing will drain
+  bool taken = false;
+  try {
+    taken = core_.post([this, life = std::weak_ptr<bool>(life_)] {
+      if (!life.expired()) drain_events();
+    });
+  } catch (...) {  // no memory for the task: the events wait for the next change's try
+  }
+  if (!taken) draining_ = false;  // (or the runtime is shut down: nothing will drain)
 }
 
 void NameServices::drain_events() {
