@@ -228,6 +228,27 @@ TEST(Deterministic, GetReportsADeadlockInsteadOfHanging) {
   EXPECT_FALSE(f.wait_for(10ms));
 }
 
+TEST(Deterministic, TheVirtualClockNeverGoesBackWhenATickWaits) {
+  // A periodic tick runs inside advance(); one that waits for what a later
+  // timer brings moves the clock on to that timer, past the tick's own
+  // deadline. The advance() that ran the tick must not set it back.
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  std::vector<std::chrono::nanoseconds> seen;
+  auto tick = rt.every(10ms, [&] {
+    troupe::Promise<int> p(rt.core().waiter());
+    auto f = p.get_future();
+    auto later = rt.after(1s, [p = std::move(p)]() mutable { p.set_value(1); });
+    EXPECT_EQ(f.get(), 1);
+    seen.push_back(sched.now());
+    return false;  // once
+  });
+  sched.advance(10ms);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_GE(seen[0], std::chrono::nanoseconds(1s));
+  EXPECT_GE(sched.now(), seen[0]) << "the virtual clock went back";
+}
+
 TEST(Deterministic, DeadlinesAreVirtualTime) {
   troupe::Runtime rt(troupe::testing::deterministic());
   troupe::testing::Scheduler sched(rt);
