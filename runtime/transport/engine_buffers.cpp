@@ -133,12 +133,13 @@ void DraftRelease::operator()(OutEnvelope* e) const noexcept {
 Draft take_draft(NodeId dest) {
   OutEnvelope* e = std::exchange(tls_draft.spare, nullptr);
   if (e == nullptr) e = new OutEnvelope(OutEnvelope::Empty{});
-  e->bytes.extend(kFrameSlot);
-  e->dest = dest;
-  e->work = true;
-  e->kind_tell = false;
-  e->count = 1;
-  return Draft(e);
+  Draft d(e);  // owned first: if its buffer finds no memory, it goes back as the spare
+  d->bytes.extend(kFrameSlot);
+  d->dest = dest;
+  d->work = true;
+  d->kind_tell = false;
+  d->count = 1;
+  return d;
 }
 
 }  // namespace troupe::detail
