@@ -3,6 +3,7 @@
 #include "thread_name.hpp"
 #include "troupe/detail/future_state.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 

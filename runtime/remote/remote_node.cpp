@@ -446,6 +446,7 @@ void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
 template <class Send>
 void RemoteNode::send_owed(const char* what, NodeId to, std::uint64_t corr, Send&& send) noexcept {
   const auto give_up = std::chrono::steady_clock::now() + kMemoryPatience;
+  const char* why = "no memory";
   while (true) {
     try {
       send();
@@ -453,14 +454,15 @@ void RemoteNode::send_owed(const char* what, NodeId to, std::uint64_t corr, Send
     } catch (const std::bad_alloc&) {
       // Nothing of it was sent (post() queues all or nothing): try again.
     } catch (...) {
-      break;  // (post() throws nothing else)
+      why = "it could not be made";  // (post() throws nothing but bad_alloc)
+      break;
     }
     if (closed_.load(std::memory_order_acquire) || !cluster_->alive(to)) return;  // nobody waits for it any more
     if (std::chrono::steady_clock::now() >= give_up) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  std::fprintf(stderr, "troupe: node %u: no memory to send %s %llu to node %u; given up\n", engine_->self(), what,
-               static_cast<unsigned long long>(corr), to);
+  std::fprintf(stderr, "troupe: node %u: %s %llu to node %u was given up (%s)\n", engine_->self(), what,
+               static_cast<unsigned long long>(corr), to, why);
 }
 
 void RemoteNode::reply_value(NodeId to, std::uint64_t corr, std::unique_ptr<PayloadWriter> value) {
