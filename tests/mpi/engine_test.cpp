@@ -322,7 +322,7 @@ TEST(Engine, AFrameThatNeverEndsKeepsItsSenderAliveOnlyForAWhile) {
     wait_for_go_ahead();
     send(frame.data(), frame.size(), troupe::detail::kTagLargeFrame);
   } else if (rank == 1) {
-    constexpr auto patience = 100ms;
+    constexpr auto patience = 500ms;  // room for a sanitized build's slow first check
     engine.start_progress_thread(nullptr, 10ms, nullptr);
     EXPECT_TRUE(wait_until([&] { return engine.stats().frames_received == 1; }, 10s)) << "the stub was never read";
     EXPECT_TRUE(wait_until(
@@ -942,6 +942,14 @@ TEST(Engine, ACallToProgressReturnsWhileAnotherThreadKeepsSending) {
       while (want.load() == 1) std::this_thread::yield();
     };
     tt::barrier();  // rank 1's frames are sent
+    EXPECT_TRUE(wait_until(
+        [&] {
+          int flag = 0;
+          MPI_Iprobe(1, troupe::detail::kTagFrame, engine.comm(), &flag, MPI_STATUS_IGNORE);
+          return flag != 0;
+        },
+        10s))
+        << "rank 1's frames never came";
     engine.progress();
     const int read_in_one_call = sink.read.load();
     EXPECT_TRUE(wait_until(
