@@ -151,7 +151,7 @@ class Future {
     std::shared_ptr<detail::State<T>> s;
     bool await_ready() const noexcept { return s->ready(); }
     void await_suspend(std::coroutine_handle<> h) {
-      s->on_ready([h, target = detail::current_resume_target()] { target.resume(h); });
+      s->on_ready([target = detail::ResumeTarget::here(h)]() mutable { target.resume(); });
     }
     T await_resume() {
       if constexpr (std::is_void_v<T>) {

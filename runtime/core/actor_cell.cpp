@@ -45,17 +45,23 @@ void note_remote_send() noexcept { tls_remote_sent = true; }
 ContextGuard::ContextGuard(ActorCell* c) noexcept : prev_(tls_cell) { tls_cell = c; }
 ContextGuard::~ContextGuard() { tls_cell = prev_; }
 
-void ResumeTarget::resume(std::coroutine_handle<> h) const {
-  if (cell) {
-    cell->enqueue_system(new ResumeMessage(h));
-  } else {
-    h.resume();
-  }
+ResumeTarget ResumeTarget::here(std::coroutine_handle<> h) {
+  if (tls_cell == nullptr) return ResumeTarget(nullptr, h.address());
+  return ResumeTarget(tls_cell->shared_from_this(), new ResumeMessage(h));
 }
 
-ResumeTarget current_resume_target() noexcept {
-  if (tls_cell == nullptr) return {};
-  return ResumeTarget{tls_cell->shared_from_this()};
+ResumeTarget::~ResumeTarget() {
+  if (cell_) delete static_cast<ResumeMessage*>(p_);  // never sent (the result never came)
+}
+
+void ResumeTarget::resume() {
+  void* p = std::exchange(p_, nullptr);
+  if (p == nullptr) return;
+  if (cell_) {
+    cell_->enqueue_system(static_cast<ResumeMessage*>(p));
+  } else {
+    std::coroutine_handle<>::from_address(p).resume();
+  }
 }
 
 ActorCell::ActorCell(Core& core, ActorId id, const TypeTag* type, bool reentrant) noexcept
@@ -123,13 +129,17 @@ InlineTurns::~InlineTurns() {
   for (auto& c : more_) c->core().scheduler().schedule(std::move(c));
 }
 
-bool InlineTurns::offer(std::shared_ptr<ActorCell>& cell) {
+bool InlineTurns::offer(std::shared_ptr<ActorCell>& cell) noexcept {
   if (tls_inline == nullptr || tls_cell != nullptr) return false;
   auto& in = *tls_inline;
   if (!in.first_) {
     in.first_ = std::move(cell);
-  } else {
-    in.more_.push_back(std::move(cell));
+    return true;
+  }
+  try {
+    in.more_.push_back(std::move(cell));  // (no memory: cell untouched, and the scheduler takes it)
+  } catch (...) {
+    return false;
   }
   return true;
 }
@@ -228,11 +238,17 @@ void ActorCell::end_construction(bool built) noexcept {
   release_turn();
 }
 
-void ActorCell::task_suspended(const std::shared_ptr<TaskRecord>& rec) {
+void ActorCell::make_room_for_task() {
   auto& ex = extras();
+  std::lock_guard lk(ex.mu);
+  ex.suspended.reserve(ex.suspended.size() + 1);
+}
+
+void ActorCell::task_suspended(const std::shared_ptr<TaskRecord>& rec) noexcept {
+  auto& ex = *extras_.load(std::memory_order_acquire);  // made by make_room_for_task
   {
     std::lock_guard lk(ex.mu);
-    ex.suspended.push_back(rec);
+    ex.suspended.push_back(rec);  // into the room made before the task started: cannot throw
   }
   if (!reentrant_) ++blocking_tasks_;
 }

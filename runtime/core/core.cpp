@@ -42,8 +42,13 @@ Core::Core(Runtime& rt, Config cfg, std::unique_ptr<ThreadPlacement> placement)
     timers_ = std::move(vt);
     sched_ = std::move(sched);
   } else {
-    timers_ = std::make_unique<ThreadTimerService>();
+    auto timers = std::make_unique<ThreadTimerService>();
     sched_ = make_tbb_scheduler(cfg_.threads, cfg_.batch, std::move(placement));
+    // Turns the scheduler parks for want of memory are retried by the timer
+    // thread too, in case no other turn or task runs to retry them.
+    timers->set_retry([s = sched_.get()] { return s->retry_parked(); });
+    sched_->set_park_notice([t = timers.get()] { t->poke(); });
+    timers_ = std::move(timers);
   }
   g_latest_core.store(this, std::memory_order_release);
 }

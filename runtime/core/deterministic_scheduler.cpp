@@ -6,9 +6,24 @@
 
 namespace troupe::detail {
 
-void DeterministicScheduler::schedule(std::shared_ptr<ActorCell> cell) {
-  std::lock_guard lk(mu_);
-  queue_.emplace_back(std::move(cell));
+void DeterministicScheduler::schedule(std::shared_ptr<ActorCell> cell) noexcept {
+  if (!queue_turn(cell)) parked_.park(std::move(cell));
+}
+
+bool DeterministicScheduler::queue_turn(std::shared_ptr<ActorCell>& cell) noexcept {
+  if (refuse_turn_for_testing()) return false;
+  try {
+    std::lock_guard lk(mu_);
+    queue_.emplace_back(cell);
+  } catch (...) {  // no memory for the queue's next block
+    return false;
+  }
+  cell.reset();
+  return true;
+}
+
+bool DeterministicScheduler::retry_parked() noexcept {
+  return parked_.retry([this](std::shared_ptr<ActorCell>& c) { return queue_turn(c); });
 }
 
 bool DeterministicScheduler::post(UniqueFunction<void()> f) {
@@ -34,6 +49,7 @@ void DeterministicScheduler::run(Item& item) {
 }
 
 bool DeterministicScheduler::step() {
+  if (!parked_.empty()) retry_parked();  // behind what is queued: parked turns came later
   Item item;
   {
     std::lock_guard lk(mu_);
@@ -46,6 +62,7 @@ bool DeterministicScheduler::step() {
 }
 
 bool DeterministicScheduler::step_actor(ActorId id) {
+  if (!parked_.empty()) retry_parked();
   Item item;
   {
     std::lock_guard lk(mu_);
@@ -63,7 +80,7 @@ bool DeterministicScheduler::step_actor(ActorId id) {
 
 std::size_t DeterministicScheduler::pending() const {
   std::lock_guard lk(mu_);
-  return queue_.size();
+  return queue_.size() + parked_.size();
 }
 
 bool DeterministicScheduler::wait(StateBase& s, std::optional<Clock::time_point> deadline) {

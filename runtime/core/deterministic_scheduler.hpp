@@ -7,6 +7,7 @@
 #include <mutex>
 #include <variant>
 
+#include "parked_turns.hpp"
 #include "scheduler.hpp"
 #include "timer_service.hpp"
 
@@ -16,7 +17,8 @@ class DeterministicScheduler final : public Scheduler, public Waiter {
  public:
   DeterministicScheduler(VirtualTimerService& timers, std::size_t batch) : timers_(timers), batch_(batch) {}
 
-  void schedule(std::shared_ptr<ActorCell> cell) override;
+  void schedule(std::shared_ptr<ActorCell> cell) noexcept override;
+  bool retry_parked() noexcept override;
   bool post(UniqueFunction<void()> f) override;
   Waiter* waiter() noexcept override { return this; }
   bool on_worker_thread() const noexcept override { return false; }
@@ -35,6 +37,10 @@ class DeterministicScheduler final : public Scheduler, public Waiter {
  private:
   using Item = std::variant<std::shared_ptr<ActorCell>, UniqueFunction<void()>>;
   void run(Item& item);
+  /// Queues a turn of the cell (taken from `cell`); false, `cell` kept, if
+  /// there was no memory for it.
+  bool queue_turn(std::shared_ptr<ActorCell>& cell) noexcept;
+  ParkedTurns parked_;  // turns that found no memory: queued at the next step
   mutable std::mutex mu_;
   std::deque<Item> queue_;
   VirtualTimerService& timers_;

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "parked_turns.hpp"
 #include "sanitizers.hpp"
 #include "scheduler.hpp"
 #include "thread_name.hpp"
@@ -106,15 +107,20 @@ class TbbScheduler final : public Scheduler {
   // Enqueued, it would bring the terminated arena back to life, and run
   // against a runtime being destroyed. (Counted first, then checked, against
   // shutdown's flag then wait: one of the two sees the other.)
-  void schedule(std::shared_ptr<ActorCell> cell) override {
+  void schedule(std::shared_ptr<ActorCell> cell) noexcept override {
     if (!enter()) return;
-    try {
-      arena_.enqueue(Turn(this, std::move(cell)));
-    } catch (...) {  // oneTBB found no memory for the task: it was not counted after all
-      in_flight_.fetch_sub(1, std::memory_order_seq_cst);
-      throw;
+    if (!enqueue_turn(cell)) {
+      // Parked, it stays counted in in_flight_: shutdown() waits for it.
+      parked_.park(std::move(cell));
+      if (park_notice_) park_notice_();
+      return;
     }
+    if (!parked_.empty()) retry_parked();
   }
+  bool retry_parked() noexcept override {
+    return parked_.retry([this](std::shared_ptr<ActorCell>& c) { return enqueue_turn(c); });
+  }
+  void set_park_notice(UniqueFunction<void()> notice) override { park_notice_ = std::move(notice); }
   bool post(UniqueFunction<void()> f) override {
     if (!enter()) return false;
     try {
@@ -129,14 +135,31 @@ class TbbScheduler final : public Scheduler {
   std::size_t threads() const noexcept override { return threads_; }
   void shutdown() noexcept override {
     if (down_.exchange(true, std::memory_order_seq_cst)) return;
-    // Every enqueued turn must have finished touching the runtime.
-    while (in_flight_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    // Every enqueued turn must have finished touching the runtime (parked
+    // ones too: they are queued once there is memory).
+    while (in_flight_.load(std::memory_order_seq_cst) != 0) {
+      if (!parked_.empty()) retry_parked();
+      std::this_thread::yield();
+    }
     observer_.stop();
     arena_.terminate();
   }
   void set_batch(std::size_t b) { batch_ = b; }
 
  private:
+  /// Queues a turn of the cell (taken from `cell`); false, `cell` kept, if
+  /// oneTBB found no memory for it. The task holds its own reference, so the
+  /// cell is kept whatever step of oneTBB's enqueue fails.
+  bool enqueue_turn(std::shared_ptr<ActorCell>& cell) noexcept {
+    if (refuse_turn_for_testing()) return false;
+    try {
+      arena_.enqueue(Turn(this, cell));
+    } catch (...) {
+      return false;
+    }
+    cell.reset();
+    return true;
+  }
   bool enter() noexcept {
     in_flight_.fetch_add(1, std::memory_order_seq_cst);
     if (!down_.load(std::memory_order_seq_cst)) return true;
@@ -157,6 +180,7 @@ class TbbScheduler final : public Scheduler {
       auto c = std::move(cell);
       c->run_batch(s->batch_);
       c.reset();
+      if (!s->parked_.empty()) s->retry_parked();
       s->in_flight_.fetch_sub(1, std::memory_order_release);
     }
   };
@@ -179,6 +203,7 @@ class TbbScheduler final : public Scheduler {
         std::fprintf(stderr, "troupe: a posted task failed\n");
       }
       f = nullptr;
+      if (!s->parked_.empty()) s->retry_parked();
       s->in_flight_.fetch_sub(1, std::memory_order_release);
     }
   };
@@ -191,9 +216,20 @@ class TbbScheduler final : public Scheduler {
   std::size_t batch_ = 64;
   std::atomic<bool> down_{false};
   std::atomic<std::size_t> in_flight_{0};
+  ParkedTurns parked_;
+  UniqueFunction<void()> park_notice_;
 };
 
+thread_local int t_refuse_turns = 0;
+
 }  // namespace
+
+bool refuse_turn_for_testing() noexcept {
+  if (t_refuse_turns == 0) return false;
+  --t_refuse_turns;
+  return true;
+}
+void refuse_turns_for_testing(int n) noexcept { t_refuse_turns = n; }
 
 bool on_scheduler_worker() noexcept { return tls_worker_of != nullptr; }
 

@@ -21,4 +21,6 @@ std::size_t Scheduler::advance(std::chrono::nanoseconds d) { return s_->timers()
 std::size_t Scheduler::pending() const { return s_->pending(); }
 std::chrono::nanoseconds Scheduler::now() const { return s_->timers().now().time_since_epoch(); }
 
+void fail_next_turns(int n) noexcept { detail::refuse_turns_for_testing(n); }
+
 }  // namespace troupe::testing

@@ -33,19 +33,43 @@ void ThreadTimerService::shutdown() noexcept {
   queue_.clear();
 }
 
+void ThreadTimerService::poke() noexcept {
+  {
+    std::lock_guard lk(mu_);
+    if (retry_due_) return;  // already due, at once or at its next round
+    retry_due_ = true;
+    retry_at_ = Clock::time_point::min();
+  }
+  cv_.notify_one();
+}
+
 void ThreadTimerService::loop() {
   // A periodic tick runs here; blocking on a future here could wait for a
   // one-shot timer this very thread must fire.
   const NoBlockingHere no_blocking("the timer thread (a periodic timer's tick)");
   std::unique_lock lk(mu_);
   while (!stop_) {
-    if (queue_.empty()) {
-      cv_.wait(lk);
+    const auto now = Clock::now();
+    if (retry_due_ && now >= retry_at_) {
+      retry_due_ = false;
+      lk.unlock();
+      const bool more = retry_ && retry_();
+      lk.lock();
+      if (more && !retry_due_) {
+        retry_due_ = true;
+        retry_at_ = Clock::now() + kRetryEvery;
+      }
       continue;
     }
-    auto when = queue_.begin()->first;
-    if (Clock::now() < when) {
-      cv_.wait_until(lk, when);
+    if (queue_.empty() || now < queue_.begin()->first) {
+      std::optional<Clock::time_point> wake;
+      if (!queue_.empty()) wake = queue_.begin()->first;
+      if (retry_due_ && (!wake || retry_at_ < *wake)) wake = retry_at_;
+      if (wake) {
+        cv_.wait_until(lk, *wake);
+      } else {
+        cv_.wait(lk);
+      }
       continue;
     }
     auto fire = std::move(queue_.begin()->second);

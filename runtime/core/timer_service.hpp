@@ -32,12 +32,22 @@ class ThreadTimerService final : public TimerService {
   Clock::time_point now() const override { return Clock::now(); }
   void add(Clock::time_point when, UniqueFunction<void()> fire) override;
   void shutdown() noexcept override;
+  /// What this thread retries once poked, then every kRetryEvery while it
+  /// returns true: work that found no memory elsewhere (the scheduler's parked
+  /// turns). Set before anything can poke.
+  void set_retry(UniqueFunction<bool()> retry) { retry_ = std::move(retry); }
+  /// Starts the retries. Never allocates: it runs where memory ran out.
+  void poke() noexcept;
+  static constexpr auto kRetryEvery = std::chrono::milliseconds(1);
 
  private:
   void loop();
   std::mutex mu_;
   std::condition_variable cv_;
   std::multimap<Clock::time_point, UniqueFunction<void()>> queue_;
+  UniqueFunction<bool()> retry_;
+  bool retry_due_ = false;
+  Clock::time_point retry_at_{};
   bool stop_ = false;
   std::thread thread_;
 };

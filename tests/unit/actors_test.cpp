@@ -637,3 +637,46 @@ TEST(Actors, WorkThatComesAfterShutdownIsDropped) {
   std::this_thread::sleep_for(50ms);
   EXPECT_FALSE(ran.load());
 }
+
+TEST(Actors, ATurnThatFindsNoMemoryIsParkedAndRunsOnceThereIsSome) {
+  // Scheduling runs where nothing may throw (a message pushed, a turn
+  // released): a turn oneTBB cannot queue for want of memory is parked, not
+  // lost (lost, its actor would stay marked scheduled, and never run again).
+  troupe::Runtime rt(threads(1));
+  std::vector<troupe::ActorRef<Counter>> actors;
+  for (int i = 0; i < 20; ++i) actors.push_back(rt.spawn<Counter>(i));
+  for (auto& a : actors) a.ask<&Counter::value>().get();  // built, idle
+  // The tells from this thread wake all 20: every turn is refused, and
+  // nothing else makes them run (the asks below join the parked turns). So
+  // the timer thread's retries must.
+  troupe::testing::fail_next_turns(20);
+  for (auto& a : actors) a.tell<&Counter::add>(100);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(actors[i].ask<&Counter::value>().get_for(10s), 100 + i);
+  // A parked turn is also queued after the scheduler's next task runs.
+  troupe::testing::fail_next_turns(1);
+  actors[0].tell<&Counter::add>(1);
+  std::atomic<bool> ran{false};
+  ASSERT_TRUE(rt.core().post([&] { ran = true; }));
+  EXPECT_EQ(actors[0].ask<&Counter::value>().get_for(10s), 101);
+  EXPECT_TRUE(ran.load());
+  // And finish() waits for a parked turn rather than end without it.
+  troupe::testing::fail_next_turns(1);
+  actors[1].tell<&Counter::add>(1);
+  std::atomic<int> seen{0};
+  actors[1].ask<&Counter::value>().then([&](int v) { seen = v; });
+  EXPECT_EQ(rt.finish(), 0);
+  EXPECT_EQ(seen.load(), 102);
+}
+
+TEST(Actors, ADeterministicTurnThatFindsNoMemoryIsQueuedAtTheNextStep) {
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  auto c = rt.spawn<Counter>(0);
+  sched.run();
+  troupe::testing::fail_next_turns(1);
+  c.tell<&Counter::add>(2);
+  EXPECT_EQ(sched.pending(), 1u) << "the parked turn counts as pending";
+  EXPECT_TRUE(sched.step());
+  EXPECT_EQ(sched.pending(), 0u);
+  EXPECT_EQ(c.ask<&Counter::value>().get(), 2);
+}

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "mpi/failing_new.hpp"
 #include "troupe/testing.hpp"
 #include "troupe/troupe.hpp"
 
@@ -94,6 +95,24 @@ struct Guard {
   int* destroyed;
 };
 
+// Counts the coroutines of wait() that began, and the frames destroyed. Not
+// reentrant: while wait() waits, ping() waits too.
+class Counted {
+ public:
+  static constexpr bool troupe_reentrant = false;
+  Counted(int* begun, int* destroyed) : begun_(begun), destroyed_(destroyed) {}
+  int ping() { return 1; }
+  troupe::Task<int> wait(troupe::Future<int> gate) {
+    ++*begun_;
+    Guard g(destroyed_);
+    co_return co_await std::move(gate);
+  }
+
+ private:
+  int* begun_;
+  int* destroyed_;
+};
+
 class Holder {
  public:
   explicit Holder(int* destroyed) : destroyed_(destroyed) {}
@@ -161,6 +180,71 @@ TEST(Coroutines, NonReentrantActorsWaitForTheirCoroutine) {
   EXPECT_EQ(log, (Log{"slow:begin", "slow:end", "ping"}));
   EXPECT_EQ(slow.get(), 10);
   EXPECT_EQ(ping.get(), 1);
+}
+
+TEST(Coroutines, AResultThatComesWhenMemoryHasRunOutStillResumesItsCoroutine) {
+  // The message that resumes a coroutine in its actor is made as it suspends.
+  // Made when the result came, it found no memory here, and the coroutine
+  // stayed suspended for ever.
+  troupe::Runtime rt(troupe::testing::deterministic());
+  troupe::testing::Scheduler sched(rt);
+  int destroyed = 0;
+  auto h = rt.spawn<Holder>(&destroyed);
+  troupe::Promise<int> gate;
+  auto waiting = h.ask<&Holder::wait>(gate.get_future());
+  sched.run();
+  ASSERT_FALSE(waiting.ready());
+  tt::fail_allocations_from(0);  // every allocation of this thread fails, until stop_failing()
+  gate.set_value(21);            // resumes the coroutine from here
+  tt::stop_failing();
+  sched.run();
+  ASSERT_TRUE(waiting.ready());
+  EXPECT_EQ(waiting.get(), 21);
+  EXPECT_EQ(destroyed, 1);
+}
+
+TEST(Coroutines, WhicheverAllocationOfATaskMethodsFirstTurnFailsItsAskEndsAndItsActorGoesOn) {
+  // With the result, or with an error; then the actor takes its next
+  // message, and every coroutine that began is destroyed. Once a coroutine
+  // has suspended, the task's bookkeeping may not fail: it went on unlisted,
+  // and on finishing it released a hold on the actor it had never taken
+  // (a counter of a non-reentrant actor's holds wrapped round, and the actor
+  // never took an ordinary message again).
+  bool past_the_turn = false;
+  for (long k = 0; k < 200 && !past_the_turn; ++k) {
+    troupe::Runtime rt(troupe::testing::deterministic());
+    troupe::testing::Scheduler sched(rt);
+    int begun = 0, destroyed = 0;
+    auto h = rt.spawn<Counted>(&begun, &destroyed);
+    sched.run();
+    troupe::Promise<int> gate;
+    auto waiting = h.ask<&Counted::wait>(gate.get_future());
+    tt::fail_allocation_after(k);  // the k-th allocation of the turn fails
+    sched.run();
+    past_the_turn = !tt::stop_failing();
+    gate.set_value(21);
+    sched.run();
+    ASSERT_TRUE(waiting.ready()) << "allocation " << k;
+    try {
+      EXPECT_EQ(waiting.get(), 21) << "allocation " << k;
+    } catch (const std::exception& e) {  // std::bad_alloc, or ActorExited if even the error found no memory
+      EXPECT_FALSE(past_the_turn) << e.what();
+    }
+    try {
+      EXPECT_EQ(h.ask<&Counted::ping>().get(), 1) << "allocation " << k;
+    } catch (const troupe::ActorExited&) {  // the policy for a method that threw may end its actor
+    }
+    if (!past_the_turn) {
+      try {
+        h.stop();
+      } catch (const troupe::ActorExited&) {
+      }
+    }
+    sched.run();
+    EXPECT_EQ(rt.finish(), 0);
+    EXPECT_EQ(destroyed, begun) << "allocation " << k << ": a coroutine that began was never destroyed";
+  }
+  EXPECT_TRUE(past_the_turn);
 }
 
 TEST(Coroutines, StoppingAnActorDestroysItsSuspendedCoroutines) {

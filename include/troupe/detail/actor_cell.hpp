@@ -118,7 +118,11 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
     std::coroutine_handle<> handle;
     bool done = false;
   };
-  void task_suspended(const std::shared_ptr<TaskRecord>& rec);
+  /// Room to list one more suspended task, made before the task starts: once
+  /// its coroutine has suspended, listing it must not fail (the caller would
+  /// see an error while the coroutine went on, and completed it again).
+  void make_room_for_task();
+  void task_suspended(const std::shared_ptr<TaskRecord>& rec) noexcept;
   void task_finished(const std::shared_ptr<TaskRecord>& rec) noexcept;
   void schedule_if_idle() noexcept;
   void drain_rejected() noexcept;
@@ -157,6 +161,13 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   };
   Extras& extras();
   std::atomic<Extras*> extras_{nullptr};
+
+  // A turn the scheduler found no memory for waits in a ParkedTurns list,
+  // linked through the cell itself, so parking never allocates. A cell is
+  // parked at most once at a time: only the holder of its turn parks it.
+  friend class ParkedTurns;
+  ActorCell* parked_next_ = nullptr;
+  std::shared_ptr<ActorCell> parked_self_;
 };
 
 template <class T>
@@ -202,7 +213,7 @@ class InlineTurns {
   std::size_t run(std::size_t batch);
   /// Takes the cell (moved from) if a collector is active on this thread;
   /// false, the cell untouched, if none is.
-  static bool offer(std::shared_ptr<ActorCell>& cell);
+  static bool offer(std::shared_ptr<ActorCell>& cell) noexcept;
 
  private:
   std::shared_ptr<ActorCell> first_;  // the common case, one actor woken: no allocation
@@ -240,6 +251,7 @@ void ActorCell::construct(Listed&& listed, A&&... a) {
 template <class R>
 void ActorCell::start_task(Task<R> task, UniqueFunction<void(TaskResult<R>&&)> done) {
   auto rec = std::make_shared<TaskRecord>();
+  make_room_for_task();
   auto h = std::move(task).start(
       [this, rec, done = std::move(done)](TaskResult<R>&& r) mutable {
         rec->done = true;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "troupe/detail/unique_function.hpp"
 
@@ -125,13 +126,25 @@ class State final : public StateBase {
   std::optional<Stored<T>> value_;
 };
 
-/// Where a coroutine suspended in an actor resumes: a message to that actor.
-/// Empty when the coroutine does not run inside an actor (it then resumes inline).
-struct ResumeTarget {
-  std::shared_ptr<class ActorCell> cell;
-  void resume(std::coroutine_handle<> h) const;
+/// How a suspending coroutine resumes: inside an actor, by a message to that
+/// actor; elsewhere, inline. The message is made as the coroutine suspends,
+/// where no memory throws into the coroutine: resuming it never allocates, so
+/// a result that comes when memory has run out cannot leave it suspended.
+class ResumeTarget {
+ public:
+  /// For the coroutine h, suspending now on this thread.
+  static ResumeTarget here(std::coroutine_handle<> h);
+  ResumeTarget(ResumeTarget&& o) noexcept : cell_(std::move(o.cell_)), p_(std::exchange(o.p_, nullptr)) {}
+  ResumeTarget& operator=(ResumeTarget&&) = delete;
+  ~ResumeTarget();
+  /// Resumes the coroutine (queues its message, or resumes it here); once.
+  void resume();
+
+ private:
+  ResumeTarget(std::shared_ptr<class ActorCell> cell, void* p) noexcept : cell_(std::move(cell)), p_(p) {}
+  std::shared_ptr<class ActorCell> cell_;
+  void* p_ = nullptr;  // with a cell, its resume message; without, the coroutine's address
 };
-ResumeTarget current_resume_target() noexcept;
 
 /// Throws if called from inside an actor (blocking there would deadlock it),
 /// on a scheduler thread, or where a NoBlockingHere scope is open.
