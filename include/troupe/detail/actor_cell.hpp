@@ -119,8 +119,9 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
     bool done = false;
   };
   /// Room to list one more suspended task, made before the task starts: once
-  /// its coroutine has suspended, listing it must not fail (the caller would
-  /// see an error while the coroutine went on, and completed it again).
+  /// its coroutine has suspended, listing it must not fail. (Unlisted, it went
+  /// on, was not destroyed with its actor, and on finishing released a hold
+  /// on a non-reentrant actor it had never taken: the count wrapped round.)
   void make_room_for_task();
   void task_suspended(const std::shared_ptr<TaskRecord>& rec) noexcept;
   void task_finished(const std::shared_ptr<TaskRecord>& rec) noexcept;
