@@ -9,25 +9,30 @@
 #   3. ASan+UBSan build: unit tests and the wire decoder fuzzer (short run)
 #   4. MPICH build (unoptimized): the multi-rank tests (the heat2d pipeline among them) and
 #      the launcher tests against MPICH
-# TROUPE_PHASES selects phases (default: "default tsan asan mpich").
+#   5. libFuzzer build (clang, ASan+UBSan): the wire decoder's fuzz target, run
+#      for TROUPE_FUZZ_SECONDS (60 by default)
+# TROUPE_PHASES selects phases (default: "default tsan asan mpich fuzz").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 TROUPE_WITH_SLURM=1 bash scripts/setup.sh
 
-phases=${TROUPE_PHASES:-"default tsan asan mpich"}
+phases=${TROUPE_PHASES:-"default tsan asan mpich fuzz"}
 jobs=${TROUPE_JOBS:-2}
 start=$SECONDS
 stamp() { printf '\n=== %s (%ds elapsed)\n' "$1" $((SECONDS - start)); }
 
 for phase in $phases; do
   stamp "phase $phase: configure and build"
-  cmake --preset "$phase" >/dev/null
+  configure=()
+  [[ $phase == fuzz ]] && configure=(-DTROUPE_FUZZ_SECONDS="${TROUPE_FUZZ_SECONDS:-60}")
+  cmake --preset "$phase" "${configure[@]}" >/dev/null
   target=()
   # tsan runs the unit tests and two multi-rank ones (the engine's threads);
   # mpich the multi-rank and launcher tests (the rest does not depend on the MPI library)
   [[ $phase == tsan ]] && target=(--target troupe_unit_tests mpi_engine mpi_remote)
   [[ $phase == mpich ]] && target=(--target troupe_mpi_tests)
+  [[ $phase == fuzz ]] && target=(--target fuzz_decoder)
   cmake --build --preset "$phase" -j "$jobs" "${target[@]}"
   stamp "phase $phase: test"
   ctest --preset "$phase" -j "$jobs" --timeout 300
