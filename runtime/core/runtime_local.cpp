@@ -1,5 +1,5 @@
 // Runtime members shared by local and cluster runtimes. The constructors live
-// where their dependencies are: runtime/topology (local) and runtime/remote (MPI).
+// where their dependencies are: runtime/topology (local) and runtime/registry/runtime_mpi.cpp (MPI).
 #include <memory>
 
 #include "scheduler.hpp"
