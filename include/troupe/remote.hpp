@@ -248,7 +248,7 @@ bool register_remote(const char* class_name, const char* registration_text, cons
                 "TROUPE_REMOTE: the class has no constructor taking the init<...> arguments");
   auto& reg = WireRegistry::instance();
   auto cls = make_class_entry<C, Init>(class_name);
-  const auto class_id = cls.id;
+  [[maybe_unused]] const auto class_id = cls.id;  // unused by a class without methods
   reg.add_class(std::move(cls));
   auto names = method_wire_names(class_name, registration_text, written_as);
   std::size_t i = 0;

@@ -981,6 +981,44 @@ TEST(Engine, ACallToProgressReturnsWhileAnotherThreadKeepsSending) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, SmallEnvelopesQueuedTogetherLeaveInFewFrames) {
+  // Rank 0 queues 2,000 small envelopes, none urgent, from a thread that is
+  // no actor's, then drives its engine until rank 1 has them: they share
+  // frames (one MPI message each), and arrive once each, in order.
+  constexpr std::uint64_t kEnvelopes = 2000;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  if (rank == 0) {
+    for (std::uint64_t id = 1; id <= kEnvelopes; ++id) {
+      auto d = troupe::detail::take_draft(1);
+      EnvelopeWriter wr(d->bytes);
+      wr.begin(Kind::control, 0, 0, 0, id, 0);
+      wr.finish(nullptr, 0);
+      engine.send(std::move(d), /*urgent=*/false);
+    }
+    int all_in = 0;
+    bcast_driving(engine, &all_in, sizeof all_in, 1);
+    EXPECT_EQ(all_in, 1);
+    const auto st = engine.stats();
+    EXPECT_EQ(st.envelopes_sent, kEnvelopes);
+    EXPECT_LE(st.frames_sent * 10, kEnvelopes) << st.frames_sent << " frames";
+  } else if (rank == 1) {
+    engine.start_progress_thread(nullptr, 10ms, nullptr);
+    const bool all_in = wait_until([&] { return sink.delivered() == kEnvelopes; }, 20s);
+    EXPECT_TRUE(all_in) << "delivered " << sink.delivered();
+    int flag = all_in ? 1 : 0;
+    tt::bcast(&flag, sizeof flag, 1);
+    expect_all_delivered(sink, kEnvelopes, {});
+    const auto st = engine.stats();
+    EXPECT_EQ(st.envelopes_received, kEnvelopes);
+    EXPECT_LE(st.frames_received * 10, kEnvelopes) << st.frames_received << " frames";
+    engine.stop_progress_thread();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, ASendMpiRefusesEndsTheStreamToItsPeerAndIsReported) {
   // Per pair of nodes, messages arrive in send order or not at all: a send
   // MPI refuses leaves a gap, so nothing after it may go (a later frame would

@@ -216,3 +216,34 @@ TEST(Remote, AReplyThatFindsNoMemoryIsSentOnceThereIsSome) {
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }
+
+TEST(Remote, ALargeVectorToldLeavesFromItsOwnMemory) {
+  // A 16 MiB vector moved into a tell is sent from its own memory: no copy of
+  // it is made on the way (every allocation of 1 MiB or more on this thread
+  // fails meanwhile), and its bytes go out once.
+  Job j;
+  if (j.me == 0) {
+    auto bulk = j.rt.spawn_on<tt::Bulk>(1).get_for(10s);
+    auto& engine = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).engine();
+    constexpr std::size_t kCount = 2 * 1024 * 1024;  // 16 MiB of doubles
+    std::vector<double> v(kCount);
+    for (std::size_t i = 0; i < kCount; ++i) v[i] = static_cast<double>(i % 1000) * 0.25;
+    const double sum = tt::Bulk::checksum(v.data(), v.size());
+    const auto before = engine.stats();
+    tt::fail_large_allocations(std::size_t{1} << 20, 1);
+    try {
+      bulk.tell<&tt::Bulk::fold>(std::uint64_t{1}, std::move(v));
+    } catch (const std::bad_alloc&) {
+      ADD_FAILURE() << "the tell allocated 1 MiB or more";
+    }
+    EXPECT_FALSE(tt::stop_failing()) << "the tell allocated 1 MiB or more";
+    const auto folded = bulk.ask<&tt::Bulk::folded>().get_for(20s);
+    ASSERT_EQ(folded.size(), 1u);
+    EXPECT_EQ(folded[0].first, 1u);
+    EXPECT_EQ(folded[0].second, sum);
+    const auto sent = engine.stats().bytes_sent - before.bytes_sent;
+    EXPECT_GE(sent, kCount * sizeof(double));
+    EXPECT_LT(sent, kCount * sizeof(double) + 64 * 1024);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}

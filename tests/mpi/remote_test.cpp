@@ -88,6 +88,63 @@ TEST(Remote, ClusterSeesEveryRank) {
   EXPECT_EQ(j.rt.finish(), 0);
 }
 
+TEST(Remote, WaitClusterGivesUpAtItsTimeout) {
+  Job j;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(j.rt.wait_cluster([](const troupe::ClusterState&) { return false; }, 200ms));
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 200ms);
+  EXPECT_LT(waited, 5s);
+  // A predicate that holds already is not waited on.
+  const auto again = std::chrono::steady_clock::now();
+  EXPECT_TRUE(j.rt.wait_cluster([&](const troupe::ClusterState& s) { return s.size() == j.n; }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - again, 1s);
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, AdoptsASplitCommunicatorWithItsOwnRankOrder) {
+  // Two clusters in one job, side by side: even and odd world ranks, each
+  // numbered backwards (node 0 is its half's highest world rank). Node ids
+  // are the adopted communicator's ranks, not the world's, and neither
+  // cluster hears the other.
+  int world_rank = 0, world_size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  MPI_Comm half = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, world_rank % 2, -world_rank, &half);
+  int half_rank = 0, half_size = 0;
+  MPI_Comm_rank(half, &half_rank);
+  MPI_Comm_size(half, &half_size);
+  ASSERT_EQ(half_size, world_size / 2);  // an even number of ranks
+  {
+    troupe::Runtime rt{troupe::adopt(half)};
+    ASSERT_EQ(rt.size(), static_cast<std::size_t>(half_size));
+    EXPECT_EQ(rt.node(), static_cast<troupe::NodeId>(half_rank));
+    EXPECT_TRUE(rt.wait_cluster([&](const troupe::ClusterState& s) { return s.alive_count() == rt.size(); }, 10s));
+    const auto next = static_cast<troupe::NodeId>((rt.node() + 1) % rt.size());
+    // The Counter starts at this process's world rank: its node answers with it.
+    auto c = rt.spawn_on<Counter>(next, world_rank).get_for(10s);
+    EXPECT_EQ(c.node(), next);
+    EXPECT_EQ(c.ask<&Counter::where>().get_for(10s), next);
+    EXPECT_EQ(c.ask<&Counter::add>(0).get_for(10s), world_rank);
+    // Tells to every node of the half, in order, while the other half does the same.
+    std::vector<troupe::ActorRef<Recorder>> recorders;
+    for (troupe::NodeId i = 0; i < rt.size(); ++i) recorders.push_back(rt.spawn_on<Recorder>(i).get_for(10s));
+    for (int k = 0; k < 2000; ++k)
+      for (auto& r : recorders) r.tell<&Recorder::record>(half_rank, k);
+    for (auto& r : recorders) {
+      EXPECT_TRUE(r.ask<&Recorder::in_order>(half_rank, 2000).get_for(10s));
+      EXPECT_EQ(r.ask<&Recorder::total>().get_for(10s), 2000u);  // this half's only
+    }
+    EXPECT_EQ(rt.finish(), 0);
+  }
+  MPI_Comm_free(&half);
+  // MPI is the application's again, whole.
+  int one = 1, sum = 0;
+  MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT_EQ(sum, world_size);
+}
+
 TEST(Remote, SpawnOnEveryRankAndAsk) {
   Job j;
   std::vector<troupe::ActorRef<Counter>> counters;
@@ -879,6 +936,76 @@ TEST(Remote, FinishDeliversEverythingSentBeforeIt) {
   }
   EXPECT_EQ(j.rt.finish(), 0);
   EXPECT_EQ(tt::g_recorded.load(), static_cast<long>(kEach * j.n));
+}
+
+TEST(Remote, FinishWaitsForChainsOfTellsStillGrowing) {
+  // Each rank starts chains of tells round a ring of Relays, one per node, and
+  // calls finish() at once: each tell makes the next, on the next node, until
+  // the chain ends on the node after its starter. finish() must see them all
+  // to their ends.
+  tt::g_chains_ended = 0;
+  Job j;
+  std::vector<troupe::ActorId> ids(j.n);
+  const troupe::ActorId my_id = j.rt.spawn<tt::Relay>().id();
+  tt::allgather(&my_id, ids.data(), sizeof(troupe::ActorId));
+  std::vector<troupe::ActorRef<tt::Relay>> ring;
+  for (troupe::NodeId i = 0; i < j.n; ++i) ring.emplace_back(&j.rt.core(), i, ids[i]);
+  constexpr int kChains = 200;
+  const int hops = 3 * static_cast<int>(j.n);  // ends where it first lands: the next node
+  const std::size_t first = (j.me + 1) % j.n;
+  for (int c = 0; c < kChains; ++c) ring[first].tell<&tt::Relay::hop>(hops, ring, first);
+  EXPECT_EQ(j.rt.finish(), 0);
+  EXPECT_EQ(tt::g_chains_ended.load(), kChains);
+}
+
+TEST(Remote, UserTypesCrossRanksAsArgumentsAndResults) {
+  // A type of the user's, with its own serialize(): as an argument and a
+  // result, alone and in a vector, its large vector as a block of its own.
+  Job j;
+  auto b = j.rt.spawn_on<Bulk>((j.me + 1) % j.n).get_for(10s);
+  tt::Sample s{"sample " + std::to_string(j.me), std::vector<double>(128 * 1024), {{"a", 1}, {"rank", static_cast<int>(j.me)}}};
+  std::iota(s.data.begin(), s.data.end(), static_cast<double>(j.me));
+  auto back = b.ask<&Bulk::echo>(s).get_for(10s);
+  EXPECT_EQ(back.name, s.name + " back");
+  back.name = s.name;
+  EXPECT_EQ(back, s);
+  std::vector<tt::Sample> all{s, tt::Sample{"empty", {}, {}}, tt::Sample{"small", {1.5, 2.5}, {{"b", 2}}}};
+  auto all_back = b.ask<&Bulk::echo_all>(all).get_for(10s);
+  ASSERT_EQ(all_back.size(), all.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all_back[i].name, all[i].name + " back");
+    all_back[i].name = all[i].name;
+    EXPECT_EQ(all_back[i], all[i]) << "element " << i;
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+/// Tells a Recorder n times from its own turn (a local actor: not registered).
+struct Teller {
+  void tell_many(troupe::ActorRef<Recorder> to, int sender, int n) {
+    for (int i = 0; i < n; ++i) to.tell<&Recorder::record>(sender, i);
+  }
+};
+
+TEST(Remote, SmallTellsShareFrames) {
+  // Tells made in one turn leave together when it ends: many envelopes, few
+  // MPI messages. (The engine's own test of coalescing is Engine.SmallEnvelopesQueuedTogetherLeaveInFewFrames.)
+  Job j;
+  auto& engine = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).engine();
+  auto rec = j.rt.spawn_on<Recorder>((j.me + 1) % j.n).get_for(10s);
+  auto teller = j.rt.spawn<Teller>();
+  constexpr int kTells = 4000;
+  const auto before = engine.stats();
+  teller.ask<&Teller::tell_many>(rec, static_cast<int>(j.me), kTells).get_for(10s);
+  EXPECT_TRUE(rec.ask<&Recorder::in_order>(static_cast<int>(j.me), kTells).get_for(10s));
+  const auto after = engine.stats();
+  const auto envelopes = after.envelopes_sent - before.envelopes_sent;
+  const auto frames = after.frames_sent - before.frames_sent;
+  EXPECT_GE(envelopes, static_cast<std::uint64_t>(kTells));
+  // About 16 bytes of payload each: 64 KiB frames hold hundreds. Heartbeats
+  // and the ask leave in frames of their own meanwhile.
+  EXPECT_LE(frames * 20, envelopes) << frames << " frames for " << envelopes << " envelopes";
+  EXPECT_EQ(j.rt.finish(), 0);
 }
 
 TEST(Remote, ARuntimeGoneWithoutFinishIsLostToTheOthersAtOnce) {

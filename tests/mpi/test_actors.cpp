@@ -27,6 +27,7 @@ TROUPE_REMOTE_DEFINE(ClockReader, troupe::init<>, &ClockReader::stamp);
 TROUPE_REMOTE_DEFINE(Holder, troupe::init<std::vector<double>, std::string>, &Holder::sum, &Holder::label_size);
 TROUPE_REMOTE_DEFINE(Bulk, troupe::init<>, &Bulk::scale, &Bulk::scale_array, &Bulk::sum, &Bulk::own, &Bulk::keep,
                      &Bulk::kept_sum, &Bulk::recycled, &Bulk::shout, &Bulk::double_all, &Bulk::fold,
-                     &Bulk::fold_array, &Bulk::fold_text, &Bulk::folded);
+                     &Bulk::fold_array, &Bulk::fold_text, &Bulk::folded, &Bulk::echo, &Bulk::echo_all);
+TROUPE_REMOTE_DEFINE(Relay, troupe::init<>, &Relay::hop);
 
 }  // namespace tt

@@ -262,6 +262,36 @@ class ClockReader {
 };
 TROUPE_REMOTE_DECLARE(ClockReader, troupe::init<>);
 
+/// A user type: travels by its own serialize(), its vector as a block of its
+/// own once it is large.
+struct Sample {
+  std::string name;
+  std::vector<double> data;
+  std::map<std::string, int> tags;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(name, data, tags);
+  }
+  bool operator==(const Sample&) const = default;
+};
+
+/// Passes hop(k) on round a ring of Relays (one per node, in the ring each
+/// message carries) until k is 0; counts the chains that end, process-wide.
+inline std::atomic<long> g_chains_ended{0};
+class Relay {
+ public:
+  void hop(int k, std::vector<troupe::ActorRef<Relay>> ring, std::size_t at) {
+    if (k == 0) {
+      g_chains_ended.fetch_add(1);
+      return;
+    }
+    const std::size_t next = (at + 1) % ring.size();
+    const auto to = ring[next];
+    to.tell<&Relay::hop>(k - 1, std::move(ring), next);
+  }
+};
+TROUPE_REMOTE_DECLARE(Relay, troupe::init<>);
+
 /// Large payloads both ways.
 class Bulk {
  public:
@@ -299,6 +329,15 @@ class Bulk {
   std::pair<std::uint64_t, std::uint64_t> recycled() const {
     const auto s = troupe::detail::recycle_stats();
     return {s.kept, s.reused};
+  }
+  /// A user type and a vector of them, back as they came, the names marked.
+  Sample echo(Sample s) {
+    s.name += " back";
+    return s;
+  }
+  std::vector<Sample> echo_all(std::vector<Sample> all) {
+    for (auto& s : all) s.name += " back";
+    return all;
   }
   std::string shout(std::string s) {
     for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));

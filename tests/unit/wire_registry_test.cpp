@@ -44,6 +44,14 @@ struct Twice {
   int b() { return 2; }
 };
 
+/// Two unrelated classes, registered by hand below under one wire name.
+struct ClashA {
+  int a() { return 1; }
+};
+struct ClashB {
+  int b() { return 2; }
+};
+
 }  // namespace pinned
 
 TEST(WireRegistry, IdsAreHashesOfTheRegisteredNames) {
@@ -77,6 +85,26 @@ TEST(WireRegistry, CollisionsAreReported) {
   ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->tag, (&troupe::detail::method_tag<&pinned::Twice::a, pinned::Twice>));
   EXPECT_EQ(reg.method((&troupe::detail::method_tag<&pinned::Twice::b, pinned::Twice>)), nullptr);
+}
+
+TEST(WireRegistry, TwoClassesUnderOneWireNameAreReported) {
+  // Two classes (two namespaces' Solver, say) registered under one wire name
+  // would share a class id: a spawn of one would build the other.
+  auto& reg = WireRegistry::instance();
+  const auto before = reg.problems().size();
+  using troupe::detail::register_remote;
+  register_remote<pinned::ClashA, troupe::init<>>("Clash", "troupe::init<>");
+  EXPECT_EQ(reg.problems().size(), before);
+  register_remote<pinned::ClashB, troupe::init<>>("Clash", "troupe::init<>");
+  const auto problems = reg.problems();
+  ASSERT_EQ(problems.size(), before + 1);
+  EXPECT_NE(problems[before].find("class 'Clash' has the same wire id as 'Clash'"), std::string::npos)
+      << problems[before];
+  // The first registration stands; the second class has no entry at all.
+  const auto* c = reg.cls(fnv1a64("class Clash"));
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->tag, &troupe::detail::type_tag<pinned::ClashA>);
+  EXPECT_EQ(reg.cls(&troupe::detail::type_tag<pinned::ClashB>), nullptr);
 }
 
 TEST(WireRegistry, AMethodOfABaseIsNamedForTheClassItIsRegisteredWith) {
