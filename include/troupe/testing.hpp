@@ -60,11 +60,12 @@ class Scheduler {
   detail::DeterministicScheduler* s_;
 };
 
-/// Fault injection: the next n actor turns that this thread hands to a
-/// scheduler find no memory to be queued in (as when oneTBB's allocation
-/// fails). Each is parked and runs once one can be queued: retried after the
-/// scheduler's next turn or task, by the timer thread every millisecond, or,
-/// deterministic, at the next step.
+/// Fault injection: the next n attempts of this thread to queue an actor's
+/// turn find no memory (as when oneTBB's allocation fails); a retry of a
+/// parked turn on this thread is an attempt too. Each refused turn is parked
+/// and runs once one can be queued: retried after the scheduler's next turn
+/// or task, by the timer thread every millisecond, or, deterministic, at the
+/// next step (which runs it itself if it still cannot be queued).
 void fail_next_turns(int n) noexcept;
 
 }  // namespace testing

@@ -48,14 +48,34 @@ void DeterministicScheduler::run(Item& item) {
   }
 }
 
+bool DeterministicScheduler::run_parked(ActorId id) noexcept {
+  std::shared_ptr<ActorCell> cell;
+  parked_.retry([&](std::shared_ptr<ActorCell>& c) {
+    if (!cell && (id == 0 || c->id() == id)) {
+      cell = std::move(c);
+      return true;
+    }
+    return queue_turn(c);
+  });
+  if (!cell) return false;
+  cell->run_batch(batch_);
+  return true;
+}
+
 bool DeterministicScheduler::step() {
   if (!parked_.empty()) retry_parked();  // behind what is queued: parked turns came later
   Item item;
   {
     std::lock_guard lk(mu_);
-    if (queue_.empty()) return false;
-    item = std::move(queue_.front());
-    queue_.pop_front();
+    if (!queue_.empty()) {
+      item = std::move(queue_.front());
+      queue_.pop_front();
+    }
+  }
+  if (item.index() == 0 && !std::get<0>(item)) {
+    // Nothing queued, and what is parked still finds no room in the queue:
+    // run the oldest parked turn here (running one needs no memory).
+    return run_parked(0);
   }
   run(item);
   return true;
@@ -70,10 +90,12 @@ bool DeterministicScheduler::step_actor(ActorId id) {
       auto* c = std::get_if<std::shared_ptr<ActorCell>>(&i);
       return c != nullptr && (*c)->id() == id;
     });
-    if (it == queue_.end()) return false;
-    item = std::move(*it);
-    queue_.erase(it);
+    if (it != queue_.end()) {
+      item = std::move(*it);
+      queue_.erase(it);
+    }
   }
+  if (item.index() == 0 && !std::get<0>(item)) return run_parked(id);  // parked, if anywhere
   run(item);
   return true;
 }

@@ -27,7 +27,8 @@ class DeterministicScheduler final : public Scheduler, public Waiter {
 
   bool wait(StateBase& s, std::optional<Clock::time_point> deadline) override;
 
-  /// Runs the oldest queued turn or task. False if nothing is queued.
+  /// Runs the oldest queued turn or task; with none queued, the oldest
+  /// parked turn. False if nothing is queued or parked.
   bool step();
   /// Runs the oldest queued turn of this actor, ahead of the others.
   bool step_actor(ActorId id);
@@ -40,6 +41,9 @@ class DeterministicScheduler final : public Scheduler, public Waiter {
   /// Queues a turn of the cell (taken from `cell`); false, `cell` kept, if
   /// there was no memory for it.
   bool queue_turn(std::shared_ptr<ActorCell>& cell) noexcept;
+  /// Runs the oldest parked turn (of actor `id`; 0: of any), queueing the
+  /// others it can; false if none (of that actor) is parked.
+  bool run_parked(ActorId id) noexcept;
   ParkedTurns parked_;  // turns that found no memory: queued at the next step
   mutable std::mutex mu_;
   std::deque<Item> queue_;

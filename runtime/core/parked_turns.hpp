@@ -15,6 +15,16 @@ namespace troupe::detail {
 
 class ParkedTurns {
  public:
+  ParkedTurns() = default;
+  ParkedTurns(const ParkedTurns&) = delete;
+  ParkedTurns& operator=(const ParkedTurns&) = delete;
+  /// What is still parked is let go of (each cell holds itself while parked).
+  ~ParkedTurns() {
+    retry([](std::shared_ptr<ActorCell>& c) {
+      c.reset();
+      return true;
+    });
+  }
   /// Keeps the cell's turn (lock-free; links the cell itself: no allocation).
   void park(std::shared_ptr<ActorCell> cell) noexcept {
     ActorCell* c = cell.get();

@@ -49,8 +49,9 @@ class Scheduler {
 /// True on a worker thread of any runtime's oneTBB scheduler.
 bool on_scheduler_worker() noexcept;
 
-/// Fault injection (troupe::testing::fail_next_turn_enqueues): whether the
-/// calling thread's next turn must be refused as if no memory were left.
+/// Fault injection (troupe::testing::fail_next_turns): whether the calling
+/// thread's next attempt to queue a turn (a retry too) must be refused as if
+/// no memory were left.
 bool refuse_turn_for_testing() noexcept;
 void refuse_turns_for_testing(int n) noexcept;
 

@@ -115,7 +115,7 @@ class TbbScheduler final : public Scheduler {
       if (park_notice_) park_notice_();
       return;
     }
-    if (!parked_.empty()) retry_parked();
+    if (!parked_.empty()) retry_and_notice();
   }
   bool retry_parked() noexcept override {
     return parked_.retry([this](std::shared_ptr<ActorCell>& c) { return enqueue_turn(c); });
@@ -160,6 +160,12 @@ class TbbScheduler final : public Scheduler {
     cell.reset();
     return true;
   }
+  /// A retry outside the timer thread. What it parks again must be noticed:
+  /// the timer's own retry may have found the list empty meanwhile (this one
+  /// held its turns) and stopped retrying.
+  void retry_and_notice() noexcept {
+    if (retry_parked() && park_notice_) park_notice_();
+  }
   bool enter() noexcept {
     in_flight_.fetch_add(1, std::memory_order_seq_cst);
     if (!down_.load(std::memory_order_seq_cst)) return true;
@@ -180,7 +186,7 @@ class TbbScheduler final : public Scheduler {
       auto c = std::move(cell);
       c->run_batch(s->batch_);
       c.reset();
-      if (!s->parked_.empty()) s->retry_parked();
+      if (!s->parked_.empty()) s->retry_and_notice();
       s->in_flight_.fetch_sub(1, std::memory_order_release);
     }
   };
@@ -203,7 +209,7 @@ class TbbScheduler final : public Scheduler {
         std::fprintf(stderr, "troupe: a posted task failed\n");
       }
       f = nullptr;
-      if (!s->parked_.empty()) s->retry_parked();
+      if (!s->parked_.empty()) s->retry_and_notice();
       s->in_flight_.fetch_sub(1, std::memory_order_release);
     }
   };

@@ -679,4 +679,17 @@ TEST(Actors, ADeterministicTurnThatFindsNoMemoryIsQueuedAtTheNextStep) {
   EXPECT_TRUE(sched.step());
   EXPECT_EQ(sched.pending(), 0u);
   EXPECT_EQ(c.ask<&Counter::value>().get(), 2);
+  // Still no memory when the step retries it: the step runs the parked turn
+  // itself (it needs none), rather than report that nothing is left to run.
+  troupe::testing::fail_next_turns(2);  // the tell's attempt, and the step's retry
+  c.tell<&Counter::add>(3);
+  EXPECT_EQ(sched.pending(), 1u);
+  EXPECT_TRUE(sched.step()) << "a parked turn is work left to run";
+  EXPECT_EQ(sched.pending(), 0u);
+  EXPECT_EQ(c.ask<&Counter::value>().get(), 5);
+  // The same when a future waits on it (it used to report a deadlock).
+  troupe::testing::fail_next_turns(2);  // the tell's attempt (the ask finds its turn parked), the wait's retry
+  c.tell<&Counter::add>(4);
+  EXPECT_EQ(c.ask<&Counter::value>().get(), 9);
+  troupe::testing::fail_next_turns(0);
 }
