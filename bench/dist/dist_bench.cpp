@@ -453,8 +453,9 @@ int main(int argc, char** argv) {
   MPI_Comm_dup(MPI_COMM_WORLD, &raw);
 
   const int rtt_iters = rtt_iters_arg > 0 ? rtt_iters_arg : quick ? 2000 : 20000;  // more: for profiling
-  const int rate_msgs = quick ? 100000 : 1000000;
   const int rate_window = 64;
+  // Whole windows: the raw stream sends rate_msgs / rate_window of them.
+  const int rate_msgs = (quick ? 100000 : 1000000) / rate_window * rate_window;
   // The raw round trip and message rate also with nothing else in the
   // process, before troupe starts (the paired rounds run beside an idle
   // runtime; the machine's speed may change in between, so this is a sanity

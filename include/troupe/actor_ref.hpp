@@ -140,7 +140,7 @@ class ActorRef {
     static_assert(std::is_constructible_v<typename Traits::Args, A&&...>,
                   "troupe: arguments do not convert to the method's parameters");
   }
-  detail::Waiter* waiter() const noexcept { return core_ ? core_->waiter() : nullptr; }
+  detail::WaiterSlot* waiter() const noexcept { return core_ ? core_->waiter() : nullptr; }
   detail::RemoteLink& link() const {
     if (!core_ || !core_->remote()) throw Error("troupe: actor reference is not bound to a runtime");
     return *core_->remote();

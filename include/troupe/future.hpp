@@ -38,7 +38,7 @@ template <class T>
 class Promise {
  public:
   Promise() : s_(std::make_shared<detail::State<T>>(nullptr)) {}
-  explicit Promise(detail::Waiter* w) : s_(std::make_shared<detail::State<T>>(w)) {}
+  explicit Promise(detail::WaiterSlot* w) : s_(std::make_shared<detail::State<T>>(w)) {}
   Promise(Promise&&) noexcept = default;
   Promise& operator=(Promise&& o) noexcept {
     if (this != &o) {
@@ -58,13 +58,18 @@ class Promise {
     return Future<T>(s_);
   }
 
+  /// Sets its result once: a second call (or one on a moved-from Promise)
+  /// throws troupe::Error. If making the value throws, the future gets that
+  /// error, and the exception goes on to the caller.
   template <class... A>
   void set_value(A&&... a) {
     auto s = std::move(s_);
+    if (!s) no_state();
     s->set_value(std::forward<A>(a)...);
   }
   void set_exception(std::exception_ptr e) {
     auto s = std::move(s_);
+    if (!s) no_state();
     s->set_error(std::move(e));
   }
   template <class E>
@@ -74,6 +79,9 @@ class Promise {
   bool valid() const noexcept { return s_ != nullptr; }
 
  private:
+  [[noreturn]] static void no_state() {
+    throw Error("troupe: this Promise has no result to set (it was set already, or the Promise moved)");
+  }
   void abandon() noexcept {
     if (s_) {
       try {
@@ -217,7 +225,8 @@ void settle(Promise<U>& p, Future<U>& done) {
       p.set_value(done.take());
     }
   } catch (...) {
-    p.set_exception(std::current_exception());
+    // (Unless the error came from making the value: the promise has it then.)
+    if (p.valid()) p.set_exception(std::current_exception());
   }
 }
 
@@ -225,7 +234,9 @@ template <class U, class F, class... A>
 void fulfil_with(Promise<U>& p, F& f, A&&... a) {
   using R = std::invoke_result_t<F&, A...>;
   if constexpr (is_future_v<R>) {
-    f(std::forward<A>(a)...).on_complete([p = std::move(p)](Future<U> inner) mutable { settle(p, inner); });
+    auto inner = f(std::forward<A>(a)...);
+    if (!inner.valid()) throw Error("troupe: a continuation returned an empty Future");
+    inner.on_complete([p = std::move(p)](Future<U> done) mutable { settle(p, done); });
   } else if constexpr (std::is_void_v<R>) {
     f(std::forward<A>(a)...);
     p.set_value();
@@ -278,13 +289,17 @@ auto when_all(std::vector<Future<T>> fs)
     void finish() {
       for (auto& e : errors)
         if (e) return promise.set_exception(e);
-      if constexpr (std::is_void_v<T>) {
-        promise.set_value();
-      } else {
-        std::vector<T> out;
-        out.reserve(slots.size());
-        for (auto& v : slots) out.push_back(std::move(*v));
-        promise.set_value(std::move(out));
+      try {
+        if constexpr (std::is_void_v<T>) {
+          promise.set_value();
+        } else {
+          std::vector<T> out;
+          out.reserve(slots.size());
+          for (auto& v : slots) out.push_back(std::move(*v));
+          promise.set_value(std::move(out));
+        }
+      } catch (...) {  // no memory for the vector, or a value's move threw: the future gets that error
+        if (promise.valid()) promise.set_exception(std::current_exception());
       }
     }
   };

@@ -38,7 +38,7 @@ Core::Core(Runtime& rt, Config cfg, std::unique_ptr<ThreadPlacement> placement)
   if (cfg_.scheduler == SchedulerKind::deterministic) {
     auto vt = std::make_unique<VirtualTimerService>();
     auto sched = std::make_unique<DeterministicScheduler>(*vt, cfg_.batch);
-    waiter_ = sched.get();
+    set_waiter(sched.get());
     timers_ = std::move(vt);
     sched_ = std::move(sched);
   } else {
@@ -57,6 +57,7 @@ Core::~Core() {
   shutdown();
   Core* self = this;
   g_latest_core.compare_exchange_strong(self, nullptr);
+  set_waiter(nullptr);  // a future kept past the runtime waits on its own
 }
 
 void Core::add_cell(std::shared_ptr<ActorCell> cell) { table_->add(std::move(cell)); }

@@ -1,6 +1,8 @@
 #include "troupe/detail/future_state.hpp"
 
 #include <cstdio>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -52,13 +54,21 @@ void StateBase::publish() {
   }
 }
 
+WaiterSlot* new_waiter_slot() {
+  static std::mutex mu;
+  static std::deque<WaiterSlot> slots;  // elements never move
+  std::lock_guard lk(mu);
+  return &slots.emplace_back(nullptr);
+}
+
 bool StateBase::wait(std::optional<Clock::time_point> deadline) {
   if (ready()) return true;
-  if (waiter_ != nullptr) return waiter_->wait(*this, deadline);
+  if (Waiter* w = waiter_ != nullptr ? waiter_->load(std::memory_order_acquire) : nullptr) return w->wait(*this, deadline);
   // A future made without one (a ready-made future's then(), a default
   // Promise's): the runtime's, where the value can only come if the waiting
   // thread makes progress (a deterministic runtime runs turns only there).
-  if (Core* core = current_core(); core != nullptr && core->waiter() != nullptr) return core->waiter()->wait(*this, deadline);
+  if (Core* core = current_core(); core != nullptr)
+    if (Waiter* w = core->current_waiter()) return w->wait(*this, deadline);
   return block(deadline);
 }
 

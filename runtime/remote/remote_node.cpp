@@ -579,7 +579,7 @@ Draft RemoteNode::raw_envelope(NodeId to, Kind kind, std::uint64_t corr, std::ui
 Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, std::uint64_t target,
                                       const ByteBuffer& payload, std::uint8_t version, bool coalesce,
                                       std::shared_ptr<ByteBuffer> block, std::size_t declared) {
-  Promise<void> p(waiter_.get());
+  Promise<void> p(core_.waiter());
   auto f = p.get_future();
   const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
   if (corr == 0) return f;

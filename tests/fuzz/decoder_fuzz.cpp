@@ -16,9 +16,13 @@
 // production limit would only measure the machine's memory.
 #include <cereal/types/optional.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <random>
@@ -248,10 +252,43 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 }
 
 #ifndef TROUPE_LIBFUZZER
-// Without libFuzzer: valid envelopes with random or mutated payloads, and
-// random bytes, from a fixed seed.
+namespace {
+
+/// Every file of a corpus folder (the libFuzzer target's findings, kept in
+/// tests/fuzz/corpus), fed once each; returns how many.
+long replay_corpus(const char* folder) {
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(folder))
+    if (entry.is_regular_file()) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());  // the same order every run
+  for (const auto& path : files) {
+    std::ifstream in(path, std::ios::binary);
+    const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+  }
+  return static_cast<long>(files.size());
+}
+
+}  // namespace
+
+// Without libFuzzer: the corpus folder's inputs if one is given, then valid
+// envelopes with random or mutated payloads, and random bytes, from a fixed
+// seed. With --write, the generated inputs are written to the folder instead
+// (seeds for the libFuzzer target, which finds well-formed envelopes slowly).
+//   unit_decoder_fuzz [iterations [corpus-folder]]
+//   unit_decoder_fuzz --write folder count
 int main(int argc, char** argv) {
-  const long iterations = argc > 1 ? std::atol(argv[1]) : 200000;
+  const bool write = argc > 1 && std::strcmp(argv[1], "--write") == 0;
+  if (write && argc != 4) {
+    std::fprintf(stderr, "usage: %s --write folder count\n", argv[0]);
+    return 2;
+  }
+  const long iterations = write ? std::atol(argv[3]) : argc > 1 ? std::atol(argv[1]) : 200000;
+  const long replayed = !write && argc > 2 ? replay_corpus(argv[2]) : 0;
+  if (!write && argc > 2 && replayed == 0) {
+    std::fprintf(stderr, "decoder fuzz: no inputs in %s\n", argv[2]);
+    return 1;
+  }
   std::mt19937_64 rng(12345);
   auto byte = [&] { return static_cast<std::uint8_t>(rng()); };
   // A few well-formed payloads to mutate.
@@ -335,10 +372,17 @@ int main(int argc, char** argv) {
       w.finish(segs.data(), static_cast<std::uint32_t>(segs.size()));
       if (rng() % 10 == 0) frame.data()[rng() % frame.size()] = std::byte{byte()};  // break a header
     }
+    if (write) {
+      std::ofstream out(std::filesystem::path(argv[2]) / ("seed-" + std::to_string(it)), std::ios::binary);
+      out.write(reinterpret_cast<const char*>(frame.data()), static_cast<std::streamsize>(frame.size()));
+      continue;
+    }
     LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(frame.data()), frame.size());
   }
-  std::printf("decoder fuzz: %ld inputs, no crash; %ld calls decoded, ran, and their replies decoded\n", iterations,
-              g_calls_ran);
+  if (write) return 0;
+  std::printf("decoder fuzz: %ld corpus inputs and %ld generated, no crash; %ld calls decoded, ran, and their replies "
+              "decoded\n",
+              replayed, iterations, g_calls_ran);
   if (g_calls_ran == 0) return 1;  // the inputs never reached a method: the harness is broken
   return 0;
 }

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -552,6 +554,59 @@ TEST(Actors, APromiseWhoseValueCannotBeMadeCompletesWithThatError) {
   EXPECT_THROW(p.set_value(original), std::runtime_error);
   ASSERT_TRUE(f.ready()) << "its future would wait for ever";
   EXPECT_THROW(f.get(), std::runtime_error);
+}
+
+TEST(Actors, AValueThatCannotBeMovedOnByAContinuationsFutureEndsTheChainWithThatError) {
+  // then() whose function returns a future: the inner future's value is moved
+  // into the outer promise. A move that throws completes the outer future with
+  // that error (the promise has it already: setting it again would touch a
+  // promise that has none).
+  struct Fragile {
+    explicit Fragile(int* moves) : moves_left(moves) {}
+    Fragile(Fragile&& o) : moves_left(o.moves_left) {
+      if ((*moves_left)-- == 0) throw std::runtime_error("no more moves");
+    }
+    int* moves_left;
+  };
+  for (int moves = 0; moves < 4; ++moves) {
+    int left = moves;
+    auto f = troupe::make_ready_future<int>(1).then([&](int) { return troupe::make_ready_future<Fragile>(Fragile(&left)); });
+    try {
+      (void)f.get();
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "no more moves");
+    }
+  }
+  // A continuation that returns an empty future says so.
+  auto empty = troupe::make_ready_future<int>(1).then([](int) { return troupe::Future<int>{}; });
+  try {
+    (void)empty.get();
+    ADD_FAILURE() << "an empty future came back as a value";
+  } catch (const troupe::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("empty Future"), std::string::npos) << e.what();
+  }
+  // A promise set twice refuses the second, rather than crash.
+  troupe::Promise<int> p;
+  p.set_value(1);
+  EXPECT_THROW(p.set_value(2), troupe::Error);
+  EXPECT_THROW(p.set_exception(std::make_exception_ptr(std::runtime_error("x"))), troupe::Error);
+}
+
+TEST(Actors, AFutureKeptPastItsRuntimeWaitsOnItsOwn) {
+  // A future made from an ask (it finds the runtime's waiter through it) that
+  // is still pending when the runtime goes: waiting on it later must not call
+  // into the runtime's waiter, which went with it.
+  troupe::Promise<int> gate;
+  std::optional<troupe::Future<int>> kept;
+  {
+    troupe::Runtime rt(troupe::testing::deterministic());
+    auto c = rt.spawn<Counter>(1);
+    kept = c.ask<&Counter::value>().then([&](int) { return gate.get_future(); });
+    EXPECT_EQ(rt.finish(), 0);
+  }
+  EXPECT_FALSE(kept->wait_for(std::chrono::milliseconds(20)));
+  gate.set_value(7);
+  EXPECT_EQ(kept->get(), 7);
 }
 
 TEST(Actors, GetInAPeriodicTickIsRefused) {

@@ -91,8 +91,10 @@ class Core {
 
   Scheduler& scheduler() noexcept { return *sched_; }
   TimerService& timers() noexcept { return *timers_; }
-  Waiter* waiter() const noexcept { return waiter_; }
-  void set_waiter(Waiter* w) noexcept { waiter_ = w; }
+  /// The slot this runtime's futures find its waiter in.
+  WaiterSlot* waiter() const noexcept { return waiter_; }
+  Waiter* current_waiter() const noexcept { return waiter_->load(std::memory_order_acquire); }
+  void set_waiter(Waiter* w) noexcept { waiter_->store(w, std::memory_order_release); }
   RemoteLink* remote() const noexcept { return remote_; }
   HybridClock& clock() noexcept { return clock_; }
   void set_remote(RemoteLink* r) noexcept { remote_ = r; }
@@ -147,7 +149,7 @@ class Core {
   std::unique_ptr<TimerService> timers_;
   std::unique_ptr<Scheduler> sched_;
   std::unique_ptr<ActorTable> table_;
-  Waiter* waiter_ = nullptr;
+  WaiterSlot* waiter_ = new_waiter_slot();  // emptied by ~Core: futures may outlive it
   RemoteLink* remote_ = nullptr;
   HybridClock clock_;
   std::atomic<ActorId> next_id_{1};

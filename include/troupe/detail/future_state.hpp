@@ -56,9 +56,17 @@ class Waiter {
   virtual bool wait(StateBase& s, std::optional<Clock::time_point> deadline) = 0;
 };
 
+/// Where a state finds its runtime's waiter: a slot of the runtime's that
+/// outlives it (emptied as it goes), so that a future kept past its runtime
+/// waits on its own instead of calling into a waiter that is gone.
+using WaiterSlot = std::atomic<Waiter*>;
+/// A new, empty slot; never freed (futures may outlive their runtime), kept
+/// reachable. One per runtime.
+WaiterSlot* new_waiter_slot();
+
 class StateBase {
  public:
-  explicit StateBase(Waiter* w) noexcept : waiter_(w) {}
+  explicit StateBase(WaiterSlot* w) noexcept : waiter_(w) {}
   StateBase(const StateBase&) = delete;
   StateBase& operator=(const StateBase&) = delete;
   virtual ~StateBase() = default;
@@ -66,7 +74,7 @@ class StateBase {
   bool ready() const noexcept { return phase_.load(std::memory_order_acquire) == kReady; }
   bool has_error() const noexcept { return error_ != nullptr; }
   const std::exception_ptr& error() const noexcept { return error_; }
-  Waiter* waiter() const noexcept { return waiter_; }
+  WaiterSlot* waiter() const noexcept { return waiter_; }
   /// True the first time only: a state has one future (its one continuation
   /// and its one value are that future's).
   bool claim_future() noexcept { return !future_claimed_.exchange(true, std::memory_order_relaxed); }
@@ -97,7 +105,7 @@ class StateBase {
   std::atomic<bool> future_claimed_{false};
   std::exception_ptr error_;
   UniqueFunction<void()> cont_;
-  Waiter* waiter_;
+  WaiterSlot* waiter_;
 };
 
 template <class T>
