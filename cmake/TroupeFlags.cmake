@@ -10,3 +10,10 @@ if(TROUPE_SANITIZE)
   target_compile_options(troupe_flags INTERFACE -fsanitize=${_san} -fno-omit-frame-pointer -fno-sanitize-recover=all)
   target_link_options(troupe_flags INTERFACE -fsanitize=${_san})
 endif()
+
+# The libFuzzer build: every target's code (the wire decoder in the library
+# above all) carries the coverage instrumentation that guides the fuzzer; only
+# fuzz targets link libFuzzer itself (-fsanitize=fuzzer, tests/fuzz).
+if(TROUPE_BUILD_FUZZ)
+  target_compile_options(troupe_flags INTERFACE -fsanitize=fuzzer-no-link)
+endif()

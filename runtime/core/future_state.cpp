@@ -63,7 +63,12 @@ WaiterSlot* new_waiter_slot() {
 
 bool StateBase::wait(std::optional<Clock::time_point> deadline) {
   if (ready()) return true;
-  if (Waiter* w = waiter_ != nullptr ? waiter_->load(std::memory_order_acquire) : nullptr) return w->wait(*this, deadline);
+  if (waiter_ != nullptr) {
+    // Its runtime's: empty once the runtime has gone (or for a runtime that
+    // has no waiter), and then no other runtime's waiter is this state's.
+    if (Waiter* w = waiter_->load(std::memory_order_acquire)) return w->wait(*this, deadline);
+    return block(deadline);
+  }
   // A future made without one (a ready-made future's then(), a default
   // Promise's): the runtime's, where the value can only come if the waiting
   // thread makes progress (a deterministic runtime runs turns only there).

@@ -963,7 +963,8 @@ TEST(Remote, UserTypesCrossRanksAsArgumentsAndResults) {
   // result, alone and in a vector, its large vector as a block of its own.
   Job j;
   auto b = j.rt.spawn_on<Bulk>((j.me + 1) % j.n).get_for(10s);
-  tt::Sample s{"sample " + std::to_string(j.me), std::vector<double>(128 * 1024), {{"a", 1}, {"rank", static_cast<int>(j.me)}}};
+  tt::Sample s{"sample " + std::to_string(j.me), std::vector<double>(128 * 1024),
+               {{"a", 1}, {"rank", static_cast<int>(j.me)}}};
   std::iota(s.data.begin(), s.data.end(), static_cast<double>(j.me));
   auto back = b.ask<&Bulk::echo>(s).get_for(10s);
   EXPECT_EQ(back.name, s.name + " back");
@@ -988,8 +989,11 @@ struct Teller {
 };
 
 TEST(Remote, SmallTellsShareFrames) {
-  // Tells made in one turn leave together when it ends: many envelopes, few
-  // MPI messages. (The engine's own test of coalescing is Engine.SmallEnvelopesQueuedTogetherLeaveInFewFrames.)
+  // Tells made in one turn share frames: each goes into its destination's
+  // open frame, which a progress round (the progress thread's, or a waiting
+  // thread's) closes and sends. How many share one depends on the threads'
+  // timing, so the bound is loose; the engine's own test of coalescing,
+  // Engine.SmallEnvelopesQueuedTogetherLeaveInFewFrames, is exact.
   Job j;
   auto& engine = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).engine();
   auto rec = j.rt.spawn_on<Recorder>((j.me + 1) % j.n).get_for(10s);
@@ -1002,9 +1006,8 @@ TEST(Remote, SmallTellsShareFrames) {
   const auto envelopes = after.envelopes_sent - before.envelopes_sent;
   const auto frames = after.frames_sent - before.frames_sent;
   EXPECT_GE(envelopes, static_cast<std::uint64_t>(kTells));
-  // About 16 bytes of payload each: 64 KiB frames hold hundreds. Heartbeats
-  // and the ask leave in frames of their own meanwhile.
-  EXPECT_LE(frames * 20, envelopes) << frames << " frames for " << envelopes << " envelopes";
+  // Heartbeats and the ask leave in frames of their own meanwhile.
+  EXPECT_LE(frames * 2, envelopes) << frames << " frames for " << envelopes << " envelopes";
   EXPECT_EQ(j.rt.finish(), 0);
 }
 

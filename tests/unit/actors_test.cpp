@@ -570,9 +570,11 @@ TEST(Actors, AValueThatCannotBeMovedOnByAContinuationsFutureEndsTheChainWithThat
   };
   for (int moves = 0; moves < 4; ++moves) {
     int left = moves;
-    auto f = troupe::make_ready_future<int>(1).then([&](int) { return troupe::make_ready_future<Fragile>(Fragile(&left)); });
+    auto f = troupe::make_ready_future<int>(1).then(
+        [&](int) { return troupe::make_ready_future<Fragile>(Fragile(&left)); });
     try {
       (void)f.get();
+      ADD_FAILURE() << "moved on without error, with " << moves << " moves allowed";
     } catch (const std::runtime_error& e) {
       EXPECT_STREQ(e.what(), "no more moves");
     }
