@@ -55,10 +55,12 @@ void StateBase::publish() {
 }
 
 WaiterSlot* new_waiter_slot() {
-  static std::mutex mu;
-  static std::deque<WaiterSlot> slots;  // elements never move
-  std::lock_guard lk(mu);
-  return &slots.emplace_back(nullptr);
+  // Never destroyed, not even at exit: a runtime that a static object holds
+  // may go after this function's statics would have (its Core empties its slot).
+  static auto* mu = new std::mutex;
+  static auto* slots = new std::deque<WaiterSlot>;  // elements never move
+  std::lock_guard lk(*mu);
+  return &slots->emplace_back(nullptr);
 }
 
 bool StateBase::wait(std::optional<Clock::time_point> deadline) {
