@@ -61,6 +61,16 @@ ByteBuffer frame_of(std::uint64_t id, std::vector<std::uint64_t> blocks) {
   return frame;
 }
 
+/// Sends an envelope of no payload and no blocks (id told apart by the handler)
+/// to node `to` through the engine, as a sender of the runtime does.
+void send_control(Engine& engine, NodeId to, std::uint64_t id, bool urgent, NodeId from = 0) {
+  auto d = troupe::detail::take_draft(to);
+  EnvelopeWriter w(d->bytes);
+  w.begin(Kind::control, from, 0, 0, id, 0);
+  w.finish(nullptr, 0);
+  engine.send(std::move(d), urgent);
+}
+
 /// A stub: [u32 kStubMark][u32 0][u64 size of the large frame that follows].
 ByteBuffer stub_of(std::uint64_t size) {
   ByteBuffer s;
@@ -929,11 +939,7 @@ TEST(Engine, ACallToProgressReturnsWhileAnotherThreadKeepsSending) {
         int w = 0;
         while ((w = want.load()) == 0) std::this_thread::yield();
         if (w == 2) return;
-        auto d = troupe::detail::take_draft(1);
-        EnvelopeWriter wr(d->bytes);
-        wr.begin(Kind::control, 0, 0, 0, id, 0);
-        wr.finish(nullptr, 0);
-        engine.send(std::move(d), /*urgent=*/true);  // the engine is held: queued
+        send_control(engine, 1, id, /*urgent=*/true);  // the engine is held: queued
         want.store(0);
       }
     });
@@ -992,11 +998,7 @@ TEST(Engine, SmallEnvelopesQueuedTogetherLeaveInFewFrames) {
   Engine engine(MPI_COMM_WORLD, sink);
   if (rank == 0) {
     for (std::uint64_t id = 1; id <= kEnvelopes; ++id) {
-      auto d = troupe::detail::take_draft(1);
-      EnvelopeWriter wr(d->bytes);
-      wr.begin(Kind::control, 0, 0, 0, id, 0);
-      wr.finish(nullptr, 0);
-      engine.send(std::move(d), /*urgent=*/false);
+      send_control(engine, 1, id, /*urgent=*/false);
     }
     int all_in = 0;
     bcast_driving(engine, &all_in, sizeof all_in, 1);
@@ -1032,11 +1034,7 @@ TEST(Engine, ASendMpiRefusesEndsTheStreamToItsPeerAndIsReported) {
   Engine engine(MPI_COMM_WORLD, sink);
   if (rank == 0) {
     auto send_one = [&](std::uint64_t id) {
-      auto d = troupe::detail::take_draft(1);
-      EnvelopeWriter w(d->bytes);
-      w.begin(Kind::control, 0, 0, 0, id, 0);
-      w.finish(nullptr, 0);
-      engine.send(std::move(d), /*urgent=*/true);
+      send_control(engine, 1, id, /*urgent=*/true);
       engine.flush();
     };
     send_one(1);
@@ -1102,11 +1100,8 @@ TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
   OrderSink sink;
   Engine engine(MPI_COMM_WORLD, sink);
   auto send_one = [&](std::uint64_t id) {
-    auto d = troupe::detail::take_draft(peer);
-    EnvelopeWriter w(d->bytes);
-    w.begin(Kind::control, static_cast<NodeId>(rank), 0, 0, id, 0);
-    w.finish(nullptr, 0);
-    engine.send(std::move(d), /*urgent=*/true);  // straight to MPI when the engine is free
+    // Straight to MPI when the engine is free.
+    send_control(engine, peer, id, /*urgent=*/true, static_cast<NodeId>(rank));
   };
   std::atomic<bool> stop{false};
   std::atomic<long> sent{0}, limit{1L << 40};
