@@ -171,7 +171,7 @@ MethodEntry make_method_entry(WireId class_id, std::string name) {
   e.id = fnv1a64(name);
   e.class_id = class_id;
   e.name = std::move(name);
-  e.shape = CallShape<typename Traits::Args, typename Traits::Result>::text();
+  e.shape_of = &CallShape<typename Traits::Args, typename Traits::Result>::text;
   e.tag = &method_tag<M, C>;
   e.cls = &type_tag<C>;
   e.args_zero_copy = zero_copy_safe<typename Traits::Args>::value;
@@ -227,7 +227,7 @@ ClassEntry make_class_entry(std::string name) {
   ClassEntry e;
   e.id = fnv1a64("class " + name);
   e.name = std::move(name);
-  e.shape = "init" + wire_shape<Tuple>();
+  e.shape_of = [] { return "init" + wire_shape<Tuple>(); };
   e.tag = &type_tag<C>;
   e.init_zero_copy = zero_copy_safe<Tuple>::value;
   e.encode_init = [](const void* init, WireOutputArchive& ar) { ar(*static_cast<const Tuple*>(init)); };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <string>
+#include <tuple>
 
 namespace troupe::detail {
 
@@ -12,9 +13,9 @@ namespace {
 /// TROUPE_REMOTE_DEFINE): alike, it adds nothing; otherwise the text of the problem.
 template <class Entry>
 std::string registered_again(const char* what, const Entry& first, const Entry& again) {
-  if (first.name == again.name && first.shape == again.shape) return {};
-  return std::string("TROUPE_REMOTE: one ") + what + " registered twice, as '" + first.name + "' " + first.shape +
-         " and as '" + again.name + "' " + again.shape + " (register it once, or alike)";
+  if (first.name == again.name && (first.shape_of == again.shape_of || first.shape() == again.shape())) return {};
+  return std::string("TROUPE_REMOTE: one ") + what + " registered twice, as '" + first.name + "' " + first.shape() +
+         " and as '" + again.name + "' " + again.shape() + " (register it once, or alike)";
 }
 
 }  // namespace
@@ -101,14 +102,23 @@ const ClassEntry* WireRegistry::cls(const TypeTag* tag) const {
 }
 
 std::vector<std::string> WireRegistry::table() const {
-  std::lock_guard lk(mu_);
-  std::vector<std::pair<WireId, std::string>> rows;
-  for (const auto& [id, c] : classes_) rows.emplace_back(id, "class " + std::to_string(id) + " " + c.name + " " + c.shape);
-  for (const auto& [id, m] : methods_) rows.emplace_back(id, "method " + std::to_string(id) + " " + m.name + " " + m.shape);
-  std::sort(rows.begin(), rows.end());
+  // Shapes are made outside the lock: a user class's runs its own code.
+  struct Row {
+    WireId id;
+    std::string head;
+    std::string (*shape_of)();
+  };
+  std::vector<Row> rows;
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& [id, c] : classes_) rows.push_back({id, "class " + std::to_string(id) + " " + c.name, c.shape_of});
+    for (const auto& [id, m] : methods_)
+      rows.push_back({id, "method " + std::to_string(id) + " " + m.name, m.shape_of});
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return std::tie(a.id, a.head) < std::tie(b.id, b.head); });
   std::vector<std::string> out;
   out.reserve(rows.size());
-  for (auto& r : rows) out.push_back(std::move(r.second));
+  for (auto& r : rows) out.push_back(std::move(r.head) + " " + (r.shape_of != nullptr ? r.shape_of() : std::string()));
   return out;
 }
 

@@ -18,6 +18,17 @@ struct Probe {
   int get(int k) const { return v_ + k; }
   int v_;
 };
+struct Sample {
+  int count = 0;
+  double mean = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(count, mean);
+  }
+};
+struct Meter {
+  void take(const Sample&) {}
+};
 }  // namespace first
 
 namespace second {
@@ -25,6 +36,17 @@ struct Probe {  // the "other binary's" Probe: other types under the same names
   explicit Probe(double v) : v_(v) {}
   double get(double k) const { return v_ + k; }
   double v_;
+};
+struct Sample {  // the same fields, in another order
+  double mean = 0;
+  int count = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(mean, count);
+  }
+};
+struct Meter {
+  void take(const Sample&) {}
 };
 }  // namespace second
 
@@ -42,6 +64,12 @@ const bool registered = launch_rank() == 0
                                   "Probe", "troupe::init<int>, &Probe::get")
                             : troupe::detail::register_remote<second::Probe, troupe::init<double>, &second::Probe::get>(
                                   "Probe", "troupe::init<double>, &Probe::get");
+const bool meter_registered =
+    launch_rank() == 0
+        ? troupe::detail::register_remote<first::Meter, troupe::init<>, &first::Meter::take>("Meter",
+                                                                                              "troupe::init<>, &Meter::take")
+        : troupe::detail::register_remote<second::Meter, troupe::init<>, &second::Meter::take>(
+              "Meter", "troupe::init<>, &Meter::take");
 
 std::string refusal() {
   try {
@@ -58,11 +86,15 @@ bool has(const std::string& text, const std::string& part) { return text.find(pa
 }  // namespace
 
 TEST(WireAgreement, NodesThatRegisterAClassDifferentlyAllRefuseToStartAndSayWhy) {
-  ASSERT_TRUE(registered);
+  ASSERT_TRUE(registered && meter_registered);
   ASSERT_GE(launch_rank(), 0) << "this test needs the launcher's rank in the environment";
   const std::string why = refusal();
   EXPECT_TRUE(has(why, "class 'Probe' is registered as init(i4) on node 0 but as init(f8) on node 1")) << why;
   EXPECT_TRUE(has(why, "method 'Probe::get' is registered as (i4)->i4 on node 0 but as (f8)->f8 on node 1")) << why;
+  // A user class's fields are compared too: the same fields in another order.
+  EXPECT_TRUE(has(why, "method 'Meter::take' is registered as ({i4,f8})->- on node 0 but as ({f8,i4})->- on node 1"))
+      << why;
+  EXPECT_FALSE(has(why, "class 'Meter'")) << why;  // its init<> is alike
 }
 
 TEST(WireAgreement, ARegistrationProblemOfOneNodeStopsEveryNode) {

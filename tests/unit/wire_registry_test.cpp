@@ -5,11 +5,17 @@
 
 #include <algorithm>
 #include <array>
+#include <complex>
 #include <cstdint>
+#include <deque>
+#include <list>
 #include <map>
+#include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
+#include <variant>
 #include <vector>
 
 #include "troupe/array.hpp"
@@ -123,14 +129,176 @@ TEST(WireRegistry, AMethodOfABaseIsNamedForTheClassItIsRegisteredWith) {
 
 namespace shapes {
 enum class Colour : std::uint16_t { red };
-struct Opaque {
-  int x = 0;
+struct Reading {  // a member serialize()
+  int station = 0;
+  std::vector<double> values;
+  std::string note;
   template <class A>
   void serialize(A& ar) {
-    ar(x);
+    ar(station, CEREAL_NVP(values), note);
+  }
+};
+class Hidden {  // private, as cereal allows
+  friend class cereal::access;
+  template <class A>
+  void serialize(A& ar) {
+    ar(x_);
+  }
+  std::int64_t x_ = 0;
+};
+struct Split {  // save and load apart
+  float f = 0;
+  template <class A>
+  void save(A& ar) const {
+    ar(f, std::uint8_t{1});
+  }
+  template <class A>
+  void load(A& ar) {
+    std::uint8_t ignored = 0;
+    ar(f, ignored);
+  }
+};
+struct Free {  // a free serialize(), found by argument-dependent lookup
+  bool on = false;
+  Reading last;  // a class inside a class
+};
+template <class A>
+void serialize(A& ar, Free& f) {
+  ar(f.on, f.last);
+}
+struct Minimal {  // written as one number
+  double kelvin = 0;
+  template <class A>
+  double save_minimal(const A&) const {
+    return kelvin;
+  }
+  template <class A>
+  void load_minimal(const A&, const double& v) {
+    kelvin = v;
+  }
+};
+struct Derived : Reading {
+  std::uint16_t extra = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(cereal::base_class<Reading>(this), extra);
+  }
+};
+struct Big {  // larger than a thread's stack
+  std::array<double, 4 << 20> cells{};
+  std::int32_t raw[2] = {0, 0};
+  template <class A>
+  void serialize(A& ar) {
+    ar(cells, raw);
+  }
+};
+struct Node {  // holds itself
+  int value = 0;
+  std::vector<Node> children;
+  template <class A>
+  void serialize(A& ar) {
+    ar(value, children);
+  }
+};
+struct Packed {  // its own count and raw bytes
+  std::vector<std::uint32_t> ids;
+  template <class A>
+  void serialize(A& ar) {
+    ar(cereal::make_size_tag(static_cast<cereal::size_type>(ids.size())));
+    if (!ids.empty()) ar(cereal::binary_data(ids.data(), ids.size() * sizeof(std::uint32_t)));
+  }
+};
+struct NoDefault {  // cannot be made by default: opaque on its own, read inside a class that holds one
+  explicit NoDefault(int v) : v(v) {}
+  int v;
+  template <class A>
+  void serialize(A& ar) {
+    ar(v);
+  }
+};
+struct HoldsNoDefault {
+  NoDefault inner{3};
+  template <class A>
+  void serialize(A& ar) {
+    ar(inner);
+  }
+};
+struct Versioned {  // its versions may read one another's bytes by design
+  int a = 0;
+  template <class A>
+  void serialize(A& ar, std::uint32_t) {
+    ar(a);
+  }
+};
+struct Plain {  // no serialization at all
+  int a = 0;
+};
+struct Declined {
+  int a = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(a);
+  }
+};
+struct Throws {  // its default constructor throws
+  Throws() { throw std::runtime_error("no"); }
+  int a = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(a);
   }
 };
 }  // namespace shapes
+
+template <>
+struct troupe::opaque_wire_shape<shapes::Declined> : std::true_type {};
+
+namespace shapes {
+/// Registered for its method's shape: a user class among the arguments.
+class Station {
+ public:
+  explicit Station(const Reading&) {}
+  int put(const Reading& r, std::optional<Split> s) { return r.station + (s ? 1 : 0); }
+};
+TROUPE_REMOTE(Station, troupe::init<Reading>, &Station::put);
+}  // namespace shapes
+
+TEST(WireRegistry, AUserClassShapeNamesItsFieldsInOrderByTheirTypes) {
+  using troupe::detail::wire_shape;
+  EXPECT_EQ(wire_shape<shapes::Reading>(), "{i4,vec<f8>,str}");
+  EXPECT_EQ(wire_shape<shapes::Hidden>(), "{i8}");
+  EXPECT_EQ(wire_shape<shapes::Split>(), "{f4,u1}");
+  EXPECT_EQ(wire_shape<shapes::Free>(), "{b,{i4,vec<f8>,str}}");
+  EXPECT_EQ(wire_shape<shapes::Minimal>(), "{f8}");
+  EXPECT_EQ(wire_shape<shapes::Derived>(), "{base{i4,vec<f8>,str},u2}");
+  EXPECT_EQ(wire_shape<shapes::Node>(), "{i4,vec<rec>}");
+  EXPECT_EQ(wire_shape<shapes::Big>(), "{arr4194304<f8>,arr2<i4>}");  // made on the heap
+  EXPECT_EQ(wire_shape<shapes::Packed>(), "{n}");  // what follows the count depends on the instance
+  EXPECT_EQ((wire_shape<std::vector<shapes::Reading>>()), "vec<{i4,vec<f8>,str}>");
+  EXPECT_EQ((wire_shape<std::map<int, shapes::Split>>()), "map<i4,{f4,u1}>");
+  EXPECT_EQ(wire_shape<shapes::HoldsNoDefault>(), "{{i4}}");
+  // Opaque: cannot be made by default, serializes by version, has no
+  // serialization, declined, or its default constructor throws.
+  EXPECT_EQ(wire_shape<shapes::NoDefault>(), "obj");
+  EXPECT_EQ(wire_shape<std::vector<shapes::NoDefault>>(), "vec<obj>");
+  EXPECT_EQ(wire_shape<shapes::Versioned>(), "obj");
+  EXPECT_EQ(wire_shape<shapes::Plain>(), "obj");
+  EXPECT_EQ(wire_shape<shapes::Declined>(), "obj");
+  EXPECT_EQ(wire_shape<shapes::Throws>(), "obj");
+  // A registered method and class carry the shapes of the classes they take.
+  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Station::put"))->shape(), "({i4,vec<f8>,str},opt<{f4,u1}>)->i4");
+  EXPECT_EQ(WireRegistry::instance().cls(fnv1a64("class Station"))->shape(), "init({i4,vec<f8>,str})");
+}
+
+TEST(WireRegistry, MoreStandardTypesHaveShapes) {
+  using troupe::detail::wire_shape;
+  EXPECT_EQ((wire_shape<std::deque<std::int16_t>>()), "deque<i2>");
+  EXPECT_EQ((wire_shape<std::list<std::string>>()), "list<str>");
+  EXPECT_EQ((wire_shape<std::variant<int, double>>()), "var<i4,f8>");
+  EXPECT_EQ((wire_shape<std::complex<double>>()), "cplx<f8>");
+  EXPECT_EQ((wire_shape<std::unique_ptr<float>>()), "ptr<f4>");
+  EXPECT_EQ((wire_shape<std::shared_ptr<shapes::Split>>()), "sptr<{f4,u1}>");
+}
 
 TEST(WireRegistry, ShapesNameTheWireBytesTheSameWayFromEveryCompiler) {
   using troupe::detail::wire_shape;
@@ -149,11 +317,10 @@ TEST(WireRegistry, ShapesNameTheWireBytesTheSameWayFromEveryCompiler) {
   EXPECT_EQ((wire_shape<std::map<std::string, std::optional<double>>>()), "map<str,opt<f8>>");
   EXPECT_EQ(wire_shape<troupe::ActorRef<pinned::Pinned>>(), "ref");
   EXPECT_EQ(wire_shape<troupe::Array<double>>(), "Array<f8>");
-  EXPECT_EQ(wire_shape<shapes::Opaque>(), "obj");  // a user class's serialize() is not looked into
   // A registered method and class carry theirs; table() lists them in id order.
-  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Pinned::set"))->shape, "(i4)->-");
-  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Pinned::get"))->shape, "()->i4");
-  EXPECT_EQ(WireRegistry::instance().cls(fnv1a64("class Pinned"))->shape, "init()");
+  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Pinned::set"))->shape(), "(i4)->-");
+  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Pinned::get"))->shape(), "()->i4");
+  EXPECT_EQ(WireRegistry::instance().cls(fnv1a64("class Pinned"))->shape(), "init()");
   const auto table = WireRegistry::instance().table();
   EXPECT_NE(std::find(table.begin(), table.end(), "method 7309684615214666057 Pinned::get ()->i4"), table.end());
   EXPECT_NE(std::find(table.begin(), table.end(), "class 7717329937214915911 Pinned init()"), table.end());

@@ -131,7 +131,11 @@ struct MethodEntry {
   WireId id = 0;
   WireId class_id = 0;
   std::string name;
-  std::string shape;  ///< wire_shape of its arguments and result (compared across nodes)
+  /// wire_shape of its arguments and result (compared across nodes): made
+  /// when asked for, since a user class's shape default-makes one of it
+  /// (registration runs during static initialisation).
+  std::string (*shape_of)() = nullptr;
+  std::string shape() const { return shape_of != nullptr ? shape_of() : std::string(); }
   const MethodTag* tag = nullptr;
   const TypeTag* cls = nullptr;
   bool args_zero_copy = false;
@@ -160,7 +164,9 @@ class SpawnJob {
 struct ClassEntry {
   WireId id = 0;
   std::string name;
-  std::string shape;  ///< wire_shape of its init<...> arguments (compared across nodes)
+  /// "init" and the wire_shape of its init<...> arguments (compared across nodes), as MethodEntry's.
+  std::string (*shape_of)() = nullptr;
+  std::string shape() const { return shape_of != nullptr ? shape_of() : std::string(); }
   const TypeTag* tag = nullptr;
   bool init_zero_copy = false;
   void (*encode_init)(const void* init, WireOutputArchive& ar) = nullptr;

@@ -1,13 +1,29 @@
 // The wire shape of a type: a short text naming what its bytes on the wire are
-// made of (numbers of a kind and size, strings, containers, refs; a user class
-// is opaque, "obj"), the same from every compiler. Two binaries that register a
-// method under one name with different shapes would misread each other's
-// calls: a cluster runtime compares the shapes of its nodes when it starts
-// (an MPMD job runs several binaries).
+// made of (numbers of a kind and size, strings, containers, refs, and a user
+// class's fields in order, "{i4,vec<f8>}"), the same from every compiler. Two
+// binaries that register a method under one name with different shapes would
+// misread each other's calls: a cluster runtime compares the shapes of its
+// nodes when it starts (an MPMD job runs several binaries).
+//
+// A user class's shape comes from running its own cereal serialize() (or
+// save(), or save_minimal(); member or free, private with `friend class
+// cereal::access` too) on a default-made instance with a ShapeArchive, which
+// names each field by its type, never by its value. It stays opaque ("obj")
+// when the class has none of these, cannot be default-made, serializes by
+// version (its versions may read one another's bytes by design), or
+// specializes troupe::opaque_wire_shape.
 #pragma once
+#include <cereal/access.hpp>
+#include <cereal/details/helpers.hpp>
+#include <cereal/types/base_class.hpp>
+
 #include <array>
+#include <complex>
 #include <cstddef>
+#include <deque>
+#include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -16,19 +32,31 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "troupe/fwd.hpp"
 
 namespace troupe {
 template <class T> class Array;
-}
+
+/// Specialize as std::true_type for a class whose fields nodes are not to
+/// compare: its wire shape stays "obj" (say, a class whose serialize()
+/// writes different fields by what its default-made instance holds).
+template <class T>
+struct opaque_wire_shape : std::false_type {};
+}  // namespace troupe
 
 namespace troupe::detail {
 
+template <class T>
+std::string class_shape();
+
+/// Any type not named below: a user class (class_shape).
 template <class T, class = void>
 struct WireShape {
-  static std::string text() { return "obj"; }
+  static constexpr bool user_class = true;
+  static std::string text() { return class_shape<T>(); }
 };
 
 template <class T>
@@ -75,6 +103,10 @@ template <class T, std::size_t N>
 struct WireShape<std::array<T, N>> {
   static std::string text() { return "arr" + std::to_string(N) + "<" + wire_shape<T>() + ">"; }
 };
+template <class T, std::size_t N>
+struct WireShape<T[N]> {
+  static std::string text() { return "arr" + std::to_string(N) + "<" + wire_shape<T>() + ">"; }
+};
 template <class A, class B>
 struct WireShape<std::pair<A, B>> {
   static std::string text() { return "(" + wire_shape_list<A, B>() + ")"; }
@@ -111,6 +143,174 @@ template <class T>
 struct WireShape<Array<T>> {
   static std::string text() { return "Array<" + wire_shape<T>() + ">"; }
 };
+
+template <class T, class A>
+struct WireShape<std::deque<T, A>> {
+  static std::string text() { return "deque<" + wire_shape<T>() + ">"; }
+};
+template <class T, class A>
+struct WireShape<std::list<T, A>> {
+  static std::string text() { return "list<" + wire_shape<T>() + ">"; }
+};
+template <class... T>
+struct WireShape<std::variant<T...>> {
+  static std::string text() { return "var<" + wire_shape_list<T...>() + ">"; }
+};
+template <class T>
+struct WireShape<std::complex<T>> {
+  static std::string text() { return "cplx<" + wire_shape<T>() + ">"; }
+};
+template <class T, class D>
+struct WireShape<std::unique_ptr<T, D>> {
+  static std::string text() { return "ptr<" + wire_shape<T>() + ">"; }
+};
+template <class T>
+struct WireShape<std::shared_ptr<T>> {
+  static std::string text() { return "sptr<" + wire_shape<T>() + ">"; }
+};
+
+namespace shape {
+
+template <class T> struct is_nvp : std::false_type {};
+template <class T> struct is_nvp<cereal::NameValuePair<T>> : std::true_type {};
+template <class T> struct is_binary : std::false_type {};
+template <class T> struct is_binary<cereal::BinaryData<T>> : std::true_type {};
+template <class T> struct is_size_tag : std::false_type {};
+template <class T> struct is_size_tag<cereal::SizeTag<T>> : std::true_type {};
+template <class T> struct is_base : std::false_type {};
+template <class B> struct is_base<cereal::base_class<B>> : std::true_type {};
+template <class B> struct is_base<cereal::virtual_base_class<B>> : std::true_type {};
+
+template <class T>
+std::string fields_of(const T& t, bool& known);
+
+/// What a user class's serialize() is run with to learn its shape: each
+/// field it is handed adds the field's shape, by type (a vector is
+/// "vec<...>" empty or not), and a nested class adds its own fields, read
+/// from the instance at hand (which need not be default-made).
+class ShapeArchive {
+ public:
+  using is_loading = std::false_type;
+  using is_saving = std::true_type;
+
+  template <class... T>
+  ShapeArchive& operator()(T&&... fields) {
+    (add(fields), ...);
+    return *this;
+  }
+  template <class T>
+  ShapeArchive& operator&(T&& field) {
+    add(field);
+    return *this;
+  }
+  template <class T>
+  ShapeArchive& operator<<(T&& field) {
+    add(field);
+    return *this;
+  }
+  void saveBinary(const void*, std::size_t) { put("bin"); }
+  std::string take() { return std::move(text_); }
+
+ private:
+  void put(const std::string& s) {
+    if (!text_.empty()) text_ += ',';
+    text_ += s;
+  }
+  template <class T>
+  void add(const T& field) {
+    if constexpr (is_nvp<T>::value || std::is_base_of_v<cereal::detail::DeferredDataCore, T>) {
+      add(field.value);
+    } else if constexpr (is_binary<T>::value) {
+      put("bin");
+    } else if constexpr (is_size_tag<T>::value) {
+      put("n");  // a count the class writes itself; what follows it depends on the instance
+    } else if constexpr (is_base<T>::value) {
+      bool known = true;
+      std::string inner = fields_of(*field.base_ptr, known);
+      put(known ? "base" + inner : "base:obj");
+    } else if constexpr (requires { WireShape<T>::user_class; }) {
+      bool known = true;
+      std::string inner = fields_of(field, known);
+      put(known ? inner : "obj");
+    } else {
+      put(WireShape<T>::text());
+    }
+  }
+
+  std::string text_;
+};
+
+// Free serialize/save/save_minimal are found by argument-dependent lookup
+// alone (these take nothing, so they never match).
+void serialize() = delete;
+void save() = delete;
+void save_minimal() = delete;
+
+/// Runs t's serialization with ar; false if t has none this can run (or
+/// serializes by version).
+template <class T>
+bool run_fields(ShapeArchive& ar, T& t) {
+  const T& c = t;
+  if constexpr (requires { cereal::access::member_serialize(ar, t); }) {
+    cereal::access::member_serialize(ar, t);
+  } else if constexpr (requires { cereal::access::member_save(ar, c); }) {
+    cereal::access::member_save(ar, c);
+  } else if constexpr (requires { cereal::access::member_save_non_const(ar, t); }) {
+    cereal::access::member_save_non_const(ar, t);
+  } else if constexpr (requires { cereal::access::member_save_minimal(ar, c); }) {
+    ar(cereal::access::member_save_minimal(ar, c));
+  } else if constexpr (requires { serialize(ar, t); }) {
+    serialize(ar, t);
+  } else if constexpr (requires { save(ar, c); }) {
+    save(ar, c);
+  } else if constexpr (requires { save_minimal(ar, c); }) {
+    ar(save_minimal(ar, c));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/// "{fields}" of the instance t; known = false if its class stays opaque. A
+/// class met again inside itself (a tree's node) is "rec" there.
+template <class T>
+std::string fields_of(const T& t, bool& known) {
+  if constexpr (opaque_wire_shape<T>::value) {
+    known = false;
+    return {};
+  } else {
+    static thread_local bool inside = false;
+    if (inside) return "rec";
+    inside = true;
+    ShapeArchive ar;
+    try {
+      known = run_fields(ar, const_cast<T&>(t));  // an output archive: nothing is written to t
+    } catch (...) {
+      known = false;
+    }
+    inside = false;
+    return known ? "{" + ar.take() + "}" : std::string();
+  }
+}
+
+}  // namespace shape
+
+template <class T>
+std::string class_shape() {
+  if constexpr (std::is_default_constructible_v<T> && !std::is_abstract_v<T>) {
+    bool known = true;
+    std::string text;
+    try {
+      const auto made = std::make_unique<T>();  // on the heap: a class may hold large arrays
+      text = shape::fields_of(*made, known);
+    } catch (...) {
+      known = false;  // its default constructor threw
+    }
+    return known ? text : "obj";
+  } else {
+    return "obj";
+  }
+}
 
 /// A method's shape: its arguments and its result ("(i4,vec<f8>)->f8").
 template <class Args, class Result>
