@@ -68,5 +68,11 @@ class Scheduler {
 /// next step (which runs it itself if it still cannot be queued).
 void fail_next_turns(int n) noexcept;
 
+/// Fault injection: the next n tasks posted to any runtime of this process
+/// (not actors' turns: the tasks a runtime runs beside them, such as a remote
+/// spawn's constructor) find no memory, as when oneTBB's allocation fails.
+/// Returns how many were still to fail from the call before.
+int fail_next_posts(int n) noexcept;
+
 }  // namespace testing
 }  // namespace troupe

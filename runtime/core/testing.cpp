@@ -22,5 +22,6 @@ std::size_t Scheduler::pending() const { return s_->pending(); }
 std::chrono::nanoseconds Scheduler::now() const { return s_->timers().now().time_since_epoch(); }
 
 void fail_next_turns(int n) noexcept { detail::refuse_turns_for_testing(n); }
+int fail_next_posts(int n) noexcept { return detail::refuse_posts_for_testing(n); }
 
 }  // namespace troupe::testing

@@ -443,23 +443,29 @@ void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
   });
 }
 
-template <class Send>
-void RemoteNode::send_owed(const char* what, NodeId to, std::uint64_t corr, Send&& send) noexcept {
+bool RemoteNode::retry_while_short(NodeId to, void (*run)(void*), void* make) {
   const auto give_up = std::chrono::steady_clock::now() + kMemoryPatience;
-  const char* why = "no memory";
   while (true) {
     try {
-      send();
-      return;
+      run(make);
+      return true;
     } catch (const std::bad_alloc&) {
-      // Nothing of it was sent (post() queues all or nothing): try again.
-    } catch (...) {
-      why = "it could not be made";  // (post() throws nothing but bad_alloc)
-      break;
+      // Nothing of it was done (post() queues all or nothing): try again.
     }
-    if (closed_.load(std::memory_order_acquire) || !cluster_->alive(to)) return;  // nobody waits for it any more
-    if (std::chrono::steady_clock::now() >= give_up) break;
+    if (closed_.load(std::memory_order_acquire) || !cluster_->alive(to)) return false;  // nobody waits any more
+    if (std::chrono::steady_clock::now() >= give_up) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+template <class Send>
+void RemoteNode::send_owed(const char* what, NodeId to, std::uint64_t corr, Send&& send) noexcept {
+  const char* why = "no memory";
+  try {
+    if (retry_while_short(to, send)) return;
+    if (closed_.load(std::memory_order_acquire) || !cluster_->alive(to)) return;  // nobody waits for it any more
+  } catch (...) {
+    why = "it could not be made";  // (post() throws nothing but bad_alloc)
   }
   std::fprintf(stderr, "troupe: node %u: %s %llu to node %u was given up (%s)\n", engine_->self(), what,
                static_cast<unsigned long long>(corr), to, why);

@@ -3,6 +3,7 @@
 // other nodes into messages for local actors, replies and notices.
 #pragma once
 
+#include <type_traits>
 #include <mpi.h>
 
 #include <array>
@@ -203,6 +204,15 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// in deliveries, where nobody could take the exception.
   template <class Send>
   void send_owed(const char* what, NodeId to, std::uint64_t corr, Send&& send) noexcept;
+  /// Runs `make` (what a delivery must do before it can answer node `to`: post
+  /// a spawn's constructor, add a watch), again every millisecond while it
+  /// throws std::bad_alloc and `to` lives, for kMemoryPatience at most. True
+  /// once it ran whole; false if it never did. Other exceptions pass.
+  template <class Make>
+  bool retry_while_short(NodeId to, Make&& make) {
+    return retry_while_short(to, [](void* m) { (*static_cast<std::remove_reference_t<Make>*>(m))(); }, &make);
+  }
+  bool retry_while_short(NodeId to, void (*run)(void*), void* make);
 
   std::unique_ptr<Inbound> on_call(NodeId from, Envelope& env);
   void on_frame_done() noexcept override;

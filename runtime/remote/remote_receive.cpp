@@ -115,6 +115,22 @@ class BufferedInbound final : public Inbound {
   UniqueFunction<void(std::exception_ptr)> failed_;
 };
 
+/// What a caller is told when even the error meant for it finds no memory:
+/// made before anything runs short.
+const std::exception_ptr kNoMemoryToDecode =
+    std::make_exception_ptr(DecodeError("troupe: no memory to decode the message, nor to say more"));
+const std::exception_ptr kNoMemory = std::make_exception_ptr(Error("troupe: the node called ran out of memory"));
+
+/// e made, or kNoMemory (kNoMemoryToDecode) if making it found no memory.
+template <class Make>
+std::exception_ptr error_or(const std::exception_ptr& fallback, Make&& make) noexcept {
+  try {
+    return make();
+  } catch (...) {
+    return fallback;
+  }
+}
+
 /// Whatever went wrong while decoding, as a DecodeError for the sender.
 std::exception_ptr as_decode_error(std::exception_ptr e) {
   try {
@@ -140,7 +156,9 @@ void BufferedInbound::deliver() {
     DecodingScope scope(&core_);
     decode_(ar);
   } catch (...) {
-    failed_(as_decode_error(std::current_exception()));
+    // Answered whatever happens: the DecodeError's text needs memory too.
+    const auto e = std::current_exception();
+    failed_(error_or(kNoMemoryToDecode, [&] { return as_decode_error(e); }));
   }
 }
 
@@ -576,15 +594,27 @@ std::unique_ptr<Inbound> RemoteNode::on_spawn(NodeId from, Envelope& env) {
   }
   return at_delivery([this, from, corr, job] {
     cluster_->count_delivered(from);
-    // The constructor runs on a worker, not on the engine.
-    core_.post([this, from, corr, job] {
-      try {
-        const ActorId id = job->spawn(rt_);
-        reply_bytes(from, corr, &id, sizeof id);  // what ValueWriter<ActorId> writes
-      } catch (...) {
-        reply_error(from, corr, std::current_exception());
-      }
-    });
+    // The constructor runs on a worker, not on the engine. The asker is
+    // answered even if that task finds no memory (a retry while it is short)
+    // or the runtime is going.
+    bool posted = false;
+    if (!retry_while_short(from, [&] {
+          posted = core_.post([this, from, corr, job] {
+            try {
+              const ActorId id = job->spawn(rt_);
+              reply_bytes(from, corr, &id, sizeof id);  // what ValueWriter<ActorId> writes
+            } catch (...) {
+              reply_error(from, corr, std::current_exception());
+            }
+          });
+        })) {
+      return reply_error(from, corr, kNoMemory);
+    }
+    if (!posted)
+      reply_error(from, corr, error_or(kNoMemory, [&] {
+                    return std::make_exception_ptr(Error("troupe: node " + std::to_string(engine_->self()) +
+                                                         " is shutting down: no actor spawned"));
+                  }));
   });
 }
 
@@ -617,10 +647,13 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
       if (kind == Kind::mailbox) {
         auto cell = core_.find_local(name);
         if (!cell)
-          return reply_error(from, corr,
-                             std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" + name +
-                                                                  "' on node " + std::to_string(engine_->self()))));
-        reply_value(from, corr, std::make_unique<ValueWriter<std::size_t>>(cell->mailbox_size()));
+          return reply_error(from, corr, error_or(kNoMemory, [&] {
+                               return std::make_exception_ptr(NameNotFound("troupe: no actor is registered as '" +
+                                                                           name + "' on node " +
+                                                                           std::to_string(engine_->self())));
+                             }));
+        const std::size_t n = cell->mailbox_size();
+        reply_bytes(from, corr, &n, sizeof n);  // what ValueWriter<std::size_t> writes
       }
       return;
     }
@@ -630,25 +663,40 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
         break;
       case Kind::mailbox: {
         auto cell = core_.find_cell(target);
-        if (!cell) return reply_error(from, corr, std::make_exception_ptr(ActorExited(engine_->self(), target)));
-        reply_value(from, corr, std::make_unique<ValueWriter<std::size_t>>(cell->mailbox_size()));
+        if (!cell)
+          return reply_error(from, corr, error_or(kNoMemory, [&] {
+                               return std::make_exception_ptr(ActorExited(engine_->self(), target));
+                             }));
+        const std::size_t n = cell->mailbox_size();
+        reply_bytes(from, corr, &n, sizeof n);
         break;
       }
       case Kind::monitor: {
         auto cell = core_.find_cell(target);
         if (!cell) return send_exit_notice(from, target, corr, ExitReason::stopped);
-        std::lock_guard lk(watch_mu_);
-        // A watcher lost since it asked: node_lost() has swept its watches
-        // (under this lock, after it left the live set); none is added back.
-        if (!cluster_->alive(from)) break;
-        const auto local = cell->add_monitor([this, from, target, corr](const ExitInfo& info) {
-          {
-            std::lock_guard lk2(watch_mu_);
-            watched_.erase({from, corr});
+        const bool added = retry_while_short(from, [&] {
+          std::lock_guard lk(watch_mu_);
+          // A watcher lost since it asked: node_lost() has swept its watches
+          // (under this lock, after it left the live set); none is added back.
+          if (!cluster_->alive(from)) return;
+          // Its place first, then the watch: if either finds no memory, neither is left.
+          auto [at, fresh] = watched_.try_emplace({from, corr}, target, 0);
+          try {
+            at->second.second = cell->add_monitor([this, from, target, corr](const ExitInfo& info) {
+              {
+                std::lock_guard lk2(watch_mu_);
+                watched_.erase({from, corr});
+              }
+              send_exit_notice(from, target, corr, info.reason);
+            });
+          } catch (...) {
+            if (fresh) watched_.erase(at);
+            throw;
           }
-          send_exit_notice(from, target, corr, info.reason);
         });
-        watched_[{from, corr}] = {target, local};
+        // Never added (no memory for long): the watch ends, as an unreadable
+        // one does, rather than never.
+        if (!added && cluster_->alive(from)) send_exit_notice(from, target, corr, ExitReason::unknown);
         break;
       }
       case Kind::demonitor: {

@@ -310,6 +310,7 @@ void Engine::mark_lost_once(NodeId n) {
 
 void Engine::shut() {
   std::vector<std::shared_ptr<Delivery>> undelivered;
+  std::vector<std::unique_ptr<Inbound>> stranded;
   {
     std::lock_guard lk(mu_);  // whoever is inside an MPI call of ours finishes it first
     if (shut_) return;
@@ -327,8 +328,16 @@ void Engine::shut() {
     } catch (const std::bad_alloc&) {
       undelivered.clear();  // (no memory: they wait for ever, as before)
     }
+    // Read and complete, but no room was found for them in the ready list:
+    // delivered below if there is room now, told otherwise. (A reply among
+    // them has left its ask's table: nothing else would end that ask.)
+    release_arrived();
+    stranded.swap(arrived_);
+    partial_.fetch_sub(stranded.size(), std::memory_order_relaxed);
   }
   deliver_ready();  // what is complete is delivered
+  for (auto& in : stranded)
+    if (in) in->abandon();
   for (auto& d : undelivered)
     if (d->inbound) d->inbound->abandon();
 }

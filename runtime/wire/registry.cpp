@@ -115,7 +115,8 @@ std::vector<std::string> WireRegistry::table() const {
     for (const auto& [id, m] : methods_)
       rows.push_back({id, "method " + std::to_string(id) + " " + m.name, m.shape_of});
   }
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return std::tie(a.id, a.head) < std::tie(b.id, b.head); });
+  std::sort(rows.begin(), rows.end(),
+            [](const Row& a, const Row& b) { return std::tie(a.id, a.head) < std::tie(b.id, b.head); });
   std::vector<std::string> out;
   out.reserve(rows.size());
   for (auto& r : rows) out.push_back(std::move(r.head) + " " + (r.shape_of != nullptr ? r.shape_of() : std::string()));

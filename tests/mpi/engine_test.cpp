@@ -1086,6 +1086,60 @@ TEST(Engine, OnceShutWhatWaitsForItsBlocksIsAbandonedNotLeftWaiting) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, OnceShutWhatFoundNoRoomInTheReadyListIsAbandonedNotLeftWaiting) {
+  // An envelope read whole waits for room in the ready list when memory is
+  // short. If the engine was shut meanwhile, it stayed there: an ask's reply
+  // among them had left its ask's table, so that ask waited until the runtime
+  // went. Each pass has a new engine: rank 1 reads rank 0's frame of 20
+  // envelopes with every allocation from its k-th on failing, and shuts its
+  // engine still failing. Whatever it read is delivered or abandoned.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::int32_t more = 1;
+  int stranded = 0;  // rank 1: passes that read envelopes they had not delivered when shut()
+  for (long k = 0; more != 0 && k < 200; ++k) {
+    OrderSink sink;
+    sink.order.reserve(64);  // delivery allocates nothing (it is not the engine's to retry)
+    Engine engine(MPI_COMM_WORLD, sink);  // collective
+    std::uint64_t total = 0;
+    std::vector<std::uint64_t> fills;
+    const auto envs = make_batch(std::vector<Shape>(20, Shape{40}), total, fills);  // one frame
+    if (rank == 0) {
+      for (OutEnvelope* e : envs) engine.send(e, /*urgent=*/false);
+      engine.flush();
+    } else {
+      for (OutEnvelope* e : envs) delete e;
+      tt::fail_allocations_from(k);
+      wait_until(
+          [&] {
+            engine.progress();
+            return sink.read.load() == 20;
+          },
+          100ms);
+      if (static_cast<std::size_t>(sink.read.load()) > sink.delivered()) ++stranded;
+      engine.shut();
+      more = tt::stop_failing() ? 1 : 0;
+      EXPECT_EQ(sink.read.load(), static_cast<int>(sink.delivered()) + sink.abandoned.load())
+          << "allocations from " << k << " on failing: an envelope read was neither delivered nor abandoned";
+    }
+    if (rank == 0) {
+      bcast_driving(engine, &more, sizeof more, 1);
+      EXPECT_TRUE(wait_until(
+          [&] {
+            engine.progress();
+            return !engine.sends_pending();
+          },
+          20s))
+          << "allocation " << k;
+    } else {
+      tt::bcast(&more, sizeof more, 1);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  EXPECT_EQ(more, 0) << "200 allocations, and one frame needed more";
+  if (rank == 1) EXPECT_GT(stranded, 0) << "no pass left an envelope waiting for the ready list";
+}
+
 TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
   // The runtime shuts its engine before MPI_Finalize (or before an application
   // that lent it MPI goes on alone). A thread that is waiting on a future, and

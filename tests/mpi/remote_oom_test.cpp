@@ -12,6 +12,7 @@
 #include "remote/remote_node.hpp"
 #include "test_actors.hpp"
 #include "troupe/mpi.hpp"
+#include "troupe/testing.hpp"
 
 using namespace std::chrono_literals;
 using tt::Counter;
@@ -36,6 +37,13 @@ struct Frail {
   int hits = 0;
 };
 TROUPE_REMOTE(Frail, troupe::init<>, &Frail::arm, &Frail::disarm, &Frail::hit_count);
+
+/// Sets how many tasks posted on its node find no memory (troupe::testing::
+/// fail_next_posts), and says how many were still to fail.
+struct PostFailer {
+  int fail(int n) { return troupe::testing::fail_next_posts(n); }
+};
+TROUPE_REMOTE(PostFailer, troupe::init<>, &PostFailer::fail);
 
 }  // namespace
 
@@ -213,6 +221,24 @@ TEST(Remote, AReplyThatFindsNoMemoryIsSentOnceThereIsSome) {
     EXPECT_GE(k, 2) << "the replies' allocations were never reached";  // its writer, and the writer shared
     EXPECT_LT(k, 200);
     EXPECT_EQ(frail.ask<&Frail::arm>(-1).get_for(10s), "armed");  // still answering (-1: nothing fails)
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, ASpawnWhoseConstructorsTaskFindsNoMemoryIsStillAnswered) {
+  // A remote spawn's delivery posts the constructor as a task. When that post
+  // found no memory the delivery failed and the asker was never answered
+  // (spawn_on's future waited for ever); now it is posted again once there
+  // is memory, and the actor comes.
+  Job j;
+  if (j.me == 0) {
+    auto failer = j.rt.spawn_on<PostFailer>(1).get_for(10s);
+    for (const int n : {1, 3}) {
+      EXPECT_EQ(failer.ask<&PostFailer::fail>(n).get_for(10s), 0);
+      auto counter = j.rt.spawn_on<Counter>(1, 5).get_for(10s);  // troupe::Timeout before the change
+      EXPECT_EQ(counter.ask<&Counter::add>(1).get_for(10s), 6);
+      EXPECT_EQ(failer.ask<&PostFailer::fail>(0).get_for(10s), 0) << "the spawn's posts did not fail " << n << " times";
+    }
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }

@@ -66,8 +66,8 @@ const bool registered = launch_rank() == 0
                                   "Probe", "troupe::init<double>, &Probe::get");
 const bool meter_registered =
     launch_rank() == 0
-        ? troupe::detail::register_remote<first::Meter, troupe::init<>, &first::Meter::take>("Meter",
-                                                                                              "troupe::init<>, &Meter::take")
+        ? troupe::detail::register_remote<first::Meter, troupe::init<>, &first::Meter::take>(
+              "Meter", "troupe::init<>, &Meter::take")
         : troupe::detail::register_remote<second::Meter, troupe::init<>, &second::Meter::take>(
               "Meter", "troupe::init<>, &Meter::take");
 
