@@ -216,6 +216,12 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   }
   // Collective over the live members only: the dead are not asked.
   MPI_Comm live = comm_of_ranks(membership_comm_, live_ranks, /*tag=*/0x7e20);
+  struct FreedAtTheEnd {  // whatever happens below
+    MPI_Comm& comm;
+    ~FreedAtTheEnd() {
+      if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+    }
+  } live_freed{live};
 
   char exe[4096] = {};
   const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -267,7 +273,6 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   note_neighbours(all);
   engine_->add_nodes(dup, info.node_of_rank, info.total);
   cluster_->nodes_added(fresh);
-  if (live != MPI_COMM_NULL) MPI_Comm_free(&live);
   spawns_.push_back(Spawn{inter, merged, cluster_->lost_set().size()});
   membership_comm_ = merged;  // the previous ones stay allocated: MPI may still use them
   membership_nodes_ = info.node_of_rank;

@@ -373,8 +373,12 @@ std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
 std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
   TROUPE_STAGE(on_call);
   const auto corr = env.corr;
-  auto refuse = [&](std::exception_ptr e) {
-    return at_delivery([this, from, corr, target = env.target, e] {
+  // `keep`, the actor found, is let go of at delivery, outside the engine
+  // lock: it may be the last reference (the actor exited meanwhile), and a
+  // cell that goes destroys its queued messages, whose promises may run
+  // continuations.
+  auto refuse = [&](std::exception_ptr e, std::shared_ptr<ActorCell> keep = nullptr) {
+    return at_delivery([this, from, corr, target = env.target, e, keep = std::move(keep)] {
       cluster_->count_delivered(from);
       if (corr != 0) {
         reply_error(from, corr, e);
@@ -422,9 +426,11 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     if (!cell) return refuse(corr != 0 ? std::make_exception_ptr(ActorExited(engine_->self(), env.target)) : nullptr);
   }
   frame_method_ = m;
-  if (cell->type() != m->cls)
-    return refuse(std::make_exception_ptr(UnknownType("troupe: " + m->name + " called on an actor of class " +
-                                                      cell->type()->debug_name)));
+  if (cell->type() != m->cls) {
+    auto e = std::make_exception_ptr(UnknownType("troupe: " + m->name + " called on an actor of class " +
+                                                 cell->type()->debug_name));
+    return refuse(std::move(e), std::move(cell));  // e made first: arguments are made in no set order
+  }
   const RemoteCaller caller{this, from, corr};
   if (batchable) {
     auto batch = std::make_unique<CallBatch>(*this, from);
@@ -450,7 +456,8 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
       in->segments = std::move(ar.destinations());
       return in;
     } catch (...) {
-      return refuse(decode_failure(env));
+      auto e = decode_failure(env);
+      return refuse(std::move(e), std::move(cell));
     }
   }
   try {
@@ -469,7 +476,8 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
           }
         });
   } catch (const std::bad_alloc&) {
-    return refuse(decode_failure(env));
+    auto e = decode_failure(env);
+    return refuse(std::move(e), std::move(cell));
   }
 }
 
