@@ -1086,6 +1086,25 @@ TEST(Engine, OnceShutWhatWaitsForItsBlocksIsAbandonedNotLeftWaiting) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/// The end of a pass of a test that makes a new engine per pass: rank 1 tells
+/// rank 0 whether another pass follows (`more`), rank 0's sends of this pass
+/// are done, and both ranks meet before the engine goes.
+void end_pass(Engine& engine, int rank, std::int32_t& more, long pass) {
+  if (rank == 0) {
+    bcast_driving(engine, &more, sizeof more, 1);
+    EXPECT_TRUE(wait_until(
+        [&] {
+          engine.progress();
+          return !engine.sends_pending();
+        },
+        20s))
+        << "pass " << pass;
+  } else {
+    tt::bcast(&more, sizeof more, 1);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, OnceShutWhatFoundNoRoomInTheReadyListIsAbandonedNotLeftWaiting) {
   // An envelope read whole waits for room in the ready list when memory is
   // short. If the engine was shut meanwhile, it stayed there: an ask's reply
@@ -1122,19 +1141,7 @@ TEST(Engine, OnceShutWhatFoundNoRoomInTheReadyListIsAbandonedNotLeftWaiting) {
       EXPECT_EQ(sink.read.load(), static_cast<int>(sink.delivered()) + sink.abandoned.load())
           << "allocations from " << k << " on failing: an envelope read was neither delivered nor abandoned";
     }
-    if (rank == 0) {
-      bcast_driving(engine, &more, sizeof more, 1);
-      EXPECT_TRUE(wait_until(
-          [&] {
-            engine.progress();
-            return !engine.sends_pending();
-          },
-          20s))
-          << "allocation " << k;
-    } else {
-      tt::bcast(&more, sizeof more, 1);
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
+    end_pass(engine, rank, more, k);
   }
   EXPECT_EQ(more, 0) << "200 allocations, and one frame needed more";
   if (rank == 1) EXPECT_GT(stranded, 0) << "no pass left an envelope waiting for the ready list";
@@ -1471,19 +1478,7 @@ TEST(Engine, RunningOutOfMemoryOnItsFirstFramesLosesNothing) {
         EXPECT_GT(k, 10) << "so few allocations to read the batch?";
       }
     }
-    if (rank == 0) {
-      bcast_driving(engine, &more, sizeof more, 1);
-      EXPECT_TRUE(wait_until(
-          [&] {
-            engine.progress();
-            return !engine.sends_pending();
-          },
-          20s))
-          << "allocation " << k;
-    } else {
-      tt::bcast(&more, sizeof more, 1);
-    }
-    MPI_Barrier(MPI_COMM_WORLD);
+    end_pass(engine, rank, more, k);
   }
   EXPECT_EQ(more, 0) << "200 allocations, and the batch needed more";
 }
