@@ -210,7 +210,9 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   /// once it ran whole; false if it never did. Other exceptions pass.
   template <class Make>
   bool retry_while_short(NodeId to, Make&& make) {
-    return retry_while_short(to, [](void* m) { (*static_cast<std::remove_reference_t<Make>*>(m))(); }, &make);
+    return retry_while_short(
+        to, [](void* m) { (*static_cast<std::remove_reference_t<Make>*>(m))(); },
+        const_cast<void*>(static_cast<const void*>(&make)));
   }
   bool retry_while_short(NodeId to, void (*run)(void*), void* make);
 

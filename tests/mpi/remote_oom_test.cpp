@@ -229,7 +229,9 @@ TEST(Remote, ASpawnWhoseConstructorsTaskFindsNoMemoryIsStillAnswered) {
   // A remote spawn's delivery posts the constructor as a task. When that post
   // found no memory the delivery failed and the asker was never answered
   // (spawn_on's future waited for ever); now it is posted again once there
-  // is memory, and the actor comes.
+  // is memory, and the actor comes. (fail_next_posts counts every task
+  // posted on node 1; nothing else posts there meanwhile in this test, and
+  // the test failed at the spawn without the change.)
   Job j;
   if (j.me == 0) {
     auto failer = j.rt.spawn_on<PostFailer>(1).get_for(10s);

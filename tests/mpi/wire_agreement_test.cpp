@@ -50,6 +50,12 @@ struct Meter {
 };
 }  // namespace second
 
+// Both ask for their fields to be compared.
+template <>
+struct troupe::compare_wire_fields<first::Sample> : std::true_type {};
+template <>
+struct troupe::compare_wire_fields<second::Sample> : std::true_type {};
+
 namespace {
 
 // The launcher's rank, known before MPI starts (registration runs before main).

@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <unordered_set>
+#include <type_traits>
+#include <chrono>
+#include <bitset>
 #include <array>
 #include <complex>
 #include <cstdint>
@@ -233,7 +237,7 @@ struct Versioned {  // its versions may read one another's bytes by design
 struct Plain {  // no serialization at all
   int a = 0;
 };
-struct Declined {
+struct NotAsked {  // has a serialize(), but did not ask for its fields to be compared
   int a = 0;
   template <class A>
   void serialize(A& ar) {
@@ -248,10 +252,44 @@ struct Throws {  // its default constructor throws
     ar(a);
   }
 };
+struct Triple {  // a run of one shape
+  double x = 0, y = 0, z = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(x, y, z);
+  }
+};
+/// Written for troupe's own archives only: instantiated with the shape
+/// archive it would not compile. It did not ask, so it never is.
+struct WireOnly {
+  int a = 0;
+  template <class A>
+  void serialize(A& ar) {
+    static_assert(!std::is_same_v<A, troupe::detail::shape::ShapeArchive>, "never run for a shape");
+    ar(a);
+  }
+};
 }  // namespace shapes
 
-template <>
-struct troupe::opaque_wire_shape<shapes::Declined> : std::true_type {};
+#define COMPARED(T) \
+  template <>       \
+  struct troupe::compare_wire_fields<shapes::T> : std::true_type {}
+COMPARED(Reading);
+COMPARED(Hidden);
+COMPARED(Split);
+COMPARED(Free);
+COMPARED(Minimal);
+COMPARED(Derived);
+COMPARED(Big);
+COMPARED(Node);
+COMPARED(Packed);
+COMPARED(NoDefault);
+COMPARED(HoldsNoDefault);
+COMPARED(Versioned);
+COMPARED(Plain);
+COMPARED(Throws);
+COMPARED(Triple);
+#undef COMPARED
 
 namespace shapes {
 /// Registered for its method's shape: a user class among the arguments.
@@ -259,11 +297,12 @@ class Station {
  public:
   explicit Station(const Reading&) {}
   int put(const Reading& r, std::optional<Split> s) { return r.station + (s ? 1 : 0); }
+  int put_wire_only(WireOnly w) { return w.a; }
 };
-TROUPE_REMOTE(Station, troupe::init<Reading>, &Station::put);
+TROUPE_REMOTE(Station, troupe::init<Reading>, &Station::put, &Station::put_wire_only);
 }  // namespace shapes
 
-TEST(WireRegistry, AUserClassShapeNamesItsFieldsInOrderByTheirTypes) {
+TEST(WireRegistry, AUserClassThatAsksHasItsFieldsInOrderByTheirTypesInItsShape) {
   using troupe::detail::wire_shape;
   EXPECT_EQ(wire_shape<shapes::Reading>(), "{i4,vec<f8>,str}");
   EXPECT_EQ(wire_shape<shapes::Hidden>(), "{i8}");
@@ -274,19 +313,22 @@ TEST(WireRegistry, AUserClassShapeNamesItsFieldsInOrderByTheirTypes) {
   EXPECT_EQ(wire_shape<shapes::Node>(), "{i4,vec<rec>}");
   EXPECT_EQ(wire_shape<shapes::Big>(), "{arr4194304<f8>,arr2<i4>}");  // made on the heap
   EXPECT_EQ(wire_shape<shapes::Packed>(), "{n}");  // what follows the count depends on the instance
+  EXPECT_EQ(wire_shape<shapes::Triple>(), "{f8*3}");
   EXPECT_EQ((wire_shape<std::vector<shapes::Reading>>()), "vec<{i4,vec<f8>,str}>");
   EXPECT_EQ((wire_shape<std::map<int, shapes::Split>>()), "map<i4,{f4,u1}>");
   EXPECT_EQ(wire_shape<shapes::HoldsNoDefault>(), "{{i4}}");
-  // Opaque: cannot be made by default, serializes by version, has no
-  // serialization, declined, or its default constructor throws.
+  // Opaque: did not ask, cannot be made by default, serializes by version,
+  // has no serialization, or its default constructor throws.
+  EXPECT_EQ(wire_shape<shapes::NotAsked>(), "obj");
+  EXPECT_EQ(wire_shape<shapes::WireOnly>(), "obj");
   EXPECT_EQ(wire_shape<shapes::NoDefault>(), "obj");
   EXPECT_EQ(wire_shape<std::vector<shapes::NoDefault>>(), "vec<obj>");
   EXPECT_EQ(wire_shape<shapes::Versioned>(), "obj");
   EXPECT_EQ(wire_shape<shapes::Plain>(), "obj");
-  EXPECT_EQ(wire_shape<shapes::Declined>(), "obj");
   EXPECT_EQ(wire_shape<shapes::Throws>(), "obj");
   // A registered method and class carry the shapes of the classes they take.
   EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Station::put"))->shape(), "({i4,vec<f8>,str},opt<{f4,u1}>)->i4");
+  EXPECT_EQ(WireRegistry::instance().method(fnv1a64("Station::put_wire_only"))->shape(), "(obj)->i4");
   EXPECT_EQ(WireRegistry::instance().cls(fnv1a64("class Station"))->shape(), "init({i4,vec<f8>,str})");
 }
 
@@ -298,6 +340,12 @@ TEST(WireRegistry, MoreStandardTypesHaveShapes) {
   EXPECT_EQ((wire_shape<std::complex<double>>()), "cplx<f8>");
   EXPECT_EQ((wire_shape<std::unique_ptr<float>>()), "ptr<f4>");
   EXPECT_EQ((wire_shape<std::shared_ptr<shapes::Split>>()), "sptr<{f4,u1}>");
+  EXPECT_EQ((wire_shape<std::multimap<int, double>>()), "mmap<i4,f8>");
+  EXPECT_EQ((wire_shape<std::unordered_multiset<std::uint8_t>>()), "umset<u1>");
+  EXPECT_EQ((wire_shape<std::chrono::milliseconds>()), "dur<i8,1/1000>");
+  EXPECT_EQ((wire_shape<std::chrono::system_clock::time_point>()), "time<dur<i8,1/1000000000>>");
+  EXPECT_EQ((wire_shape<std::bitset<12>>()), "bits12");
+  EXPECT_EQ((wire_shape<std::int32_t[4]>()), "arr4<i4>");
 }
 
 TEST(WireRegistry, ShapesNameTheWireBytesTheSameWayFromEveryCompiler) {

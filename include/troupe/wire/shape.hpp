@@ -5,19 +5,24 @@
 // misread each other's calls: a cluster runtime compares the shapes of its
 // nodes when it starts (an MPMD job runs several binaries).
 //
-// A user class's shape comes from running its own cereal serialize() (or
-// save(), or save_minimal(); member or free, private with `friend class
-// cereal::access` too) on a default-made instance with a ShapeArchive, which
-// names each field by its type, never by its value. It stays opaque ("obj")
-// when the class has none of these, cannot be default-made, serializes by
-// version (its versions may read one another's bytes by design), or
-// specializes troupe::opaque_wire_shape.
+// A user class is opaque ("obj") unless it asks for its fields to be
+// compared (troupe::compare_wire_fields): then its shape comes from running
+// its own cereal serialize() (or save(), or save_minimal(); a member, private
+// with `friend class cereal::access` too, or a free function its namespace
+// holds) on a default-made instance with a ShapeArchive, which names each
+// field by its type, never by its value. Opt-in, because that instantiates
+// the class's serialization with an archive it was not written for and runs
+// it at start-up. It stays opaque even so when the class has none of these,
+// cannot be default-made, serializes by version (its versions may read one
+// another's bytes by design), or its constructor or serialization throws.
 #pragma once
 #include <cereal/access.hpp>
 #include <cereal/details/helpers.hpp>
 #include <cereal/types/base_class.hpp>
 
 #include <array>
+#include <bitset>
+#include <chrono>
 #include <complex>
 #include <cstddef>
 #include <deque>
@@ -40,11 +45,16 @@
 namespace troupe {
 template <class T> class Array;
 
-/// Specialize as std::true_type for a class whose fields nodes are not to
-/// compare: its wire shape stays "obj" (say, a class whose serialize()
-/// writes different fields by what its default-made instance holds).
+/// Specialize as std::true_type for a class whose fields the nodes of a job
+/// are to compare when a cluster runtime starts (a job of several binaries,
+/// where two builds of one class could differ): its wire shape then names
+/// its fields in order by type, "{i4,vec<f8>}", instead of "obj". The class
+/// must be default-constructible (on the heap) and its serialize() must run
+/// on the default-made instance with any archive, writing the same fields
+/// on every node (cheap, no side effects, nothing that depends on the host).
+///   template <> struct troupe::compare_wire_fields<sim::Cell> : std::true_type {};
 template <class T>
-struct opaque_wire_shape : std::false_type {};
+struct compare_wire_fields : std::false_type {};
 }  // namespace troupe
 
 namespace troupe::detail {
@@ -144,6 +154,36 @@ struct WireShape<Array<T>> {
   static std::string text() { return "Array<" + wire_shape<T>() + ">"; }
 };
 
+template <class K, class V, class C, class A>
+struct WireShape<std::multimap<K, V, C, A>> {
+  static std::string text() { return "mmap<" + wire_shape_list<K, V>() + ">"; }
+};
+template <class K, class V, class H, class E, class A>
+struct WireShape<std::unordered_multimap<K, V, H, E, A>> {
+  static std::string text() { return "ummap<" + wire_shape_list<K, V>() + ">"; }
+};
+template <class T, class C, class A>
+struct WireShape<std::multiset<T, C, A>> {
+  static std::string text() { return "mset<" + wire_shape<T>() + ">"; }
+};
+template <class T, class H, class E, class A>
+struct WireShape<std::unordered_multiset<T, H, E, A>> {
+  static std::string text() { return "umset<" + wire_shape<T>() + ">"; }
+};
+template <class R, class P>
+struct WireShape<std::chrono::duration<R, P>> {
+  static std::string text() {
+    return "dur<" + wire_shape<R>() + "," + std::to_string(P::num) + "/" + std::to_string(P::den) + ">";
+  }
+};
+template <class C, class D>
+struct WireShape<std::chrono::time_point<C, D>> {
+  static std::string text() { return "time<" + wire_shape<D>() + ">"; }
+};
+template <std::size_t N>
+struct WireShape<std::bitset<N>> {
+  static std::string text() { return "bits" + std::to_string(N); }
+};
 template <class T, class A>
 struct WireShape<std::deque<T, A>> {
   static std::string text() { return "deque<" + wire_shape<T>() + ">"; }
@@ -209,12 +249,29 @@ class ShapeArchive {
     return *this;
   }
   void saveBinary(const void*, std::size_t) { put("bin"); }
-  std::string take() { return std::move(text_); }
+  std::string take() {
+    flush();
+    return std::move(text_);
+  }
 
  private:
+  /// A field's shape; a run of one shape is written once with its count
+  /// ("f8*3": a class that writes its elements one by one stays short).
   void put(const std::string& s) {
+    if (repeats_ != 0 && s == last_) {
+      ++repeats_;
+      return;
+    }
+    flush();
+    last_ = s;
+    repeats_ = 1;
+  }
+  void flush() {
+    if (repeats_ == 0) return;
     if (!text_.empty()) text_ += ',';
-    text_ += s;
+    text_ += last_;
+    if (repeats_ > 1) text_ += "*" + std::to_string(repeats_);
+    repeats_ = 0;
   }
   template <class T>
   void add(const T& field) {
@@ -238,6 +295,8 @@ class ShapeArchive {
   }
 
   std::string text_;
+  std::string last_;
+  std::size_t repeats_ = 0;
 };
 
 // Free serialize/save/save_minimal are found by argument-dependent lookup
@@ -275,7 +334,7 @@ bool run_fields(ShapeArchive& ar, T& t) {
 /// class met again inside itself (a tree's node) is "rec" there.
 template <class T>
 std::string fields_of(const T& t, bool& known) {
-  if constexpr (opaque_wire_shape<T>::value) {
+  if constexpr (!compare_wire_fields<T>::value) {
     known = false;
     return {};
   } else {
@@ -297,7 +356,9 @@ std::string fields_of(const T& t, bool& known) {
 
 template <class T>
 std::string class_shape() {
-  if constexpr (std::is_default_constructible_v<T> && !std::is_abstract_v<T>) {
+  if constexpr (!compare_wire_fields<T>::value) {
+    return "obj";  // nothing of the class's own code is instantiated or run
+  } else if constexpr (std::is_default_constructible_v<T> && !std::is_abstract_v<T>) {
     bool known = true;
     std::string text;
     try {
