@@ -33,12 +33,17 @@ FramePool& frame_pool() {
 void FrameRecycle::operator()(ByteBuffer* b) const noexcept {
   if (b == nullptr) return;
   if (b->capacity() <= kPooledCapacity) {
-    auto& pool = frame_pool();
-    std::lock_guard lk(pool.mu);
-    if (pool.free.size() < kPooledFrames) {
-      b->clear();
-      pool.free.push_back(b);
-      return;
+    try {
+      // Made by take_frame_buffer already; if making it found no memory (a
+      // buffer given back while it could not be made), the buffer is freed.
+      auto& pool = frame_pool();
+      std::lock_guard lk(pool.mu);
+      if (pool.free.size() < kPooledFrames) {
+        b->clear();
+        pool.free.push_back(b);
+        return;
+      }
+    } catch (...) {
     }
   }
   delete b;
@@ -46,8 +51,8 @@ void FrameRecycle::operator()(ByteBuffer* b) const noexcept {
 
 FrameBuffer take_frame_buffer(std::size_t size) {
   ByteBuffer* b = nullptr;
+  auto& pool = frame_pool();  // made before any buffer can come back (ASan pools none, but still recycles)
   if (size <= kPooledCapacity) {
-    auto& pool = frame_pool();
     std::lock_guard lk(pool.mu);
     if (!pool.free.empty()) {
       b = pool.free.back();
