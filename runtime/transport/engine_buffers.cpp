@@ -33,17 +33,12 @@ FramePool& frame_pool() {
 void FrameRecycle::operator()(ByteBuffer* b) const noexcept {
   if (b == nullptr) return;
   if (b->capacity() <= kPooledCapacity) {
-    try {
-      // Made by take_frame_buffer already; if making it found no memory (a
-      // buffer given back while it could not be made), the buffer is freed.
-      auto& pool = frame_pool();
-      std::lock_guard lk(pool.mu);
-      if (pool.free.size() < kPooledFrames) {
-        b->clear();
-        pool.free.push_back(b);
-        return;
-      }
-    } catch (...) {
+    auto& pool = frame_pool();  // made already: take_frame_buffer makes it before any buffer
+    std::lock_guard lk(pool.mu);
+    if (pool.free.size() < kPooledFrames) {
+      b->clear();
+      pool.free.push_back(b);
+      return;
     }
   }
   delete b;
@@ -51,7 +46,10 @@ void FrameRecycle::operator()(ByteBuffer* b) const noexcept {
 
 FrameBuffer take_frame_buffer(std::size_t size) {
   ByteBuffer* b = nullptr;
-  auto& pool = frame_pool();  // made before any buffer can come back (ASan pools none, but still recycles)
+  // The pool is made first: a buffer whose room cannot be had goes back to it
+  // at once, from a deleter that must not throw (under ASan, which pools no
+  // frame, that may be the first time the pool is wanted).
+  auto& pool = frame_pool();
   if (size <= kPooledCapacity) {
     std::lock_guard lk(pool.mu);
     if (!pool.free.empty()) {
