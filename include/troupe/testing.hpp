@@ -74,5 +74,11 @@ void fail_next_turns(int n) noexcept;
 /// Returns how many were still to fail from the call before.
 int fail_next_posts(int n) noexcept;
 
+/// Fault injection: the next n monitors added to actors of this process (by
+/// Runtime::monitor, or for another node's watch) find no memory, as when the
+/// actor's list of monitors cannot grow. Returns how many were still to fail
+/// from the call before.
+int fail_next_monitors(int n) noexcept;
+
 }  // namespace testing
 }  // namespace troupe

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "fault_injection.hpp"
 #include "scheduler.hpp"
 #include "troupe/detail/core.hpp"
 #include "troupe/detail/method_traits.hpp"
@@ -301,6 +302,7 @@ void ActorCell::fire_monitors(std::vector<std::pair<std::uint64_t, MonitorFn>> m
 }
 
 std::uint64_t ActorCell::add_monitor(MonitorFn fn) {
+  if (g_failing_monitors.take()) throw std::bad_alloc();  // before anything is changed, as extras() may throw
   auto& ex = extras();
   std::unique_lock lk(ex.mu);
   const auto token = ex.next_token++;

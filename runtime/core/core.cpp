@@ -8,6 +8,7 @@
 
 #include "actor_table.hpp"
 #include "deterministic_scheduler.hpp"
+#include "fault_injection.hpp"
 #include "scheduler.hpp"
 #include "timer_service.hpp"
 #include "troupe/detail/call_message.hpp"
@@ -91,23 +92,14 @@ std::shared_ptr<ActorCell> Core::find_local(const std::string& name) const {
   return it == names_.end() || it->second->exited() ? nullptr : it->second;
 }
 
-namespace {
-std::atomic<int> g_refuse_posts{0};
-}  // namespace
-
-bool refuse_post_for_testing() noexcept {
-  int n = g_refuse_posts.load(std::memory_order_relaxed);
-  while (n > 0 && !g_refuse_posts.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
-  }
-  return n > 0;
-}
-int refuse_posts_for_testing(int n) noexcept { return g_refuse_posts.exchange(n, std::memory_order_relaxed); }
+constinit FaultBudget g_failing_posts;
+constinit FaultBudget g_failing_monitors;
 
 bool Core::post(UniqueFunction<void()> f) {
   work_started();
   bool taken = false;
   try {
-    if (refuse_post_for_testing()) throw std::bad_alloc();
+    if (g_failing_posts.take()) throw std::bad_alloc();
     taken = sched_->post([this, f = std::move(f)]() mutable {
       try {
         auto run = std::move(f);

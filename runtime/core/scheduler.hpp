@@ -54,10 +54,6 @@ bool on_scheduler_worker() noexcept;
 /// no memory were left.
 bool refuse_turn_for_testing() noexcept;
 void refuse_turns_for_testing(int n) noexcept;
-/// Fault injection (troupe::testing::fail_next_posts), process-wide: whether
-/// this Core::post must find no memory.
-bool refuse_post_for_testing() noexcept;
-int refuse_posts_for_testing(int n) noexcept;  ///< returns how many were left
 
 std::unique_ptr<Scheduler> make_tbb_scheduler(std::size_t threads, std::size_t batch,
                                               std::unique_ptr<ThreadPlacement> placement);

@@ -1,6 +1,7 @@
 #include "troupe/testing.hpp"
 
 #include "deterministic_scheduler.hpp"
+#include "fault_injection.hpp"
 
 namespace troupe::testing {
 
@@ -22,6 +23,7 @@ std::size_t Scheduler::pending() const { return s_->pending(); }
 std::chrono::nanoseconds Scheduler::now() const { return s_->timers().now().time_since_epoch(); }
 
 void fail_next_turns(int n) noexcept { detail::refuse_turns_for_testing(n); }
-int fail_next_posts(int n) noexcept { return detail::refuse_posts_for_testing(n); }
+int fail_next_posts(int n) noexcept { return detail::g_failing_posts.set(n); }
+int fail_next_monitors(int n) noexcept { return detail::g_failing_monitors.set(n); }
 
 }  // namespace troupe::testing

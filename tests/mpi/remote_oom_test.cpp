@@ -38,12 +38,14 @@ struct Frail {
 };
 TROUPE_REMOTE(Frail, troupe::init<>, &Frail::arm, &Frail::disarm, &Frail::hit_count);
 
-/// Sets how many tasks posted on its node find no memory (troupe::testing::
-/// fail_next_posts), and says how many were still to fail.
+/// Sets how many tasks posted on its node, or monitors added there, find no
+/// memory (troupe::testing::fail_next_posts, fail_next_monitors), and says
+/// how many were still to fail.
 struct PostFailer {
   int fail(int n) { return troupe::testing::fail_next_posts(n); }
+  int fail_monitors(int n) { return troupe::testing::fail_next_monitors(n); }
 };
-TROUPE_REMOTE(PostFailer, troupe::init<>, &PostFailer::fail);
+TROUPE_REMOTE(PostFailer, troupe::init<>, &PostFailer::fail, &PostFailer::fail_monitors);
 
 }  // namespace
 
@@ -241,6 +243,32 @@ TEST(Remote, ASpawnWhoseConstructorsTaskFindsNoMemoryIsStillAnswered) {
       EXPECT_EQ(counter.ask<&Counter::add>(1).get_for(10s), 6);
       EXPECT_EQ(failer.ask<&PostFailer::fail>(0).get_for(10s), 0) << "the spawn's posts did not fail " << n << " times";
     }
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, ARemoteWatchThatFindsNoMemoryIsAddedOnceThereIsSome) {
+  // A watch from another node whose monitor finds no memory where its actor
+  // lives is added again once there is some, and fires when the actor stops
+  // (it never fired: the watch was dropped). The stop travels behind the
+  // watch, so it is read only after the watch is in place. A monitor of a
+  // local actor that finds no memory throws at its caller instead.
+  Job j;
+  if (j.me == 0) {
+    auto failer = j.rt.spawn_on<PostFailer>(1).get_for(10s);
+    auto counter = j.rt.spawn_on<Counter>(1, 0).get_for(10s);
+    EXPECT_EQ(failer.ask<&PostFailer::fail_monitors>(3).get_for(10s), 0);
+    troupe::Promise<troupe::ExitReason> ended(j.rt.core().waiter());
+    auto reason = ended.get_future();
+    j.rt.monitor(counter, [&ended](const troupe::ExitInfo& e) { ended.set_value(e.reason); });
+    counter.stop();
+    EXPECT_EQ(reason.get_for(10s), troupe::ExitReason::stopped);  // troupe::Timeout before the change
+    EXPECT_EQ(failer.ask<&PostFailer::fail_monitors>(0).get_for(10s), 0) << "the watch did not fail 3 times";
+
+    auto local = j.rt.spawn<Counter>(0);
+    EXPECT_EQ(troupe::testing::fail_next_monitors(1), 0);
+    EXPECT_THROW(j.rt.monitor(local, [](const troupe::ExitInfo&) {}), std::bad_alloc);
+    EXPECT_EQ(troupe::testing::fail_next_monitors(0), 0);
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }
