@@ -14,6 +14,18 @@
 
 namespace troupe::detail {
 
+namespace {
+
+/// A new list: `list`'s listeners, then `fn`.
+template <class Fn>
+std::shared_ptr<const std::vector<Fn>> appended(const std::shared_ptr<const std::vector<Fn>>& list, Fn fn) {
+  auto next = list ? std::make_shared<std::vector<Fn>>(*list) : std::make_shared<std::vector<Fn>>();
+  next->push_back(std::move(fn));
+  return next;
+}
+
+}  // namespace
+
 using std::chrono::steady_clock;
 
 Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes, std::size_t capacity)
@@ -107,18 +119,19 @@ void Cluster::send_control(NodeId to, Control type, const std::function<void(Wir
 }
 
 void Cluster::nodes_added(const std::vector<NodeId>& fresh) {
-  std::vector<std::function<void(const std::vector<NodeId>&)>> listeners;
+  decltype(added_listeners_) listeners;
   {
     std::lock_guard lk(mu_);
     listeners = added_listeners_;
   }
   InHandler in(*this);
-  for (auto& l : listeners) l(fresh);
+  if (listeners)
+    for (auto& l : *listeners) l(fresh);
 }
 
 void Cluster::on_added(std::function<void(const std::vector<NodeId>&)> listener) {
   std::lock_guard lk(mu_);
-  added_listeners_.push_back(std::move(listener));
+  added_listeners_ = appended(added_listeners_, std::move(listener));
 }
 
 void Cluster::set_extra_control(std::function<void(NodeId, std::uint64_t, WireInputArchive&)> handler) {
@@ -242,16 +255,16 @@ void Cluster::declare_lost(NodeId n) {
   declared.handled = true;
   engine_.mark_lost(n);
   detector_->on_lost(n, steady_clock::now());
-  std::vector<std::function<void(NodeId)>> listeners;
+  decltype(lost_listeners_) listeners;
   {
     std::lock_guard lk(mu_);
     info_[n].alive = false;
     listeners = lost_listeners_;
   }
-  {
+  if (listeners) {
     InHandler in(*this);
     // Each listener handles its part of the loss whatever another's does.
-    for (auto& l : listeners) {
+    for (auto& l : *listeners) {
       try {
         l(n);
       } catch (const std::exception& e) {
@@ -352,7 +365,7 @@ void Cluster::expelled() {
 
 void Cluster::on_lost(std::function<void(NodeId)> listener) {
   std::lock_guard lk(mu_);
-  lost_listeners_.push_back(std::move(listener));
+  lost_listeners_ = appended(lost_listeners_, std::move(listener));
 }
 
 std::optional<std::uint64_t> Cluster::unanswered_probe(NodeId n) const {

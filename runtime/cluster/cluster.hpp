@@ -149,8 +149,12 @@ class Cluster {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::function<void(NodeId)>> lost_listeners_;
-  std::vector<std::function<void(const std::vector<NodeId>&)>> added_listeners_;
+  // Copied on write, so that a loss takes them without an allocation that
+  // could fail with the listeners not yet told.
+  template <class Fn>
+  using Listeners = std::shared_ptr<const std::vector<Fn>>;
+  Listeners<std::function<void(NodeId)>> lost_listeners_;
+  Listeners<std::function<void(const std::vector<NodeId>&)>> added_listeners_;
   std::unique_ptr<FailureDetector> detector_;
   std::function<void(NodeId, std::uint64_t, WireInputArchive&)> extra_control_;
   struct Stashed {

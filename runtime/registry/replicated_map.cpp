@@ -1,7 +1,12 @@
 #include "replicated_map.hpp"
 
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
 #include "cluster/cluster.hpp"
 #include "name_services.hpp"
+#include "transport/engine.hpp"
 #include "troupe/detail/core.hpp"
 #include "troupe/runtime.hpp"
 
@@ -213,27 +218,53 @@ void ReplicatedMap::node_lost(NodeId n) {
   // earlier wrote goes again: n may have been the relay of some of it.
   Cluster* cl = ns_.cluster();
   std::vector<std::pair<std::string, ReplEntry>> written_by_lost;
-  {
-    std::lock_guard lk(mu_);
-    for (auto& [key, e] : entries_) {
-      if (!e.tombstone && e.owner == n) {
-        if (listener_) listener_(key, &e, nullptr);
-        e.tombstone = true;  // keeps its timestamp: older writes stay beaten
-        e.value.clear();
-      }
-      if (e.origin == n || (cl != nullptr && e.origin != ns_.self() && !cl->alive(e.origin)))
+  auto gone = [n](const ReplEntry& e) { return !e.tombstone && e.owner == n; };
+  std::unique_lock lk(mu_);
+  // All or nothing: what needs memory first (the copies to pass on, as they
+  // will be once n's entries are gone, and room for the waits this ends),
+  // tried again while memory is short; then the changes, which need none.
+  // Stopped half way, some of n's entries would stay, pointing at nothing.
+  const auto give_up = std::chrono::steady_clock::now() + kMemoryPatience;
+  for (;;) {
+    try {
+      for (auto& [key, e] : entries_) {
+        if (e.origin != n && (cl == nullptr || e.origin == ns_.self() || cl->alive(e.origin))) continue;
         written_by_lost.emplace_back(key, e);
-    }
-    for (auto it = waits_.begin(); it != waits_.end();) {
-      it->second.nodes.erase(n);
-      if (it->second.nodes.empty()) {
-        done.push_back(std::move(it->second.promise));
-        it = waits_.erase(it);
-      } else {
-        ++it;
+        if (gone(e)) {
+          written_by_lost.back().second.tombstone = true;
+          written_by_lost.back().second.value.clear();
+        }
       }
+      done.reserve(waits_.size());
+      break;
+    } catch (const std::bad_alloc&) {
+      written_by_lost.clear();
+      if (std::chrono::steady_clock::now() >= give_up) {
+        std::fprintf(stderr, "troupe: node %u: no memory to remove what node %u kept in a replicated map\n",
+                     ns_.self(), n);
+        return;
+      }
+      lk.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      lk.lock();
     }
   }
+  for (auto& [key, e] : entries_) {
+    if (!gone(e)) continue;
+    if (listener_) listener_(key, &e, nullptr);  // (never throws)
+    e.tombstone = true;  // keeps its timestamp: older writes stay beaten
+    e.value.clear();
+  }
+  for (auto it = waits_.begin(); it != waits_.end();) {
+    it->second.nodes.erase(n);
+    if (it->second.nodes.empty()) {
+      done.push_back(std::move(it->second.promise));
+      it = waits_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  lk.unlock();
   for (auto& p : done) p.set_value();
   forward(written_by_lost, kInvalidNode);
 }

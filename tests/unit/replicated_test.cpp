@@ -1,10 +1,15 @@
 // The version order of replicated registry entries (last writer wins, and a
-// conditional delete removes exactly one version), and where a node that
-// joined later takes its copy of the replicas from.
+// conditional delete removes exactly one version), where a node that joined
+// later takes its copy of the replicas from, and a node's loss in a map when
+// memory runs short.
 #include <gtest/gtest.h>
 
+#include <string>
+
+#include "mpi/failing_new.hpp"
 #include "registry/name_services.hpp"
 #include "registry/replicated_map.hpp"
+#include "troupe/runtime.hpp"
 
 using troupe::NodeInfo;
 using troupe::detail::copy_source;
@@ -55,4 +60,40 @@ TEST(CopySource, WithEveryEarlierNodeLostANodeOfTheBatchIsAskedAndWithNoneNobody
   const auto st = nodes({{"w", false}, {"w", false}, {"w", true}, {"w", true}});
   EXPECT_EQ(copy_source(st, 3, "w", 2), 2u);
   EXPECT_EQ(copy_source(nodes({{"w", false}, {"w", true}}), 1, "w", 1), troupe::kInvalidNode);
+}
+
+TEST(ReplicatedMap, ANodesLossRemovesAllItsEntriesEvenWhenMemoryRunsShort) {
+  // The k-th allocation of the loss's handling fails, for k = 0, 1, ... until
+  // it needs fewer. It used to throw out half way, with some of the lost
+  // node's entries removed and the others left pointing at its actors for
+  // ever; now it makes what it needs first, again once there is memory, and
+  // then removes all of them.
+  troupe::Runtime rt;
+  constexpr int kEntries = 20;
+  auto key = [](int i) { return "a key long enough to live on the heap " + std::to_string(i); };
+  bool met = true;
+  long k = 0;
+  for (; met && k < 1000; ++k) {
+    troupe::detail::ReplicatedMap map(rt.names(), 9, nullptr);
+    for (int i = 0; i < kEntries; ++i) {
+      ReplEntry e{"a value long enough to live on the heap", static_cast<std::uint64_t>(i + 1), 1, 1,
+                  static_cast<troupe::ActorId>(i + 1)};
+      ASSERT_TRUE(map.apply(key(i), e, 1));
+    }
+    tt::fail_allocation_after(k);
+    try {
+      map.node_lost(1);
+    } catch (const std::bad_alloc&) {
+      ADD_FAILURE() << "allocation " << k << ": the loss threw";
+    }
+    met = tt::stop_failing();
+    int left = 0;
+    for (int i = 0; i < kEntries; ++i) {
+      const auto e = map.get(key(i));
+      left += e && !e->tombstone ? 1 : 0;
+    }
+    EXPECT_EQ(left, 0) << "allocation " << k << ": entries of the lost node stayed";
+  }
+  EXPECT_FALSE(met) << "1000 allocations, and the loss needed more";
+  EXPECT_GT(k, kEntries) << "the copies of the lost node's writes were never reached";
 }
