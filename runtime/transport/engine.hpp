@@ -509,6 +509,10 @@ class Engine {
   void post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta);
   /// MPI_Isend to peer (a null request if MPI refused, which it reports).
   MPI_Request isend(NodeId peer, const void* data, std::size_t size, int tag);
+  /// A send to peer was refused or completed in error (under mu_): what came
+  /// after it would arrive with a gap before it, so nothing more is sent to
+  /// it and the cluster is told (newly_broken).
+  void send_failed(NodeId peer, const char* how);
   /// Room for n more posted sends (grown geometrically), so that recording one cannot throw.
   void room_for_sends(std::size_t n);
   /// `count` envelopes leave in `frame` (or alone, from their own buffer, when
@@ -698,6 +702,7 @@ class Engine {
   std::vector<std::unique_ptr<Inbound>> delivering_;  // under deliver_mu_, reused
   std::atomic<std::size_t> ready_count_{0};
   std::vector<int> test_idx_;  // scratch for MPI_Testsome
+  std::vector<MPI_Status> send_status_;  // test_sends' scratch (room made with the requests')
   std::mutex deliver_mu_;
   std::atomic<std::size_t> partial_{0};  // deliveries waiting for segments or order
 

@@ -131,8 +131,9 @@ bool Engine::send_now(Draft& draft) {
   // then the draft goes back to its cache when the caller lets go of it, with
   // no record to reap. (A send MPI refused has a null request: done.)
   int done = 0;
-  checked(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test (a send)");
-  if (!done) {
+  if (checked(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test (a send)") != MPI_SUCCESS)
+    send_failed(dest, "a send failed");
+  if (req != MPI_REQUEST_NULL) {  // not done (or failed and not freed: MPI may still read the draft)
     send_reqs_.push_back(req);  // room_for_sends made room: no throw
     send_meta_.push_back(SendMeta{dest, nullptr, {}, nullptr, std::move(draft)});
   }
@@ -302,7 +303,8 @@ void Engine::room_for_sends(std::size_t n) {
   };
   grow(send_reqs_, send_reqs_.size());
   grow(send_meta_, send_meta_.size());
-  grow(test_idx_, send_reqs_.size());  // test_sends sizes it to the requests: no allocation after a send
+  grow(test_idx_, send_reqs_.size());  // test_sends sizes these to the requests: no allocation after a send
+  grow(send_status_, send_reqs_.size());
 }
 
 FrameBuffer Engine::take_stub(std::size_t size) {
@@ -333,15 +335,21 @@ MPI_Request Engine::isend(NodeId peer, const void* data, std::size_t size, int t
   if (p.refused) return req;
   if (checked(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, p.rank, tag, peer_comm(peer), &req), "MPI_Isend") !=
       MPI_SUCCESS) {
-    // What came after it would arrive with a gap before it: read out of order,
-    // or (a frame's stub, a block's chunk) into the wrong receive. Nothing
-    // more is sent to that node, and the cluster declares it lost.
-    std::fprintf(stderr, "troupe: node %u: MPI refused a send to node %u; nothing more is sent to it\n", self_, peer);
-    p.refused = true;
     req = MPI_REQUEST_NULL;
-    broken_news_[peer].store(true, std::memory_order_relaxed);
+    send_failed(peer, "MPI refused a send");
   }
   return req;
+}
+
+void Engine::send_failed(NodeId peer, const char* how) {
+  // What came after it would arrive with a gap before it: read out of order,
+  // or (a frame's stub, a block's chunk) into the wrong receive. Nothing more
+  // is sent to that node, and the cluster declares it lost.
+  auto& p = *peers_[peer];
+  if (p.refused) return;
+  std::fprintf(stderr, "troupe: node %u: %s to node %u; nothing more is sent to it\n", self_, how, peer);
+  p.refused = true;
+  broken_news_[peer].store(true, std::memory_order_relaxed);
 }
 
 void Engine::post_one(NodeId peer, const void* data, std::size_t size, int tag, SendMeta meta) {
@@ -467,7 +475,20 @@ bool Engine::test_sends() {
   int count = static_cast<int>(send_reqs_.size());
   int outcount = 0;
   test_idx_.resize(send_reqs_.size());
-  checked(MPI_Testsome(count, send_reqs_.data(), &outcount, test_idx_.data(), MPI_STATUSES_IGNORE), "MPI_Testsome");
+  send_status_.resize(send_reqs_.size());
+  const int rc = MPI_Testsome(count, send_reqs_.data(), &outcount, test_idx_.data(), send_status_.data());
+  if (rc == MPI_ERR_IN_STATUS) {
+    // Sends that completed in error (their requests are freed, as the others'):
+    // their bytes may never have gone, and those behind them would follow a gap.
+    for (int k = 0; k < outcount; ++k) {
+      const int err = send_status_[static_cast<std::size_t>(k)].MPI_ERROR;
+      if (err == MPI_SUCCESS) continue;
+      checked(err, "a send");
+      send_failed(send_meta_[static_cast<std::size_t>(test_idx_[static_cast<std::size_t>(k)])].peer, "a send failed");
+    }
+  } else {
+    checked(rc, "MPI_Testsome");
+  }
   // MPI_UNDEFINED: every request is null (sends MPI refused): done with all.
   if (outcount == 0 || (outcount < 0 && outcount != MPI_UNDEFINED)) return false;
   compact(send_reqs_, send_meta_, [&](std::size_t r) { return send_reqs_[r] != MPI_REQUEST_NULL; });

@@ -1021,31 +1021,45 @@ TEST(Engine, SmallEnvelopesQueuedTogetherLeaveInFewFrames) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
-TEST(Engine, ASendMpiRefusesEndsTheStreamToItsPeerAndIsReported) {
-  // Per pair of nodes, messages arrive in send order or not at all: a send
-  // MPI refuses leaves a gap, so nothing after it may go (a later frame would
-  // be read out of order, a later stub's frame land in the wrong receive),
-  // and the cluster is to declare the peer lost. Rank 0 sends envelope 1;
-  // once rank 1 has it, MPI refuses envelope 2's send, and envelope 3 must not
-  // follow; rank 0's engine reports rank 1 as broken.
+namespace {
+
+/// Per pair of nodes, messages arrive in send order or not at all: a send
+/// that fails leaves a gap, so nothing after it may go (a later frame would be
+/// read out of order, a later stub's frame land in the wrong receive), and the
+/// cluster is to declare the peer lost. Rank 0 sends envelope 1; once rank 1
+/// has it, `arm` makes envelope 2's send fail, and once rank 0's engine has
+/// seen that (`seen`), envelope 3 must not follow, and the engine reports
+/// rank 1 as broken. Rank 1 gets `expected`: envelope 2 too when MPI did send
+/// its bytes before it reported the failure.
+void expect_a_failed_send_to_end_the_stream(bool urgent, const std::function<void()>& arm,
+                                            const std::function<bool()>& seen,
+                                            const std::vector<std::uint64_t>& expected) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   OrderSink sink;
   Engine engine(MPI_COMM_WORLD, sink);
   if (rank == 0) {
     auto send_one = [&](std::uint64_t id) {
-      send_control(engine, 1, id, /*urgent=*/true);
+      send_control(engine, 1, id, urgent);
       engine.flush();
     };
     send_one(1);
     wait_for_go_ahead();  // rank 1 has it
     EXPECT_TRUE(engine.newly_broken().empty());
-    tt::g_refuse_isend_tag.store(troupe::detail::kTagFrame);
-    tt::g_refuse_isends.store(1);
+    arm();
     send_one(2);
+    EXPECT_TRUE(wait_until(
+        [&] {
+          engine.flush();
+          return seen();
+        },
+        10s))
+        << "envelope 2's send never failed";
     send_one(3);
-    EXPECT_EQ(tt::g_refuse_isends.load(), 0) << "envelope 2's send never came";
     tt::g_refuse_isend_tag.store(-1);
+    tt::g_refuse_isends.store(0);
+    tt::g_fail_send_tag.store(-1);
+    tt::g_fail_sends.store(0);
     EXPECT_EQ(engine.newly_broken(), std::vector<NodeId>{1});
     go_ahead_to(1);
   } else if (rank == 1) {
@@ -1056,9 +1070,38 @@ TEST(Engine, ASendMpiRefusesEndsTheStreamToItsPeerAndIsReported) {
     std::this_thread::sleep_for(100ms);  // envelope 3 would be here by now
     engine.stop_progress_thread();
     std::lock_guard lk(sink.mu);
-    EXPECT_EQ(sink.order, std::vector<std::uint64_t>{1}) << "something went after a refused send";
+    EXPECT_EQ(sink.order, expected) << "something went after a failed send";
   }
   MPI_Barrier(MPI_COMM_WORLD);
+}
+
+}  // namespace
+
+TEST(Engine, ASendMpiRefusesEndsTheStreamToItsPeerAndIsReported) {
+  expect_a_failed_send_to_end_the_stream(
+      /*urgent=*/true,
+      [] {
+        tt::g_refuse_isend_tag.store(troupe::detail::kTagFrame);
+        tt::g_refuse_isends.store(1);
+      },
+      [] { return tt::g_refuse_isends.load() == 0; }, {1});
+}
+
+TEST(Engine, ASendThatCompletesInErrorEndsTheStreamToItsPeerAndIsReported) {
+  // MPI took the send, and reports later, as it completes, that it failed:
+  // alone and urgent (tested at once, MPI_Test), or in a frame (tested with
+  // the others, MPI_Testsome). Such a failure was only logged, and what came
+  // after it went on.
+  for (const bool urgent : {true, false}) {
+    SCOPED_TRACE(urgent ? "alone" : "in a frame");
+    expect_a_failed_send_to_end_the_stream(
+        urgent,
+        [] {
+          tt::g_fail_send_tag.store(troupe::detail::kTagFrame);
+          tt::g_fail_sends.store(1);
+        },
+        [] { return tt::g_fail_sends.load() == 0 && tt::failing_sends_left() == 0; }, {1, 2});
+  }
 }
 
 TEST(Engine, OnceShutWhatWaitsForItsBlocksIsAbandonedNotLeftWaiting) {
