@@ -87,9 +87,14 @@ MPI_Comm Engine::duplicate_for_nodes(MPI_Comm comm) {
 void Engine::add_nodes(MPI_Comm dup, const std::vector<NodeId>& node_of_rank, std::size_t total) {
   std::lock_guard lk(mu_);
   if (total > peers_.size()) throw std::runtime_error("troupe: too many nodes joined (no room left)");
+  // Room first: a communicator listed without its ranks' nodes would index
+  // past rank_node_ when a frame lands on it.
+  std::vector<NodeId> ranks = node_of_rank;
+  comms_.reserve(comms_.size() + 1);
+  rank_node_.reserve(rank_node_.size() + 1);
   const int index = static_cast<int>(comms_.size());
   comms_.push_back(dup);
-  rank_node_.push_back(node_of_rank);
+  rank_node_.push_back(std::move(ranks));
   const std::size_t before = count_.load();
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   for (std::size_t r = 0; r < node_of_rank.size(); ++r) {
@@ -123,7 +128,7 @@ Engine::~Engine() {
   // finish(); their buffers stay alive (leaked) rather than be freed under MPI.
   std::lock_guard lk(mu_);
   for (auto& m : send_meta_) abandoned_.push_back(std::make_shared<SendMeta>(std::move(m)));
-  for (auto& s : expel_sent_) abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(s.second)));
+  for (auto& s : expel_sent_) abandoned_.push_back(std::move(s.second));
   for (auto& b : expel_bufs_) abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(b)));
   for (auto& s : sources_)
     for (auto& f : s->frames) abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
@@ -378,17 +383,27 @@ void Engine::send_expel(NodeId n) {
   if (n >= nodes() || n == self_) return;
   std::lock_guard lk(mu_);
   if (shut_) return;
+  // Room first: once MPI holds a buffer, keeping it allocates nothing. Short
+  // of memory, no notice goes this time (the tick sends it again a second
+  // later, and the heartbeats' lost sets carry the news too).
+  std::shared_ptr<std::uint64_t> buf;
+  try {
+    abandoned_.reserve(abandoned_.size() + expel_sent_.size());
+    expel_sent_.reserve(expel_sent_.size() + 1);
+    buf = std::make_shared<std::uint64_t>(self_);
+  } catch (const std::bad_alloc&) {
+    return;
+  }
   // Notices sent earlier that are done (or failed: a process really gone).
   std::erase_if(expel_sent_, [this](auto& s) {
     int done = 0;
     if (MPI_Test(&s.first, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS) return done != 0;
     if (s.first != MPI_REQUEST_NULL) {  // MPI still holds it: its buffer stays
       MPI_Request_free(&s.first);
-      abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(s.second)));
+      abandoned_.push_back(std::move(s.second));
     }
     return true;
   });
-  auto buf = std::make_unique<std::uint64_t>(self_);
   MPI_Request req = MPI_REQUEST_NULL;
   if (MPI_Isend(buf.get(), 1, MPI_UINT64_T, peers_[n]->rank, kTagExpel, peer_comm(n), &req) == MPI_SUCCESS)
     expel_sent_.emplace_back(req, std::move(buf));
@@ -399,7 +414,15 @@ bool Engine::expel_received() {
   if (!receiving_) return false;
   while (expel_reqs_.size() < comms_.size()) {  // the first call, or a communicator joined
     const std::size_t c = expel_reqs_.size();
-    expel_bufs_.push_back(std::make_unique<std::uint64_t>(0));
+    // Room first: a posted receive is always listed (unlisted, it would never
+    // be tested or cancelled, and could take a later notice). Short of
+    // memory, it is posted at a later call.
+    try {
+      expel_reqs_.reserve(c + 1);
+      expel_bufs_.push_back(std::make_unique<std::uint64_t>(0));
+    } catch (const std::bad_alloc&) {
+      break;
+    }
     MPI_Request req = MPI_REQUEST_NULL;
     if (MPI_Irecv(expel_bufs_.back().get(), 1, MPI_UINT64_T, MPI_ANY_SOURCE, kTagExpel, comms_[c], &req) !=
         MPI_SUCCESS)

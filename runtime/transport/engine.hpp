@@ -648,7 +648,7 @@ class Engine {
   // notices sent, each with the 8 bytes it holds.
   std::vector<MPI_Request> expel_reqs_;
   std::vector<std::unique_ptr<std::uint64_t>> expel_bufs_;
-  std::vector<std::pair<MPI_Request, std::unique_ptr<std::uint64_t>>> expel_sent_;
+  std::vector<std::pair<MPI_Request, std::shared_ptr<std::uint64_t>>> expel_sent_;
   std::vector<std::unique_ptr<Source>> sources_;
   std::vector<NodeId> dirty_;
   std::vector<NodeId> flushing_;  // flush_outboxes' copy of dirty_ (kept: no allocation per flush)

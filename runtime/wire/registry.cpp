@@ -67,6 +67,11 @@ void WireRegistry::add_method(MethodEntry e) {
   methods_.emplace(e.id, std::move(e));
 }
 
+void WireRegistry::freeze() {
+  std::lock_guard lk(mu_);
+  frozen_.store(true, std::memory_order_release);
+}
+
 const MethodEntry* WireRegistry::method(WireId id) const {
   std::unique_lock lk(mu_, std::defer_lock);
   if (!frozen_.load(std::memory_order_acquire)) lk.lock();

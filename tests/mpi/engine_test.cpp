@@ -878,6 +878,40 @@ TEST(Engine, AnEnvelopeCutShortByItsFramesEndIsReportedNotDroppedInSilence) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, ExpelNoticesThatFindNoMemoryGoAndAreReadOnceThereIsSome) {
+  // The notice telling a node it was declared lost, and the receive posted for
+  // it, make their room before MPI holds a buffer of theirs. With the k-th
+  // allocation failing, for k = 0, 1, ... until they need fewer, nothing
+  // throws (an expel notice's sending threw once MPI held its buffer, which
+  // was then freed under it), no receive is left posted but unlisted (it
+  // would take the notice, and the listed one wait for ever), and the notice
+  // goes and is read once there is memory.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  long k = 0;
+  bool met = true;
+  if (rank == 0) {
+    for (; met && k < 100; ++k) {
+      tt::fail_allocation_after(k);
+      EXPECT_NO_THROW(engine.send_expel(1)) << "allocation " << k;
+      met = tt::stop_failing();
+    }
+  } else if (rank == 1) {
+    bool expelled = false;  // (true once: the receive is done then)
+    for (; met && k < 100 && !expelled; ++k) {
+      tt::fail_allocation_after(k);
+      EXPECT_NO_THROW(expelled = engine.expel_received()) << "allocation " << k;
+      met = tt::stop_failing();
+    }
+    EXPECT_TRUE(wait_until([&] { return expelled || (expelled = engine.expel_received()); }, 10s))
+        << "the notice was never read";
+  }
+  EXPECT_FALSE(met) << "100 allocations, and they needed more";
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, RunningOutOfMemoryWhileMarkingANodeLostLeavesNothingHalfDone) {
   // Rank 0 has two 1 MiB blocks on their way to rank 1, which does not read
   // yet: their sends stay pending. Marking rank 1 lost with the first

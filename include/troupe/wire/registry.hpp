@@ -192,8 +192,10 @@ class WireRegistry {
   /// id order: what nodes compare when a cluster runtime starts.
   std::vector<std::string> table() const;
   /// Called when a cluster runtime starts: from then on lookups take no lock
-  /// (registration happens during static initialisation, before main).
-  void freeze() noexcept { frozen_.store(true, std::memory_order_release); }
+  /// (registration happens during static initialisation, before main). A
+  /// registration under way (a library loaded meanwhile) ends first; later
+  /// ones are refused.
+  void freeze();
 
  private:
   WireRegistry() = default;
