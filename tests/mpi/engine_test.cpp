@@ -1101,6 +1101,7 @@ void expect_a_failed_send_to_end_the_stream(bool urgent, const std::function<voi
     EXPECT_TRUE(wait_until([&] { return sink.delivered() == 1; }, 10s)) << "envelope 1 never came";
     go_ahead_to(0);
     wait_for_go_ahead_from(0);
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() >= expected.size(); }, 10s)) << "envelope 2 never came";
     std::this_thread::sleep_for(100ms);  // envelope 3 would be here by now
     engine.stop_progress_thread();
     std::lock_guard lk(sink.mu);
