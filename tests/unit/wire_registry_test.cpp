@@ -269,7 +269,18 @@ struct WireOnly {
     ar(a);
   }
 };
+struct InCereal {  // a free serialize() in namespace cereal, which cereal allows
+  std::int16_t a = 0;
+  std::string b;
+};
 }  // namespace shapes
+
+namespace cereal {
+template <class A>
+void serialize(A& ar, shapes::InCereal& c) {
+  ar(c.a, c.b);
+}
+}  // namespace cereal
 
 #define COMPARED(T) \
   template <>       \
@@ -289,6 +300,7 @@ COMPARED(Versioned);
 COMPARED(Plain);
 COMPARED(Throws);
 COMPARED(Triple);
+COMPARED(InCereal);
 #undef COMPARED
 
 namespace shapes {
@@ -314,6 +326,7 @@ TEST(WireRegistry, AUserClassThatAsksHasItsFieldsInOrderByTheirTypesInItsShape) 
   EXPECT_EQ(wire_shape<shapes::Big>(), "{arr4194304<f8>,arr2<i4>}");  // made on the heap
   EXPECT_EQ(wire_shape<shapes::Packed>(), "{n}");  // what follows the count depends on the instance
   EXPECT_EQ(wire_shape<shapes::Triple>(), "{f8*3}");
+  EXPECT_EQ(wire_shape<shapes::InCereal>(), "{i2,str}");
   EXPECT_EQ((wire_shape<std::vector<shapes::Reading>>()), "vec<{i4,vec<f8>,str}>");
   EXPECT_EQ((wire_shape<std::map<int, shapes::Split>>()), "map<i4,{f4,u1}>");
   EXPECT_EQ(wire_shape<shapes::HoldsNoDefault>(), "{{i4}}");

@@ -9,7 +9,7 @@
 // compared (troupe::compare_wire_fields): then its shape comes from running
 // its own cereal serialize() (or save(), or save_minimal(); a member, private
 // with `friend class cereal::access` too, or a free function its namespace
-// holds) on a default-made instance with a ShapeArchive, which names each
+// or namespace cereal holds) on a default-made instance with a ShapeArchive, which names each
 // field by its type, never by its value. Opt-in, because that instantiates
 // the class's serialization with an archive it was not written for and runs
 // it at start-up. It stays opaque even so when the class has none of these,
@@ -227,24 +227,29 @@ std::string fields_of(const T& t, bool& known);
 /// What a user class's serialize() is run with to learn its shape: each
 /// field it is handed adds the field's shape, by type (a vector is
 /// "vec<...>" empty or not), and a nested class adds its own fields, read
-/// from the instance at hand (which need not be default-made).
-class ShapeArchive {
+/// from the instance at hand (which need not be default-made). A template
+/// of a class of namespace cereal (ShapeArchive, below), so that
+/// argument-dependent lookup searches that namespace too, where cereal lets
+/// a class's free serialize() live (troupe's own archives are cereal's
+/// classes' heirs, for the same end).
+template <class AlsoLookIn>
+class BasicShapeArchive {
  public:
   using is_loading = std::false_type;
   using is_saving = std::true_type;
 
   template <class... T>
-  ShapeArchive& operator()(T&&... fields) {
+  BasicShapeArchive& operator()(T&&... fields) {
     (add(fields), ...);
     return *this;
   }
   template <class T>
-  ShapeArchive& operator&(T&& field) {
+  BasicShapeArchive& operator&(T&& field) {
     add(field);
     return *this;
   }
   template <class T>
-  ShapeArchive& operator<<(T&& field) {
+  BasicShapeArchive& operator<<(T&& field) {
     add(field);
     return *this;
   }
@@ -298,9 +303,11 @@ class ShapeArchive {
   std::string last_;
   std::size_t repeats_ = 0;
 };
+using ShapeArchive = BasicShapeArchive<cereal::access>;
 
 // Free serialize/save/save_minimal are found by argument-dependent lookup
-// alone (these take nothing, so they never match).
+// alone, in the class's namespace or cereal's (these take nothing, so they
+// never match).
 void serialize() = delete;
 void save() = delete;
 void save_minimal() = delete;
