@@ -119,12 +119,12 @@ void Cluster::send_control(NodeId to, Control type, const std::function<void(Wir
 }
 
 void Cluster::nodes_added(const std::vector<NodeId>& fresh) {
+  InHandler in(*this);  // before the copy, as for the extra control handler
   decltype(added_listeners_) listeners;
   {
     std::lock_guard lk(mu_);
     listeners = added_listeners_;
   }
-  InHandler in(*this);
   if (listeners)
     for (auto& l : *listeners) l(fresh);
 }
@@ -135,26 +135,38 @@ void Cluster::on_added(std::function<void(const std::vector<NodeId>&)> listener)
 }
 
 void Cluster::set_extra_control(std::function<void(NodeId, std::uint64_t, WireInputArchive&)> handler) {
-  std::vector<Stashed> early;
   {
     std::lock_guard lk(mu_);
     extra_control_ = handler;
-    if (handler) early.swap(stash_);
+    replaying_ = static_cast<bool>(handler);
   }
   if (!handler) {
     while (handler_calls_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
     return;
   }
-  for (auto& m : early) {
-    WireInputArchive ar(m.payload->data(), m.payload->size(), WireInputArchive::InlineBlocks{});
-    handler(m.from, m.type, ar);
+  // The messages that came first, in order; what comes meanwhile joins the
+  // stash (run at once by its delivering thread, it could overtake them).
+  while (true) {
+    std::vector<Stashed> early;
+    {
+      std::lock_guard lk(mu_);
+      if (stash_.empty()) {
+        replaying_ = false;
+        return;
+      }
+      early.swap(stash_);
+    }
+    for (auto& m : early) {
+      WireInputArchive ar(m.payload->data(), m.payload->size(), WireInputArchive::InlineBlocks{});
+      handler(m.from, m.type, ar);
+    }
   }
 }
 
 void Cluster::on_control_bytes(NodeId from, std::uint64_t type, std::shared_ptr<ByteBuffer> payload) {
   if (type >= static_cast<std::uint64_t>(Control::replicate)) {
     std::lock_guard lk(mu_);
-    if (!extra_control_) {
+    if (!extra_control_ || replaying_) {
       stash_.push_back(Stashed{from, type, std::move(payload)});
       return;
     }
@@ -255,6 +267,10 @@ void Cluster::declare_lost(NodeId n) {
   declared.handled = true;
   engine_.mark_lost(n);
   detector_->on_lost(n, steady_clock::now());
+  // Counted before the copy, as a call of the extra control handler is: an
+  // owner that goes meanwhile (its listener then finds it gone) either waits
+  // for this call, or has gone before the copy is made, and the listener sees so.
+  InHandler in(*this);
   decltype(lost_listeners_) listeners;
   {
     std::lock_guard lk(mu_);
@@ -262,7 +278,6 @@ void Cluster::declare_lost(NodeId n) {
     listeners = lost_listeners_;
   }
   if (listeners) {
-    InHandler in(*this);
     // Each listener handles its part of the loss whatever another's does.
     for (auto& l : *listeners) {
       try {

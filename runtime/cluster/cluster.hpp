@@ -163,6 +163,7 @@ class Cluster {
     std::shared_ptr<ByteBuffer> payload;
   };
   std::vector<Stashed> stash_;  // extra control messages that came before their handler
+  bool replaying_ = false;      // the stash is being handed to the new handler: what comes joins it
 
   // termination protocol (under mu_)
   std::atomic<bool> in_finish_{false};

@@ -41,6 +41,7 @@ NodeId FailureDetector::predecessor() const {
 
 void FailureDetector::tick(Clock::time_point now) {
   NodeId beat_to = kInvalidNode, suspect = kInvalidNode;
+  Clock::time_point suspect_heard;
   {
     std::lock_guard lk(mu_);
     if (now >= next_beat_) {
@@ -53,8 +54,8 @@ void FailureDetector::tick(Clock::time_point now) {
         watching_ = p;
         watch_since_ = now;
       }
-      const auto heard = std::max(cluster_.last_heard(p), watch_since_);
-      if (now - heard > timeout_) suspect = p;
+      suspect_heard = cluster_.last_heard(p);
+      if (now - std::max(suspect_heard, watch_since_) > timeout_) suspect = p;
     }
   }
   if (beat_to != kInvalidNode && beat_to != cluster_.self()) cluster_.send_heartbeat(beat_to);
@@ -71,8 +72,11 @@ void FailureDetector::tick(Clock::time_point now) {
     }
   }
   // Last check: something from it waiting to be received means it is alive
-  // (we were the slow one).
-  if (suspect != kInvalidNode && !cluster_.heard_pending(suspect, timeout_))
+  // (we were the slow one). So does a frame of it another thread took since
+  // we looked (a thread waiting on a future drives the engine too): taken
+  // before heard_pending() took the engine, it shows in last_heard now.
+  if (suspect != kInvalidNode && !cluster_.heard_pending(suspect, timeout_) &&
+      cluster_.last_heard(suspect) <= suspect_heard)
     cluster_.confirm_lost(suspect, "silent for more than " + std::to_string(timeout_.count()) + " ms");
 }
 

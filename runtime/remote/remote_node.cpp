@@ -13,6 +13,7 @@
 #include "troupe/runtime.hpp"
 #include "core/scheduler.hpp"
 #include "remote_waiter.hpp"
+#include "take_out.hpp"
 #include "wire_error.hpp"
 
 
@@ -189,7 +190,7 @@ std::uint64_t RemoteNode::expect(NodeId node, std::unique_ptr<PendingReply> repl
   if (closed) {
     reply->fail(std::make_exception_ptr(Error("troupe: the runtime has finished")));
   } else {
-    reply->fail(std::make_exception_ptr(ConnectionLost(node)));
+    reply->fail(connection_lost(node));
   }
   return 0;
 }
@@ -629,43 +630,19 @@ void RemoteNode::raw_frame(NodeId to, const ByteBuffer& bytes) {
 // ---- loss and shutdown ----------------------------------------------------
 
 void RemoteNode::node_lost(NodeId n) {
-  std::vector<std::unique_ptr<PendingReply>> failed;
-  {
-    std::lock_guard lk(pending_mu_);
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second.node == n) {
-        failed.push_back(std::move(it->second.reply));
-        it = pending_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  for (auto& r : failed) r->fail(std::make_exception_ptr(ConnectionLost(n)));
-  std::vector<Watch> fired;
-  std::vector<std::pair<ActorId, std::uint64_t>> unwatch;
-  {
-    std::lock_guard lk(watch_mu_);
-    for (auto it = watches_.begin(); it != watches_.end();) {
-      if (it->second.node == n) {
-        fired.push_back(std::move(it->second));
-        it = watches_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto it = watched_.begin(); it != watched_.end();) {
-      if (it->first.first == n) {
-        unwatch.push_back(it->second);
-        it = watched_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  for (auto& w : fired) core_.fire_monitor(std::move(w.fn), ExitInfo{w.node, w.actor, ExitReason::node_lost});
-  for (auto& [actor, token] : unwatch)
+  // Failed outside the locks: a failure may run continuations that ask again
+  // (of another node; none is added for n, which left the live set first).
+  const auto lost = connection_lost(n);
+  take_out(pending_mu_, pending_, [n](const auto& e) { return e.second.node == n; },
+           [&](auto& nh) { nh.mapped().reply->fail(lost); });
+  take_out(watch_mu_, watches_, [n](const auto& e) { return e.second.node == n; }, [&](auto& nh) {
+    auto& w = nh.mapped();
+    core_.fire_monitor(std::move(w.fn), ExitInfo{w.node, w.actor, ExitReason::node_lost});
+  });
+  take_out(watch_mu_, watched_, [n](const auto& e) { return e.first.first == n; }, [&](auto& nh) {
+    const auto [actor, token] = nh.mapped();
     if (auto cell = core_.find_cell(actor)) cell->remove_monitor(token);
+  });
 }
 
 int RemoteNode::finish() {

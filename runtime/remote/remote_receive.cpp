@@ -95,7 +95,7 @@ class BufferedInbound final : public Inbound {
   void deliver() override;
   void abandon() noexcept override {
     try {
-      failed_(std::make_exception_ptr(ConnectionLost(source_)));
+      failed_(connection_lost(source_));
     } catch (...) {
     }
   }
@@ -308,7 +308,7 @@ class ReplyInbound final : public Inbound {
     cluster_.count_delivered(from_);
     reply_->complete();
   }
-  void abandon() noexcept override { reply_->fail(std::make_exception_ptr(ConnectionLost(from_))); }
+  void abandon() noexcept override { reply_->fail(connection_lost(from_)); }
   void reject(std::exception_ptr why) override {
     cluster_.count_delivered(from_);
     reply_->fail(why);
@@ -495,7 +495,7 @@ std::unique_ptr<Inbound> RemoteNode::failed_reply(NodeId from, std::unique_ptr<P
         cluster_->count_delivered(from);
         (*r)->fail(err);
       },
-      [r, from] { (*r)->fail(std::make_exception_ptr(ConnectionLost(from))); });
+      [r, from] { (*r)->fail(connection_lost(from)); });
   *r = std::move(reply);  // nothing throws past the allocations
   return in;
 }

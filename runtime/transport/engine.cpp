@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "engine_internal.hpp"
+#include "core/sanitizers.hpp"
 #include "core/thread_name.hpp"
 #include "troupe/detail/future_state.hpp"
 
@@ -124,26 +125,31 @@ Engine::~Engine() {
     MPI_Finalized(&finalized);
     if (!finalized) stop_receiving();
   }
-  // Requests still pending belong to lost peers or to a job torn down without
-  // finish(); their buffers stay alive (leaked) rather than be freed under MPI.
-  std::lock_guard lk(mu_);
-  for (auto& m : send_meta_) abandoned_.push_back(std::make_shared<SendMeta>(std::move(m)));
-  for (auto& s : expel_sent_) abandoned_.push_back(std::move(s.second));
-  for (auto& b : expel_bufs_) abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(b)));
-  for (auto& s : sources_)
-    for (auto& f : s->frames) abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
-  for (auto& m : seg_meta_) abandoned_.push_back(m.owner);
-  // Kept reachable for the rest of the process (not freed, not reported).
-  static auto* graveyard = new std::vector<std::shared_ptr<void>>();
-  static std::mutex graveyard_mu;
-  std::lock_guard glk(graveyard_mu);
-  for (auto& p : abandoned_) graveyard->push_back(std::move(p));
-  delete held_;
-  for (auto* e : unjoined_) delete e;
-  while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) delete e;
-  for (std::size_t n = 0; n < peers_.size(); ++n) delete open_[n].frame.exchange(nullptr);
-  for (auto& p : peers_)
-    for (auto* e : p->outbox) delete e;
+  {
+    // Requests still pending belong to lost peers or to a job torn down without
+    // finish(); their buffers stay alive (leaked) rather than be freed under MPI.
+    std::lock_guard lk(mu_);
+    for (auto& m : send_meta_) abandoned_.push_back(std::make_shared<SendMeta>(std::move(m)));
+    for (auto& s : expel_sent_) abandoned_.push_back(std::move(s.second));
+    for (auto& b : expel_bufs_) abandoned_.push_back(std::shared_ptr<std::uint64_t>(std::move(b)));
+    for (auto& s : sources_)
+      for (auto& f : s->frames) abandoned_.push_back(std::shared_ptr<ByteBuffer>(std::move(f.buf)));
+    for (auto& m : seg_meta_) abandoned_.push_back(m.owner);
+    // Kept reachable for the rest of the process (not freed, not reported).
+    static auto* graveyard = new std::vector<std::shared_ptr<void>>();
+    static std::mutex graveyard_mu;
+    std::lock_guard glk(graveyard_mu);
+    for (auto& p : abandoned_) graveyard->push_back(std::move(p));
+    delete held_;
+    for (auto* e : unjoined_) delete e;
+    while (auto* e = static_cast<OutEnvelope*>(outq_.pop())) delete e;
+    for (std::size_t n = 0; n < peers_.size(); ++n) delete open_[n].frame.exchange(nullptr);
+    for (auto& p : peers_)
+      for (auto* e : p->outbox) delete e;
+  }
+  // Last (TSan): an engine made later where this one was, on a stack, must
+  // not be taken for this one.
+  tsan_forget_mutexes(mu_, ready_mu_, deliver_mu_, sleep_mu_);
 }
 
 bool Engine::progress() {
