@@ -2,6 +2,7 @@
 // travels inside futures; Future::get() and co_await rethrow it.
 #pragma once
 
+#include <exception>
 #include <stdexcept>
 #include <string>
 
@@ -29,6 +30,7 @@ class ConnectionLost : public Error {
 class ActorExited : public Error {
  public:
   ActorExited(NodeId node, ActorId actor);
+  ActorExited(NodeId node, ActorId actor, const std::string& what);
   NodeId node_id() const noexcept { return node_; }
   ActorId actor_id() const noexcept { return actor_; }
 
@@ -75,5 +77,14 @@ class DecodeError : public Error {
  public:
   using Error::Error;
 };
+
+namespace detail {
+/// ConnectionLost(node) and ActorExited(node, actor), ready to fail a future
+/// with. They never throw: short of memory for its message, each is one made
+/// in advance that names no node (kInvalidNode) and no actor (0), so that a
+/// loss or an exit still ends every call that waited for it.
+std::exception_ptr connection_lost(NodeId node) noexcept;
+std::exception_ptr actor_exited(NodeId node, ActorId actor) noexcept;
+}  // namespace detail
 
 }  // namespace troupe

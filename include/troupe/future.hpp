@@ -87,6 +87,12 @@ class Promise {
       try {
         s_->set_error(std::make_exception_ptr(Error("troupe: promise dropped without a result")));
       } catch (...) {
+        // No memory for those words: the waiter learns of the shortage (the
+        // exception at hand, which needs none), rather than wait for ever.
+        try {
+          s_->set_error(std::current_exception());
+        } catch (...) {
+        }
       }
       s_.reset();
     }

@@ -87,7 +87,7 @@ class RemoteReply {
   ~RemoteReply() {
     if (!armed_) return;
     try {
-      caller_.sink->reply_error(caller_.node, caller_.corr, std::make_exception_ptr(ActorExited(node_, actor_)));
+      caller_.sink->reply_error(caller_.node, caller_.corr, detail::actor_exited(node_, actor_));
     } catch (...) {
     }
   }
@@ -148,8 +148,7 @@ class RemoteCall final : public Message {
   void reject(ActorCell& cell) noexcept override {
     if (caller_.corr == 0) return;
     try {
-      caller_.sink->reply_error(caller_.node, caller_.corr,
-                                std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
+      caller_.sink->reply_error(caller_.node, caller_.corr, detail::actor_exited(cell.node(), cell.id()));
     } catch (...) {
     }
   }

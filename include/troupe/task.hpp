@@ -46,7 +46,14 @@ struct TaskPromiseBase {
       auto& p = h.promise();
       if (p.continuation) return p.continuation;
       auto done = std::move(p.on_done);
-      auto result = std::move(p.result);
+      TaskResult<R> result;
+      result.error = p.result.error;
+      try {
+        if (p.result.value) result.value.emplace(std::move(*p.result.value));
+      } catch (...) {  // the value's move threw: that is the task's outcome
+        result.value.reset();
+        result.error = std::current_exception();
+      }
       h.destroy();
       if (done) {
         try {

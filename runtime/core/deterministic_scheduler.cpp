@@ -28,6 +28,7 @@ bool DeterministicScheduler::retry_parked() noexcept {
 
 bool DeterministicScheduler::post(UniqueFunction<void()> f) {
   std::lock_guard lk(mu_);
+  if (down_) return false;  // shut down: nothing would run it
   queue_.emplace_back(std::move(f));
   return true;
 }

@@ -280,7 +280,7 @@ class CallBatch final : public Message {
     for (std::size_t i = first; i < count_; ++i)
       if (entry(i).corr != 0) {
         try {
-          sink_.reply_error(from_, entry(i).corr, std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
+          sink_.reply_error(from_, entry(i).corr, actor_exited(cell.node(), cell.id()));
         } catch (...) {
         }
       }

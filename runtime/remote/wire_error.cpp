@@ -17,18 +17,7 @@ std::string demangle(const char* name) {
   return status == 0 && out ? std::string(out.get()) : std::string(name);
 }
 
-const std::exception_ptr kLostShortOfMemory = std::make_exception_ptr(
-    ConnectionLost(kInvalidNode, "troupe: connection to a node lost (no memory to say which)"));
-
 }  // namespace
-
-std::exception_ptr connection_lost(NodeId node) noexcept {
-  try {
-    return std::make_exception_ptr(ConnectionLost(node));
-  } catch (...) {
-    return kLostShortOfMemory;
-  }
-}
 
 WireError WireError::from(std::exception_ptr e, NodeId self) {
   WireError w;

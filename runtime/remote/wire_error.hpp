@@ -40,9 +40,4 @@ struct WireError {
   std::exception_ptr to_exception(NodeId from) const;
 };
 
-/// ConnectionLost(node), ready to fail a future with. Never throws: short of
-/// memory for its message, it is one made in advance that names no node
-/// (node_id() is kInvalidNode), so that a loss still ends every call.
-std::exception_ptr connection_lost(NodeId node) noexcept;
-
 }  // namespace troupe::detail

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/scheduler.hpp"
 #include "troupe/testing.hpp"
 #include "troupe/troupe.hpp"
 
@@ -554,6 +555,17 @@ TEST(Actors, APromiseWhoseValueCannotBeMadeCompletesWithThatError) {
   EXPECT_THROW(p.set_value(original), std::runtime_error);
   ASSERT_TRUE(f.ready()) << "its future would wait for ever";
   EXPECT_THROW(f.get(), std::runtime_error);
+}
+
+TEST(Actors, ADeterministicSchedulerShutDownRefusesTasks) {
+  // As the oneTBB scheduler does: a task posted after shutdown is refused
+  // (the caller learns it will not run), not queued where nothing runs it.
+  troupe::Runtime rt(troupe::testing::deterministic());
+  auto& sched = rt.core().scheduler();
+  sched.shutdown();
+  bool ran = false;
+  EXPECT_FALSE(sched.post([&ran] { ran = true; }));
+  EXPECT_FALSE(ran);
 }
 
 TEST(Actors, AValueThatCannotBeMovedOnByAContinuationsFutureEndsTheChainWithThatError) {

@@ -125,7 +125,87 @@ class Holder {
   int* destroyed_;
 };
 
+/// A value whose move throws once the moves allowed (g_moves_left) are used.
+int g_moves_left = 0;
+struct Fragile {
+  Fragile() = default;
+  Fragile(Fragile&&) {
+    if (g_moves_left-- == 0) throw std::runtime_error("no more moves");
+  }
+};
+struct Maker {
+  troupe::Task<Fragile> make() { co_return Fragile(); }
+  int alive() { return 1; }
+};
+
 }  // namespace
+
+TEST(Coroutines, ATaskWhoseResultCannotBeMovedEndsItsAskWithThatError) {
+  // The result is moved out of the finished coroutine inside a noexcept
+  // function: a move that threw there ended the process. Now the ask ends
+  // with that error, whichever move it is, and the actor goes on.
+  troupe::Runtime rt(troupe::testing::deterministic());
+  auto maker = rt.spawn<Maker>();
+  int failed = 0, made = 0;
+  for (int moves = 0; moves < 8; ++moves) {
+    g_moves_left = moves;
+    try {
+      (void)maker.ask<&Maker::make>().get();
+      ++made;
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "no more moves") << moves << " moves allowed";
+      ++failed;
+    }
+  }
+  EXPECT_GE(failed, 2) << "the moves out of the coroutine were never reached";
+  EXPECT_GE(made, 1) << "8 moves were not enough";
+  EXPECT_EQ(maker.ask<&Maker::alive>().get(), 1);
+}
+
+TEST(Futures, APromiseDroppedWhenMemoryHasRunOutStillEndsItsFuture) {
+  // Its error's message finds no memory: the future ends with the shortage
+  // (it was left waiting for ever).
+  troupe::Promise<int> p;
+  auto f = p.get_future();
+  tt::fail_allocation_after(0);
+  { auto dropped = std::move(p); }
+  EXPECT_TRUE(tt::stop_failing()) << "dropping it allocated nothing";
+  ASSERT_TRUE(f.ready()) << "its future would wait for ever";
+  EXPECT_THROW(f.get(), std::bad_alloc);
+}
+
+TEST(Futures, TheErrorsOfAnExitOrALossAreMadeEvenWithNoMemoryLeft) {
+  // What fails the calls an exit or a loss ends, where nothing may throw.
+  auto kind_of = [](const std::exception_ptr& e, troupe::NodeId& node, troupe::ActorId& actor) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const troupe::ActorExited& x) {
+      node = x.node_id();
+      actor = x.actor_id();
+      return 1;
+    } catch (const troupe::ConnectionLost& x) {
+      node = x.node_id();
+      return 2;
+    } catch (...) {
+      return 0;
+    }
+  };
+  troupe::NodeId node = 0;
+  troupe::ActorId actor = 0;
+  EXPECT_EQ(kind_of(troupe::detail::actor_exited(3, 7), node, actor), 1);
+  EXPECT_EQ(node, 3u);
+  EXPECT_EQ(actor, 7u);
+  EXPECT_EQ(kind_of(troupe::detail::connection_lost(4), node, actor), 2);
+  EXPECT_EQ(node, 4u);
+  tt::fail_allocations_from(0);
+  const auto exited = troupe::detail::actor_exited(3, 7);
+  const auto lost = troupe::detail::connection_lost(4);
+  EXPECT_TRUE(tt::stop_failing()) << "no allocation was tried";
+  EXPECT_EQ(kind_of(exited, node, actor), 1) << "no memory: still an ActorExited";
+  EXPECT_EQ(node, troupe::kInvalidNode);
+  EXPECT_EQ(kind_of(lost, node, actor), 2) << "no memory: still a ConnectionLost";
+  EXPECT_EQ(node, troupe::kInvalidNode);
+}
 
 TEST(Coroutines, TaskMethodsAwaitOtherActors) {
   troupe::Runtime rt(troupe::testing::deterministic());

@@ -37,7 +37,11 @@ class AskCompletion {
       : p_(std::move(p)), node_(node), actor_(actor) {}
   AskCompletion(AskCompletion&&) noexcept = default;
   ~AskCompletion() {
-    if (p_.valid()) p_.set_error(ActorExited(node_, actor_));
+    if (!p_.valid()) return;
+    try {
+      p_.set_exception(actor_exited(node_, actor_));
+    } catch (...) {  // (a destructor: nothing may leave it)
+    }
   }
   void operator()(TaskResult<R>&& r) {
     if (r.error) return p_.set_exception(r.error);
@@ -150,7 +154,7 @@ class CallMessage final : public CallBase {
     }
   }
   void reject(ActorCell& cell) noexcept override {
-    fail(std::make_exception_ptr(ActorExited(cell.node(), cell.id())));
+    fail(actor_exited(cell.node(), cell.id()));
   }
   void fail(std::exception_ptr e) noexcept override {
     if (promise && promise->valid()) promise->set_exception(std::move(e));
