@@ -234,7 +234,7 @@ void ActorCell::end_construction(bool built) noexcept {
     exit_reason_ = ExitReason::stopped;
     exited_.store(true, std::memory_order_seq_cst);
     drain_rejected();
-    fire_monitors(take_monitors());  // added while it was being built (register_local's, say)
+    end_exit(take_monitors());  // added while it was being built (register_local's, say)
   }
   release_turn();
 }
@@ -284,7 +284,21 @@ void ActorCell::exit(ExitReason why) noexcept {
   }
   drain_rejected();
   core_.remove_cell(id_);
+  end_exit(std::move(monitors));
+}
+
+void ActorCell::end_exit(std::vector<std::pair<std::uint64_t, MonitorFn>> monitors) noexcept {
+  // From here a monitor added fires at once; one added before, while exit()
+  // ran, waits in `late`. The mark, then a look for the extras; add_monitor
+  // makes the extras, then reads the mark: one of the two sees the other.
+  exit_done_.store(true, std::memory_order_seq_cst);
+  std::vector<std::pair<std::uint64_t, MonitorFn>> late;
+  if (auto* ex = extras_.load(std::memory_order_seq_cst)) {
+    std::lock_guard lk(ex->mu);
+    late.swap(ex->late);
+  }
   fire_monitors(std::move(monitors));
+  fire_monitors(std::move(late));
 }
 
 std::vector<std::pair<std::uint64_t, MonitorFn>> ActorCell::take_monitors() noexcept {
@@ -318,6 +332,13 @@ std::uint64_t ActorCell::add_monitor(MonitorFn fn) {
     fn = std::move(it->second);
     ex.monitors.erase(it);
   }
+  // The actor exited, or is exiting: at once once exit() is done (the object
+  // destroyed, the actor unlisted: a supervisor that starts it again finds
+  // its name free), else as exit() ends.
+  if (!exit_done_.load(std::memory_order_seq_cst)) {
+    ex.late.emplace_back(token, std::move(fn));
+    return token;
+  }
   lk.unlock();
   ExitInfo info{node(), id_, exit_reason_};
   core_.post([fn = std::move(fn), info]() mutable { fn(info); });
@@ -329,6 +350,7 @@ void ActorCell::remove_monitor(std::uint64_t token) noexcept {
   if (ex == nullptr) return;
   std::lock_guard lk(ex->mu);
   std::erase_if(ex->monitors, [token](const auto& p) { return p.first == token; });
+  std::erase_if(ex->late, [token](const auto& p) { return p.first == token; });
 }
 
 }  // namespace detail

@@ -167,6 +167,47 @@ TEST(Monitors, MonitoringAnExitedActorFiresAtOnce) {
   EXPECT_EQ(fired, 1);
 }
 
+namespace {
+std::atomic<bool> g_in_destructor{false}, g_may_go{false}, g_destructor_done{false};
+/// Its destructor waits until the test lets it go.
+struct SlowToGo {
+  ~SlowToGo() {
+    g_in_destructor = true;
+    while (!g_may_go.load()) std::this_thread::sleep_for(1ms);
+    g_destructor_done = true;
+  }
+  int ping() { return 1; }
+};
+}  // namespace
+
+TEST(Monitors, AMonitorAddedWhileItsActorExitsFiresOnceTheExitIsDone) {
+  // A monitor added while exit() ran (here, during the object's destructor)
+  // fired at once, on another worker: before the object was gone and the
+  // actor unlisted (a supervisor starting it again could find it still there).
+  troupe::Config two;
+  two.threads = 2;
+  troupe::Runtime rt(two);
+  auto a = rt.spawn<SlowToGo>();
+  ASSERT_EQ(a.ask<&SlowToGo::ping>().get(), 1);
+  a.stop();
+  for (int i = 0; i < 5000 && !g_in_destructor.load(); ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(g_in_destructor.load());
+  std::atomic<int> fired{0};
+  std::atomic<bool> after_destructor{false}, unlisted{false};
+  rt.monitor(a, [&](const troupe::ExitInfo& e) {
+    after_destructor = g_destructor_done.load();
+    unlisted = rt.core().find_cell(e.actor) == nullptr;
+    fired.fetch_add(1);
+  });
+  std::this_thread::sleep_for(50ms);  // one fired at once has run by now
+  EXPECT_EQ(fired.load(), 0) << "it fired while the destructor ran";
+  g_may_go = true;
+  for (int i = 0; i < 5000 && fired.load() == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(fired.load(), 1);
+  EXPECT_TRUE(after_destructor.load());
+  EXPECT_TRUE(unlisted.load());
+}
+
 TEST(Monitors, DemonitorCancels) {
   troupe::Runtime rt(troupe::testing::deterministic());
   troupe::testing::Scheduler sched(rt);

@@ -95,6 +95,8 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   void exit(ExitReason why) noexcept;
 
   /// Monitors fire once, on a scheduler thread; at once if the actor is gone.
+  /// Never before the object is destroyed and the actor unlisted: one added
+  /// while exit() runs fires as it ends.
   std::uint64_t add_monitor(MonitorFn fn);
   void remove_monitor(std::uint64_t token) noexcept;
 
@@ -139,6 +141,9 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   void end_construction(bool built) noexcept;
   std::vector<std::pair<std::uint64_t, MonitorFn>> take_monitors() noexcept;
   void fire_monitors(std::vector<std::pair<std::uint64_t, MonitorFn>> monitors) noexcept;
+  /// exit()'s end, once the actor is unlisted: fires `monitors` and those
+  /// added while it ran.
+  void end_exit(std::vector<std::pair<std::uint64_t, MonitorFn>> monitors) noexcept;
 
   Core& core_;
   ActorId id_;
@@ -146,6 +151,7 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   void* obj_ = nullptr;
   std::atomic<bool> scheduled_{false};
   std::atomic<bool> exited_{false};
+  std::atomic<bool> exit_done_{false};  // exit() has destroyed the object and unlisted the actor
   ExitReason exit_reason_ = ExitReason::stopped;
   bool reentrant_;
   std::uint32_t blocking_tasks_ = 0;  // non-reentrant: ordinary messages wait while > 0
@@ -157,6 +163,7 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   struct Extras {  // rarely used state, allocated on first use
     std::mutex mu;
     std::vector<std::pair<std::uint64_t, MonitorFn>> monitors;
+    std::vector<std::pair<std::uint64_t, MonitorFn>> late;  // added while exit() ran: fired as it ends
     std::uint64_t next_token = 1;
     std::vector<std::shared_ptr<TaskRecord>> suspended;
   };
