@@ -332,9 +332,8 @@ std::uint64_t ActorCell::add_monitor(MonitorFn fn) {
     fn = std::move(it->second);
     ex.monitors.erase(it);
   }
-  // The actor exited, or is exiting: at once once exit() is done (the object
-  // destroyed, the actor unlisted: a supervisor that starts it again finds
-  // its name free), else as exit() ends.
+  // The actor exited, or is exiting: at once if exit() is done (the object
+  // destroyed, the actor unlisted), else as exit() ends.
   if (!exit_done_.load(std::memory_order_seq_cst)) {
     ex.late.emplace_back(token, std::move(fn));
     return token;
