@@ -157,8 +157,12 @@ void Cluster::set_extra_control(std::function<void(NodeId, std::uint64_t, WireIn
       early.swap(stash_);
     }
     for (auto& m : early) {
-      WireInputArchive ar(m.payload->data(), m.payload->size(), WireInputArchive::InlineBlocks{});
-      handler(m.from, m.type, ar);
+      try {  // one that fails must not leave the later ones stashed for good
+        WireInputArchive ar(m.payload->data(), m.payload->size(), WireInputArchive::InlineBlocks{});
+        handler(m.from, m.type, ar);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "troupe: node %u: a control message from node %u failed: %s\n", self_, m.from, e.what());
+      }
     }
   }
 }
