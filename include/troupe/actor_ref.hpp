@@ -73,7 +73,8 @@ class ActorRef {
     return f;
   }
 
-  /// Stops the actor after the messages already sent to it.
+  /// Stops the actor after the messages already sent to it. Throws
+  /// std::bad_alloc, and the actor runs on, if there is no memory for it.
   void stop() const {
     if (cell_) {
       cell_->request_stop();

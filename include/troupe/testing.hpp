@@ -80,5 +80,17 @@ int fail_next_posts(int n) noexcept;
 /// from the call before.
 int fail_next_monitors(int n) noexcept;
 
+/// Fault injection: the next n stops of actors of this process (ActorRef::stop
+/// of a local actor, or another node's stop) find no memory for their stop
+/// message. Returns how many were still to fail from the call before.
+int fail_next_stops(int n) noexcept;
+
+/// How long a step of the runtimes of this process that finds no memory is
+/// tried again before it is given up (10 s unless set): a peer's frame waiting
+/// to be received, a reply or exit notice owed to another node, a watch from
+/// another node, a lost node's entries in a replicated map. Returns the one
+/// before. For tests of what happens once a shortage outlasts it.
+std::chrono::milliseconds set_memory_patience(std::chrono::milliseconds p) noexcept;
+
 }  // namespace testing
 }  // namespace troupe

@@ -158,7 +158,10 @@ std::size_t InlineTurns::run(std::size_t batch) {
   return 1 + more.size();
 }
 
-void ActorCell::request_stop() noexcept { enqueue(new StopMessage()); }
+void ActorCell::request_stop() {
+  if (g_failing_stops.take()) throw std::bad_alloc();
+  enqueue(new StopMessage());
+}
 
 void ActorCell::drain_rejected() noexcept {
   while (true) {

@@ -9,6 +9,7 @@
 #include "actor_table.hpp"
 #include "deterministic_scheduler.hpp"
 #include "fault_injection.hpp"
+#include "memory_patience.hpp"
 #include "scheduler.hpp"
 #include "timer_service.hpp"
 #include "troupe/detail/call_message.hpp"
@@ -92,8 +93,22 @@ std::shared_ptr<ActorCell> Core::find_local(const std::string& name) const {
   return it == names_.end() || it->second->exited() ? nullptr : it->second;
 }
 
+namespace {
+constinit std::atomic<std::chrono::steady_clock::rep> g_memory_patience{
+    std::chrono::steady_clock::duration(kMemoryPatience).count()};
+}  // namespace
+
+std::chrono::steady_clock::duration memory_patience() noexcept {
+  return std::chrono::steady_clock::duration(g_memory_patience.load(std::memory_order_relaxed));
+}
+
+std::chrono::steady_clock::duration set_memory_patience(std::chrono::steady_clock::duration p) noexcept {
+  return std::chrono::steady_clock::duration(g_memory_patience.exchange(p.count(), std::memory_order_relaxed));
+}
+
 constinit FaultBudget g_failing_posts;
 constinit FaultBudget g_failing_monitors;
+constinit FaultBudget g_failing_stops;
 
 bool Core::post(UniqueFunction<void()> f) {
   work_started();
@@ -191,13 +206,42 @@ void Core::shutdown() noexcept {
   // Rounds: an actor may be spawned while the others end (by a monitor's
   // callback, say); it is ended in the next round. Bounded, against one that
   // spawns another at every exit.
+  // Short of memory (for the list, or an actor's exit message), it is tried
+  // again every millisecond, for the patience at most; an actor that never
+  // got its exit is destroyed with the runtime, unended (said on stderr).
+  const auto give_up = Clock::now() + memory_patience();
+  auto patient = [&] {
+    if (Clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+  };
+  std::size_t unended = 0;
   for (int round = 0; round < 16; ++round) {
-    auto cells = table_->snapshot();
+    std::vector<std::shared_ptr<ActorCell>> cells;
+    try {
+      cells = table_->snapshot();
+    } catch (const std::bad_alloc&) {
+      if (patient()) --round;  // (not a round)
+      unended = table_->size();
+      continue;
+    }
     if (cells.empty()) break;
-    for (auto& cell : cells) cell->enqueue_system(new ExitMessage(ExitReason::shutdown));
+    unended = 0;
+    for (auto& cell : cells) {
+      ExitMessage* m = nullptr;
+      while ((m = new (std::nothrow) ExitMessage(ExitReason::shutdown)) == nullptr && patient()) {
+      }
+      if (m == nullptr) {
+        ++unended;
+        continue;
+      }
+      cell->enqueue_system(m);
+    }
     cells.clear();  // the table's references only: exits unlist them
     wait_quiescent();
   }
+  if (unended != 0)
+    std::fprintf(stderr, "troupe: node %u: %zu actors could not be ended at shutdown (no memory)\n", node_, unended);
   {
     std::lock_guard lk(names_mu_);
     names_.clear();

@@ -27,5 +27,7 @@ class FaultBudget {
 extern FaultBudget g_failing_posts;
 /// ActorCell::add_monitor (testing::fail_next_monitors).
 extern FaultBudget g_failing_monitors;
+/// ActorCell::request_stop (testing::fail_next_stops).
+extern FaultBudget g_failing_stops;
 
 }  // namespace troupe::detail

@@ -2,6 +2,7 @@
 
 #include "deterministic_scheduler.hpp"
 #include "fault_injection.hpp"
+#include "memory_patience.hpp"
 
 namespace troupe::testing {
 
@@ -25,5 +26,10 @@ std::chrono::nanoseconds Scheduler::now() const { return s_->timers().now().time
 void fail_next_turns(int n) noexcept { detail::refuse_turns_for_testing(n); }
 int fail_next_posts(int n) noexcept { return detail::g_failing_posts.set(n); }
 int fail_next_monitors(int n) noexcept { return detail::g_failing_monitors.set(n); }
+int fail_next_stops(int n) noexcept { return detail::g_failing_stops.set(n); }
+
+std::chrono::milliseconds set_memory_patience(std::chrono::milliseconds p) noexcept {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(detail::set_memory_patience(p));
+}
 
 }  // namespace troupe::testing

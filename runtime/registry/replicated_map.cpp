@@ -224,7 +224,7 @@ void ReplicatedMap::node_lost(NodeId n) {
   // will be once n's entries are gone, and room for the waits this ends),
   // tried again while memory is short; then the changes, which need none.
   // Stopped half way, some of n's entries would stay, pointing at nothing.
-  const auto give_up = std::chrono::steady_clock::now() + kMemoryPatience;
+  const auto give_up = std::chrono::steady_clock::now() + memory_patience();
   for (;;) {
     try {
       for (auto& [key, e] : entries_) {

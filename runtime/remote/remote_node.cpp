@@ -445,7 +445,7 @@ void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
 }
 
 bool RemoteNode::retry_while_short(NodeId to, void (*run)(void*), void* make) {
-  const auto give_up = std::chrono::steady_clock::now() + kMemoryPatience;
+  const auto give_up = std::chrono::steady_clock::now() + memory_patience();
   while (true) {
     try {
       run(make);

@@ -199,14 +199,14 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   void send_exit_notice(NodeId watcher, ActorId actor, std::uint64_t token, ExitReason why);
   /// Runs `send`, which makes and posts what node `to` waits for (a reply,
   /// an exit notice): if it finds no memory, again every millisecond while
-  /// `to` lives, for kMemoryPatience at most; then the message is given up,
+  /// `to` lives, for memory_patience() at most; then the message is given up,
   /// said on stderr. Never throws: it runs at the end of actors' turns and
   /// in deliveries, where nobody could take the exception.
   template <class Send>
   void send_owed(const char* what, NodeId to, std::uint64_t corr, Send&& send) noexcept;
   /// Runs `make` (what a delivery must do before it can answer node `to`: post
   /// a spawn's constructor, add a watch), again every millisecond while it
-  /// throws std::bad_alloc and `to` lives, for kMemoryPatience at most. True
+  /// throws std::bad_alloc and `to` lives, for memory_patience() at most. True
   /// once it ran whole; false if it never did. Other exceptions pass.
   template <class Make>
   bool retry_while_short(NodeId to, Make&& make) {

@@ -184,7 +184,7 @@ bool memory_is_short(const Envelope& env) noexcept {
 /// (as_decode_error). But a std::bad_alloc is rethrown if memory is short and
 /// the message (inline bytes and blocks) is no larger than kWaitForMemoryUpTo:
 /// the engine reads it again later (InboundHandler::on_envelope), for at most
-/// kMemoryPatience; a larger one may never fit. (The archive refuses
+/// memory_patience(); a larger one may never fit. (The archive refuses
 /// containers larger than their message before allocating them: a small
 /// message's decode needs little, unless a user type asks for more, which
 /// memory_is_short tells apart.)
@@ -667,7 +667,13 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
     }
     switch (kind) {
       case Kind::stop:
-        if (auto cell = core_.find_cell(target)) cell->request_stop();
+        if (auto cell = core_.find_cell(target)) {
+          // Nobody waits for an answer: a stop that never finds memory is
+          // said, not lost in silence.
+          if (!retry_while_short(from, [&] { cell->request_stop(); }))
+            std::fprintf(stderr, "troupe: node %u: node %u's stop of actor %llu was given up (no memory)\n",
+                         engine_->self(), from, static_cast<unsigned long long>(target));
+        }
         break;
       case Kind::mailbox: {
         auto cell = core_.find_cell(target);

@@ -41,6 +41,7 @@
 #include "troupe/fwd.hpp"
 #include "troupe/wire/archive.hpp"
 #include "troupe/wire/buffer.hpp"
+#include "core/memory_patience.hpp"
 #include "transport/stage_pool.hpp"
 #include "wire/envelope.hpp"
 
@@ -590,9 +591,9 @@ class Engine {
   /// mark_lost(): throws std::bad_alloc having changed nothing.
   void mark_lost_once(NodeId n);
   /// While memory is short for what waits since `since` (0: from now): true
-  /// until kMemoryPatience has passed. Notes the shortage.
+  /// until memory_patience() has passed. Notes the shortage.
   bool still_patient(std::int64_t& since);
-  /// A frame of `from` waited kMemoryPatience for memory: its source is broken.
+  /// A frame of `from` waited memory_patience() for memory: its source is broken.
   void give_up_waiting(NodeId from);
   /// False if MPI refused one (the source is then broken; no more are posted).
   bool post_segment_recvs(NodeId from, const std::shared_ptr<Delivery>& d, std::vector<InSegment> dests);
@@ -762,10 +763,6 @@ inline constexpr std::uint64_t kLargestFrame = std::numeric_limits<int>::max();
 static_assert(kFrameSlot + kMaxEnvelope <= kLargestFrame, "the largest envelope, in a frame of its own, fits an int count");
 /// Frames coalesce envelopes up to this size; larger envelopes travel alone.
 inline constexpr std::size_t kFrameLimit = 64 * 1024;
-/// How long a large frame may wait for the memory to receive it before its
-/// source is broken (nothing more from it is read; the cluster declares it
-/// lost): a shortage that lasts longer may never end.
-inline constexpr std::chrono::seconds kMemoryPatience{10};
 /// A message up to this size (inline bytes and blocks) that finds no memory
 /// to be read waits for it: the engine reads it again later (blocks nobody
 /// takes, to be drained; RemoteNode's decoding, if memory is short). A larger

@@ -271,7 +271,7 @@ bool Engine::post_large_frame(NodeId from, FrameRecv& f) {
   } catch (const std::bad_alloc&) {
     // Posted in a later round (test_frame_recvs, once it is the source's
     // first): the frame waits in MPI, the source's later frames behind it.
-    // Not for ever: a frame that finds no memory for kMemoryPatience may
+    // Not for ever: a frame that finds no memory for memory_patience() may
     // never fit (below).
     if (still_patient(f.short_since)) {
       ++stats_.receive_waits;
@@ -306,14 +306,15 @@ bool Engine::still_patient(std::int64_t& since) {
   short_of_memory_.store(true, std::memory_order_relaxed);
   const std::int64_t now = coarse_now();
   if (since == 0) since = now;
-  return now - since < std::chrono::steady_clock::duration(kMemoryPatience).count();
+  return now - since < memory_patience().count();
 }
 
 void Engine::give_up_waiting(NodeId from) {
   std::fprintf(stderr,
-               "troupe: node %u: a frame from node %u found no memory to be read for %lld s; "
+               "troupe: node %u: a frame from node %u found no memory to be read for %lld ms; "
                "nothing more from that node is read\n",
-               self_, from, static_cast<long long>(kMemoryPatience.count()));
+               self_, from,
+               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(memory_patience()).count()));
   break_source(from);
 }
 

@@ -21,6 +21,7 @@
 #include "mpi/mpi_call_count.hpp"
 #include "transport/engine.hpp"
 #include "transport/stage_pool.hpp"
+#include "troupe/testing.hpp"
 #include "wire/envelope.hpp"
 
 using namespace std::chrono_literals;
@@ -1226,7 +1227,9 @@ TEST(Engine, OnceShutWhatFoundNoRoomInTheReadyListIsAbandonedNotLeftWaiting) {
     end_pass(engine, rank, more, k);
   }
   EXPECT_EQ(more, 0) << "200 allocations, and one frame needed more";
-  if (rank == 1) EXPECT_GT(stranded, 0) << "no pass left an envelope waiting for the ready list";
+  if (rank == 1) {
+    EXPECT_GT(stranded, 0) << "no pass left an envelope waiting for the ready list";
+  }
 }
 
 TEST(Engine, OnceShutNoThreadCallsMpiThroughIt) {
@@ -1469,6 +1472,60 @@ TEST(Engine, RunningOutOfMemoryWhileReceivingLosesNothingAndReadsNothingTwice) {
       if (id % 2 != 0) taken.push_back(id);
     expect_all_delivered(sink, total, taken);
     EXPECT_GT(engine.stats().receive_waits, 0u) << "no frame ever waited for memory";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Engine, ALargeFrameThatFindsNoMemoryForLongerThanThePatienceBreaksItsSource) {
+  // Rank 0 announces a large frame (a stub, then 256 KiB of envelopes under
+  // their own tag); rank 1 can allocate nothing that large. The frame waits
+  // in MPI, as memory may come back, for the engine's patience (cut to 200 ms
+  // here); then rank 0's source is broken (the cluster then counts it lost):
+  // reported once, and nothing of the frame is read. Waiting for ever, the
+  // engine would never hear of rank 0 again and nobody would say why.
+  using troupe::detail::kFrameLimit;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  ByteBuffer large;
+  for (std::uint64_t id = 1; large.size() < (256u << 10); ++id) {
+    const ByteBuffer f = frame_of(id, {});
+    large.append(f.data(), f.size());
+  }
+  if (rank == 0) {
+    const ByteBuffer stub = stub_of(large.size());
+    MPI_Send(stub.data(), static_cast<int>(stub.size()), MPI_BYTE, 1, troupe::detail::kTagFrame, engine.comm());
+    MPI_Send(large.data(), static_cast<int>(large.size()), MPI_BYTE, 1, troupe::detail::kTagLargeFrame,
+             engine.comm());  // ends once rank 1 has taken it by hand
+  } else if (rank == 1) {
+    constexpr auto patience = 200ms;
+    const auto before = troupe::testing::set_memory_patience(patience);
+    std::vector<NodeId> broken;
+    const auto start = std::chrono::steady_clock::now();
+    tt::fail_large_allocations(kFrameLimit, 1L << 40);
+    while (broken.empty() && std::chrono::steady_clock::now() - start < 10s) {
+      engine.progress();
+      for (auto n : engine.newly_broken()) broken.push_back(n);
+      std::this_thread::sleep_for(1ms);
+    }
+    const auto took = std::chrono::steady_clock::now() - start;
+    const bool refused = tt::stop_failing();
+    troupe::testing::set_memory_patience(before);
+    EXPECT_TRUE(refused) << "the large frame's buffer was never asked for";
+    EXPECT_EQ(broken, std::vector<NodeId>{0}) << "the frame waited on";
+    EXPECT_GE(took, patience - 10ms) << "given up before the patience was out";  // (a coarse clock's few ms)
+    EXPECT_GT(engine.stats().receive_waits, 0u);
+    for (int i = 0; i < 20; ++i) {
+      engine.progress();
+      for (auto n : engine.newly_broken()) broken.push_back(n);
+    }
+    EXPECT_EQ(broken.size(), 1u) << "reported more than once";
+    EXPECT_EQ(sink.delivered(), 0u) << "part of the frame was read";
+    ByteBuffer taken;
+    taken.resize(large.size());
+    MPI_Recv(taken.data(), static_cast<int>(taken.size()), MPI_BYTE, 0, troupe::detail::kTagLargeFrame,
+             engine.comm(), MPI_STATUS_IGNORE);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -38,14 +38,21 @@ struct Frail {
 };
 TROUPE_REMOTE(Frail, troupe::init<>, &Frail::arm, &Frail::disarm, &Frail::hit_count);
 
-/// Sets how many tasks posted on its node, or monitors added there, find no
-/// memory (troupe::testing::fail_next_posts, fail_next_monitors), and says
-/// how many were still to fail.
+/// Sets how many tasks posted on its node, or monitors added or stops asked
+/// there, find no memory (troupe::testing::fail_next_posts, fail_next_monitors,
+/// fail_next_stops), and says how many were still to fail.
+/// Sets patience with a shortage there (troupe::testing::set_memory_patience,
+/// in ms), returning the one before.
 struct PostFailer {
   int fail(int n) { return troupe::testing::fail_next_posts(n); }
   int fail_monitors(int n) { return troupe::testing::fail_next_monitors(n); }
+  int fail_stops(int n) { return troupe::testing::fail_next_stops(n); }
+  long patience(long ms) {
+    return static_cast<long>(troupe::testing::set_memory_patience(std::chrono::milliseconds(ms)).count());
+  }
 };
-TROUPE_REMOTE(PostFailer, troupe::init<>, &PostFailer::fail, &PostFailer::fail_monitors);
+TROUPE_REMOTE(PostFailer, troupe::init<>, &PostFailer::fail, &PostFailer::fail_monitors, &PostFailer::fail_stops,
+              &PostFailer::patience);
 
 }  // namespace
 
@@ -269,6 +276,56 @@ TEST(Remote, ARemoteWatchThatFindsNoMemoryIsAddedOnceThereIsSome) {
     EXPECT_EQ(troupe::testing::fail_next_monitors(1), 0);
     EXPECT_THROW(j.rt.monitor(local, [](const troupe::ExitInfo&) {}), std::bad_alloc);
     EXPECT_EQ(troupe::testing::fail_next_monitors(0), 0);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, ARemoteWatchThatNeverFindsMemoryEndsOnceThePatienceIsOut) {
+  // A watch from another node whose monitor finds no memory for longer than
+  // the runtime's patience (cut to 300 ms on node 1) is given up: its watcher
+  // is told, with reason `unknown`, rather than left waiting for an exit that
+  // no monitor will report. The actor lives on, and a watch made once memory
+  // is back works.
+  Job j;
+  if (j.me == 0) {
+    auto failer = j.rt.spawn_on<PostFailer>(1).get_for(10s);
+    auto counter = j.rt.spawn_on<Counter>(1, 0).get_for(10s);
+    EXPECT_EQ(failer.ask<&PostFailer::patience>(300).get_for(10s), 10000);
+    EXPECT_EQ(failer.ask<&PostFailer::fail_monitors>(1 << 30).get_for(10s), 0);
+    troupe::Promise<troupe::ExitReason> ended(j.rt.core().waiter());
+    auto reason = ended.get_future();
+    const auto asked = std::chrono::steady_clock::now();
+    j.rt.monitor(counter, [&ended](const troupe::ExitInfo& e) { ended.set_value(e.reason); });
+    EXPECT_EQ(reason.get_for(10s), troupe::ExitReason::unknown);  // troupe::Timeout: the watcher waited for ever
+    EXPECT_GE(std::chrono::steady_clock::now() - asked, 300ms) << "given up before the patience was out";
+    EXPECT_GT(failer.ask<&PostFailer::fail_monitors>(0).get_for(10s), 0) << "no monitor was refused";
+    EXPECT_EQ(failer.ask<&PostFailer::patience>(10000).get_for(10s), 300);
+    EXPECT_EQ(counter.ask<&Counter::add>(2).get_for(10s), 2) << "the watched actor was touched";
+
+    troupe::Promise<troupe::ExitReason> stopped(j.rt.core().waiter());
+    auto stop_reason = stopped.get_future();
+    j.rt.monitor(counter, [&stopped](const troupe::ExitInfo& e) { stopped.set_value(e.reason); });
+    counter.stop();
+    EXPECT_EQ(stop_reason.get_for(10s), troupe::ExitReason::stopped);
+  }
+  EXPECT_EQ(j.rt.finish(), 0);
+}
+
+TEST(Remote, AStopFromAnotherNodeThatFindsNoMemoryIsMadeOnceThereIsSome) {
+  // Its delivery used to end the process (the stop message was made in a
+  // noexcept function); now it is tried again, as a spawn's or a watch's is.
+  Job j;
+  if (j.me == 0) {
+    auto failer = j.rt.spawn_on<PostFailer>(1).get_for(10s);
+    auto counter = j.rt.spawn_on<Counter>(1, 0).get_for(10s);
+    troupe::Promise<troupe::ExitReason> ended(j.rt.core().waiter());
+    auto reason = ended.get_future();
+    j.rt.monitor(counter, [&ended](const troupe::ExitInfo& e) { ended.set_value(e.reason); });
+    EXPECT_EQ(counter.ask<&Counter::add>(1).get_for(10s), 1);  // (the watch is in place: it went first)
+    EXPECT_EQ(failer.ask<&PostFailer::fail_stops>(3).get_for(10s), 0);
+    counter.stop();
+    EXPECT_EQ(reason.get_for(10s), troupe::ExitReason::stopped);
+    EXPECT_EQ(failer.ask<&PostFailer::fail_stops>(0).get_for(10s), 0) << "the stop did not fail 3 times";
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }

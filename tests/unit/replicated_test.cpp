@@ -4,12 +4,14 @@
 // memory runs short.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 
 #include "mpi/failing_new.hpp"
 #include "registry/name_services.hpp"
 #include "registry/replicated_map.hpp"
 #include "troupe/runtime.hpp"
+#include "troupe/testing.hpp"
 
 using troupe::NodeInfo;
 using troupe::detail::copy_source;
@@ -96,4 +98,46 @@ TEST(ReplicatedMap, ANodesLossRemovesAllItsEntriesEvenWhenMemoryRunsShort) {
   }
   EXPECT_FALSE(met) << "1000 allocations, and the loss needed more";
   EXPECT_GT(k, kEntries) << "the copies of the lost node's writes were never reached";
+}
+
+TEST(ReplicatedMap, ANodesLossThatNeverFindsMemoryIsGivenUpWholeOnceThePatienceIsOut) {
+  // No allocation of the loss's handling ever succeeds: it is tried again for
+  // the runtime's patience (cut to 100 ms here), not for ever, and then given
+  // up having changed nothing (all or nothing: no entry half removed). With
+  // memory back, the same loss removes every entry of the node.
+  troupe::Runtime rt;
+  constexpr int kEntries = 20;
+  auto key = [](int i) { return "a key long enough to live on the heap " + std::to_string(i); };
+  troupe::detail::ReplicatedMap map(rt.names(), 9, nullptr);
+  for (int i = 0; i < kEntries; ++i) {
+    ReplEntry e{"a value long enough to live on the heap", static_cast<std::uint64_t>(i + 1), 1, 1,
+                static_cast<troupe::ActorId>(i + 1)};
+    ASSERT_TRUE(map.apply(key(i), e, 1));
+  }
+  auto live = [&] {
+    int n = 0;
+    for (int i = 0; i < kEntries; ++i) {
+      const auto e = map.get(key(i));
+      n += e && !e->tombstone ? 1 : 0;
+    }
+    return n;
+  };
+  constexpr auto patience = std::chrono::milliseconds(100);
+  const auto before = troupe::testing::set_memory_patience(patience);
+  const auto start = std::chrono::steady_clock::now();
+  tt::fail_allocations_from(0);
+  try {
+    map.node_lost(1);
+  } catch (const std::bad_alloc&) {
+    ADD_FAILURE() << "the loss threw";
+  }
+  const bool failed = tt::stop_failing();
+  const auto took = std::chrono::steady_clock::now() - start;
+  troupe::testing::set_memory_patience(before);
+  EXPECT_TRUE(failed);
+  EXPECT_GE(took, patience) << "given up before the patience was out";
+  EXPECT_LT(took, std::chrono::seconds(5)) << "not given up";
+  EXPECT_EQ(live(), kEntries) << "entries were removed half way";
+  map.node_lost(1);
+  EXPECT_EQ(live(), 0);
 }

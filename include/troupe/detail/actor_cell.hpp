@@ -88,8 +88,9 @@ class ActorCell : public std::enable_shared_from_this<ActorCell> {
   /// Scheduler entry point: handles at most max messages, then yields.
   void run_batch(std::size_t max) noexcept;
 
-  /// Ordered stop: handled after the messages already queued.
-  void request_stop() noexcept;
+  /// Ordered stop: handled after the messages already queued. Throws
+  /// std::bad_alloc, having queued nothing, if there is no memory for it.
+  void request_stop();
   /// Ends the actor now (on its own context or when nothing runs it): destroys
   /// the object and suspended coroutines, fails queued asks, fires monitors.
   void exit(ExitReason why) noexcept;
