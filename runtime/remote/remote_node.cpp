@@ -320,9 +320,12 @@ Draft RemoteNode::encode_call(NodeId node, ActorId actor, const std::string* nam
     if (name == nullptr && m.encode_numbers != nullptr) {
       m.encode_numbers(call, e->bytes);  // plain numbers: the same bytes, without an archive
     } else {
+      if (name != nullptr) {
+        WireOutputArchive inline_ar(e->bytes, nullptr);  // inline, however long: read before any block
+        inline_ar(*name);
+      }
       WireOutputArchive ar(e->bytes, &e->segments);
       set_gathering(ar, node);
-      if (name != nullptr) ar(*name);
       m.encode_args(call, ar);
     }
     seal(*e);
@@ -613,8 +616,9 @@ void RemoteNode::raw_control_with_block(NodeId to, std::uint64_t id, std::uint32
 }
 
 void RemoteNode::raw_envelope_in(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
-                                 std::uint8_t version) {
-  auto e = envelope(to, kind, corr, target, id);
+                                 std::uint8_t version, const ByteBuffer* named) {
+  auto e = envelope(to, kind, corr, target, id, named != nullptr ? kFlagNamed : 0);
+  if (named != nullptr) e->bytes.append(named->data(), named->size());
   seal(*e);
   std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
   post(std::move(e));

@@ -108,8 +108,9 @@ class RemoteNode final : public RemoteLink, public InboundHandler, public ReplyS
   void raw_frame(NodeId to, const ByteBuffer& bytes);
   /// Sends an envelope with no payload in the given protocol version: an
   /// empty reply_ok to `corr`, an exit_notice of watch `corr` with reason `id`...
+  /// With `named`, flagged as addressed by name with those bytes as its payload.
   void raw_envelope_in(NodeId to, Kind kind, std::uint64_t corr, std::uint64_t target, std::uint64_t id,
-                       std::uint8_t version);
+                       std::uint8_t version, const ByteBuffer* named = nullptr);
   /// monitor() with its request sent in the given protocol version; with
   /// `named`, flagged as addressed by name with those bytes as its payload
   /// (watches go by id only).

@@ -407,7 +407,7 @@ std::unique_ptr<Inbound> RemoteNode::on_call(NodeId from, Envelope& env) {
     // The payload starts with the name; the arguments follow it.
     std::string name;
     try {
-      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      WireInputArchive ar(env.payload, env.payload_size, WireInputArchive::InlineBlocks{});  // (never a block)
       ar(name);
       env.payload += ar.position();
       env.payload_size -= ar.position();
@@ -632,26 +632,33 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
   const auto corr = env.corr;
   const auto id = env.id;
   std::string name;
+  // Only a mailbox query is an ask: the correlation id of any other notice
+  // is a watch's token (a monitor's, the watcher's; an exit notice's, ours),
+  // and an error reply to it would end whichever ask of that number its
+  // receiver has. Watches go by id only: a named one, readable or not, ends
+  // with the unknown reason, as an unreadable notice does.
+  auto end_watch = [this, from, kind, target, corr] {
+    if (corr == 0) return;
+    if (kind == Kind::monitor) send_exit_notice(from, target, corr, ExitReason::unknown);
+    if (kind == Kind::exit_notice) fire_watch(from, corr, ExitReason::unknown);
+  };
   if (env.flags & kFlagNamed) {
     try {
-      WireInputArchive ar(env.payload, env.payload_size, nullptr, 0);
+      WireInputArchive ar(env.payload, env.payload_size, WireInputArchive::InlineBlocks{});
       ar(name);
     } catch (...) {
       auto err = decode_failure(env);
-      return at_delivery([this, from, kind, target, corr, err] {
+      return at_delivery([this, from, kind, corr, err, end_watch] {
         cluster_->count_delivered(from);
-        if (corr == 0) return;
-        // A watch ends with a notice: nobody waits for a reply to one.
-        if (kind == Kind::monitor) return send_exit_notice(from, target, corr, ExitReason::unknown);
-        reply_error(from, corr, err);
+        if (kind == Kind::mailbox && corr != 0) return reply_error(from, corr, err);
+        end_watch();
       });
     }
   }
-  return at_delivery([this, from, kind, target, corr, id, name = std::move(name)] {
+  return at_delivery([this, from, kind, target, corr, id, name = std::move(name), end_watch] {
     cluster_->count_delivered(from);
-    if (!name.empty()) {
-      // Watches go by id only: a named one is not ours, but its watcher waits.
-      if (kind == Kind::monitor && corr != 0) return send_exit_notice(from, target, corr, ExitReason::unknown);
+    if (!name.empty() && kind != Kind::demonitor) {  // (a watch's end goes by its token alone)
+      if (kind == Kind::monitor || kind == Kind::exit_notice) return end_watch();
       if (kind == Kind::mailbox) {
         auto cell = core_.find_local(name);
         if (!cell)

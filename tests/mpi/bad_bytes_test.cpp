@@ -17,6 +17,7 @@
 #include "polite_mpi.hpp"
 #include "remote/remote_node.hpp"
 #include "test_actors.hpp"
+#include "troupe/dispatch.hpp"
 #include "troupe/mpi.hpp"
 
 using namespace std::chrono_literals;
@@ -209,6 +210,88 @@ TEST(BadBytes, UnreadableMonitorMessagesEndTheirMonitorsWithAnUnknownReason) {
       EXPECT_EQ(info.actor, shared[0]);
     }
     EXPECT_EQ(counter->ask<&tt::Counter::add>(5).get_for(10s), 5);  // still running
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(BadBytes, ANamedNoticeEndsItsWatchAndFailsNoAskOfTheSameNumber) {
+  // Exit notices flagged as addressed by name (no sender of ours makes one).
+  // Node 1 sends node 0: one whose name cannot be read, with the number of an
+  // ask node 1 itself has open with node 0 (the notice's number is a watch
+  // token of node 0's); then, with the tokens of node 0's two watches, one
+  // whose name can be read and one whose name cannot. The first used to get
+  // an error reply, which ended node 1's unrelated ask with DecodeError; the
+  // readable one was ignored and its watch never ended.
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  auto& node = node_of(rt);
+  std::uint64_t shared[3] = {0, 0, 0};  // the counter's id, two watch tokens
+  std::promise<troupe::ExitInfo> ends[2];
+  std::optional<troupe::ActorRef<tt::Counter>> counter;
+  if (rt.node() == 0) {
+    counter = rt.spawn_on<tt::Counter>(1, 0).get();
+    shared[0] = counter->id();
+    for (int i = 0; i < 2; ++i)
+      shared[1 + i] = rt.monitor(*counter, [&ends, i](const troupe::ExitInfo& e) { ends[i].set_value(e); }).token;
+    EXPECT_EQ(counter->ask<&tt::Counter::add>(1).get_for(10s), 1);  // the watches went first
+  }
+  tt::bcast(shared, sizeof shared, 0);
+  if (rt.node() == 1) {
+    auto stuck = rt.spawn_on<tt::Stuck>(0).get_for(10s);
+    auto open = stuck.ask<&tt::Stuck::hang>();
+    const std::uint64_t mine = node.last_corr();
+    ByteBuffer cut;
+    cut.append("\x40\x00\x00", 3);
+    ByteBuffer named;
+    {
+      troupe::detail::WireOutputArchive ar(named, nullptr);
+      ar(std::string("counter"));
+    }
+    const auto v = troupe::detail::kProtocolVersion;
+    node.raw_envelope_in(0, Kind::exit_notice, mine, shared[0], 0, v, &cut);
+    node.raw_envelope_in(0, Kind::exit_notice, shared[1], shared[0], 0, v, &named);
+    node.raw_envelope_in(0, Kind::exit_notice, shared[2], shared[0], 0, v, &cut);
+    stuck.tell<&tt::Stuck::release>(5);  // behind the notices
+    try {
+      EXPECT_EQ(open.get_for(10s), 5);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "an ask was ended by a notice meant for a watch: " << e.what();
+    }
+  }
+  if (rt.node() == 0) {
+    for (auto& end : ends) {
+      auto f = end.get_future();
+      ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "a watch never ended";
+      const auto info = f.get();
+      EXPECT_EQ(info.reason, troupe::ExitReason::unknown) << troupe::to_string(info.reason);
+      EXPECT_EQ(info.actor, shared[0]);
+    }
+    EXPECT_EQ(counter->ask<&tt::Counter::add>(5).get_for(10s), 6);  // still running
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
+TEST(BadBytes, ANameOfAnyLengthReachesItsActor) {
+  // A call and a mailbox query addressed by a name of 20,000 characters
+  // (larger than a block's threshold): the name went as a block, or was read
+  // as one, and either failed with DecodeError.
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  const std::string name(20000, 'q');
+  if (rt.node() == 1) rt.register_local(name, rt.spawn<tt::Counter>(10));
+  int registered = 1;
+  tt::bcast(&registered, sizeof registered, 1);
+  if (rt.node() == 0) {
+    troupe::Promise<int> p(rt.core().waiter());
+    auto added = p.get_future();
+    troupe::detail::send_to_target(rt, troupe::DispatchTarget{1, name, 0},
+                                   std::make_unique<troupe::detail::CallMessage<&tt::Counter::add, tt::Counter>>(
+                                       std::move(p), 5));
+    EXPECT_EQ(added.get_for(10s), 15);
+    troupe::Promise<std::size_t> q(rt.core().waiter());
+    auto size = q.get_future();
+    node_of(rt).mailbox_size_named(1, name, std::move(q));
+    EXPECT_EQ(size.get_for(10s), 0u);
   }
   EXPECT_EQ(rt.finish(), 0);
 }
