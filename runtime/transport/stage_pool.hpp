@@ -22,6 +22,8 @@
 #include <memory>
 #include <vector>
 
+#include "wire/envelope.hpp"
+
 namespace troupe::detail {
 
 /// Blocks that are staged travel in pieces of this size (the last one
@@ -33,6 +35,7 @@ inline constexpr std::size_t kPiece = std::size_t{1} << 20;
 /// 7.2-8.9 GB/s against 4.3-5.8 unstaged, in every process; from 4 MiB on the
 /// staged stream was faster in some processes and slower in others.
 inline constexpr std::size_t kStageUpTo = std::size_t{2} << 20;
+static_assert(kStageUpTo <= kMaxPiecedBlock, "a staged block travels in pieces: the protocol's limit bounds it");
 
 /// Whether blocks sent to nodes on this host are staged: `configured`
 /// (Config::stage_blocks), unless the environment says otherwise (see there).

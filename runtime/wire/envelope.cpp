@@ -41,10 +41,14 @@ void EnvelopeWriter::finish(const std::uint64_t* segment_sizes, std::uint32_t co
   if (count > kMaxSegments) throw Error("troupe: message has too many large blocks");
   if (!envelope_fits(payload, count))
     throw Error("troupe: message too large to encode (" + std::to_string(payload) + " bytes inline)");
-  for (std::uint32_t i = 0; i < count; ++i)
+  for (std::uint32_t i = 0; i < count; ++i) {
     if (segment_size_of(segment_sizes[i]) > kMaxSegmentBytes)
       throw Error("troupe: a block of " + std::to_string(segment_size_of(segment_sizes[i])) + " bytes exceeds the " +
                   std::to_string(kMaxSegmentBytes) + "-byte limit of one message; split it");
+    if (segment_pieced_of(segment_sizes[i]) && segment_size_of(segment_sizes[i]) > kMaxPiecedBlock)
+      throw Error("troupe: a block of " + std::to_string(segment_size_of(segment_sizes[i])) +
+                  " bytes cannot travel in pieces (the limit is " + std::to_string(kMaxPiecedBlock) + ")");
+  }
   out_.append(segment_sizes, count * sizeof(std::uint64_t));
   std::byte* h = out_.data() + start_;
   put<std::uint32_t>(h + 4, static_cast<std::uint32_t>(out_.size() - start_));
@@ -104,7 +108,8 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
       const auto word = get<std::uint64_t>(p + length - 8 * (fault.segment_count - i));
       fault.segment_sizes.push_back(segment_size_of(word));
       fault.segment_pieced.push_back(segment_pieced_of(word));
-      if (fault.segment_sizes.back() > max_segment) {
+      if (fault.segment_sizes.back() > max_segment ||
+          (fault.segment_pieced.back() && fault.segment_sizes.back() > kMaxPiecedBlock)) {
         fault.what += "; and it claims an oversized block";
         fault.frame_lost = true;
         return 0;
@@ -145,6 +150,12 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
       fault.what = "troupe: envelope claims a block of " + std::to_string(env.segment_sizes[i]) +
                    " bytes, over the limit of one message";
       fault.frame_lost = true;  // its blocks cannot be drained without allocating them
+      return 0;
+    }
+    if (env.segment_pieced[i] && env.segment_sizes[i] > kMaxPiecedBlock) {
+      fault.what = "troupe: envelope claims a block of " + std::to_string(env.segment_sizes[i]) +
+                   " bytes in pieces, over the limit of " + std::to_string(kMaxPiecedBlock);
+      fault.frame_lost = true;  // nor can its pieces be told apart from what follows
       return 0;
     }
     env.segment_bytes += env.segment_sizes[i];

@@ -48,6 +48,11 @@ constexpr bool envelope_fits(std::uint64_t payload, std::uint64_t count) noexcep
 inline constexpr std::uint64_t kMaxSegmentBytes = 1ull << 36;
 /// Set in a segment's size word: the block travels in pieces (see above).
 inline constexpr std::uint64_t kSegmentPieced = 1ull << 63;
+/// The largest block that may travel in pieces: senders stage no larger one
+/// (transport/stage_pool.hpp), and a receiver treats a larger claim as
+/// corrupt. Without it, 2^16 blocks of 2^36 bytes claimed pieced would be
+/// 2^32 receives to make room for.
+inline constexpr std::uint64_t kMaxPiecedBlock = std::uint64_t{8} << 20;
 /// A segment's size word, taken apart: its size, and whether it is pieced.
 inline std::uint64_t segment_size_of(std::uint64_t word) noexcept { return word & ~kSegmentPieced; }
 inline bool segment_pieced_of(std::uint64_t word) noexcept { return (word & kSegmentPieced) != 0; }

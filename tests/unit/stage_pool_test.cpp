@@ -171,3 +171,45 @@ TEST(StagePool, AnEnvelopeSaysWhichOfItsBlocksTravelInPieces) {
   const std::uint64_t over[] = {(kMaxSegmentBytes + 1) | kSegmentPieced};
   EXPECT_THROW(w2.finish(over, 1), troupe::Error);
 }
+
+TEST(StagePool, ABlockClaimedInPiecesBeyondTheLimitMakesItsEnvelopeUnreadable) {
+  // A block of up to 2^36 bytes claimed pieced (1 MiB each) would have the
+  // receiver make room for 2^16 receives per block: a claim over
+  // kMaxPiecedBlock is refused where it is read, as an oversized block is, in
+  // this version and in another one, and no sender of ours makes one.
+  using namespace troupe::detail;
+  static_assert(kStageUpTo <= kMaxPiecedBlock);
+  for (const std::uint8_t version : {kProtocolVersion, std::uint8_t{9}}) {
+    for (const std::uint64_t size : {kMaxPiecedBlock, kMaxPiecedBlock + 1}) {
+      ByteBuffer buf;
+      EnvelopeWriter w(buf);
+      w.begin(Kind::call, 3, 9, 1, 2, 0);
+      // Written as a legal claim, then marked pieced by hand, as a broken peer would.
+      const std::uint64_t sizes[] = {40000, size};
+      w.finish(sizes, 2);
+      const std::uint64_t marked = size | kSegmentPieced;
+      std::memcpy(buf.data() + buf.size() - 8, &marked, 8);
+      buf.data()[2] = static_cast<std::byte>(version);
+      Envelope env;
+      EnvelopeFault fault;
+      const auto read = parse_envelope(buf.data(), buf.size(), env, fault);
+      const bool legal = size <= kMaxPiecedBlock;
+      if (version == kProtocolVersion && legal) {
+        EXPECT_EQ(read, buf.size()) << fault.what;
+        EXPECT_EQ(env.segment_pieced, (std::vector<std::uint8_t>{0, 1}));
+      } else {
+        EXPECT_EQ(read, 0u);
+        EXPECT_EQ(fault.frame_lost, !legal) << "version " << int{version} << ", " << size << " bytes: " << fault.what;
+        if (!legal) {
+          EXPECT_NE(fault.what.find(version == kProtocolVersion ? "in pieces" : "oversized"), std::string::npos)
+              << fault.what;
+        }
+      }
+    }
+    ByteBuffer out;
+    EnvelopeWriter w(out);
+    w.begin(Kind::call, 3, 9, 1, 2, 0);
+    const std::uint64_t over[] = {(kMaxPiecedBlock + 1) | kSegmentPieced};
+    EXPECT_THROW(w.finish(over, 1), troupe::Error);
+  }
+}
