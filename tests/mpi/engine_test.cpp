@@ -622,6 +622,54 @@ TEST(Engine, WhatIsSentToANodeBeingAddedWaitsForItAndLeavesInOrder) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, AddingNodesThatFindsNoMemoryChangesNothingAndCanBeTriedAgain) {
+  // Engine::add_nodes with its k-th allocation failing, k = 0, 1, ... until
+  // it needs fewer: each failure reaches its caller as std::bad_alloc with
+  // nothing changed (a communicator listed without its ranks' nodes was read
+  // past rank_node_'s end once a frame landed on it), and the call made again
+  // joins the nodes: what rank 0 then sends node 3 (rank 1) arrives, in order.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  constexpr NodeId kJoining = 3;
+  const MPI_Comm dup = Engine::duplicate_for_nodes(MPI_COMM_WORLD);  // collective
+  bool added = false;
+  long k = 0;
+  for (; !added && k < 100; ++k) {
+    tt::fail_allocation_after(k);
+    try {
+      engine.add_nodes(dup, {2, kJoining}, 4);
+      added = true;
+    } catch (const std::bad_alloc&) {
+    }
+    const bool failed = tt::stop_failing();
+    if (!added) {
+      EXPECT_TRUE(failed);
+      EXPECT_EQ(engine.comm_at(1), MPI_COMM_NULL) << "allocation " << k << ": the communicator was listed";
+      EXPECT_EQ(engine.nodes(), 2u) << "allocation " << k;
+    }
+  }
+  ASSERT_TRUE(added);
+  EXPECT_GT(k, 1) << "add_nodes never found its allocations failing";
+  EXPECT_EQ(engine.comm_at(1), dup);
+  EXPECT_EQ(engine.nodes(), 4u);
+  constexpr std::uint64_t kSent = 10;
+  if (rank == 0)
+    for (std::uint64_t id = 1; id <= kSent; ++id) send_control(engine, kJoining, id, /*urgent=*/id % 3 == 0);
+  engine.start_progress_thread(nullptr, 10ms, nullptr);
+  if (rank == 1) {
+    EXPECT_TRUE(wait_until([&] { return sink.delivered() >= kSent; }, 20s)) << "delivered " << sink.delivered();
+    std::lock_guard lk(sink.mu);
+    std::vector<std::uint64_t> expected(kSent);
+    for (std::uint64_t i = 0; i < kSent; ++i) expected[i] = i + 1;
+    EXPECT_EQ(sink.order, expected);
+  }
+  tt::barrier();
+  engine.stop_progress_thread();
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, AnUnreadableEnvelopeIsAnnouncedBeforeTheOnesAfterIt) {
   // The handler joins consecutive calls into one batch; an envelope between
   // them that cannot be read (another protocol version) is reported at
