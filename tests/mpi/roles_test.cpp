@@ -390,6 +390,68 @@ TEST(Registry, RemovingTheControlHandlerWaitsForItsCallAndLaterMessagesWaitForTh
   j.rt.finish();
 }
 
+// Messages that came before the handler are replayed in order when it is set;
+// one that comes during the replay waits behind them (it ran at once, on its
+// delivering thread, and overtook those still to be replayed).
+TEST(Registry, AControlMessageThatComesWhileEarlierOnesAreReplayedWaitsBehindThem) {
+  struct Seen {
+    std::atomic<bool> entered{false}, release{false};
+    std::mutex mu;
+    std::vector<std::uint64_t> values;
+  };
+  auto seen = std::make_shared<Seen>();
+  Job j;
+  auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).cluster();
+  constexpr auto kType = static_cast<troupe::detail::Control>(47);  // no component's (32..47 are the registry's)
+  auto send = [&](std::uint64_t v) {
+    cluster.send_control(1, kType, [v](troupe::detail::WireOutputArchive& ar) { ar(v); }, /*work=*/true);
+  };
+  // No handler on node 1 (the registry's removed): these are stashed, in order.
+  if (j.me == 1) cluster.set_extra_control(nullptr);
+  barrier();
+  if (j.coordinator) {
+    for (std::uint64_t v = 1; v <= 3; ++v) send(v);
+    j.rt.spawn_on<Echo>(1).get().ask<&Echo::noop>().get();  // delivered behind them
+  }
+  barrier();
+  std::thread setter;
+  if (j.me == 1) {
+    // The replay holds at the first message until the coordinator's fourth has come.
+    setter = std::thread([&cluster, seen] {
+      cluster.set_extra_control([seen](troupe::NodeId, std::uint64_t type, troupe::detail::WireInputArchive& ar) {
+        if (type != 47) return;
+        std::uint64_t v = 0;
+        ar(v);
+        {
+          std::lock_guard lk(seen->mu);
+          seen->values.push_back(v);
+        }
+        if (v != 1) return;
+        seen->entered = true;
+        while (!seen->release) std::this_thread::sleep_for(1ms);
+      });
+    });
+    EXPECT_TRUE(eventually([&] { return seen->entered.load(); })) << "the replay never began";
+  }
+  barrier();
+  if (j.coordinator) {
+    send(4);
+    j.rt.spawn_on<Echo>(1).get().ask<&Echo::noop>().get();  // the fourth was delivered
+  }
+  barrier();
+  if (j.me == 1) {
+    seen->release = true;
+    setter.join();
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lk(seen->mu);
+      return seen->values.size() >= 4;
+    }));
+    std::lock_guard lk(seen->mu);
+    EXPECT_EQ(seen->values, (std::vector<std::uint64_t>{1, 2, 3, 4}));
+  }
+  j.rt.finish();
+}
+
 // A subscriber may throw anything: the events after it still come.
 TEST(Groups, ASubscriberThatThrowsAnythingDoesNotSilenceTheGroup) {
   std::atomic<int> heard{0};  // outlives the runtime, whose subscriber counts into it
