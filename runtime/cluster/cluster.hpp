@@ -40,17 +40,17 @@ enum class Control : std::uint32_t {
   replicate_sync = 34,  ///< a node that joined later asks for a copy of every replica
 };
 
-class Cluster {
+class Cluster final : public DetectorSite {
  public:
   /// capacity: how many nodes the job may ever hold (0: these and kSpareNodes
   /// more). Every node of a job must hold the same (add_nodes refuses, on
   /// every member alike, what goes past it).
   Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes, std::size_t capacity = 0);
 
-  NodeId self() const noexcept { return self_; }
-  std::size_t size() const noexcept { return count_.load(std::memory_order_acquire); }
+  NodeId self() const noexcept override { return self_; }
+  std::size_t size() const noexcept override { return count_.load(std::memory_order_acquire); }
   std::size_t capacity() const noexcept { return capacity_; }
-  bool alive(NodeId n) const noexcept { return n < size() && alive_[n].load(std::memory_order_acquire); }
+  bool alive(NodeId n) const noexcept override { return n < size() && alive_[n].load(std::memory_order_acquire); }
   ClusterState state() const;
   HybridClock& clock() noexcept;
 
@@ -93,14 +93,16 @@ class Cluster {
   void declare_lost(NodeId n);
   void on_lost(std::function<void(NodeId)> listener);
   /// This node found n dead (why: for the log): declare it and spread the news.
-  void confirm_lost(NodeId n, const std::string& why);
+  void confirm_lost(NodeId n, const std::string& why) override;
   /// The nodes lost so far, sorted.
   std::vector<NodeId> lost_set() const;
   /// Failure detection: run from the progress thread every few milliseconds.
   void tick();
-  void send_heartbeat(NodeId to);
-  std::chrono::steady_clock::time_point last_heard(NodeId n) const { return engine_.last_heard(n); }
-  bool heard_pending(NodeId n, std::chrono::milliseconds patience) { return engine_.heard_pending(n, patience); }
+  void send_heartbeat(NodeId to) override;
+  std::chrono::steady_clock::time_point last_heard(NodeId n) const override { return engine_.last_heard(n); }
+  bool heard_pending(NodeId n, std::chrono::milliseconds patience) override {
+    return engine_.heard_pending(n, patience);
+  }
 
   // ---- shutdown ------------------------------------------------------------
   /// The termination protocol: returns once every live node called finish()

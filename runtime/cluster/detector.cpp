@@ -4,11 +4,10 @@
 #include <cstdio>
 #include <string>
 
-#include "cluster.hpp"
 
 namespace troupe::detail {
 
-FailureDetector::FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout,
+FailureDetector::FailureDetector(DetectorSite& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout,
                                  std::unique_ptr<PmixProbe> probe)
     : cluster_(cluster),
       period_(period),

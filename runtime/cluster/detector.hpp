@@ -12,9 +12,11 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "cluster/pmix_probe.hpp"
@@ -22,13 +24,31 @@
 
 namespace troupe::detail {
 
-class Cluster;
+/// What the detector reads of its cluster and asks of it (Cluster is one); an
+/// interface, so that a test can play the cluster and its timing exactly.
+class DetectorSite {
+ public:
+  virtual NodeId self() const noexcept = 0;
+  virtual std::size_t size() const noexcept = 0;
+  virtual bool alive(NodeId n) const noexcept = 0;
+  /// When anything last came from n.
+  virtual std::chrono::steady_clock::time_point last_heard(NodeId n) const = 0;
+  /// Whether something from n waits to be received (a frame still coming
+  /// counts for `patience`): n is alive, and this node was the slow one.
+  virtual bool heard_pending(NodeId n, std::chrono::milliseconds patience) = 0;
+  virtual void send_heartbeat(NodeId to) = 0;
+  /// n is dead: declare it and spread the news (why: for the log).
+  virtual void confirm_lost(NodeId n, const std::string& why) = 0;
+
+ protected:
+  ~DetectorSite() = default;
+};
 
 class FailureDetector {
  public:
   using Clock = std::chrono::steady_clock;
   /// probe: the launcher's process table, if available (may be null).
-  FailureDetector(Cluster& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout,
+  FailureDetector(DetectorSite& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout,
                   std::unique_ptr<PmixProbe> probe);
 
   /// Called every few milliseconds from the progress thread.
@@ -46,7 +66,7 @@ class FailureDetector {
   NodeId successor() const;
   NodeId predecessor() const;
 
-  Cluster& cluster_;
+  DetectorSite& cluster_;
   std::chrono::milliseconds period_;
   std::chrono::milliseconds timeout_;
   std::mutex mu_;
