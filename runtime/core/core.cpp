@@ -207,8 +207,13 @@ void Core::shutdown() noexcept {
   // callback, say); it is ended in the next round. Bounded, against one that
   // spawns another at every exit.
   // Short of memory (for the list, or an actor's exit message), it is tried
-  // again every millisecond, for the patience at most; an actor that never
-  // got its exit is destroyed with the runtime, unended (said on stderr).
+  // again every millisecond, for the patience at most (one deadline for the
+  // whole shutdown). An actor that never got its exit is not ended: no
+  // on-exit, no monitor; its object goes when the runtime's table does, on
+  // this thread (not its own context), with the asks still queued for it
+  // (their promises dropped: an error, not a wait); one kept alive by a
+  // reference of its own, or of another such actor, is never destroyed.
+  // Said on stderr.
   const auto give_up = Clock::now() + memory_patience();
   auto patient = [&] {
     if (Clock::now() >= give_up) return false;

@@ -55,9 +55,16 @@ void ReplicatedMap::push_own(const std::vector<NodeId>& to) {
       if (kept_on(scope_of(key), n, st)) ns_.send_update(n, id_, key, e, 0);
 }
 
-Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e) {
+Future<void> ReplicatedMap::expect_acks(const std::vector<NodeId>& nodes, std::uint64_t& corr) {
   Promise<void> p(ns_.core().waiter());
   auto f = p.get_future();
+  std::lock_guard lk(mu_);
+  corr = next_corr_++;
+  waits_.emplace(corr, Wait{std::set<NodeId>(nodes.begin(), nodes.end()), std::move(p)});
+  return f;
+}
+
+Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e) {
   Cluster* cl = ns_.cluster();
   std::vector<NodeId> targets;  // none in a local runtime: its view holds only itself
   const auto st = view();
@@ -65,15 +72,14 @@ Future<void> ReplicatedMap::broadcast(const std::string& key, const ReplEntry& e
   for (NodeId n = 0; n < st.size(); ++n)
     if (n != ns_.self() && kept_on(scope, n, st)) targets.push_back(n);
   if (targets.empty()) {
+    Promise<void> p(ns_.core().waiter());
+    auto f = p.get_future();
     p.set_value();
     return f;
   }
+  Future<void> f;
   std::uint64_t corr = 0;
-  {
-    std::lock_guard lk(mu_);
-    corr = next_corr_++;
-    waits_.emplace(corr, Wait{std::set<NodeId>(targets.begin(), targets.end()), std::move(p)});
-  }
+  f = expect_acks(targets, corr);
   for (NodeId n : targets) ns_.send_update(n, id_, key, e, corr);
   // A node lost meanwhile will never answer.
   for (NodeId n : targets)
@@ -163,26 +169,63 @@ void ReplicatedMap::watch_owner_actor(const std::string& key, const ReplEntry& e
     // Delete that version only: a newer binding written elsewhere meanwhile wins.
     if (current) remove_version(key, *current);
   };
-  if (auto cell = ns_.core().find_cell(actor)) {
-    cell->add_monitor([on_exit](const ExitInfo&) mutable { on_exit(); });
-  } else {
-    ns_.core().post(std::move(on_exit));  // already gone
+  // Short of memory, tried again (nothing of a failed try is kept), for the
+  // memory patience at most: thrown out of apply(), it left the entry
+  // applied, unwatched for good (a later write of it saw it watched), and a
+  // write from another node unacknowledged, its put waiting for ever.
+  const auto give_up = std::chrono::steady_clock::now() + memory_patience();
+  while (true) {
+    try {
+      if (auto cell = ns_.core().find_cell(actor)) {
+        cell->add_monitor([on_exit](const ExitInfo&) mutable { on_exit(); });
+      } else {
+        ns_.core().post(on_exit);  // already gone
+      }
+      return;
+    } catch (const std::bad_alloc&) {
+    }
+    if (std::chrono::steady_clock::now() >= give_up) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  {
+    std::lock_guard lk(mu_);
+    watched_.erase({key, actor});  // a later write of it watches it again
+  }
+  std::fprintf(stderr, "troupe: node %u: no memory to watch the actor behind '%s'; its entry stays when it exits\n",
+               self, key.c_str());
 }
 
 void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {
-  std::vector<Promise<void>> done;
+  std::optional<Promise<void>> done;  // (no allocation: an ack must end its wait even when memory is out)
   {
     std::lock_guard lk(mu_);
     auto it = waits_.find(corr);
     if (it == waits_.end()) return;
     it->second.nodes.erase(from);
     if (it->second.nodes.empty()) {
-      done.push_back(std::move(it->second.promise));
+      done.emplace(std::move(it->second.promise));
       waits_.erase(it);
     }
   }
-  for (auto& p : done) p.set_value();
+  if (done) done->set_value();
+}
+
+void ReplicatedMap::end_waits_on(NodeId n) {
+  std::unique_lock lk(mu_);
+  for (auto& [corr, w] : waits_) w.nodes.erase(n);
+  // One at a time, outside the lock (a promise may run a continuation).
+  for (auto it = waits_.begin(); it != waits_.end();) {
+    if (!it->second.nodes.empty()) {
+      ++it;
+      continue;
+    }
+    Promise<void> p = std::move(it->second.promise);
+    waits_.erase(it);
+    lk.unlock();
+    p.set_value();
+    lk.lock();
+    it = waits_.begin();  // (changed meanwhile, maybe)
+  }
 }
 
 void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, NodeId came_from) {
@@ -210,7 +253,6 @@ void ReplicatedMap::forward(const std::vector<std::pair<std::string, ReplEntry>>
 }
 
 void ReplicatedMap::node_lost(NodeId n) {
-  std::vector<Promise<void>> done;
   // What n wrote, as this node has it: n may have died before its write
   // reached every node, and nobody else would ever send it. Every survivor
   // sends what it has to the key's relay, which sends on what was new to it;
@@ -221,9 +263,9 @@ void ReplicatedMap::node_lost(NodeId n) {
   auto gone = [n](const ReplEntry& e) { return !e.tombstone && e.owner == n; };
   std::unique_lock lk(mu_);
   // All or nothing: what needs memory first (the copies to pass on, as they
-  // will be once n's entries are gone, and room for the waits this ends),
-  // tried again while memory is short; then the changes, which need none.
-  // Stopped half way, some of n's entries would stay, pointing at nothing.
+  // will be once n's entries are gone), tried again while memory is short;
+  // then the changes, which need none. Stopped half way, some of n's entries
+  // would stay, pointing at nothing. The waits n's ack would end, end anyway.
   const auto give_up = std::chrono::steady_clock::now() + memory_patience();
   for (;;) {
     try {
@@ -235,13 +277,14 @@ void ReplicatedMap::node_lost(NodeId n) {
           written_by_lost.back().second.value.clear();
         }
       }
-      done.reserve(waits_.size());
       break;
     } catch (const std::bad_alloc&) {
       written_by_lost.clear();
       if (std::chrono::steady_clock::now() >= give_up) {
         std::fprintf(stderr, "troupe: node %u: no memory to remove what node %u kept in a replicated map\n",
                      ns_.self(), n);
+        lk.unlock();
+        end_waits_on(n);
         return;
       }
       lk.unlock();
@@ -255,17 +298,8 @@ void ReplicatedMap::node_lost(NodeId n) {
     e.tombstone = true;  // keeps its timestamp: older writes stay beaten
     e.value.clear();
   }
-  for (auto it = waits_.begin(); it != waits_.end();) {
-    it->second.nodes.erase(n);
-    if (it->second.nodes.empty()) {
-      done.push_back(std::move(it->second.promise));
-      it = waits_.erase(it);
-    } else {
-      ++it;
-    }
-  }
   lk.unlock();
-  for (auto& p : done) p.set_value();
+  end_waits_on(n);
   forward(written_by_lost, kInvalidNode);
 }
 

@@ -69,6 +69,9 @@ class ReplicatedMap {
   bool apply(const std::string& key, ReplEntry e, NodeId from = kInvalidNode);
   void acked(std::uint64_t corr, NodeId from);
   void node_lost(NodeId n);
+  /// A write's wait for the acks of `nodes` (not empty), numbered `corr`: its
+  /// future completes once each has acked (acked) or is lost (node_lost).
+  Future<void> expect_acks(const std::vector<NodeId>& nodes, std::uint64_t& corr);
   /// Every entry node n keeps, tombstones included (to bring it up to date).
   std::vector<std::pair<std::string, ReplEntry>> everything_for(NodeId n) const;
   /// The role key is confined to (empty: every node).
@@ -87,7 +90,9 @@ class ReplicatedMap {
   /// (so an entry the relay spread costs about 2·N messages).
   void forward(const std::vector<std::pair<std::string, ReplEntry>>& entries, NodeId came_from);
   Future<void> broadcast(const std::string& key, const ReplEntry& e);
-  void finish_waits(std::vector<Promise<void>>& done);
+  /// Node n will never ack: the waits left with no node to hear from end.
+  /// Allocates nothing (a loss must end them even when memory is out).
+  void end_waits_on(NodeId n);
 
   /// Every node, per the cluster's current view (just this one in a local runtime).
   ClusterState view() const;

@@ -16,6 +16,7 @@
 #include "troupe/mpi.hpp"
 #include "troupe/remote.hpp"
 #include "troupe/role.hpp"
+#include "troupe/testing.hpp"
 #include "troupe/troupe.hpp"
 
 using namespace std::chrono_literals;
@@ -240,6 +241,30 @@ TEST(Registry, NamesOfExitedActorsDisappear) {
     return true;
   }));
   EXPECT_TRUE(eventually([&] { return !j.rt.registry().contains("temp"); }));
+  j.rt.finish();
+}
+
+TEST(Registry, ANameWhoseActorsWatchFindsNoMemoryIsWatchedOnceThereIsSome) {
+  // Node 2 binds names to its actors by watching them (the entry goes when
+  // the actor exits). Its first three monitors find no memory: the watch is
+  // tried again. It used to throw out of the update: the put from node 0
+  // was never acknowledged (it waited for ever), and the name outlived its
+  // actor everywhere.
+  Job j;
+  if (j.me == 2) {
+    EXPECT_EQ(troupe::testing::fail_next_monitors(3), 0);
+  }
+  barrier();
+  if (j.coordinator) {
+    auto temp = j.rt.spawn_on<Echo>(2).get_for(10s);
+    EXPECT_NO_THROW(j.rt.registry().put("frail", temp).get_for(10s));  // troupe::Timeout before the change
+    temp.stop();
+  }
+  barrier();
+  if (j.me == 2) {
+    EXPECT_EQ(troupe::testing::fail_next_monitors(0), 0) << "the watch did not fail 3 times";
+  }
+  EXPECT_TRUE(eventually([&] { return !j.rt.registry().contains("frail"); })) << "the name outlived its actor";
   j.rt.finish();
 }
 

@@ -122,6 +122,10 @@ TEST(ReplicatedMap, ANodesLossThatNeverFindsMemoryIsGivenUpWholeOnceThePatienceI
     }
     return n;
   };
+  // Writes waiting for acks: of node 1 alone, and of nodes 1 and 2.
+  std::uint64_t of_1 = 0, of_1_and_2 = 0;
+  auto waits_for_1 = map.expect_acks({1}, of_1);
+  auto waits_for_both = map.expect_acks({1, 2}, of_1_and_2);
   constexpr auto patience = std::chrono::milliseconds(100);
   const auto before = troupe::testing::set_memory_patience(patience);
   const auto start = std::chrono::steady_clock::now();
@@ -138,6 +142,11 @@ TEST(ReplicatedMap, ANodesLossThatNeverFindsMemoryIsGivenUpWholeOnceThePatienceI
   EXPECT_GE(took, patience) << "given up before the patience was out";
   EXPECT_LT(took, std::chrono::seconds(5)) << "not given up";
   EXPECT_EQ(live(), kEntries) << "entries were removed half way";
+  // The waits end all the same: node 1 will never ack (they waited for ever).
+  EXPECT_TRUE(waits_for_1.ready()) << "a write waits for a lost node's ack";
+  EXPECT_FALSE(waits_for_both.ready()) << "node 2 has not acked";
+  map.acked(of_1_and_2, 2);
+  EXPECT_TRUE(waits_for_both.ready());
   map.node_lost(1);
   EXPECT_EQ(live(), 0);
 }
