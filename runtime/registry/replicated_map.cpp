@@ -26,6 +26,15 @@ bool ReplicatedMap::kept_on(const std::string& scope, NodeId n, const ClusterSta
 
 Future<void> ReplicatedMap::write(const std::string& key, std::string value, NodeId owner, ActorId actor,
                                   bool tombstone) {
+  if (ns_.core().is_stopped()) {
+    // finish() has returned: no other node hears this one any more, and
+    // the write's future would wait for their acks for ever.
+    Promise<void> p(ns_.core().waiter());
+    auto f = p.get_future();
+    p.set_exception(std::make_exception_ptr(
+        Error("troupe: the registry and groups are not written once the runtime has finished")));
+    return f;
+  }
   ReplEntry e{std::move(value), ns_.core().clock().now().raw, ns_.self(), owner, actor, tombstone};
   apply(key, e);
   return broadcast(key, e);

@@ -268,6 +268,27 @@ TEST(Registry, ANameWhoseActorsWatchFindsNoMemoryIsWatchedOnceThereIsSome) {
   j.rt.finish();
 }
 
+// A write once finish() has returned fails at once: no node hears this one
+// any more, and its future waited for their acks for ever.
+TEST(Registry, AWriteOnceTheRuntimeHasFinishedFailsAtOnce) {
+  Job j;
+  auto echo = j.rt.spawn<Echo>();
+  j.rt.finish();
+  auto fails_at_once = [](troupe::Future<void> f, const char* what) {
+    try {
+      f.get_for(5s);
+      ADD_FAILURE() << what << " succeeded";
+    } catch (const troupe::Timeout&) {
+      ADD_FAILURE() << what << " waited";
+    } catch (const troupe::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("finished"), std::string::npos) << e.what();
+    }
+  };
+  fails_at_once(j.rt.registry().put("late", echo), "a put");
+  fails_at_once(j.rt.registry().remove("late"), "a remove");
+  fails_at_once(j.rt.groups().join("late", echo), "a join");
+}
+
 TEST(Groups, JoinsAndLeavesConvergeEverywhere) {
   Job j;
   std::atomic<int> joined{0}, left{0};
