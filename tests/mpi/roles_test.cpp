@@ -50,6 +50,19 @@ struct Job {
   bool coordinator = me == 0;
 };
 
+/// What a test's control handler saw (values of type kTestControl), and a gate it may wait at.
+struct ControlSeen {
+  std::atomic<bool> entered{false}, release{false};
+  std::mutex mu;
+  std::vector<std::uint64_t> values;
+};
+/// A control type no component handles (32..47 are the registry's).
+constexpr auto kType = static_cast<troupe::detail::Control>(47);
+
+troupe::detail::Cluster& cluster_of(Job& j) {
+  return dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).cluster();
+}
+
 // Test-only: everyone reached this point (no rank is lost in these tests).
 void barrier() { tt::barrier(); }
 
@@ -375,15 +388,9 @@ TEST(Groups, RoleScopedGroupsAreKeptOnTheirRoleOnly) {
 // end (or the handler runs on a destroyed object), and control messages of
 // its types that come while no handler is set must wait for the next one.
 TEST(Registry, RemovingTheControlHandlerWaitsForItsCallAndLaterMessagesWaitForTheNext) {
-  struct Seen {
-    std::atomic<bool> entered{false}, release{false};
-    std::mutex mu;
-    std::vector<std::uint64_t> values;
-  };
-  auto seen = std::make_shared<Seen>();
+  auto seen = std::make_shared<ControlSeen>();
   Job j;
-  auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).cluster();
-  constexpr auto kType = static_cast<troupe::detail::Control>(47);  // no component's (32..47 are the registry's)
+  auto& cluster = cluster_of(j);
   auto record = [seen](troupe::NodeId, std::uint64_t type, troupe::detail::WireInputArchive& ar) {
     if (type != 47) return;
     std::uint64_t v = 0;
@@ -440,15 +447,9 @@ TEST(Registry, RemovingTheControlHandlerWaitsForItsCallAndLaterMessagesWaitForTh
 // one that comes during the replay waits behind them (it ran at once, on its
 // delivering thread, and overtook those still to be replayed).
 TEST(Registry, AControlMessageThatComesWhileEarlierOnesAreReplayedWaitsBehindThem) {
-  struct Seen {
-    std::atomic<bool> entered{false}, release{false};
-    std::mutex mu;
-    std::vector<std::uint64_t> values;
-  };
-  auto seen = std::make_shared<Seen>();
+  auto seen = std::make_shared<ControlSeen>();
   Job j;
-  auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*j.rt.core().remote()).cluster();
-  constexpr auto kType = static_cast<troupe::detail::Control>(47);  // no component's (32..47 are the registry's)
+  auto& cluster = cluster_of(j);
   auto send = [&](std::uint64_t v) {
     cluster.send_control(1, kType, [v](troupe::detail::WireOutputArchive& ar) { ar(v); }, /*work=*/true);
   };
