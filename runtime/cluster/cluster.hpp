@@ -109,6 +109,8 @@ class Cluster final : public DetectorSite {
   /// and no work is in flight or being handled anywhere.
   void finish();
   bool finishing() const noexcept { return in_finish_.load(); }
+  /// finish() has ended the cluster: nothing but its own messages is sent any more.
+  bool done() const noexcept { return done_.load(); }
   /// This node's runtime goes without finish() (an exception unwound the
   /// scope that holds it, say): tells every live node, which counts it lost at
   /// once instead of after the heartbeat timeout, and waits (at most `limit`)

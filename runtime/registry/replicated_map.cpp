@@ -26,9 +26,10 @@ bool ReplicatedMap::kept_on(const std::string& scope, NodeId n, const ClusterSta
 
 Future<void> ReplicatedMap::write(const std::string& key, std::string value, NodeId owner, ActorId actor,
                                   bool tombstone) {
-  if (ns_.core().is_stopped()) {
-    // finish() has returned: no other node hears this one any more, and
-    // the write's future would wait for their acks for ever.
+  if (ns_.core().is_stopped() || (ns_.cluster() != nullptr && ns_.cluster()->done())) {
+    // finish() has ended the cluster (and may have returned): no other node
+    // hears this one any more, and the write's future would wait for their
+    // acks for ever.
     Promise<void> p(ns_.core().waiter());
     auto f = p.get_future();
     p.set_exception(std::make_exception_ptr(
@@ -159,46 +160,49 @@ bool ReplicatedMap::apply(const std::string& key, ReplEntry e, NodeId from) {
 }
 
 void ReplicatedMap::watch_owner_actor(const std::string& key, const ReplEntry& e) {
-  {
-    std::lock_guard lk(mu_);
-    if (!watched_.insert({key, e.actor}).second) return;
-  }
   const ActorId actor = e.actor;
   const NodeId self = ns_.self();
-  auto on_exit = [this, life = ns_.life(), key, actor, self] {
-    if (life.expired()) return;  // the runtime's name services are gone
-    std::optional<ReplEntry> current;
-    {
-      std::lock_guard lk(mu_);
-      watched_.erase({key, actor});
-      auto it = entries_.find(key);
-      if (it != entries_.end() && !it->second.tombstone && it->second.owner == self && it->second.actor == actor)
-        current = it->second;
-    }
-    // Delete that version only: a newer binding written elsewhere meanwhile wins.
-    if (current) remove_version(key, *current);
-  };
   // Short of memory, tried again (nothing of a failed try is kept), for the
   // memory patience at most: thrown out of apply(), it left the entry
   // applied, unwatched for good (a later write of it saw it watched), and a
   // write from another node unacknowledged, its put waiting for ever.
   const auto give_up = std::chrono::steady_clock::now() + memory_patience();
   while (true) {
+    std::optional<decltype(watched_)::iterator> mark;
     try {
+      {
+        std::lock_guard lk(mu_);
+        auto [at, fresh] = watched_.insert({key, actor});
+        if (!fresh) return;  // watched already
+        mark = at;
+      }
+      auto on_exit = [this, life = ns_.life(), key, actor, self] {
+        if (life.expired()) return;  // the runtime's name services are gone
+        std::optional<ReplEntry> current;
+        {
+          std::lock_guard lk(mu_);
+          watched_.erase({key, actor});
+          auto it = entries_.find(key);
+          if (it != entries_.end() && !it->second.tombstone && it->second.owner == self && it->second.actor == actor)
+            current = it->second;
+        }
+        // Delete that version only: a newer binding written elsewhere meanwhile wins.
+        if (current) remove_version(key, *current);
+      };
       if (auto cell = ns_.core().find_cell(actor)) {
         cell->add_monitor([on_exit](const ExitInfo&) mutable { on_exit(); });
       } else {
-        ns_.core().post(on_exit);  // already gone
+        ns_.core().post(std::move(on_exit));  // already gone
       }
       return;
     } catch (const std::bad_alloc&) {
+      if (mark) {  // (only this call erases it: nothing watches the actor for it yet)
+        std::lock_guard lk(mu_);
+        watched_.erase(*mark);  // a later write of it, or the next try, watches it again
+      }
     }
     if (std::chrono::steady_clock::now() >= give_up) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  {
-    std::lock_guard lk(mu_);
-    watched_.erase({key, actor});  // a later write of it watches it again
   }
   std::fprintf(stderr, "troupe: node %u: no memory to watch the actor behind '%s'; its entry stays when it exits\n",
                self, key.c_str());

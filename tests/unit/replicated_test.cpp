@@ -1,17 +1,19 @@
 // The version order of replicated registry entries (last writer wins, and a
 // conditional delete removes exactly one version), where a node that joined
 // later takes its copy of the replicas from, and a node's loss in a map when
-// memory runs short.
+// memory runs short (and the watch of a local actor an entry points at).
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "mpi/failing_new.hpp"
 #include "registry/name_services.hpp"
 #include "registry/replicated_map.hpp"
 #include "troupe/runtime.hpp"
 #include "troupe/testing.hpp"
+#include "troupe/troupe.hpp"
 
 using troupe::NodeInfo;
 using troupe::detail::copy_source;
@@ -149,4 +151,49 @@ TEST(ReplicatedMap, ANodesLossThatNeverFindsMemoryIsGivenUpWholeOnceThePatienceI
   EXPECT_TRUE(waits_for_both.ready());
   map.node_lost(1);
   EXPECT_EQ(live(), 0);
+}
+
+namespace {
+struct Idle {
+  void noop() {}
+};
+}  // namespace
+
+TEST(ReplicatedMap, AnEntryOfALocalActorIsAppliedWatchedOrNotAtAllWhicheverAllocationFails) {
+  // An entry that points at an actor of this node is watched, so that it goes
+  // when the actor exits. The k-th allocation of its applying fails, for
+  // k = 0, 1, ... until it needs fewer: it is applied and watched, or (the
+  // map's own allocation) not applied at all and then applied again; never
+  // applied and left unwatched, as it was when the watch's own allocations
+  // threw out of apply() (the key's copies, the monitor): the entry then
+  // outlived its actor, and an update from another node went unacknowledged.
+  troupe::Runtime rt;
+  const std::string key = "a key long enough to live on the heap, and in its watch";
+  bool met = true;
+  long k = 0;
+  for (; met && k < 500; ++k) {
+    troupe::detail::ReplicatedMap map(rt.names(), 9, nullptr);
+    auto actor = rt.spawn<Idle>();
+    const ReplEntry e{"a value", static_cast<std::uint64_t>(k + 1), 1, rt.node(), actor.id()};
+    bool applied = false;
+    tt::fail_allocation_after(k);
+    try {
+      applied = map.apply(key, e, 1);
+    } catch (const std::bad_alloc&) {
+    }
+    met = tt::stop_failing();
+    if (!applied) {
+      EXPECT_FALSE(map.get(key)) << "allocation " << k << ": applied, and the caller told it was not";
+      ASSERT_TRUE(map.apply(key, e, 1)) << "allocation " << k;
+    }
+    actor.stop();
+    bool gone = false;
+    for (int i = 0; i < 2000 && !gone; ++i) {
+      gone = !map.get(key);
+      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(gone) << "allocation " << k << ": the entry outlived its actor";
+  }
+  EXPECT_FALSE(met) << "500 allocations, and applying needed more";
+  EXPECT_GT(k, 3);
 }
