@@ -4,11 +4,10 @@
 #include <cstdio>
 #include <string>
 
-
 namespace troupe::detail {
 
-FailureDetector::FailureDetector(DetectorSite& cluster, std::chrono::milliseconds period, std::chrono::milliseconds timeout,
-                                 std::unique_ptr<PmixProbe> probe)
+FailureDetector::FailureDetector(DetectorSite& cluster, std::chrono::milliseconds period,
+                                 std::chrono::milliseconds timeout, std::unique_ptr<PmixProbe> probe)
     : cluster_(cluster),
       period_(period),
       timeout_(timeout),

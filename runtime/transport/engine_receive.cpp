@@ -310,11 +310,11 @@ bool Engine::still_patient(std::int64_t& since) {
 }
 
 void Engine::give_up_waiting(NodeId from) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(memory_patience()).count();
   std::fprintf(stderr,
                "troupe: node %u: a frame from node %u found no memory to be read for %lld ms; "
                "nothing more from that node is read\n",
-               self_, from,
-               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(memory_patience()).count()));
+               self_, from, static_cast<long long>(ms));
   break_source(from);
 }
 

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "mpi/failing_new.hpp"
 #include "registry/name_services.hpp"
@@ -167,12 +169,17 @@ TEST(ReplicatedMap, AnEntryOfALocalActorIsAppliedWatchedOrNotAtAllWhicheverAlloc
   // applied and left unwatched, as it was when the watch's own allocations
   // threw out of apply() (the key's copies, the monitor): the entry then
   // outlived its actor, and an update from another node went unacknowledged.
+  // The maps outlive the runtime: an actor's exit reaches its map (removing
+  // the entry, then telling the other nodes) on a worker, after the test saw
+  // the entry go; the runtime's end waits for that.
+  std::vector<std::unique_ptr<troupe::detail::ReplicatedMap>> maps;
   troupe::Runtime rt;
   const std::string key = "a key long enough to live on the heap, and in its watch";
   bool met = true;
   long k = 0;
   for (; met && k < 500; ++k) {
-    troupe::detail::ReplicatedMap map(rt.names(), 9, nullptr);
+    maps.push_back(std::make_unique<troupe::detail::ReplicatedMap>(rt.names(), 9, nullptr));
+    auto& map = *maps.back();
     auto actor = rt.spawn<Idle>();
     const ReplEntry e{"a value", static_cast<std::uint64_t>(k + 1), 1, rt.node(), actor.id()};
     bool applied = false;
