@@ -209,18 +209,16 @@ void ReplicatedMap::watch_owner_actor(const std::string& key, const ReplEntry& e
 }
 
 void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {
-  std::optional<Promise<void>> done;  // (no allocation: an ack must end its wait even when memory is out)
-  {
-    std::lock_guard lk(mu_);
-    auto it = waits_.find(corr);
-    if (it == waits_.end()) return;
-    it->second.nodes.erase(from);
-    if (it->second.nodes.empty()) {
-      done.emplace(std::move(it->second.promise));
-      waits_.erase(it);
-    }
-  }
-  if (done) done->set_value();
+  // No allocation: an ack must end its wait even when memory is out.
+  std::unique_lock lk(mu_);
+  auto it = waits_.find(corr);
+  if (it == waits_.end()) return;
+  it->second.nodes.erase(from);
+  if (!it->second.nodes.empty()) return;
+  Promise<void> done = std::move(it->second.promise);
+  waits_.erase(it);
+  lk.unlock();
+  done.set_value();
 }
 
 void ReplicatedMap::end_waits_on(NodeId n) {
