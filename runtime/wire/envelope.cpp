@@ -104,6 +104,8 @@ std::size_t parse_envelope(const std::byte* p, std::size_t avail, Envelope& env,
       return 0;
     }
     fault.skip = length;  // the prefix says how to skip it, segments included
+    if (version >= kSameHeaderSince && version < kProtocolVersion && length >= kHeaderSize)
+      fault.flags = get<std::uint32_t>(p + 52);
     for (std::uint32_t i = 0; i < fault.segment_count; ++i) {
       const auto word = get<std::uint64_t>(p + length - 8 * (fault.segment_count - i));
       fault.segment_sizes.push_back(segment_size_of(word));

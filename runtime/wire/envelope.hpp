@@ -32,6 +32,11 @@ namespace troupe::detail {
 
 inline constexpr std::uint16_t kMagic = 0x5254;
 inline constexpr std::uint8_t kProtocolVersion = 2;
+/// The oldest version whose header is laid out as this one's (see above): an
+/// envelope of such a version cannot be read, but its flags can (a control
+/// message's work flag: counted as its sender counted it, or finish() would
+/// wait for it for ever).
+inline constexpr std::uint8_t kSameHeaderSince = 1;
 inline constexpr std::size_t kPrefixSize = 24;
 inline constexpr std::size_t kHeaderSize = 56;
 inline constexpr std::uint32_t kMaxSegments = 1u << 16;
@@ -103,7 +108,7 @@ struct EnvelopeFault {
   Kind kind{};
   NodeId source = 0;
   std::uint64_t corr = 0;
-  std::uint32_t flags = 0;  ///< read when the envelope is of this version and holds a whole header
+  std::uint32_t flags = 0;  ///< read when it holds a whole header of this version's layout (kSameHeaderSince)
   std::size_t skip = 0;  ///< bytes to skip when !frame_lost
   std::uint32_t segment_count = 0;
   std::vector<std::uint64_t> segment_sizes;  ///< when !frame_lost: the segments to drain
