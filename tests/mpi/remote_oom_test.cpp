@@ -40,9 +40,9 @@ TROUPE_REMOTE(Frail, troupe::init<>, &Frail::arm, &Frail::disarm, &Frail::hit_co
 
 /// Sets how many tasks posted on its node, or monitors added or stops asked
 /// there, find no memory (troupe::testing::fail_next_posts, fail_next_monitors,
-/// fail_next_stops), and says how many were still to fail.
-/// Sets patience with a shortage there (troupe::testing::set_memory_patience,
-/// in ms), returning the one before.
+/// fail_next_stops), and says how many were still to fail; and how long a
+/// shortage is waited out there (troupe::testing::set_memory_patience, in ms),
+/// saying the patience before.
 struct PostFailer {
   int fail(int n) { return troupe::testing::fail_next_posts(n); }
   int fail_monitors(int n) { return troupe::testing::fail_next_monitors(n); }
@@ -283,10 +283,9 @@ TEST(Remote, ARemoteWatchThatFindsNoMemoryIsAddedOnceThereIsSome) {
 TEST(Remote, ARemoteWatchThatNeverFindsMemoryEndsOnceThePatienceIsOut) {
   // A watch from another node whose monitor finds no memory for longer than
   // the runtime's patience (cut to 150 ms on node 1; the delivery waits that
-  // long, heartbeats with it) is given up: its watcher
-  // is told, with reason `unknown`, rather than left waiting for an exit that
-  // no monitor will report. The actor lives on, and a watch made once memory
-  // is back works.
+  // long, heartbeats with it) is given up: its watcher is told, with reason
+  // `unknown`, rather than left waiting for an exit that no monitor will
+  // report. The actor lives on, and a watch made once memory is back works.
   Job j;
   if (j.me == 0) {
     auto failer = j.rt.spawn_on<PostFailer>(1).get_for(10s);
