@@ -106,6 +106,19 @@ std::chrono::steady_clock::duration set_memory_patience(std::chrono::steady_cloc
   return std::chrono::steady_clock::duration(g_memory_patience.exchange(p.count(), std::memory_order_relaxed));
 }
 
+bool retry_while_short_of_memory(void (*attempt)(void*), bool (*go_on)(void*), void* ctx) {
+  const auto give_up = std::chrono::steady_clock::now() + memory_patience();
+  while (true) {
+    try {
+      attempt(ctx);
+      return true;
+    } catch (const std::bad_alloc&) {
+    }
+    if (!go_on(ctx) || std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 constinit FaultBudget g_failing_posts;
 constinit FaultBudget g_failing_monitors;
 constinit FaultBudget g_failing_stops;

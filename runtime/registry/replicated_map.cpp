@@ -166,46 +166,45 @@ void ReplicatedMap::watch_owner_actor(const std::string& key, const ReplEntry& e
   // memory patience at most: thrown out of apply(), it left the entry
   // applied, unwatched for good (a later write of it saw it watched), and a
   // write from another node unacknowledged, its put waiting for ever.
-  const auto give_up = std::chrono::steady_clock::now() + memory_patience();
-  while (true) {
-    std::optional<decltype(watched_)::iterator> mark;
-    try {
-      {
-        std::lock_guard lk(mu_);
-        auto [at, fresh] = watched_.insert({key, actor});
-        if (!fresh) return;  // watched already
-        mark = at;
-      }
-      auto on_exit = [this, life = ns_.life(), key, actor, self] {
-        if (life.expired()) return;  // the runtime's name services are gone
-        std::optional<ReplEntry> current;
+  const bool watched = retry_while_short_of_memory(
+      [&] {
+        decltype(watched_)::iterator mark;
         {
           std::lock_guard lk(mu_);
-          watched_.erase({key, actor});
-          auto it = entries_.find(key);
-          if (it != entries_.end() && !it->second.tombstone && it->second.owner == self && it->second.actor == actor)
-            current = it->second;
+          auto [at, fresh] = watched_.insert({key, actor});
+          if (!fresh) return;  // watched already
+          mark = at;
         }
-        // Delete that version only: a newer binding written elsewhere meanwhile wins.
-        if (current) remove_version(key, *current);
-      };
-      if (auto cell = ns_.core().find_cell(actor)) {
-        cell->add_monitor([on_exit](const ExitInfo&) mutable { on_exit(); });
-      } else {
-        ns_.core().post(std::move(on_exit));  // already gone
-      }
-      return;
-    } catch (const std::bad_alloc&) {
-      if (mark) {  // (only this call erases it: nothing watches the actor for it yet)
-        std::lock_guard lk(mu_);
-        watched_.erase(*mark);  // a later write of it, or the next try, watches it again
-      }
-    }
-    if (std::chrono::steady_clock::now() >= give_up) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  std::fprintf(stderr, "troupe: node %u: no memory to watch the actor behind '%s'; its entry stays when it exits\n",
-               self, key.c_str());
+        try {
+          auto on_exit = [this, life = ns_.life(), key, actor, self] {
+            if (life.expired()) return;  // the runtime's name services are gone
+            std::optional<ReplEntry> current;
+            {
+              std::lock_guard lk(mu_);
+              watched_.erase({key, actor});
+              auto it = entries_.find(key);
+              if (it != entries_.end() && !it->second.tombstone && it->second.owner == self &&
+                  it->second.actor == actor)
+                current = it->second;
+            }
+            // Delete that version only: a newer binding written elsewhere meanwhile wins.
+            if (current) remove_version(key, *current);
+          };
+          if (auto cell = ns_.core().find_cell(actor)) {
+            cell->add_monitor([on_exit](const ExitInfo&) mutable { on_exit(); });
+          } else {
+            ns_.core().post(std::move(on_exit));  // already gone
+          }
+        } catch (const std::bad_alloc&) {
+          std::lock_guard lk(mu_);
+          watched_.erase(mark);  // (only this call erases it: nothing watches the actor for it yet)
+          throw;                 // the next try, or a later write of it, watches it again
+        }
+      },
+      [] { return true; });
+  if (!watched)
+    std::fprintf(stderr, "troupe: node %u: no memory to watch the actor behind '%s'; its entry stays when it exits\n",
+                 self, key.c_str());
 }
 
 void ReplicatedMap::acked(std::uint64_t corr, NodeId from) {

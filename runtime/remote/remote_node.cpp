@@ -448,18 +448,9 @@ void RemoteNode::spawn(NodeId node, const TypeTag* type, const void* init,
 }
 
 bool RemoteNode::retry_while_short(NodeId to, void (*run)(void*), void* make) {
-  const auto give_up = std::chrono::steady_clock::now() + memory_patience();
-  while (true) {
-    try {
-      run(make);
-      return true;
-    } catch (const std::bad_alloc&) {
-      // Nothing of it was done (post() queues all or nothing): try again.
-    }
-    if (closed_.load(std::memory_order_acquire) || !cluster_->alive(to)) return false;  // nobody waits any more
-    if (std::chrono::steady_clock::now() >= give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  // (A failed run did nothing: post() queues all or nothing.) Not once nobody waits any more.
+  return retry_while_short_of_memory([&] { run(make); },
+                                     [&] { return !closed_.load(std::memory_order_acquire) && cluster_->alive(to); });
 }
 
 template <class Send>

@@ -679,20 +679,10 @@ std::unique_ptr<Inbound> RemoteNode::on_notice(NodeId from, Envelope& env) {
           // Short of memory, tried again for the patience, whether or not its
           // sender still lives (nobody waits for an answer); one that never
           // finds memory is said, not lost in silence.
-          const auto give_up = std::chrono::steady_clock::now() + memory_patience();
-          while (true) {
-            try {
-              cell->request_stop();
-              break;
-            } catch (const std::bad_alloc&) {
-            }
-            if (closed_.load(std::memory_order_acquire) || std::chrono::steady_clock::now() >= give_up) {
-              std::fprintf(stderr, "troupe: node %u: node %u's stop of actor %llu was given up (no memory)\n",
-                           engine_->self(), from, static_cast<unsigned long long>(target));
-              break;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          }
+          if (!retry_while_short_of_memory([&] { cell->request_stop(); },
+                                           [&] { return !closed_.load(std::memory_order_acquire); }))
+            std::fprintf(stderr, "troupe: node %u: node %u's stop of actor %llu was given up (no memory)\n",
+                         engine_->self(), from, static_cast<unsigned long long>(target));
         }
         break;
       case Kind::mailbox: {
