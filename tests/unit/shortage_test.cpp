@@ -1,6 +1,7 @@
 // A local runtime that runs out of memory where it stops actors: a stop, and
 // the shutdown that ends every actor. Allocations fail on demand
-// (failing_new.cpp, linked into this binary).
+// (failing_new.cpp, linked into this binary; so it stays out of the tsan
+// preset: tests/tsan.supp says why).
 #include <gtest/gtest.h>
 
 #include <atomic>
