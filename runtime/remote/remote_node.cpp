@@ -125,6 +125,7 @@ Draft RemoteNode::envelope(NodeId to, Kind kind, std::uint64_t corr, std::uint64
                            std::uint32_t flags) {
   auto e = take_draft(to);
   e->work = counts_as_work(kind);
+  if (corr != 0 && asks_for_reply(kind)) flags |= kFlagAsk;
   EnvelopeWriter w(e->bytes);
   w.begin(kind, engine_->self(), corr, target, id, core_.clock().now().raw, flags);
   return e;
@@ -584,7 +585,7 @@ Future<void> RemoteNode::send_raw_ask(NodeId to, Kind kind, std::uint64_t id, st
   auto f = p.get_future();
   const auto corr = expect(to, std::make_unique<AnyReply>(std::move(p)));
   if (corr == 0) return f;
-  auto e = raw_envelope(to, kind, corr, target, id, 0, payload, std::move(block), declared);
+  auto e = raw_envelope(to, kind, corr, target, id, kFlagAsk, payload, std::move(block), declared);
   std::memcpy(e->bytes.data() + kFrameSlot + 2, &version, 1);  // the version byte
   e->kind_tell = coalesce;
   post(std::move(e));

@@ -362,10 +362,12 @@ std::unique_ptr<Inbound> RemoteNode::on_envelope(NodeId from, Envelope& env) {
       });
     }
   }
-  // An unknown kind from a newer build: tell an asker, count it if it was work.
+  // An unknown kind from a newer build: tell its sender if it asks (kFlagAsk;
+  // its number may be anything else), count it if it was work.
   auto err = std::make_exception_ptr(UnknownType("troupe: unknown envelope kind " +
                                                  std::to_string(static_cast<int>(env.kind))));
-  return at_delivery([this, from, corr = env.corr, work = counts_as_work(env.kind), err] {
+  const bool asks = (env.flags & kFlagAsk) != 0;
+  return at_delivery([this, from, corr = asks ? env.corr : 0, work = counts_as_work(env.kind), err] {
     if (work) cluster_->count_delivered(from);
     if (corr != 0) reply_error(from, corr, err);
   });
@@ -750,11 +752,11 @@ void RemoteNode::on_bad_envelope(NodeId from, const EnvelopeFault& fault) {
   if (!fault.have_prefix) return;
   // The sender counted it as work: count it too, or finish() would wait forever.
   if (counts_as_work(fault.kind) || (fault.flags & kFlagWork) != 0) cluster_->count_delivered(from);
-  const bool asks = fault.kind == Kind::call || fault.kind == Kind::spawn || fault.kind == Kind::mailbox;
+  const bool replies = fault.kind == Kind::reply_ok || fault.kind == Kind::reply_error;
+  const bool asks = asks_for_reply(fault.kind) || ((fault.flags & kFlagAsk) != 0 && !replies);
   if (asks && fault.corr != 0) reply_error(from, fault.corr, std::make_exception_ptr(DecodeError(fault.what)));
   // A reply that cannot be read (another protocol version, say) still ends
   // its ask: with the reason, rather than never.
-  const bool replies = fault.kind == Kind::reply_ok || fault.kind == Kind::reply_error;
   if (replies && fault.corr != 0)
     if (auto r = take(fault.corr, from)) r->fail(std::make_exception_ptr(DecodeError(fault.what)));
   // Nor does a monitor wait for ever on a notice, or on a watch request, that

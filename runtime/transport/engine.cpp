@@ -470,10 +470,13 @@ bool Engine::heard_pending(NodeId n, std::chrono::milliseconds patience) {
       }
       queued = done != 0;
     }
-    // A frame of its may sit in a posted receive, where a probe cannot see it.
+    // A frame of its may sit in a posted receive, where a probe cannot see it,
+    // or in the slot before them, waiting for memory (which has patience of
+    // its own, as a queued one's).
     const auto c = static_cast<std::size_t>(peers_[n]->comm);
     if (!flag && !queued && c < posted_.size()) {
       const auto& r = posted_[c];
+      queued = r.held && r.from[(r.head + kPostedReceives - 1) % kPostedReceives] == n;
       for (unsigned k = 0; k < r.posted && !queued; ++k) {
         int done = 0;
         MPI_Status st;

@@ -300,7 +300,8 @@ class Engine {
   std::chrono::steady_clock::time_point last_heard(NodeId n) const;
   /// Evidence checked before declaring n lost: whether something of n's is
   /// waiting to be read, a frame or a stub MPI holds (MPI_Iprobe; we were the
-  /// slow one), or its first queued frame, in or still arriving. If so, n
+  /// slow one), a frame of its that landed and waits for memory to be read, or
+  /// its first queued frame, in or still arriving. If so, n
   /// counts as heard now. A large frame that keeps arriving for longer than
   /// `patience` plus a microsecond per byte (1 MB/s) is no evidence: a sender
   /// that died in its middle leaves its receive pending for ever. Nor are
@@ -551,6 +552,9 @@ class Engine {
   bool post_large_frame(NodeId from, FrameRecv& f);
   /// Stops the posted receives (before communicators are freed or MPI ends).
   void stop_receiving_locked();
+  /// How long stop_receiving waits for its cancelled receives to end: one MPI
+  /// matched to a frame that never finishes arriving is let go of after it.
+  static constexpr std::chrono::milliseconds kCancelPatience{200};
   enum class Landed { dropped, queued, read, held };
   /// The frame that landed in slot i of comm's ring: dropped, queued behind
   /// its source's frames, read in place, or held in its slot (no memory to

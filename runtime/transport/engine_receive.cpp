@@ -3,9 +3,11 @@
 // into their destinations, and delivering envelopes in
 // each sender's order.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <thread>
 
 #include "engine_internal.hpp"
 #include "troupe/error.hpp"
@@ -60,16 +62,39 @@ bool Engine::post_frame_recv(FrameRing& r, std::size_t c) {
 void Engine::stop_receiving_locked() {
   if (!receiving_) return;
   receiving_ = false;
+  // Each is cancelled, or completed by a frame that came meanwhile (dropped:
+  // we are shutting down). Not waited for without bound: a frame that MPI
+  // matched but moves by rendezvous (larger than the transport's eager limit:
+  // a sender that breaks the protocol, or a transport whose limit is below
+  // kPostedFrame) can no longer be cancelled, and if its sender died or
+  // stopped midway it never completes. Such a receive is let go of, its
+  // buffer kept for MPI (the engine's graveyard), and the shutdown goes on.
   for (auto& r : posted_)
-    for (auto& req : r.req) {
-      if (req == MPI_REQUEST_NULL) continue;
-      // Cancelled, or completed by a frame that came meanwhile (dropped: we
-      // are shutting down); either way MPI is done with the buffer after the wait.
-      MPI_Cancel(&req);
-      MPI_Wait(&req, MPI_STATUS_IGNORE);
+    for (auto& req : r.req)
+      if (req != MPI_REQUEST_NULL) MPI_Cancel(&req);
+  const auto until = std::chrono::steady_clock::now() + kCancelPatience;
+  for (auto& r : posted_)
+    for (unsigned i = 0; i < kPostedReceives; ++i) {
+      auto& req = r.req[i];
+      while (req != MPI_REQUEST_NULL) {
+        int done = 0;
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) break;  // (req is null now)
+        if (std::chrono::steady_clock::now() < until) {
+          std::this_thread::yield();
+          continue;
+        }
+        MPI_Request_free(&req);
+        try {
+          abandoned_.reserve(abandoned_.size() + 1);
+          std::shared_ptr<ByteBuffer> kept(std::move(r.buf[i]));  // (r.buf[i] keeps it if this throws)
+          abandoned_.push_back(std::move(kept));
+        } catch (const std::bad_alloc&) {
+          (void)r.buf[i].release();  // leaked rather than freed under MPI
+        }
+      }
     }
   posted_.clear();
-  for (auto& req : expel_reqs_) {
+  for (auto& req : expel_reqs_) {  // 8 bytes: eager on every transport, so never matched half
     if (req == MPI_REQUEST_NULL) continue;
     MPI_Cancel(&req);
     MPI_Wait(&req, MPI_STATUS_IGNORE);

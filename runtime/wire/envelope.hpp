@@ -80,6 +80,18 @@ enum class Kind : std::uint8_t {
 /// Envelope flags.
 inline constexpr std::uint32_t kFlagNamed = 1;  ///< target is a per-node name, first in the payload
 inline constexpr std::uint32_t kFlagWork = 2;   ///< a control message counted as work (finish waits for it)
+/// Its sender waits for a reply to `corr`. A receiver answers an envelope it
+/// cannot read (a kind this build does not know, say) with an error only if
+/// it is set, or if its kind is one of this build's asks: a correlation id of
+/// another kind (a watch token, for one) is no ask, and an error sent to it
+/// would end whichever ask of that number its sender had. So a kind added
+/// later that wants a reply sets it, and an older receiver answers it. (Builds
+/// of version 2 from before the flag answer any unknown kind with a nonzero
+/// correlation id; flags of a newer version's envelope are not read.)
+inline constexpr std::uint32_t kFlagAsk = 4;
+
+/// This build's kinds whose correlation id, if not 0, is an ask its sender waits on.
+inline bool asks_for_reply(Kind k) noexcept { return k == Kind::call || k == Kind::spawn || k == Kind::mailbox; }
 
 /// Kinds that carry application work, counted by the termination detector.
 inline bool counts_as_work(Kind k) noexcept { return static_cast<std::uint8_t>(k) < 64; }

@@ -278,6 +278,32 @@ TEST(BadBytes, ANamedNoticeEndsItsWatchAndFailsNoAskOfTheSameNumber) {
   EXPECT_EQ(rt.finish(), 0);
 }
 
+TEST(BadBytes, AnEnvelopeOfAKindThisBuildDoesNotKnowIsAnsweredOnlyIfItAsks) {
+  // A kind this build does not know (as one a newer build added): its sender
+  // is told (UnknownType) if it flagged the envelope as an ask (kFlagAsk).
+  // Unflagged, its number may be anything (a watch token, say): an error sent
+  // to it used to end whichever ask of that number node 0 had open with node 1.
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  ASSERT_EQ(rt.size(), 2u);
+  if (rt.node() == 0) {
+    auto& node = node_of(rt);
+    const auto unknown = static_cast<Kind>(30);
+    const auto msg = expect_error<troupe::UnknownType>(node.raw_ask(1, unknown, 0, 0, {}));
+    EXPECT_NE(msg.find("unknown envelope kind 30"), std::string::npos) << msg;
+    auto stuck = rt.spawn_on<tt::Stuck>(1).get_for(10s);
+    auto open = stuck.ask<&tt::Stuck::hang>();
+    node.raw_envelope_in(1, unknown, node.last_corr(), 0, 0, troupe::detail::kProtocolVersion);
+    stuck.tell<&tt::Stuck::release>(5);  // behind it
+    try {
+      EXPECT_EQ(open.get_for(10s), 5);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "an ask was ended by an envelope that asked nothing: " << e.what();
+    }
+    EXPECT_EQ(stuck.ask<&tt::Stuck::ping>().get_for(10s), 1);  // still running
+  }
+  EXPECT_EQ(rt.finish(), 0);
+}
+
 TEST(BadBytes, ANameOfAnyLengthReachesItsActor) {
   // A call and a mailbox query addressed by a name of 20,000 characters
   // (larger than a block's threshold): the name went as a block, or was read
