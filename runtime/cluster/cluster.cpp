@@ -10,6 +10,7 @@
 
 #include <cereal/types/vector.hpp>
 
+#include "core/memory_patience.hpp"
 #include "troupe/detail/core.hpp"
 
 namespace troupe::detail {
@@ -46,6 +47,12 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes, std::s
   // A node that joined later learns of the losses before it as it starts.
   for (const auto& n : info_)
     if (!n.alive) losses_handled_.fetch_add(1, std::memory_order_relaxed);
+  // The termination protocol's per-node state, sized once: a probe that
+  // finds no room would be dropped, and a wave that cannot open would leave
+  // finish() waiting, for want of memory.
+  probes_.resize(capacity_);
+  replies_.reserve(capacity_);
+  acked_.reserve(capacity_);
   std::unique_ptr<PmixProbe> probe;
   const char* no_pmix = std::getenv("TROUPE_PMIX");
   // Not on a node that joined later: its MPI_COMM_WORLD is not the launcher's job.
@@ -104,7 +111,7 @@ void Cluster::send_control(NodeId to, Control type, const std::function<void(Wir
   if (!alive(to)) return;
   // Termination was declared: the others may be finalizing MPI already.
   if (done_.load() && type != Control::finish_ack && type != Control::finish_done) return;
-  auto* e = new OutEnvelope();
+  auto e = std::make_unique<OutEnvelope>();  // (nothing of it is kept if what follows throws)
   e->dest = to;
   e->work = work;
   EnvelopeWriter w(e->bytes);
@@ -115,7 +122,11 @@ void Cluster::send_control(NodeId to, Control type, const std::function<void(Wir
   }
   w.finish(nullptr, 0);
   if (work) count_sent(to);
-  engine_.send(e);
+  engine_.send(e.release());
+}
+
+bool Cluster::send_control_patiently(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body) {
+  return retry_while_short_of_memory([&] { send_control(to, type, body); }, [] { return true; });
 }
 
 void Cluster::nodes_added(const std::vector<NodeId>& fresh) {
@@ -185,8 +196,7 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       std::uint64_t wave = 0;
       ar(wave);
       std::lock_guard lk(mu_);
-      if (probes_.size() <= from) probes_.resize(static_cast<std::size_t>(from) + 1);
-      probes_[from] = wave;  // probes from one node come in order: the latest is the one to answer
+      if (from < probes_.size()) probes_[from] = wave;  // probes from one node come in order: the latest is the one to answer
       break;
     }
     case Control::finish_status: {
@@ -201,20 +211,22 @@ void Cluster::on_control(NodeId from, std::uint64_t type, WireInputArchive& ar) 
       std::uint64_t wave = 0;
       ar(wave);
       const bool first = !done_.exchange(true);
-      send_control(from, Control::finish_ack, nullptr);
-      // The coordinator waits (boundedly) for every node's ack: one that
-      // heard it along the ring first acks the coordinator too, as it may
-      // have finished by the time the coordinator's own notice comes.
-      if (const NodeId c = coordinator(); first && c != from && c != self_) send_control(c, Control::finish_ack, nullptr);
       // Passed on once, to the next live node but the one it came from: if
       // the coordinator dies while it tells everyone, the nodes it missed hear
       // it along the ring, rather than take the nodes that heard it, and
       // finished, for lost (the node after the coordinator too, which the last
-      // node reaches past it).
+      // node reaches past it). First, and each send waiting out a shortage
+      // on its own: once done_ is set nothing else tells the others.
       NodeId next = next_alive(self_);
       if (next == from) next = next_alive(next);
       if (first && next != self_ && next != from)
-        send_control(next, Control::finish_done, [wave](WireOutputArchive& out) { out(wave); });
+        send_control_patiently(next, Control::finish_done, [wave](WireOutputArchive& out) { out(wave); });
+      send_control_patiently(from, Control::finish_ack, nullptr);
+      // The coordinator waits (boundedly) for every node's ack: one that
+      // heard it along the ring first acks the coordinator too, as it may
+      // have finished by the time the coordinator's own notice comes.
+      if (const NodeId c = coordinator(); first && c != from && c != self_)
+        send_control_patiently(c, Control::finish_ack, nullptr);
       break;
     }
     case Control::finish_ack: {
@@ -307,7 +319,10 @@ bool Cluster::merge_lost(const std::vector<NodeId>& lost) {
   bool news = false;
   for (NodeId n : lost) {
     if (n == self_) {
-      if (left_.load()) continue;  // it told them so itself
+      // It told them so itself (leave()), or it has finished: a survivor
+      // that missed the end and took finished nodes for lost must not make
+      // one that finished fail.
+      if (left_.load() || done_.load()) continue;
       expelled();
     }
     if (n < size() && alive(n)) {
@@ -420,12 +435,24 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
     if (now < next_wave_) return;
     ++wave_;
     wave_open_ = true;
-    replies_.assign(size(), std::nullopt);
+    replies_.assign(size(), std::nullopt);  // within its capacity: allocates nothing
     const auto wave = wave_;
     lk.unlock();
     auto mine = local_status();
-    for (NodeId n = 0; n < size(); ++n)
-      if (n != self_ && alive(n)) send_control(n, Control::finish_probe, [wave](WireOutputArchive& ar) { ar(wave); });
+    try {
+      for (NodeId n = 0; n < size(); ++n)
+        if (n != self_ && alive(n)) send_control(n, Control::finish_probe, [wave](WireOutputArchive& ar) { ar(wave); });
+    } catch (const std::bad_alloc&) {
+      // A node not probed would never answer: the wave closes, and the next
+      // one, a gap later, asks everyone again (late answers to this one are
+      // ignored).
+      lk.lock();
+      if (wave_open_ && wave_ == wave) {
+        wave_open_ = false;
+        next_wave_ = now + wave_gap_;
+      }
+      return;
+    }
     lk.lock();
     if (wave_open_ && wave_ == wave) replies_[self_] = mine;
     return;
@@ -436,7 +463,7 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
   switch (verdict) {
     case TerminationTally::Verdict::done: {
       const auto wave = wave_;
-      acked_.assign(size(), false);
+      acked_.assign(size(), false);  // within its capacity: allocates nothing
       lk.unlock();
       int told = 0;
       for (NodeId n = 0; n < size(); ++n) {
@@ -445,7 +472,9 @@ void Cluster::run_coordinator(steady_clock::time_point now) {
           std::this_thread::sleep_for(std::chrono::milliseconds(300));  // what was told leaves first
           ::kill(::getpid(), SIGKILL);
         }
-        send_control(n, Control::finish_done, [wave](WireOutputArchive& ar) { ar(wave); });
+        // Each waits out a shortage on its own; one never sent is heard
+        // along the ring (finish_done is passed on).
+        send_control_patiently(n, Control::finish_done, [wave](WireOutputArchive& ar) { ar(wave); });
       }
       done_.store(true);
       return;
@@ -474,18 +503,22 @@ void Cluster::finish() {
       {
         std::lock_guard lk(mu_);
         const NodeId c = coordinator();
-        if (c < probes_.size() && probes_[c]) {
-          answer = std::make_pair(c, *probes_[c]);
-          probes_[c].reset();
-        }
+        if (c < probes_.size() && probes_[c]) answer = std::make_pair(c, *probes_[c]);
       }
       if (answer) {
         auto st = local_status();
-        const auto wave = answer->second;
-        send_control(answer->first, Control::finish_status, [&](WireOutputArchive& ar) {
-          ar(wave, st.in_finish, st.idle, st.sent, st.delivered, st.lost);
-        });
-        did = true;
+        const auto [c, wave] = *answer;
+        try {
+          send_control(c, Control::finish_status, [&](WireOutputArchive& ar) {
+            ar(wave, st.in_finish, st.idle, st.sent, st.delivered, st.lost);
+          });
+          // Answered: the slot is cleared, unless a later probe took it meanwhile.
+          std::lock_guard lk(mu_);
+          if (probes_[c] == wave) probes_[c].reset();
+          did = true;
+        } catch (const std::bad_alloc&) {
+          // Not answered: the probe stays, and is answered at the next step.
+        }
       }
     }
     if (!did && !done_.load()) {

@@ -61,6 +61,9 @@ class Cluster final : public DetectorSite {
   /// Encodes and sends a control message: body(ar) writes its payload. Work
   /// messages are counted, so finish() waits until they are handled.
   void send_control(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body, bool work = false);
+  /// send_control (not counted as work) tried again while it finds no memory,
+  /// for the memory patience; false if it never went.
+  bool send_control_patiently(NodeId to, Control type, const std::function<void(WireOutputArchive&)>& body);
   /// Control types this layer does not know (from Control::replicate on) go to
   /// this handler (the registry's). Null removes it, and returns once no call
   /// of it, or of a listener, is under way, so that the component behind them

@@ -363,3 +363,33 @@ TEST(Remote, ALargeVectorToldLeavesFromItsOwnMemory) {
   }
   EXPECT_EQ(j.rt.finish(), 0);
 }
+
+TEST(Remote, AFinishThatFindsNoMemoryStillEndsTheJob) {
+  // finish() with the k-th allocation of one node's calling thread failing,
+  // for k = 0, 1, ...: on node 1, its answer to the coordinator's probe
+  // (which it used to clear first, then let bad_alloc out of finish(): the
+  // coordinator never probed again, and a second finish() waited for ever);
+  // on node 0, the coordinator, its probes (a wave left open with a node not
+  // probed never ends) and its "done" notices. Each time finish() returns 0
+  // on both nodes.
+  int hits = 0;
+  for (int failing = 1; failing >= 0; --failing) {
+    for (long k = 0; k < 6; ++k) {
+      Job job;
+      if (job.me == static_cast<troupe::NodeId>(failing)) tt::fail_allocation_after(k);
+      int rc = -1;
+      try {
+        rc = job.rt.finish();
+      } catch (const std::bad_alloc&) {
+        tt::stop_failing();
+        ADD_FAILURE() << "finish() on node " << job.me << " let out bad_alloc (allocation " << k << ")";
+        rc = job.rt.finish();
+      }
+      if (tt::stop_failing()) ++hits;
+      EXPECT_EQ(rc, 0) << "node " << failing << " failing allocation " << k;
+    }
+  }
+  int all = 0;
+  MPI_Allreduce(&hits, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  EXPECT_GT(all, 6) << "few failing allocations were met";
+}

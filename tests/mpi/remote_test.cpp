@@ -1043,3 +1043,22 @@ TEST(Remote, ARuntimeGoneWithoutFinishIsLostToTheOthersAtOnce) {
   }
   tt::barrier();  // the process that left lived on (it was not told to stop)
 }
+
+TEST(Remote, ANodeThatFinishedIsNotMadeToFailByNewsOfItsOwnLoss) {
+  // A survivor that missed the end of finish() may take the nodes that
+  // finished, and went quiet, for lost, and say so. A node that hears it after
+  // its own finish() returned 0 must not end as one expelled (exit code 70).
+  troupe::Runtime rt(troupe::adopt(MPI_COMM_WORLD));
+  auto& cluster = dynamic_cast<troupe::detail::RemoteNode&>(*rt.core().remote()).cluster();
+  const troupe::NodeId me = rt.node();
+  const troupe::NodeId other = (me + 1) % rt.size();
+  EXPECT_EQ(rt.finish(), 0);
+  troupe::detail::ByteBuffer news;
+  {
+    troupe::detail::WireOutputArchive ar(news, nullptr);
+    ar(other, std::vector<troupe::NodeId>{me});
+  }
+  troupe::detail::WireInputArchive ar(news.data(), news.size(), nullptr, 0);
+  cluster.on_control(other, static_cast<std::uint64_t>(troupe::detail::Control::lost), ar);
+  EXPECT_TRUE(rt.cluster().node(me).alive);
+}
