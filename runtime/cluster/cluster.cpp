@@ -46,7 +46,7 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes, std::s
   }
   // A node that joined later learns of the losses before it as it starts.
   for (const auto& n : info_)
-    if (!n.alive) losses_handled_.fetch_add(1, std::memory_order_relaxed);
+    if (!n.alive) losses_handled_.fetch_add(loss_mark(n.id), std::memory_order_relaxed);
   // The termination protocol's per-node state, sized once: a probe that
   // finds no room would be dropped, and a wave that cannot open would leave
   // finish() waiting, for want of memory.
@@ -273,12 +273,13 @@ void Cluster::declare_lost(NodeId n) {
   declaring_.fetch_add(1, std::memory_order_seq_cst);  // before the node leaves the sums
   struct Declared {  // on every way out, after the work the loss made is counted
     Cluster& c;
+    NodeId n;
     bool handled = false;
     ~Declared() {
-      if (handled) c.losses_handled_.fetch_add(1, std::memory_order_seq_cst);
+      if (handled) c.losses_handled_.fetch_add(loss_mark(n), std::memory_order_seq_cst);
       c.declaring_.fetch_sub(1, std::memory_order_seq_cst);
     }
-  } declared{*this};
+  } declared{*this, n};
   if (!alive_[n].exchange(false)) return;
   declared.handled = true;
   engine_.mark_lost(n);

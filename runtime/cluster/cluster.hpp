@@ -185,7 +185,7 @@ class Cluster final : public DetectorSite {
   bool wave_open_ = false;
   std::vector<std::optional<Status>> replies_;
   TerminationTally tally_;
-  std::atomic<std::uint64_t> losses_handled_{0};
+  std::atomic<std::uint64_t> losses_handled_{0};  // a digest of the losses handled (loss_mark)
   std::atomic<int> declaring_{0};  // losses being declared (listeners running): not idle
   // Calls of the extra control handler and of listeners under way:
   // set_extra_control(nullptr) waits for them, so that the component that

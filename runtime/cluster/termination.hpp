@@ -18,13 +18,26 @@ struct WorkStatus {
   bool idle = false;       ///< nothing being handled, nothing waiting to be
   std::uint64_t sent = 0;       ///< work messages it sent to nodes it holds alive
   std::uint64_t delivered = 0;  ///< work messages it handled from nodes it holds alive
-  /// Losses it has finished handling (listeners run). A loss takes the lost
-  /// node's counts out of the sums, so sums taken with different numbers of
-  /// losses do not compare: all must agree within a wave, and two waves
-  /// compare only with the same. A loss under way (its node already out of
-  /// the sums, the work its listeners make not yet counted) does not count yet.
+  /// The losses it has finished handling (listeners run), as a digest of
+  /// their nodes (loss_mark). A loss takes the lost node's counts out of the
+  /// sums, so sums taken over different losses do not compare: all must agree
+  /// within a wave, and two waves compare only with the same. Which losses,
+  /// not how many: a node that took node 1 for lost, and not yet node 3,
+  /// sums over other nodes than one that lost node 3 only. A loss under way
+  /// (its node already out of the sums, the work its listeners make not yet
+  /// counted) does not count yet.
   std::uint64_t lost = 0;
 };
+
+/// A lost node's share of WorkStatus::lost, which sums them (wrapping): the
+/// same set of losses gives the same digest in any order, and different sets
+/// differ but with a chance of 2^-64 or so (splitmix64 of the node's id).
+constexpr std::uint64_t loss_mark(NodeId n) noexcept {
+  std::uint64_t z = static_cast<std::uint64_t>(n) + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 /// Counting waves (after Mattern's four-counter method): the work is over once
 /// two consecutive complete waves find every live node in finish() and idle,

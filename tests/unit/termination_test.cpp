@@ -89,7 +89,7 @@ TEST(Termination, ALossBetweenTheWavesStartsOverEvenWhenTheSumsMatch) {
   // listeners on 1 sent two messages to 0, which handled them: the sums are
   // 4 and 4 again, exactly the first wave's.
   nodes.dead.insert(2);
-  const Replies after{idle(2, 2, 1), idle(2, 2, 1), std::nullopt};
+  const Replies after{idle(2, 2, troupe::detail::loss_mark(2)), idle(2, 2, troupe::detail::loss_mark(2)), std::nullopt};
   EXPECT_EQ(t.judge(after, 0, nodes), Verdict::again_now) << "balanced, but not comparable with the wave before";
   EXPECT_EQ(t.judge(after, 0, nodes), Verdict::done);
 }
@@ -99,7 +99,38 @@ TEST(Termination, NodesThatDisagreeOnTheLossesDoNotAddUp) {
   Nodes nodes;
   nodes.dead.insert(2);
   // Node 1 has not finished handling node 2's loss: its sums still hold it.
-  const Replies w{idle(2, 1, 1), idle(1, 2, 0), std::nullopt};
+  const Replies w{idle(2, 1, troupe::detail::loss_mark(2)), idle(1, 2, 0), std::nullopt};
   EXPECT_EQ(t.judge(w, 0, nodes), Verdict::again_later);
   EXPECT_EQ(t.judge(w, 0, nodes), Verdict::again_later);
+}
+
+// As many losses, but not the same ones: node 3 died, and nodes 0 and 1 have
+// handled its loss; node 2, which wrongly took node 1 for lost, has handled
+// that loss and not yet node 3's. One loss each, so counts of losses agree;
+// but node 2's sums leave out node 1 and its traffic, and may balance by
+// chance, twice, while a message of node 1's to node 2 is dropped: node 1
+// would be told "done" though node 2 holds it lost. Their digests differ.
+TEST(Termination, NodesThatLostAsManyNodesButNotTheSameOnesDoNotAddUp) {
+  using troupe::detail::loss_mark;
+  TerminationTally t;
+  Nodes nodes;
+  nodes.dead.insert(3);
+  const Replies w{idle(1, 1, loss_mark(3)), idle(1, 0, loss_mark(3)), idle(0, 1, loss_mark(1)), std::nullopt};
+  EXPECT_EQ(t.judge(w, 0, nodes), Verdict::again_later) << "one loss each, but not the same";
+  EXPECT_EQ(t.judge(w, 0, nodes), Verdict::again_later);
+  // Once they agree, the waves compare as before.
+  const Replies agreed{idle(1, 1, loss_mark(3)), idle(1, 1, loss_mark(3)), idle(1, 1, loss_mark(3)), std::nullopt};
+  EXPECT_EQ(t.judge(agreed, 0, nodes), Verdict::again_now);
+  EXPECT_EQ(t.judge(agreed, 0, nodes), Verdict::done);
+}
+
+TEST(Termination, TheDigestOfLossesIsTheSameInAnyOrderAndTellsSetsApart) {
+  using troupe::detail::loss_mark;
+  EXPECT_EQ(loss_mark(1) + loss_mark(3) + loss_mark(7), loss_mark(7) + loss_mark(1) + loss_mark(3));
+  EXPECT_NE(loss_mark(1), loss_mark(3));
+  EXPECT_NE(loss_mark(0), 0u) << "the loss of node 0 would not show";
+  EXPECT_NE(loss_mark(1) + loss_mark(2), loss_mark(3)) << "one loss for two";
+  std::set<std::uint64_t> seen;
+  for (troupe::NodeId n = 0; n < 4096; ++n) seen.insert(loss_mark(n));
+  EXPECT_EQ(seen.size(), 4096u);
 }
