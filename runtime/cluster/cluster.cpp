@@ -45,8 +45,8 @@ Cluster::Cluster(Core& core, Engine& engine, std::vector<NodeInfo> nodes, std::s
     delivered_[i].store(0);
   }
   // A node that joined later learns of the losses before it as it starts.
-  for (const auto& n : info_)
-    if (!n.alive) losses_handled_.fetch_add(loss_mark(n.id), std::memory_order_relaxed);
+  for (std::size_t i = 0; i < info_.size(); ++i)  // (a node's id is its place in info_)
+    if (!info_[i].alive) losses_handled_.fetch_add(loss_mark(static_cast<NodeId>(i)), std::memory_order_relaxed);
   // The termination protocol's per-node state, sized once: a probe that
   // finds no room would be dropped, and a wave that cannot open would leave
   // finish() waiting, for want of memory.
@@ -508,7 +508,8 @@ void Cluster::finish() {
       }
       if (answer) {
         auto st = local_status();
-        const auto [c, wave] = *answer;
+        const NodeId c = answer->first;  // (not a structured binding: clang 14 cannot capture one)
+        const std::uint64_t wave = answer->second;
         try {
           send_control(c, Control::finish_status, [&](WireOutputArchive& ar) {
             ar(wave, st.in_finish, st.idle, st.sent, st.delivered, st.lost);

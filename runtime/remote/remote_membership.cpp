@@ -268,10 +268,15 @@ std::vector<NodeId> RemoteNode::add_nodes(int count, const std::vector<std::stri
   // their messages find them alive; then the engine, at once. What is sent
   // to them in between (counted as work: the cluster says they are alive)
   // waits in the engine until then.
+  // Room for the engine's step is made before the cluster's: once the
+  // cluster counts the newcomers alive, what is sent to them waits in the
+  // engine for its join, which must then not fail.
   MPI_Comm dup = Engine::duplicate_for_nodes(merged);
+  std::vector<NodeId> ranks = info.node_of_rank;
+  engine_->reserve_join(info.total);
   cluster_->add_nodes(all);
   note_neighbours(all);
-  engine_->add_nodes(dup, info.node_of_rank, info.total);
+  engine_->add_nodes(dup, std::move(ranks), info.total);
   cluster_->nodes_added(fresh);
   spawns_.push_back(Spawn{inter, merged, cluster_->lost_set().size()});
   membership_comm_ = merged;  // the previous ones stay allocated: MPI may still use them

@@ -85,21 +85,30 @@ MPI_Comm Engine::duplicate_for_nodes(MPI_Comm comm) {
   return dup;
 }
 
-void Engine::add_nodes(MPI_Comm dup, const std::vector<NodeId>& node_of_rank, std::size_t total) {
+void Engine::reserve_join(std::size_t total) {
   std::lock_guard lk(mu_);
+  reserve_join_locked(total);
+}
+
+void Engine::reserve_join_locked(std::size_t total) {
   if (total > peers_.size()) throw std::runtime_error("troupe: too many nodes joined (no room left)");
-  // Room first: a communicator listed without its ranks' nodes would index
-  // past rank_node_ when a frame lands on it.
-  std::vector<NodeId> ranks = node_of_rank;
   comms_.reserve(comms_.size() + 1);
   rank_node_.reserve(rank_node_.size() + 1);
+}
+
+void Engine::add_nodes(MPI_Comm dup, std::vector<NodeId> node_of_rank, std::size_t total) {
+  std::lock_guard lk(mu_);
+  // Room first (nothing allocated below): a communicator listed without its
+  // ranks' nodes would index past rank_node_ when a frame lands on it.
+  reserve_join_locked(total);
   const int index = static_cast<int>(comms_.size());
   comms_.push_back(dup);
-  rank_node_.push_back(std::move(ranks));
+  rank_node_.push_back(std::move(node_of_rank));
+  const auto& ranks_nodes = rank_node_.back();
   const std::size_t before = count_.load();
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-  for (std::size_t r = 0; r < node_of_rank.size(); ++r) {
-    const NodeId n = node_of_rank[r];
+  for (std::size_t r = 0; r < ranks_nodes.size(); ++r) {
+    const NodeId n = ranks_nodes[r];
     if (n < before) continue;  // older pairs keep their communicator
     auto& p = *peers_[n];
     p.comm = index;

@@ -208,8 +208,15 @@ class Engine {
   /// nodes() to total-1 are the new ones. Traffic between older nodes stays on
   /// their communicator, so per pair order is kept. Local: what was sent to
   /// the new ids before this (the cluster layer counts them alive a moment
-  /// earlier) was kept, and leaves now, in order.
-  void add_nodes(MPI_Comm dup, const std::vector<NodeId>& node_of_rank, std::size_t total);
+  /// earlier) was kept, and leaves now, in order. Throws (std::bad_alloc, or
+  /// if total exceeds the capacity) with nothing changed; after reserve_join
+  /// for as many, it cannot fail.
+  void add_nodes(MPI_Comm dup, std::vector<NodeId> node_of_rank, std::size_t total);
+  /// Room for the next add_nodes of up to `total` nodes, made before the
+  /// cluster layer counts the new nodes alive: then the engine's step cannot
+  /// fail, and what is sent to them meanwhile never waits for a join that does
+  /// not come. Throws as add_nodes does, nothing changed; may be called again.
+  void reserve_join(std::size_t total);
   /// Ends the engine's use of MPI, before the runtime lets go of MPI (its own
   /// MPI_Finalize, or an application's that adopted it): waits for any thread
   /// inside an MPI call of the engine, cancels the posted receives, and from
@@ -552,6 +559,7 @@ class Engine {
   bool post_large_frame(NodeId from, FrameRecv& f);
   /// Stops the posted receives (before communicators are freed or MPI ends).
   void stop_receiving_locked();
+  void reserve_join_locked(std::size_t total);
   /// How long stop_receiving waits for its cancelled receives to end: one MPI
   /// matched to a frame that never finishes arriving is let go of after it.
   static constexpr std::chrono::milliseconds kCancelPatience{200};

@@ -786,6 +786,35 @@ TEST(Engine, AddingNodesThatFindsNoMemoryChangesNothingAndCanBeTriedAgain) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(Engine, AJoinWhoseRoomWasReservedCannotFail) {
+  // Runtime::add_nodes makes the engine's room (reserve_join) before the
+  // cluster layer counts the new nodes alive: the engine's own step must then
+  // not fail, or what is sent to them waits for a join that never comes (and
+  // the engine is never quiet again). With the room made, the join goes
+  // through with every allocation of its thread failing.
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  OrderSink sink;
+  Engine engine(MPI_COMM_WORLD, sink);
+  const MPI_Comm dup = Engine::duplicate_for_nodes(MPI_COMM_WORLD);  // collective
+  EXPECT_THROW(engine.reserve_join(1u << 30), std::runtime_error) << "room for more nodes than it can hold";
+  engine.reserve_join(4);
+  std::vector<NodeId> ranks{2, 3};
+  bool added = false;
+  tt::fail_allocations_from(0);
+  try {
+    engine.add_nodes(dup, std::move(ranks), 4);
+    added = true;
+  } catch (const std::bad_alloc&) {
+  }
+  const bool failed = tt::stop_failing();
+  EXPECT_TRUE(added) << "the join failed for want of memory";
+  EXPECT_FALSE(failed) << "the join allocated";
+  EXPECT_EQ(engine.nodes(), 4u);
+  EXPECT_EQ(engine.comm_at(1), dup);
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(Engine, AnUnreadableEnvelopeIsAnnouncedBeforeTheOnesAfterIt) {
   // The handler joins consecutive calls into one batch; an envelope between
   // them that cannot be read (another protocol version) is reported at
